@@ -1,0 +1,55 @@
+# The project's commands. `make demo` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 0.0.0.0
+PORT ?= 8000
+
+# Tests use the machine's real PostgreSQL and Redis (never mocks); override as needed.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/agentplane
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+
+.PHONY: install demo demo-stop test lint format migrate bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+migrate: install
+	$(BIN)/python manage.py migrate_schemas --shared -v0
+	$(BIN)/python manage.py migrate_schemas --tenant -v0
+
+demo: migrate
+	$(BIN)/python manage.py refill_schema_pool
+	$(BIN)/python manage.py demo_setup
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+demo-stop:
+	$(BIN)/python -c "import pgserver; pgserver.get_server('.data/pg', cleanup_mode='stop').cleanup()"
+
+test: install
+	PYTHONWARNINGS=ignore::RuntimeWarning DATABASE_URL=$(TEST_DATABASE_URL) \
+	$(BIN)/python manage.py makemigrations --check --dry-run -v0
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) TENANT_CONTEXT_GUARD=1 \
+	SCHEMA_POOL_BACKGROUND_REFILL=0 $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) staticfiles

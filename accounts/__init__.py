@@ -1,0 +1,1 @@
+"""People: an organization's users and roles (in its schema), staff (in `public`), invitations."""

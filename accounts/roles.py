@@ -1,0 +1,36 @@
+"""Roles and the permissions they grant: the one table every interface checks against."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+# Rank for "may act on": an admin manages members and viewers (and other admins' roles below
+# owner); only an owner grants or removes ownership.
+RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+READ = {"org:read", "members:read"}
+WRITE = READ | set()  # members write what later features add (agents:write, tasks:publish ...)
+MANAGE = WRITE | {"members:invite", "members:manage", "settings:write"}
+
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    Role.VIEWER: frozenset(READ),
+    Role.MEMBER: frozenset(WRITE),
+    Role.ADMIN: frozenset(MANAGE),
+    Role.OWNER: frozenset(MANAGE | {"members:grant_owner"}),
+}
+
+
+def permissions_for(role: str) -> frozenset[str]:
+    return ROLE_PERMISSIONS.get(role, frozenset())
+
+
+def has_permission(role: str, permission: str) -> bool:
+    return permission in permissions_for(role)

@@ -1,0 +1,1 @@
+"""Project wiring: settings, URL maps, ASGI/WSGI entry points and the portal shell."""

@@ -1,0 +1,9 @@
+"""ASGI entry point: HTTP through Django (WebSocket routing joins here with the gateway)."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+application = get_asgi_application()

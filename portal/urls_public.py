@@ -1,0 +1,12 @@
+"""URLs of the public host: the landing page, signup and staff admin."""
+
+from django.contrib import admin
+from django.urls import path
+
+from portal import views
+
+urlpatterns = [
+    path("", views.landing, name="landing"),
+    path("signup/", views.signup, name="signup"),
+    path("admin/", admin.site.urls),
+]

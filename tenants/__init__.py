@@ -1,0 +1,1 @@
+"""Organizations (tenants), their domains and plans; provisioning, lifecycle and tenant context."""

@@ -1,0 +1,115 @@
+"""The one place that enters and reads a tenant context: HTTP, WebSocket, commands, background work.
+
+django-tenants keeps the current schema on the (thread-local) database connection. That is not
+enough on its own: a thread or an async hop gets a different connection, and a pooled connection
+keeps whatever `search_path` the previous user left. So the context is also kept in a context
+variable, which `asgiref`'s `sync_to_async` carries across hops, and `tenants.guard` checks, when
+switched on, that every query runs in the schema this module says is current.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import connection
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
+
+_current: contextvars.ContextVar[Tenant | None] = contextvars.ContextVar(
+    "current_tenant", default=None
+)
+
+
+def current_tenant() -> Tenant | None:
+    """The tenant whose context is entered, or None in the public context."""
+    return _current.get()
+
+
+def expected_schema() -> str:
+    tenant = _current.get()
+    return tenant.schema_name if tenant is not None else settings.PUBLIC_SCHEMA_NAME
+
+
+def activate(tenant: Tenant | None) -> contextvars.Token:
+    """Make `tenant` current for this context and its connection (None: the public schema).
+
+    Returns a token for `deactivate`. Setting the schema the connection already has is free:
+    django-tenants then issues no `SET search_path` at all.
+    """
+    token = _current.set(tenant)
+    _point_connection_at(tenant)
+    return token
+
+
+def deactivate(token: contextvars.Token) -> None:
+    _current.reset(token)
+    _point_connection_at(_current.get())
+
+
+def reapply() -> None:
+    """Point the connection back at the current context after code that switched it itself."""
+    _point_connection_at(_current.get())
+
+
+def _point_connection_at(tenant: Tenant | None) -> None:
+    if tenant is None:
+        if connection.schema_name != settings.PUBLIC_SCHEMA_NAME:
+            connection.set_schema_to_public()
+        return
+    if (
+        connection.schema_name == tenant.schema_name
+        and not connection.include_public_schema
+        and connection.search_path_set_schemas
+    ):
+        connection.tenant = tenant
+        return
+    # include_public=False: a table missing from the tenant's schema is an error, never a silent
+    # read of `public`. Public data (plans, domains) is read in `public_context()`.
+    connection.set_tenant(tenant, include_public=False)
+
+
+@contextmanager
+def tenant_context(tenant: Tenant) -> Iterator[Tenant]:
+    """Run the block in `tenant`'s schema; restores the previous context afterwards."""
+    token = activate(tenant)
+    try:
+        yield tenant
+    finally:
+        deactivate(token)
+
+
+@contextmanager
+def public_context() -> Iterator[None]:
+    """Run the block in the public schema (tenants, domains, plans, staff)."""
+    token = activate(None)
+    try:
+        yield
+    finally:
+        deactivate(token)
+
+
+@contextmanager
+def dangerously_schema_context(schema_name: str) -> Iterator[None]:
+    """Point the connection at a schema that belongs to no tenant (spare schemas, provisioning).
+
+    The guard is told too, so queries inside are not reported as leaks.
+    """
+    from django_tenants.postgresql_backend.base import FakeTenant
+
+    token = activate(FakeTenant(schema_name=schema_name))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        deactivate(token)
+
+
+def database_schema() -> str:
+    """Ask PostgreSQL which schema queries resolve to right now (for tests and assertions)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_schema()")
+        return cursor.fetchone()[0]

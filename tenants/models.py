@@ -1,0 +1,111 @@
+"""Plans, organizations (tenants), their domains and the pool of spare schemas: all in `public`."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django_tenants.models import DomainMixin, TenantMixin
+
+
+class Plan(models.Model):
+    """A price list and the limits that come with it; later features enforce the limits."""
+
+    slug = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=80)
+    max_agents = models.PositiveIntegerField()
+    max_instances = models.PositiveIntegerField()
+    max_cpu_millicores = models.PositiveIntegerField(help_text="Total CPU for all instances.")
+    max_memory_mb = models.PositiveIntegerField(help_text="Total memory for all instances.")
+    max_instance_cpu_millicores = models.PositiveIntegerField()
+    max_instance_memory_mb = models.PositiveIntegerField()
+    messages_per_month = models.PositiveBigIntegerField()
+    requests_per_minute = models.PositiveIntegerField(help_text="Per resource, per organization.")
+    audit_retention_days = models.PositiveIntegerField()
+    price_monthly_cents = models.PositiveIntegerField()
+    price_per_thousand_messages_cents = models.PositiveIntegerField(default=0)
+    is_public = models.BooleanField(default=True, help_text="Offered at signup.")
+
+    class Meta:
+        ordering = ["price_monthly_cents"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TenantStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    SUSPENDED = "suspended", "Suspended"
+    DELETING = "deleting", "Deleting"
+
+
+class Tenant(TenantMixin):
+    """An organization. Its data lives in the PostgreSQL schema `schema_name`."""
+
+    # The id carried by JWTs (`tenant`, `aud`), event namespaces and audit events. A UUID, so
+    # that a slug freed by a deletion and signed up again never inherits the old namespace.
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    slug = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=120)
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenants")
+    region = models.CharField(max_length=32)
+    status = models.CharField(
+        max_length=16, choices=TenantStatus.choices, default=TenantStatus.ACTIVE
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    suspended_at = models.DateTimeField(null=True, blank=True)
+
+    # Provisioning creates (or claims) the schema itself; see tenants.services.
+    auto_create_schema = False
+    auto_drop_schema = False
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=TenantStatus.values), name="tenant_status_valid"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == TenantStatus.ACTIVE
+
+    @property
+    def is_public(self) -> bool:
+        return self.schema_name == settings.PUBLIC_SCHEMA_NAME
+
+    @property
+    def host(self) -> str:
+        return f"{self.slug}.{settings.PORTAL_DOMAIN}"
+
+    @property
+    def url(self) -> str:
+        port = f":{settings.PORTAL_PORT}" if settings.PORTAL_PORT else ""
+        return f"{settings.PORTAL_SCHEME}://{self.host}{port}/"
+
+
+class Domain(DomainMixin):
+    """A host name that routes to a tenant (`acme.localhost`, or the public host)."""
+
+    def __str__(self) -> str:
+        return self.domain
+
+
+class SpareSchema(models.Model):
+    """A pre-migrated, empty schema waiting to be claimed (renamed) by provisioning.
+
+    `fingerprint` names the set of tenant migrations it was built with; provisioning only claims
+    spares whose fingerprint matches the code's, so a spare never lags behind the migrations.
+    """
+
+    schema_name = models.CharField(max_length=63, unique=True)
+    fingerprint = models.CharField(max_length=64, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.schema_name

@@ -1,0 +1,129 @@
+"""Pre-migrated spare schemas: the fast path to a ready organization.
+
+Running every migration for each new schema gets slower with every migration added. Instead a
+few empty schemas are migrated ahead of time; provisioning claims one by renaming it (`ALTER
+SCHEMA ... RENAME`, a catalog update that takes milliseconds) and the pool is refilled in the
+background. When the pool is empty, or its spares were built with other migrations than the
+code's, provisioning falls back to creating and migrating the schema. See docs/adr/0002.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+from functools import cache
+
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.db.migrations.loader import MigrationLoader
+
+from tenants import context, guard
+from tenants.models import SpareSchema
+
+logger = logging.getLogger(__name__)
+
+# One refiller at a time across all processes: a session-level advisory lock.
+REFILL_LOCK_KEY = 0x5A5E_5C4E
+
+
+@cache
+def migrations_fingerprint() -> str:
+    """A digest of every tenant app's migrations on disk: spares built with another are stale."""
+    loader = MigrationLoader(None, ignore_no_migrations=True, load=True)
+    tenant_apps = {app.rsplit(".", 1)[-1] for app in settings.TENANT_APPS}
+    names = sorted(f"{app}.{name}" for app, name in loader.disk_migrations if app in tenant_apps)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
+def quote(schema_name: str) -> str:
+    return connection.ops.quote_name(schema_name)
+
+
+def build_schema(schema_name: str) -> None:
+    """Create `schema_name` and run every tenant migration in it (the slow path)."""
+    with context.public_context(), connection.cursor() as cursor:
+        cursor.execute(f"CREATE SCHEMA {quote(schema_name)}")
+    try:
+        # django-tenants' migrate switches the connection's schema itself.
+        with guard.dangerously_unguarded():
+            call_command("migrate_schemas", schema_name=schema_name, interactive=False, verbosity=0)
+    except BaseException:
+        context.reapply()
+        drop_schema(schema_name)
+        raise
+    context.reapply()
+
+
+def drop_schema(schema_name: str) -> None:
+    with context.public_context(), connection.cursor() as cursor:
+        cursor.execute(f"DROP SCHEMA IF EXISTS {quote(schema_name)} CASCADE")
+
+
+def claim(schema_name: str) -> bool:
+    """Rename a current spare to `schema_name` in the caller's transaction; False if none."""
+    with context.public_context(), transaction.atomic():
+        spare = (
+            SpareSchema.objects.select_for_update(skip_locked=True)
+            .filter(fingerprint=migrations_fingerprint())
+            .order_by("created_at")
+            .first()
+        )
+        if spare is None:
+            return False
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"ALTER SCHEMA {quote(spare.schema_name)} RENAME TO {quote(schema_name)}"
+            )
+        spare.delete()
+    return True
+
+
+def size() -> int:
+    with context.public_context():
+        return SpareSchema.objects.filter(fingerprint=migrations_fingerprint()).count()
+
+
+def refill(target: int | None = None) -> int:
+    """Drop stale spares and build new ones until `target` are ready. Returns how many were built.
+
+    Holds an advisory lock so that concurrent refills (several workers) do not overbuild.
+    """
+    target = settings.SCHEMA_POOL_SIZE if target is None else target
+    built = 0
+    with context.public_context():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [REFILL_LOCK_KEY])
+            if not cursor.fetchone()[0]:
+                return 0
+        try:
+            for stale in SpareSchema.objects.exclude(fingerprint=migrations_fingerprint()):
+                drop_schema(stale.schema_name)
+                stale.delete()
+            while size() < target:
+                name = f"spare_{secrets.token_hex(6)}"
+                build_schema(name)
+                SpareSchema.objects.create(schema_name=name, fingerprint=migrations_fingerprint())
+                built += 1
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [REFILL_LOCK_KEY])
+    return built
+
+
+def refill_in_background() -> None:
+    """Start a daemon thread that tops the pool up (used after a claim)."""
+    if not settings.SCHEMA_POOL_BACKGROUND_REFILL:
+        return
+
+    def run() -> None:
+        try:
+            refill()
+        except Exception:
+            logger.exception("schema pool refill failed")
+        finally:
+            connection.close()
+
+    threading.Thread(target=run, name="schema-pool-refill", daemon=True).start()

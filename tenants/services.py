@@ -1,0 +1,218 @@
+"""Every write to organizations: provisioning, suspension, reactivation and deletion."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import validate_email
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.utils import timezone
+
+from accounts import services as account_services
+from accounts.models import User
+from accounts.roles import Role
+from audit import services as audit
+from audit.actors import Actor
+from tenants import context, routing, schema_pool
+from tenants.models import Domain, Plan, Tenant, TenantStatus
+from tenants.validators import schema_name_for, validate_region, validate_slug
+
+logger = logging.getLogger(__name__)
+
+DUPLICATE_SCHEMA = "42P06"
+
+
+def _require_staff(actor: Actor) -> None:
+    if actor.kind not in {"staff", "system"}:
+        raise PermissionDenied("Only platform staff can do this.")
+
+
+def validate_new_tenant(
+    *, slug: str, name: str, owner_email: str, owner_password: str, region: str, plan_slug: str
+) -> Plan:
+    """Check everything before anything is written; raises ValidationError keyed by field."""
+    errors: dict[str, list[ValidationError]] = {}
+
+    def check(field: str, validator, *args) -> None:
+        try:
+            validator(*args)
+        except ValidationError as error:
+            errors.setdefault(field, []).extend(error.error_list)
+
+    check("slug", validate_slug, slug)
+    if "slug" not in errors:
+        with context.public_context():
+            taken = (
+                Tenant.objects.filter(slug=slug).exists()
+                or Domain.objects.filter(domain=f"{slug}.{settings.PORTAL_DOMAIN}").exists()
+            )
+        if taken:
+            errors["slug"] = [ValidationError("That name is taken.", code="slug_taken")]
+    if not name.strip():
+        errors["name"] = [ValidationError("Enter the organization's name.", code="required")]
+    elif len(name) > 120:
+        errors["name"] = [ValidationError("At most 120 characters.", code="max_length")]
+    check("region", validate_region, region)
+    check("owner_email", validate_email, owner_email)
+    check(
+        "owner_password",
+        validate_password,
+        owner_password,
+        User(email=owner_email, full_name=name),
+    )
+    plan = None
+    with context.public_context():
+        plan = Plan.objects.filter(slug=plan_slug).first()
+    if plan is None:
+        errors["plan"] = [ValidationError(f"Unknown plan “{plan_slug}”.", code="invalid_plan")]
+    if errors:
+        raise ValidationError(errors)
+    return plan
+
+
+def provision_tenant(
+    *,
+    actor: Actor,
+    slug: str,
+    name: str,
+    owner_email: str,
+    owner_password: str,
+    region: str = "",
+    plan_slug: str = "free",
+) -> Tenant:
+    """Create an organization, its schema, its domain and its owner, ready to use at once.
+
+    All or nothing: the schema is claimed from the spare pool (or built), then the tenant row,
+    the domain and the owner are written in one transaction; if anything fails, the schema is
+    dropped and nothing is left behind.
+    """
+    slug = slug.strip().lower()
+    owner_email = owner_email.strip().lower()
+    region = region or settings.DEFAULT_REGION
+    plan = validate_new_tenant(
+        slug=slug,
+        name=name,
+        owner_email=owner_email,
+        owner_password=owner_password,
+        region=region,
+        plan_slug=plan_slug,
+    )
+    schema_name = schema_name_for(slug)
+    try:
+        claimed = schema_pool.claim(schema_name)
+        if not claimed:
+            schema_pool.build_schema(schema_name)
+    except DatabaseError as error:
+        if getattr(error.__cause__, "sqlstate", None) == DUPLICATE_SCHEMA:
+            # A concurrent signup claimed this slug's schema first.
+            raise ValidationError({"slug": ["That name is taken."]}) from error
+        raise
+    try:
+        with context.public_context(), transaction.atomic():
+            tenant = Tenant.objects.create(
+                schema_name=schema_name, slug=slug, name=name.strip(), plan=plan, region=region
+            )
+            Domain.objects.create(domain=tenant.host, tenant=tenant, is_primary=True)
+            with context.tenant_context(tenant):
+                owner = account_services.user_create(
+                    actor=actor, email=owner_email, password=owner_password, role=Role.OWNER
+                )
+                audit.record(
+                    actor=actor,
+                    action="organization.created",
+                    resource_type="organization",
+                    resource_id=str(tenant.public_id),
+                    details={
+                        "slug": slug,
+                        "plan": plan.slug,
+                        "region": region,
+                        "owner": owner.email,
+                    },
+                )
+            audit.record(
+                actor=actor,
+                action="organization.created",
+                resource_type="organization",
+                resource_id=str(tenant.public_id),
+                details={"slug": slug, "plan": plan.slug, "region": region},
+            )
+    except IntegrityError as error:  # a concurrent signup won the race for the slug
+        schema_pool.drop_schema(schema_name)
+        raise ValidationError({"slug": ["That name is taken."]}) from error
+    except BaseException:
+        schema_pool.drop_schema(schema_name)
+        raise
+    if claimed:
+        transaction.on_commit(schema_pool.refill_in_background)
+    logger.info("provisioned organization %s (%s, fast path: %s)", slug, schema_name, claimed)
+    return tenant
+
+
+def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Tenant:
+    _require_staff(actor)
+    with context.public_context(), transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        if tenant.status == status:
+            return tenant
+        tenant.status = status
+        tenant.suspended_at = timezone.now() if status == TenantStatus.SUSPENDED else None
+        tenant.save(update_fields=["status", "suspended_at"])
+        audit.record(
+            actor=actor,
+            action=action,
+            resource_type="organization",
+            resource_id=str(tenant.public_id),
+            details={"slug": tenant.slug},
+        )
+        # The organization sees in its own log what the platform did to it.
+        with context.tenant_context(tenant):
+            audit.record(
+                actor=actor,
+                action=action,
+                resource_type="organization",
+                resource_id=str(tenant.public_id),
+                details={"slug": tenant.slug},
+            )
+        transaction.on_commit(lambda: routing.invalidate(tenant))
+    return tenant
+
+
+def tenant_suspend(*, actor: Actor, tenant: Tenant) -> Tenant:
+    """Suspend an organization: its users and API clients are refused at their next request."""
+    return _set_status(
+        actor=actor, tenant=tenant, status=TenantStatus.SUSPENDED, action="organization.suspended"
+    )
+
+
+def tenant_reactivate(*, actor: Actor, tenant: Tenant) -> Tenant:
+    return _set_status(
+        actor=actor, tenant=tenant, status=TenantStatus.ACTIVE, action="organization.reactivated"
+    )
+
+
+def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
+    """Delete an organization: its schema and every row in it, its domains, then the tenant row.
+
+    One transaction (PostgreSQL's DDL is transactional): it either all happens or none of it.
+    Routing caches in every process are invalidated after commit, so the host stops answering.
+    """
+    _require_staff(actor)
+    with context.public_context(), transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        public_id, slug, schema_name = str(tenant.public_id), tenant.slug, tenant.schema_name
+        hosts = list(tenant.domains.values_list("domain", flat=True))
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP SCHEMA IF EXISTS {schema_pool.quote(schema_name)} CASCADE")
+        Domain.objects.filter(tenant=tenant).delete()
+        Tenant.objects.filter(pk=tenant.pk).delete()
+        audit.record(
+            actor=actor,
+            action="organization.deleted",
+            resource_type="organization",
+            resource_id=public_id,
+            details={"slug": slug, "schema": schema_name},
+        )
+        transaction.on_commit(lambda: routing.invalidate_hosts(hosts))

@@ -1,0 +1,197 @@
+"""Session-wide fixtures: two organizations built once, users of every role, clients per host.
+
+Everything a test writes inside `db` is rolled back. Tests that need committed data (threads,
+on-commit callbacks, a server in another process) use `scratch_org`, which provisions a throwaway
+organization for real and deletes it afterwards, instead of `transactional_db`, whose flush
+would truncate the public schema's tables under the session's organizations.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Fallbacks when pytest is run directly rather than through `make test`.
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentplane")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
+os.environ.setdefault("TENANT_CONTEXT_GUARD", "1")
+os.environ.setdefault("SCHEMA_POOL_BACKGROUND_REFILL", "0")
+
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import pytest  # noqa: E402
+from django.test import Client  # noqa: E402
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@dataclass
+class Org:
+    """A session organization and one user per role (all committed)."""
+
+    tenant: object
+    owner: object
+    admin: object
+    member: object
+    viewer: object
+
+    @property
+    def host(self) -> str:
+        return self.tenant.host
+
+    def user(self, role: str):
+        return getattr(self, role)
+
+
+def _fast_hasher() -> None:
+    from django.conf import settings
+    from django.contrib.auth.hashers import get_hashers, get_hashers_by_algorithm
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    get_hashers.cache_clear()
+    get_hashers_by_algorithm.cache_clear()
+
+
+def build_org(slug: str, name: str) -> Org:
+    from accounts import services as account_services
+    from audit.actors import Actor
+    from tenants import context, services
+
+    system = Actor.system("tests")
+    tenant = services.provision_tenant(
+        actor=system,
+        slug=slug,
+        name=name,
+        owner_email=f"owner@{slug}.test",
+        owner_password=PASSWORD,
+        plan_slug="team",
+    )
+    with context.tenant_context(tenant):
+        from accounts.models import User
+
+        owner = User.objects.get(email=f"owner@{slug}.test")
+        users = {
+            role: account_services.user_create(
+                actor=system,
+                email=f"{role}@{slug}.test",
+                password=PASSWORD,
+                role=role,
+                full_name=f"{role.title()} of {name}",
+            )
+            for role in ("admin", "member", "viewer")
+        }
+    return Org(tenant=tenant, owner=owner, **users)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    _fast_hasher()
+    with django_db_blocker.unblock():
+        from tenants import context
+
+        with context.public_context():
+            build_org("acme", "Acme Inc")
+            build_org("globex", "Globex Corp")
+    yield
+
+
+@pytest.fixture(scope="session")
+def _orgs(django_db_setup, django_db_blocker) -> dict[str, Org]:
+    with django_db_blocker.unblock():
+        from accounts.models import User
+        from tenants import context
+        from tenants.models import Tenant
+
+        orgs = {}
+        for slug in ("acme", "globex"):
+            with context.public_context():
+                tenant = Tenant.objects.select_related("plan").get(slug=slug)
+            with context.tenant_context(tenant):
+                users = {u.role: u for u in User.objects.filter(email__endswith=f"@{slug}.test")}
+            orgs[slug] = Org(tenant=tenant, **users)
+    return orgs
+
+
+@pytest.fixture
+def org(_orgs, db) -> Org:
+    """Organization A."""
+    return _orgs["acme"]
+
+
+@pytest.fixture
+def other_org(_orgs, db) -> Org:
+    """Organization B: the attacker in cross-tenant tests."""
+    return _orgs["globex"]
+
+
+@pytest.fixture(autouse=True)
+def _public_context_between_tests():
+    """Each test starts in the public context, whatever the previous one entered."""
+    from tenants import context, routing
+
+    context.activate(None)
+    routing.clear()
+    yield
+    context.activate(None)
+
+
+@pytest.fixture
+def in_tenant():
+    """`with in_tenant(org): ...` runs the block in that organization's schema."""
+    from tenants import context
+
+    def enter(target):
+        return context.tenant_context(getattr(target, "tenant", target))
+
+    return enter
+
+
+@pytest.fixture
+def client_for():
+    """`client_for(org, user=None)`: a client on the organization's host, logged in if asked."""
+    from tenants import context
+
+    def make(target, user=None) -> Client:
+        tenant = getattr(target, "tenant", target)
+        client = Client(HTTP_HOST=tenant.host)
+        if user is not None:
+            with context.tenant_context(tenant):
+                client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def public_client() -> Client:
+    from django.conf import settings
+
+    return Client(HTTP_HOST=settings.PORTAL_DOMAIN)
+
+
+@pytest.fixture
+def staff_user(db):
+    from accounts.models import User
+    from tenants import context
+
+    with context.public_context():
+        return User.objects.create_superuser(email="staff@platform.test", password=PASSWORD)
+
+
+@pytest.fixture
+def scratch_org(django_db_setup, django_db_blocker) -> Iterator[Org]:
+    """A committed, throwaway organization (provisioned for real, deleted afterwards)."""
+    import uuid
+
+    from audit.actors import Actor
+    from tenants import context, services
+    from tenants.models import Tenant
+
+    with django_db_blocker.unblock():
+        slug = f"scratch-{uuid.uuid4().hex[:8]}"
+        with context.public_context():
+            built = build_org(slug, f"Scratch {slug}")
+        yield built
+        context.activate(None)
+        if Tenant.objects.filter(pk=built.tenant.pk).exists():
+            services.tenant_delete(actor=Actor.system("tests"), tenant=built.tenant)
