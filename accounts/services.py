@@ -187,6 +187,8 @@ def invitation_revoke(*, actor: Actor, invitation_id: int) -> None:
 
 def _refusal(actor: Actor, user: User) -> str | None:
     """Why `actor` may not change `user`'s membership, or None."""
+    if actor.kind == "system":
+        return None
     if not actor.can("members:manage"):
         return "You cannot manage members."
     if str(user.pk) == actor.id:
@@ -262,6 +264,22 @@ def member_deactivate(*, actor: Actor, user_id: int) -> User:
         audit.emit(
             actor=actor,
             action="member.deactivated",
+            resource_type="user",
+            resource_id=user.pk,
+            details={"email": user.email},
+        )
+    return user
+
+
+def staff_user_create(*, actor: Actor, email: str, password: str) -> User:
+    """Create a platform staff account (public schema), who logs into Django admin."""
+    from tenants import context
+
+    with context.public_context(), transaction.atomic():
+        user = User.objects.create_superuser(email=email.strip().lower(), password=password)
+        audit.record(
+            actor=actor,
+            action="staff.created",
             resource_type="user",
             resource_id=user.pk,
             details={"email": user.email},

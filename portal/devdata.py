@@ -27,6 +27,10 @@ def embedded_database_url() -> str:
     The server outlives this process on purpose (`cleanup_mode=None`), so that the web server,
     management commands and tests share it; `make demo-stop` stops it.
     """
+    import warnings
+
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, root shells): harmless here.
+    warnings.filterwarnings("ignore", module="platformdirs")
     import pgserver  # imported lazily: only needed when no DATABASE_URL is set
 
     DATA_DIR.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-INVALIDATION_CHANNEL = "agentplane:tenant-routing"
+EVERY_HOST = "*"
 # A bound on how long a missed invalidation (say, Redis restarting) can keep a stale entry.
 MAX_AGE_SECONDS = 300.0
 
@@ -57,6 +57,11 @@ def _load(host: str) -> Tenant | None:
     return domain.tenant if domain is not None else None
 
 
+def invalidation_channel() -> str:
+    """Per database: deployments (or test runs) sharing one Redis do not disturb each other."""
+    return f"agentplane:{settings.DATABASES['default']['NAME']}:tenant-routing"
+
+
 def invalidate(tenant: Tenant) -> None:
     """Forget every host of `tenant` in every process."""
     from tenants.models import Domain
@@ -66,17 +71,25 @@ def invalidate(tenant: Tenant) -> None:
     invalidate_hosts(hosts)
 
 
+def clear_everywhere() -> None:
+    """Forget every host in every process (a plan changed: cached tenants carry their plan)."""
+    invalidate_hosts([EVERY_HOST])
+
+
 def invalidate_hosts(hosts: list[str]) -> None:
     _forget(hosts)
     if settings.REDIS_URL:
         try:
-            _redis().publish(INVALIDATION_CHANNEL, "\n".join(hosts))
+            _redis().publish(invalidation_channel(), "\n".join(hosts))
         except Exception:
             # Other processes then keep the entry for at most MAX_AGE_SECONDS.
             logger.error("could not publish a tenant routing invalidation", exc_info=True)
 
 
 def _forget(hosts: list[str]) -> None:
+    if EVERY_HOST in hosts:
+        clear()
+        return
     with _lock:
         for host in hosts:
             _cache.pop(host, None)
@@ -120,7 +133,7 @@ def _listen(ready: threading.Event) -> None:
     while True:
         try:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(INVALIDATION_CHANNEL)
+            pubsub.subscribe(invalidation_channel())
             # Anything published while we were not listening is lost: start from a clean cache.
             clear()
             ready.set()

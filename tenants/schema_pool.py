@@ -59,6 +59,9 @@ def build_schema(schema_name: str) -> None:
 
 def drop_schema(schema_name: str) -> None:
     with context.public_context(), connection.cursor() as cursor:
+        # Rows inserted earlier in the same transaction (a schema built and dropped in one
+        # transaction) leave deferred foreign-key checks pending, which block a DROP: settle them.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(f"DROP SCHEMA IF EXISTS {quote(schema_name)} CASCADE")
 
 

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from accounts import services as account_services
@@ -151,6 +151,19 @@ def provision_tenant(
     return tenant
 
 
+def _record_in_both_logs(actor: Actor, tenant: Tenant, action: str, details: dict) -> None:
+    """Staff actions go to the platform's log and to the organization's own, so it sees them."""
+    for enter in (context.public_context, lambda: context.tenant_context(tenant)):
+        with enter():
+            audit.record(
+                actor=actor,
+                action=action,
+                resource_type="organization",
+                resource_id=str(tenant.public_id),
+                details=details,
+            )
+
+
 def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Tenant:
     _require_staff(actor)
     with context.public_context(), transaction.atomic():
@@ -204,8 +217,7 @@ def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
         public_id, slug, schema_name = str(tenant.public_id), tenant.slug, tenant.schema_name
         hosts = list(tenant.domains.values_list("domain", flat=True))
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP SCHEMA IF EXISTS {schema_pool.quote(schema_name)} CASCADE")
+        schema_pool.drop_schema(schema_name)
         Domain.objects.filter(tenant=tenant).delete()
         Tenant.objects.filter(pk=tenant.pk).delete()
         audit.record(
@@ -216,3 +228,44 @@ def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
             details={"slug": slug, "schema": schema_name},
         )
         transaction.on_commit(lambda: routing.invalidate_hosts(hosts))
+
+
+def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Tenant:
+    """Rename an organization or change its plan (staff). Both logs record the change."""
+    _require_staff(actor)
+    if not name.strip():
+        raise ValidationError({"name": ["Enter the organization's name."]})
+    with context.public_context(), transaction.atomic():
+        current = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+        changes = {}
+        if current.name != name.strip():
+            changes["name"] = {"from": current.name, "to": name.strip()}
+        if current.plan_id != plan.pk:
+            changes["plan"] = {"from": current.plan.slug, "to": plan.slug}
+        if not changes:
+            return current
+        current.name = name.strip()
+        current.plan = plan
+        current.save(update_fields=["name", "plan"])
+        _record_in_both_logs(actor, current, "organization.updated", changes)
+        transaction.on_commit(lambda: routing.invalidate(current))
+    return current
+
+
+def plan_save(*, actor: Actor, plan: Plan, fields: list[str]) -> Plan:
+    """Create or change a plan (staff); recorded in the platform's log."""
+    _require_staff(actor)
+    with context.public_context(), transaction.atomic():
+        is_new = plan.pk is None
+        plan.full_clean()
+        plan.save()
+        audit.record(
+            actor=actor,
+            action="plan.created" if is_new else "plan.updated",
+            resource_type="plan",
+            resource_id=plan.slug,
+            details={field: str(getattr(plan, field)) for field in fields},
+        )
+        # Tenants cache their plan with the routing entry: refresh them everywhere.
+        transaction.on_commit(routing.clear_everywhere)
+    return plan

@@ -1,0 +1,219 @@
+"""Cross-tenant probes at the HTTP layer: hosts, sessions, admin, headers, lifecycle."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from django.conf import settings
+from django.test import Client, override_settings
+
+from audit.actors import Actor
+from tenants import context, services
+from tests.conftest import PASSWORD
+
+PROBE = "tests.security.probe_urls"
+
+
+@override_settings(ROOT_URLCONF=PROBE)
+def test_each_host_reads_only_its_own_schema(org, other_org, client_for):
+    acme = client_for(org).get("/probe/schema/").json()
+    globex = client_for(other_org).get("/probe/schema/").json()
+
+    assert acme["schema"] == "t_acme" and acme["tenant"] == "acme"
+    assert globex["schema"] == "t_globex" and globex["tenant"] == "globex"
+    assert all(email.endswith("@acme.test") for email in acme["users"])
+    assert all(email.endswith("@globex.test") for email in globex["users"])
+
+
+@override_settings(ROOT_URLCONF=PROBE)
+def test_a_tenant_named_in_headers_query_or_body_changes_nothing(org, client_for):
+    client = client_for(org)
+    response = client.get(
+        "/probe/schema/?tenant=globex&schema=t_globex",
+        HTTP_X_TENANT="globex",
+        HTTP_X_FORWARDED_HOST="globex.localhost",
+    )
+    assert response.json()["schema"] == "t_acme"
+
+
+@override_settings(ROOT_URLCONF=PROBE)
+def test_the_connection_never_serves_the_previous_tenants_schema(org, other_org, client_for):
+    """Same thread, same connection: acme fails mid-transaction, then globex asks."""
+    assert client_for(org).get("/probe/fail/").status_code == 500
+
+    after = client_for(other_org).get("/probe/schema/").json()
+
+    assert after["schema"] == "t_globex"
+    assert context.database_schema() == "t_globex"
+
+
+def test_unknown_host_gets_not_found_and_bad_hosts_are_refused(db):
+    page = Client(HTTP_HOST="nobody.localhost").get("/")
+    api = Client(HTTP_HOST="nobody.localhost").get("/api/v1/agents/")
+    evil = Client(HTTP_HOST="acme.evil.example").get("/")
+
+    assert page.status_code == 404 and b"no organization" in page.content.lower()
+    assert api.status_code == 404
+    assert api.json()["error"]["code"] == "organization_not_found"
+    assert evil.status_code == 400
+
+
+def test_a_session_from_one_host_is_anonymous_on_another(org, other_org, client_for):
+    acme_session = client_for(org, org.owner).cookies[settings.SESSION_COOKIE_NAME].value
+    client = Client(HTTP_HOST=other_org.host)
+    client.cookies[settings.SESSION_COOKIE_NAME] = acme_session
+
+    response = client.get("/")
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/")
+
+
+def test_session_cookie_is_host_only(org):
+    client = Client(HTTP_HOST=org.host)
+    client.post("/login/", {"username": org.owner.email, "password": PASSWORD})
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME]
+
+    assert cookie.value
+    assert cookie["domain"] == ""
+    assert cookie["httponly"] is True
+
+
+def test_tenant_hosts_do_not_serve_django_admin(org, client_for):
+    assert client_for(org).get("/admin/").status_code == 404
+    assert client_for(org, org.owner).get("/admin/login/").status_code == 404
+
+
+def test_the_public_admin_refuses_tenant_users(org, public_client):
+    response = public_client.post(
+        "/admin/login/?next=/admin/", {"username": org.owner.email, "password": PASSWORD}
+    )
+
+    assert response.status_code == 200  # the login form again, with an error
+    assert "_auth_user_id" not in public_client.session
+    assert public_client.get("/admin/").status_code == 302
+
+
+def test_staff_manage_organizations_in_admin(org, staff_user, public_client):
+    public_client.force_login(staff_user)
+
+    listing = public_client.get("/admin/tenants/tenant/?q=acme")
+    filtered = public_client.get("/admin/tenants/tenant/?plan__id__exact=%d" % org.tenant.plan_id)
+    suspended = public_client.post(
+        "/admin/tenants/tenant/",
+        {"action": "suspend", "_selected_action": [org.tenant.pk]},
+    )
+
+    assert listing.status_code == 200 and b"Acme Inc" in listing.content
+    assert b"Globex" not in listing.content
+    assert filtered.status_code == 200
+    assert suspended.status_code == 302
+    org.tenant.refresh_from_db()
+    assert org.tenant.status == "suspended"
+
+
+def test_suspension_refuses_an_open_session_at_its_next_request(org, client_for, staff_user):
+    client = client_for(org, org.member)
+    assert client.get("/").status_code == 200
+
+    services.tenant_suspend(actor=Actor.for_user(staff_user), tenant=org.tenant)
+    page = client.get("/")
+    api = client.get("/api/v1/agents/")
+
+    assert page.status_code == 403 and b"suspended" in page.content.lower()
+    assert api.status_code == 403
+    assert api.json()["error"]["code"] == "organization_suspended"
+
+    services.tenant_reactivate(actor=Actor.for_user(staff_user), tenant=org.tenant)
+    assert client.get("/").status_code == 200
+
+
+def test_deletion_ends_an_open_session_at_once(db, client_for, staff_user):
+    tenant = services.provision_tenant(
+        actor=Actor.system(),
+        slug="short-lived",
+        name="Short Lived",
+        owner_email="owner@short.test",
+        owner_password=PASSWORD,
+    )
+    with context.tenant_context(tenant):
+        from accounts.models import User
+
+        owner = User.objects.get()
+    client = client_for(tenant, owner)
+    assert client.get("/").status_code == 200
+
+    services.tenant_delete(actor=Actor.for_user(staff_user), tenant=tenant)
+
+    assert client.get("/").status_code == 404
+
+
+ROUTING_PROBE = textwrap.dedent(
+    """
+    import sys
+    import django
+    django.setup()
+    from tenants import routing
+    host = sys.argv[1]
+    for line in sys.stdin:
+        tenant = routing.lookup(host)
+        print(tenant.status if tenant else "gone", flush=True)
+    """
+)
+
+
+def test_suspension_reaches_every_process_at_once(scratch_org, django_db_blocker):
+    """Another process with a warm routing cache sees the suspension on its next lookup."""
+    env = {
+        **__import__("os").environ,
+        "DATABASE_URL": _database_url(),
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+    }
+    probe = subprocess.Popen(
+        [sys.executable, "-c", ROUTING_PROBE, scratch_org.host],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert _ask(probe) == "active"  # cached from now on
+        with django_db_blocker.unblock():
+            services.tenant_suspend(actor=Actor.system(), tenant=scratch_org.tenant)
+        assert _ask(probe) == "suspended"
+        with django_db_blocker.unblock():
+            services.tenant_reactivate(actor=Actor.system(), tenant=scratch_org.tenant)
+        assert _ask(probe) == "active"
+    finally:
+        probe.kill()
+        probe.wait()
+
+
+def _ask(probe: subprocess.Popen) -> str:
+    import time
+
+    # The invalidation travels through Redis pub/sub: allow it a moment, never more than 2 s.
+    deadline = time.monotonic() + 2
+    answer = ""
+    previous = None
+    while time.monotonic() < deadline:
+        probe.stdin.write("\n")
+        probe.stdin.flush()
+        answer = probe.stdout.readline().strip()
+        if previous is not None and answer == previous:
+            break
+        previous = answer
+    return answer
+
+
+def _database_url() -> str:
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.mark.parametrize("path", ["/", "/members/", "/login/"])
+def test_public_host_does_not_serve_tenant_pages(public_client, db, path):
+    assert public_client.get(path).status_code in {404, 200}
+    if path != "/":
+        assert public_client.get(path).status_code == 404
