@@ -17,8 +17,12 @@ class Role(models.TextChoices):
 RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
 READ = {"org:read", "members:read"}
+READ |= {"agents:read", "config:read"}  # agents: definitions, instances, pool, config
 WRITE = READ | set()  # members write what later features add (agents:write, tasks:publish ...)
-MANAGE = WRITE | {"members:invite", "members:manage", "settings:write"}
+WRITE |= {"agents:write"}  # create/edit/delete agents, request and stop instances
+MANAGE = WRITE | {"members:invite", "members:manage", "settings:write", "audit:read"}
+MANAGE |= {"api_keys:manage"}  # create, list and revoke API keys (credentials)
+MANAGE |= {"config:write"}  # the organization's config keys (agents.defaults ...)
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.VIEWER: frozenset(READ),

@@ -200,6 +200,18 @@ def _refusal(actor: Actor, user: User) -> str | None:
     return None
 
 
+def member_is_manageable_by(*, actor: Actor, user: User) -> bool:
+    """Whether `actor` may change `user`'s role or deactivate them (interfaces show controls)."""
+    return user.is_active and _refusal(actor, user) is None
+
+
+def roles_assignable_by(*, actor: Actor) -> list[str]:
+    """The roles `actor` may grant by invitation or role change (owner only by an owner)."""
+    if not actor.can("members:manage"):
+        return []
+    return [role for role in Role.values if role != Role.OWNER or actor.can("members:grant_owner")]
+
+
 def _check_member(actor: Actor, user_id: int, action: str) -> User:
     """Check, before any transaction, that `actor` may change the member; record a refusal.
 

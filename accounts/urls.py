@@ -1,9 +1,36 @@
-from django.contrib.auth import views as auth_views
+"""People on an organization's host: login, logout, password reset, members, invitations."""
+
 from django.urls import path
+
+from accounts import views
 
 app_name = "accounts"
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("login/handoff/", views.login_handoff, name="login-handoff"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
+    path("password-reset/", views.PasswordResetView.as_view(), name="password-reset"),
+    path("password-reset/sent/", views.PasswordResetDoneView.as_view(), name="password-reset-done"),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        views.PasswordResetConfirmView.as_view(),
+        name="password-reset-confirm",
+    ),
+    path(
+        "password-reset/done/",
+        views.PasswordResetCompleteView.as_view(),
+        name="password-reset-complete",
+    ),
+    path("members/", views.members, name="members"),
+    path("members/invite/", views.invitation_create, name="invitation-create"),
+    path(
+        "members/invitations/<int:invitation_id>/revoke/",
+        views.invitation_revoke,
+        name="invitation-revoke",
+    ),
+    path("members/<int:user_id>/role/", views.member_change_role, name="member-change-role"),
+    path("members/<int:user_id>/deactivate/", views.member_deactivate, name="member-deactivate"),
+    path("invite/accept/", views.invitation_accept, name="invitation-accept"),
+    path("invite/<str:token>/", views.invitation_open, name="invitation-open"),
 ]

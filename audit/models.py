@@ -1,8 +1,9 @@
-"""Audit events: one table per schema (each organization's log, and the platform's in `public`)."""
+"""Audit events, retention checkpoints and compliance alert rules: one set per schema."""
 
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 
 class Result(models.TextChoices):
@@ -12,7 +13,12 @@ class Result(models.TextChoices):
 
 
 class AuditEvent(models.Model):
-    """One thing that happened. Rows are never updated or deleted (see the table's triggers)."""
+    """One thing that happened. Rows are never updated or deleted (see the table's triggers).
+
+    Each schema has its own table: an organization's log in its schema, the platform's in
+    `public`. The indexes end in `-sequence` so that a filter plus "newest first" plus a keyset
+    cursor (`sequence < cursor`) is one index range scan.
+    """
 
     # The organization's public id ("platform" for the public log): exports stand on their own.
     tenant_id = models.CharField(max_length=64)
@@ -37,6 +43,7 @@ class AuditEvent(models.Model):
             models.Index(fields=["occurred_at"], name="audit_occurred_idx"),
             models.Index(fields=["action", "-sequence"], name="audit_action_idx"),
             models.Index(fields=["actor_id", "-sequence"], name="audit_actor_idx"),
+            models.Index(fields=["actor_label", "-sequence"], name="audit_actor_label_idx"),
             models.Index(
                 fields=["resource_type", "resource_id", "-sequence"], name="audit_res_idx"
             ),
@@ -50,3 +57,71 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.sequence} {self.action} by {self.actor_label or self.actor_kind}"
+
+
+class AuditCheckpoint(models.Model):
+    """The last event a retention run removed: the chain now starts right after it.
+
+    Append-only like the events (same triggers). The retention event recorded in the chain
+    repeats `sequence` and `hash`, so a forged checkpoint does not verify.
+    """
+
+    sequence = models.PositiveBigIntegerField(unique=True)
+    hash = models.CharField(max_length=64)
+    removed_count = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-sequence"]
+
+    def __str__(self) -> str:
+        return f"checkpoint after #{self.sequence}"
+
+
+class Severity(models.TextChoices):
+    LOW = "low", "Low"
+    MEDIUM = "medium", "Medium"
+    HIGH = "high", "High"
+
+
+class AlertRule(models.Model):
+    """A compliance rule the organization switches on or off; its logic is `audit.rules`[code]."""
+
+    code = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    severity = models.CharField(max_length=8, choices=Severity.choices, default=Severity.MEDIUM)
+    is_active = models.BooleanField(default=True)
+    parameters = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(severity__in=Severity.values), name="audit_rule_severity_valid"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Alert(models.Model):
+    """A rule matched: which rule, on which event (by sequence: retention may remove events)."""
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.PROTECT, related_name="alerts")
+    event_sequence = models.PositiveBigIntegerField()
+    subject = models.CharField(max_length=254, blank=True)
+    summary = models.CharField(max_length=255)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["rule", "subject", "-created_at"], name="audit_alert_rule_idx")
+        ]
+
+    def __str__(self) -> str:
+        return self.summary

@@ -19,6 +19,11 @@ class Section:
 SECTIONS: list[Section] = [
     Section("Dashboard", "portal:dashboard", "org:read"),
     Section("Members", "accounts:members", "members:read"),
+    Section("Agents", "agents:agent-list", "agents:read"),
+    Section("Resources", "agents:pool-detail", "agents:read"),
+    Section("Config", "agents:config-list", "config:read"),
+    Section("Audit", "audit:event-list", "audit:read"),
+    Section("API keys", "credentials:api-key-list", "api_keys:manage"),
 ]
 
 

@@ -72,7 +72,6 @@ TENANT_LIMIT_SET_CALLS = True
 TENANT_CONTEXT_GUARD = env_bool("TENANT_CONTEXT_GUARD", False)
 
 SHARED_APPS = [
-    "django_tenants",
     "tenants",
     "accounts",
     "audit",
@@ -81,8 +80,13 @@ SHARED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.admin",
+    # After admin: django-tenants' admin templates assume a tenant object on the public host,
+    # where this project has none; Django's own admin templates are the ones wanted.
+    "django_tenants",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "portal",
 ]
 TENANT_APPS = [
@@ -91,6 +95,10 @@ TENANT_APPS = [
     "django.contrib.sessions",
     "accounts",
     "audit",
+    "credentials",
+    # Agents, instances, the resource pool and config keys: tenant-only (platform defaults and
+    # limit overrides are in `tenants`, in public).
+    "agents",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -162,7 +170,11 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Production serves `collectstatic` output (STATIC_ROOT) through WhiteNoise; development serves
+# straight from the source folders.
+STATIC_ROOT = None if DEBUG else BASE_DIR / "staticfiles"
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Regions an organization's data may live in. Shard placement (a later issue) maps each to servers.
@@ -185,5 +197,51 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "pgserver": {"level": "WARNING"}},
 }
+
+# The API (portal/api.py, tenants/authentication.py; docs/api.md). Every API view derives from
+# portal.api.ApiView and declares its permission per method; RequiredPermission denies the rest.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Bearer first: its WWW-Authenticate header makes a missing credential a 401.
+        "tenants.authentication.BearerTokenAuthentication",
+        "tenants.authentication.ApiKeyAuthentication",
+        "tenants.authentication.PortalSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["portal.permissions.RequiredPermission"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "portal.permissions.Pagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "portal.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "portal.api.ApiSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AgentPlane API",
+    "DESCRIPTION": "The control plane's REST API, served on each organization's host.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {},
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+# JWTs: RS256 (pinned in tenants.tokens, not configurable), lifetimes from here.
+JWT_ACCESS_TOKEN_LIFETIME_SECONDS = int(os.environ.get("JWT_ACCESS_TOKEN_LIFETIME", "900"))
+JWT_REFRESH_TOKEN_LIFETIME_SECONDS = int(os.environ.get("JWT_REFRESH_TOKEN_LIFETIME", "86400"))
+# Wraps the signing keys' private halves at rest (base64 of 32 bytes; docs/adr/0005). Without
+# it, a key is derived from SECRET_KEY: acceptable in development, not in production.
+SIGNING_KEY_WRAPPING_KEY = os.environ.get("SIGNING_KEY_WRAPPING_KEY", "")
+# Keys the HMAC of API key secrets (any long random string). Falls back to one derived from
+# SECRET_KEY; changing it invalidates every API key.
+API_KEY_HASH_KEY = os.environ.get("API_KEY_HASH_KEY", "")
+# Sign-in over the API, per organization: per client address and per account.
+API_TOKEN_RATE_PER_IP = os.environ.get("API_TOKEN_RATE_PER_IP", "20/m")
+API_TOKEN_RATE_PER_ACCOUNT = os.environ.get("API_TOKEN_RATE_PER_ACCOUNT", "5/m")
+API_KEY_CREATE_RATE = os.environ.get("API_KEY_CREATE_RATE", "30/h")

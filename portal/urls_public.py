@@ -8,5 +8,6 @@ from portal import views
 urlpatterns = [
     path("", views.landing, name="landing"),
     path("signup/", views.signup, name="signup"),
+    path("go/", views.organization_go, name="organization-go"),
     path("admin/", admin.site.urls),
 ]

@@ -1,18 +1,194 @@
 """The portal shell: the public landing and signup pages, and an organization's dashboard."""
 
+from __future__ import annotations
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+
+from accounts import selectors as account_selectors
+from accounts.handoff import handoff_token_make
+from audit.actors import Actor
+from portal.forms import OrganizationJumpForm, SignupForm
+from tenants import context, routing
+from tenants.models import Tenant
+from tenants.services import provision_tenant, validate_new_tenant
+from tenants.validators import validate_slug
 
 
+def _host_suffix() -> str:
+    port = f":{settings.PORTAL_PORT}" if settings.PORTAL_PORT else ""
+    return f".{settings.PORTAL_DOMAIN}{port}"
+
+
+def _tenant_link(tenant: Tenant, url_name: str) -> str:
+    """An absolute URL of a page on an organization's host (its URLs, not the public host's)."""
+    return tenant.url.rstrip("/") + reverse(url_name, urlconf=settings.ROOT_URLCONF)
+
+
+def _landing(request: HttpRequest, jump_form: OrganizationJumpForm, status: int) -> HttpResponse:
+    context_data = {"jump_form": jump_form, "host_suffix": _host_suffix()}
+    return render(request, "portal/landing.html", context_data, status=status)
+
+
+@require_GET
 def landing(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/landing.html")
+    return _landing(request, OrganizationJumpForm(), 200)
 
 
+@require_GET
+def organization_go(request: HttpRequest) -> HttpResponse:
+    """ "Go to your organization": from its address (slug) to its login page."""
+    form = OrganizationJumpForm(request.GET)
+    if not form.is_valid():
+        return _landing(request, form, 400)
+    slug = form.cleaned_data["slug"]
+    try:
+        validate_slug(slug)
+    except ValidationError:
+        form.add_error("slug", "That is not a valid organization address.")
+        return _landing(request, form, 400)
+    tenant = routing.lookup(f"{slug}.{settings.PORTAL_DOMAIN}")
+    if tenant is None:
+        form.add_error("slug", "There is no organization at this address.")
+        return _landing(request, form, 404)
+    return redirect(
+        tenant.url.rstrip("/") + reverse("accounts:login", urlconf=settings.ROOT_URLCONF)
+    )
+
+
+SIGNUP_PLAN = "free"
+
+
+def _show_service_errors(form: SignupForm, error: ValidationError) -> None:
+    """Put the service's errors next to their fields (fields that have one already keep it)."""
+    if not hasattr(error, "error_dict"):
+        form.add_error(None, error)
+        return
+    for key, errors in error.error_dict.items():
+        field = SignupForm.SERVICE_FIELDS.get(key)
+        if field is None or field not in form.errors:
+            form.add_error(field, errors)
+
+
+def _check_with_the_service(form: SignupForm) -> None:
+    """When the form itself is refused, still show what the service would say about the rest
+    (slug taken, weak password ...), so that every mistake shows at once. Writes nothing."""
+    data = form.data
+    try:
+        validate_new_tenant(
+            slug=data.get("slug", "").strip().lower(),
+            name=data.get("name", ""),
+            owner_email=data.get("owner_email", "").strip().lower(),
+            owner_password=data.get("password", ""),
+            region=data.get("region", ""),
+            plan_slug=SIGNUP_PLAN,
+        )
+    except ValidationError as error:
+        _show_service_errors(form, error)
+
+
+@require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/signup.html")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and not form.is_valid():
+        _check_with_the_service(form)
+    elif request.method == "POST":
+        data = form.cleaned_data
+        try:
+            tenant = provision_tenant(
+                actor=Actor.anonymous(request),
+                slug=data["slug"],
+                name=data["name"],
+                owner_email=data["owner_email"],
+                owner_password=data["password"],
+                region=data["region"],
+                plan_slug=SIGNUP_PLAN,
+            )
+        except ValidationError as error:
+            _show_service_errors(form, error)
+        else:
+            return _handoff_page(request, tenant, data["owner_email"])
+    status = 400 if form.errors else 200
+    return render(
+        request, "portal/signup.html", {"form": form, "host_suffix": _host_suffix()}, status=status
+    )
+
+
+def _handoff_page(request: HttpRequest, tenant: Tenant, owner_email: str) -> HttpResponse:
+    """A page that posts a one-time sign-in token to the new organization's host.
+
+    A redirect would put the token in a URL; a form POST keeps it out of logs and history.
+    """
+    with context.tenant_context(tenant):
+        owner = account_selectors.member_get_active_by_email(email=owner_email)
+    action = tenant.url.rstrip("/") + reverse(
+        "accounts:login-handoff", urlconf=settings.ROOT_URLCONF
+    )
+    response = render(
+        request,
+        "portal/signup_done.html",
+        {
+            "organization": tenant,
+            "action": action,
+            "token": handoff_token_make(tenant=tenant, user_id=owner.pk),
+        },
+    )
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @login_required
+@require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/dashboard.html")
+    if not request.user.can("org:read"):
+        raise PermissionDenied
+    tenant = request.tenant
+    plan = tenant.plan
+    limits = [
+        ("Agents", f"{plan.max_agents:,}"),
+        ("Running instances", f"{plan.max_instances:,}"),
+        ("CPU", _cores(plan.max_cpu_millicores)),
+        ("Memory", _memory(plan.max_memory_mb)),
+        ("Messages per month", f"{plan.messages_per_month:,}"),
+        ("API requests per minute", f"{plan.requests_per_minute:,}"),
+        ("Audit retention", f"{plan.audit_retention_days:,} days"),
+    ]
+    can_invite = request.user.can("members:invite")
+    return render(
+        request,
+        "portal/dashboard.html",
+        {
+            "plan": plan,
+            "plan_price": _price(plan.price_monthly_cents),
+            "limits": limits,
+            "region_label": settings.REGIONS.get(tenant.region, tenant.region),
+            "member_count": account_selectors.member_count(),
+            "pending_invitation_count": (
+                account_selectors.invitation_pending_count() if can_invite else None
+            ),
+            "can_invite": can_invite,
+        },
+    )
+
+
+def _cores(millicores: int) -> str:
+    cores = millicores / 1000
+    return f"{cores:,.0f} vCPU" if cores.is_integer() else f"{cores:,.1f} vCPU"
+
+
+def _memory(megabytes: int) -> str:
+    if megabytes >= 1024:
+        gigabytes = megabytes / 1024
+        return f"{gigabytes:,.0f} GB" if gigabytes.is_integer() else f"{gigabytes:,.1f} GB"
+    return f"{megabytes:,} MB"
+
+
+def _price(cents: int) -> str:
+    if cents == 0:
+        return "$0 / month"
+    return f"${cents / 100:,.0f} / month" if cents % 100 == 0 else f"${cents / 100:,.2f} / month"

@@ -9,7 +9,14 @@ from django.http import HttpRequest
 
 from audit.actors import Actor
 from tenants import services
-from tenants.models import Domain, Plan, SpareSchema, Tenant
+from tenants.models import (
+    Domain,
+    Plan,
+    SigningKey,
+    SigningKeyStatus,
+    SpareSchema,
+    Tenant,
+)
 
 
 class DomainInline(admin.TabularInline):
@@ -151,3 +158,61 @@ class SpareSchemaAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: SpareSchema | None = None) -> bool:
         return False
+
+
+@admin.register(SigningKey)
+class SigningKeyAdmin(admin.ModelAdmin):
+    """The JWT signing keys. Rotation and retirement go through tenants.services."""
+
+    list_display = ["kid", "status", "created_at", "rotated_at", "verify_until", "retired_at"]
+    list_filter = ["status"]
+    fields = ["kid", "status", "public_key_pem", "created_at", "rotated_at", "verify_until"]
+    readonly_fields = fields
+    actions = ["rotate", "rotate_and_retire_now", "retire_now"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: SigningKey | None = None) -> bool:
+        return False
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def _rotate(self, request: HttpRequest, queryset: QuerySet, *, retire_now: bool) -> None:
+        if not queryset.filter(status=SigningKeyStatus.ACTIVE).exists():
+            self.message_user(request, "Select the active key to rotate it.", messages.ERROR)
+            return
+        try:
+            key = services.signing_key_rotate(
+                actor=Actor.for_user(request.user, request), retire_previous_now=retire_now
+            )
+        except PermissionDenied as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return
+        note = "retired at once" if retire_now else "verifies until its tokens expire"
+        self.message_user(
+            request, f"New active key {key.kid}; the previous key {note}.", messages.SUCCESS
+        )
+
+    @admin.action(description="Rotate: a new key signs from now on", permissions=["change"])
+    def rotate(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._rotate(request, queryset, retire_now=False)
+
+    @admin.action(
+        description="Rotate and retire the old key now (compromised: its tokens stop working)",
+        permissions=["change"],
+    )
+    def rotate_and_retire_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._rotate(request, queryset, retire_now=True)
+
+    @admin.action(description="Retire selected previous keys now", permissions=["change"])
+    def retire_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        actor = Actor.for_user(request.user, request)
+        retired = []
+        for key in queryset.filter(status=SigningKeyStatus.PREVIOUS):
+            services.signing_key_retire(actor=actor, kid=key.kid)
+            retired.append(key.kid)
+        self.message_user(request, f"{len(retired)} key(s) retired.", messages.SUCCESS)

@@ -26,6 +26,10 @@ class Plan(models.Model):
     price_monthly_cents = models.PositiveIntegerField()
     price_per_thousand_messages_cents = models.PositiveIntegerField(default=0)
     is_public = models.BooleanField(default=True, help_text="Offered at signup.")
+    # Which agent permissions (agents.agent_permissions.CATALOGUE) a definition may ask for.
+    allowed_agent_permissions = models.JSONField(
+        default=list, blank=True, help_text="Agent permissions definitions may ask for."
+    )
 
     class Meta:
         ordering = ["price_monthly_cents"]
@@ -55,6 +59,15 @@ class Tenant(TenantMixin):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     suspended_at = models.DateTimeField(null=True, blank=True)
+    # Staff overrides of the plan's limits for this organization (empty: the plan's limit).
+    # Read through agents.selectors.limits_get; changed through agents.services.
+    max_agents_override = models.PositiveIntegerField(null=True, blank=True)
+    max_instances_override = models.PositiveIntegerField(null=True, blank=True)
+    max_cpu_millicores_override = models.PositiveIntegerField(null=True, blank=True)
+    max_memory_mb_override = models.PositiveIntegerField(null=True, blank=True)
+    max_instance_cpu_millicores_override = models.PositiveIntegerField(null=True, blank=True)
+    max_instance_memory_mb_override = models.PositiveIntegerField(null=True, blank=True)
+    messages_per_month_override = models.PositiveBigIntegerField(null=True, blank=True)
 
     # Provisioning creates (or claims) the schema itself; see tenants.services.
     auto_create_schema = False
@@ -109,3 +122,66 @@ class SpareSchema(models.Model):
 
     def __str__(self) -> str:
         return self.schema_name
+
+
+class SigningKeyStatus(models.TextChoices):
+    ACTIVE = "active", "Active (signs new tokens)"
+    PREVIOUS = "previous", "Previous (verifies until its tokens expire)"
+    RETIRED = "retired", "Retired"
+
+
+class SigningKey(models.Model):
+    """An RSA key pair that signs the portal's JWTs, named by `kid` (see tenants.keyring).
+
+    Only the active key keeps its private half, and only wrapped (AES-256-GCM under a key that is
+    not in the database; docs/adr/0005). A previous key keeps its public half to verify the tokens
+    it signed until they expire; a retired key verifies nothing.
+    """
+
+    kid = models.CharField(max_length=64, unique=True)
+    status = models.CharField(
+        max_length=16, choices=SigningKeyStatus.choices, default=SigningKeyStatus.ACTIVE
+    )
+    public_key_pem = models.TextField()
+    private_key_wrapped = models.BinaryField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+    verify_until = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"],
+                condition=models.Q(status="active"),
+                name="signing_key_one_active",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=SigningKeyStatus.values),
+                name="signing_key_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status="active") | models.Q(private_key_wrapped__isnull=True),
+                name="signing_key_private_only_when_active",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kid} ({self.status})"
+
+
+class PlatformConfigDefault(models.Model):
+    """A platform-wide config default set by staff: the lowest layer of every organization's
+    agent configuration (`agents.defaults`, `agents.<type>`; see agents.configuration)."""
+
+    key = models.CharField(max_length=200, unique=True)
+    value = models.JSONField()
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=254, blank=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key

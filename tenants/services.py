@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts import services as account_services
@@ -17,7 +18,7 @@ from accounts.roles import Role
 from audit import services as audit
 from audit.actors import Actor
 from tenants import context, routing, schema_pool
-from tenants.models import Domain, Plan, Tenant, TenantStatus
+from tenants.models import Domain, Plan, SigningKey, SigningKeyStatus, Tenant, TenantStatus
 from tenants.validators import schema_name_for, validate_region, validate_slug
 
 logger = logging.getLogger(__name__)
@@ -269,3 +270,136 @@ def plan_save(*, actor: Actor, plan: Plan, fields: list[str]) -> Plan:
         # Tenants cache their plan with the routing entry: refresh them everywhere.
         transaction.on_commit(routing.clear_everywhere)
     return plan
+
+
+# JWT signing keys (tenants.keyring) ----------------------------------------------------------
+
+
+def signing_key_rotate(
+    *, actor: Actor, retire_previous_now: bool = False, only_if_none: bool = False
+) -> SigningKey | None:
+    """Make a new signing key active; the old one verifies until the tokens it signed expire.
+
+    `retire_previous_now` (a compromised key): the old key stops verifying at once, and every
+    token it signed with it. `only_if_none`: create the first key, unless one exists already.
+    Keys whose verification window has passed are retired on the way. Returns the new key.
+    """
+    from tenants import keyring
+
+    _require_staff(actor)
+    new = keyring.generate()
+    now = timezone.now()
+    lifetime = max(
+        settings.JWT_ACCESS_TOKEN_LIFETIME_SECONDS, settings.JWT_REFRESH_TOKEN_LIFETIME_SECONDS
+    )
+    with context.public_context(), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('agentplane.signing-keys'))")
+        previous = SigningKey.objects.filter(status=SigningKeyStatus.ACTIVE).first()
+        if previous is not None and only_if_none:
+            return None
+        retired = _retire_expired_signing_keys(now)
+        if previous is not None:
+            previous.status = (
+                SigningKeyStatus.RETIRED if retire_previous_now else SigningKeyStatus.PREVIOUS
+            )
+            previous.private_key_wrapped = None
+            previous.rotated_at = now
+            previous.verify_until = (
+                now if retire_previous_now else now + timedelta(seconds=lifetime)
+            )
+            previous.retired_at = now if retire_previous_now else None
+            previous.save(
+                update_fields=[
+                    "status",
+                    "private_key_wrapped",
+                    "rotated_at",
+                    "verify_until",
+                    "retired_at",
+                ]
+            )
+        key = SigningKey.objects.create(
+            kid=new.kid,
+            status=SigningKeyStatus.ACTIVE,
+            public_key_pem=new.public_key_pem,
+            private_key_wrapped=new.private_key_wrapped,
+        )
+        audit.record(
+            actor=actor,
+            action="signing_key.rotated",
+            resource_type="signing_key",
+            resource_id=key.kid,
+            details={
+                "previous": previous.kid if previous is not None else None,
+                "previous_verifies_until": (
+                    previous.verify_until.isoformat() if previous is not None else None
+                ),
+                "retired": retired,
+            },
+        )
+        transaction.on_commit(keyring.publish_change)
+    logger.info("signing key rotated: %s is active", key.kid)
+    return key
+
+
+def signing_key_retire(*, actor: Actor, kid: str) -> SigningKey:
+    """Retire a previous key now: tokens it signed stop verifying (a compromised key)."""
+    from tenants import keyring
+
+    _require_staff(actor)
+    with context.public_context(), transaction.atomic():
+        key = SigningKey.objects.select_for_update().get(kid=kid)
+        if key.status == SigningKeyStatus.ACTIVE:
+            raise ValidationError(
+                "The active key cannot be retired: rotate, retiring the previous key at once.",
+                code="signing_key_active",
+            )
+        if key.status == SigningKeyStatus.RETIRED:
+            return key
+        now = timezone.now()
+        key.status = SigningKeyStatus.RETIRED
+        key.retired_at = now
+        key.verify_until = min(key.verify_until or now, now)
+        key.save(update_fields=["status", "retired_at", "verify_until"])
+        audit.record(
+            actor=actor,
+            action="signing_key.retired",
+            resource_type="signing_key",
+            resource_id=key.kid,
+            details={"reason": "manual"},
+        )
+        transaction.on_commit(keyring.publish_change)
+    return key
+
+
+def signing_keys_retire_expired(*, actor: Actor) -> list[str]:
+    """Retire the previous keys whose tokens have all expired. Returns their kids."""
+    from tenants import keyring
+
+    _require_staff(actor)
+    with context.public_context(), transaction.atomic():
+        retired = _retire_expired_signing_keys(timezone.now())
+        for kid in retired:
+            audit.record(
+                actor=actor,
+                action="signing_key.retired",
+                resource_type="signing_key",
+                resource_id=kid,
+                details={"reason": "expired"},
+            )
+        if retired:
+            transaction.on_commit(keyring.publish_change)
+    return retired
+
+
+def _retire_expired_signing_keys(now) -> list[str]:
+    expired = list(
+        SigningKey.objects.select_for_update()
+        .filter(status=SigningKeyStatus.PREVIOUS, verify_until__lte=now)
+        .values_list("kid", flat=True)
+    )
+    if expired:
+        SigningKey.objects.filter(kid__in=expired).update(
+            status=SigningKeyStatus.RETIRED, retired_at=now
+        )
+    return expired

@@ -84,15 +84,28 @@ def build_org(slug: str, name: str) -> Org:
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker):
+def django_db_setup(request, django_test_environment, django_db_blocker):
+    """Create the test database, always (pytest-django's own fixture creates it only when a
+    collected test asks for `db`, and `scratch_org` alone must not write to the real one), and
+    build the two session organizations in it."""
+    from django.test.utils import setup_databases, teardown_databases
+
     _fast_hasher()
     with django_db_blocker.unblock():
+        config = setup_databases(
+            verbosity=request.config.option.verbose,
+            interactive=False,
+            aliases={"default"},
+            serialized_aliases=set(),
+        )
         from tenants import context
 
         with context.public_context():
             build_org("acme", "Acme Inc")
             build_org("globex", "Globex Corp")
     yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=request.config.option.verbose)
 
 
 @pytest.fixture(scope="session")

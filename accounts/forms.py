@@ -1,0 +1,76 @@
+"""Forms of the organization's host: login, invitations, members, accepting an invitation."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+
+from accounts.roles import Role
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form, labelled for email addresses (users log in with their email)."""
+
+    username = forms.EmailField(
+        label="Email",
+        max_length=254,
+        widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"}),
+    )
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": "That email and password do not match an account in this organization.",
+        "inactive": "This account is deactivated.",
+    }
+
+    def clean_username(self) -> str:
+        # Emails are stored lowercased (accounts.services.user_create): match them that way.
+        return self.cleaned_data["username"].strip().lower()
+
+
+def _role_choices(roles: list[str]) -> list[tuple[str, str]]:
+    return [(role, Role(role).label) for role in roles]
+
+
+class InvitationForm(forms.Form):
+    email = forms.EmailField(
+        label="Email",
+        max_length=254,
+        widget=forms.EmailInput(attrs={"placeholder": "name@company.com"}),
+    )
+    role = forms.ChoiceField(label="Role")
+
+    def __init__(self, *args, roles: list[str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_roles(roles)
+        self.fields["role"].initial = Role.MEMBER
+
+    def set_roles(self, roles: list[str]) -> None:
+        self.fields["role"].choices = _role_choices(roles)
+
+
+class RoleChangeForm(forms.Form):
+    # Any known role parses; whether this actor may grant it is the service's decision.
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class InvitationAcceptForm(forms.Form):
+    full_name = forms.CharField(
+        label="Full name", max_length=150, widget=forms.TextInput(attrs={"autocomplete": "name"})
+    )
+    password = forms.CharField(
+        label="Password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+    password_confirm = forms.CharField(
+        label="Confirm password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("password") and cleaned.get("password") != cleaned.get("password_confirm"):
+            self.add_error("password_confirm", "The two passwords do not match.")
+        return cleaned

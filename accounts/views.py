@@ -1,0 +1,341 @@
+"""Pages of the organization's host for people: login, password reset, members, invitations."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import send_mail
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse, reverse_lazy
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts import selectors, services
+from accounts.forms import InvitationAcceptForm, InvitationForm, LoginForm, RoleChangeForm
+from accounts.handoff import HandoffRefused, handoff_token_redeem
+from accounts.models import Invitation, User
+from accounts.roles import Role
+from audit import services as audit_services
+from audit.actors import Actor
+
+logger = logging.getLogger(__name__)
+
+MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
+INVITATION_SESSION_KEY = "accounts.invitation_token"
+MAX_TOKEN_LENGTH = 200
+
+
+def _absolute(request: HttpRequest, path: str) -> str:
+    """A link on this organization's canonical host (never the request's Host header)."""
+    return request.tenant.url.rstrip("/") + path
+
+
+# --- Login, logout, handoff -------------------------------------------------------------------
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "accounts/login.html"
+    authentication_form = LoginForm
+    redirect_authenticated_user = True
+
+    def form_valid(self, form: LoginForm) -> HttpResponse:
+        response = super().form_valid(form)
+        user = form.get_user()
+        audit_services.login_record(
+            actor=Actor.for_user(user, self.request), email=user.email, succeeded=True
+        )
+        return response
+
+    def form_invalid(self, form: LoginForm) -> HttpResponse:
+        # Only a real attempt (credentials checked and refused), not a malformed form.
+        refusals = {error.code for error in form.errors.as_data().get("__all__", [])}
+        if refusals & {"invalid_login", "inactive"} and form.cleaned_data.get("username"):
+            audit_services.login_record(
+                actor=Actor.anonymous(self.request),
+                email=form.cleaned_data["username"],
+                succeeded=False,
+            )
+        return super().form_invalid(form)
+
+
+class LogoutView(auth_views.LogoutView):
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        response = super().post(request, *args, **kwargs)
+        messages.info(request, "You are signed out.")
+        return response
+
+
+# CSRF protection cannot apply here: the form is posted from the public host's signup page, and
+# the browser holds no CSRF cookie for this host yet (nor would the Origin match). The signed,
+# single-use, 60-second token bound to this organization is what authenticates the request. The
+# most a forged cross-site post can do is sign a browser into an organization the forger just
+# created, on that organization's own host (cookies are host-only): no other session is touched.
+@csrf_exempt
+@require_POST
+@never_cache
+def login_handoff(request: HttpRequest) -> HttpResponse:
+    """Sign the new owner in after signup, from the token the public host handed over."""
+    try:
+        user_id = handoff_token_redeem(tenant=request.tenant, token=request.POST.get("token", ""))
+        user = selectors.member_get_active(user_id=user_id)
+        if user is None:
+            raise HandoffRefused("no such active user")
+    except HandoffRefused as refusal:
+        logger.info("sign-in handoff refused on %s: %s", request.tenant.slug, refusal)
+        return render(request, "accounts/handoff_refused.html", status=400)
+    login(request, user, backend=MODEL_BACKEND)
+    audit_services.login_record(
+        actor=Actor.for_user(user, request), email=user.email, succeeded=True, method="handoff"
+    )
+    messages.success(request, f"Welcome to {request.tenant.name}. Your organization is ready.")
+    return redirect("portal:dashboard")
+
+
+# --- Password reset ---------------------------------------------------------------------------
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    template_name = "accounts/password_reset_form.html"
+    email_template_name = "accounts/email/password_reset.txt"
+    subject_template_name = "accounts/email/password_reset_subject.txt"
+    success_url = reverse_lazy("accounts:password-reset-done")
+
+    def form_valid(self, form):
+        # The link points at this organization's canonical URL, not at whatever Host was sent.
+        self.extra_email_context = {
+            "organization_name": self.request.tenant.name,
+            "base_url": self.request.tenant.url.rstrip("/"),
+        }
+        return super().form_valid(form)
+
+
+class PasswordResetDoneView(auth_views.PasswordResetDoneView):
+    template_name = "accounts/password_reset_done.html"
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    template_name = "accounts/password_reset_confirm.html"
+    success_url = reverse_lazy("accounts:password-reset-complete")
+
+
+class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
+    template_name = "accounts/password_reset_complete.html"
+
+
+# --- Members ----------------------------------------------------------------------------------
+
+
+def _members_page(
+    request: HttpRequest, invite_form: InvitationForm | None = None, status: int = 200
+) -> HttpResponse:
+    actor = Actor.from_request(request)
+    assignable = services.roles_assignable_by(actor=actor)
+    can_invite = actor.can("members:invite")
+    rows = [
+        {
+            "user": member,
+            "is_self": member.pk == request.user.pk,
+            "is_manageable": services.member_is_manageable_by(actor=actor, user=member),
+        }
+        for member in selectors.member_list()
+    ]
+    context = {
+        "rows": rows,
+        "assignable_roles": [(role, Role(role).label) for role in assignable],
+        "can_invite": can_invite,
+        "invite_form": invite_form if invite_form is not None else InvitationForm(roles=assignable),
+        "invitations": list(selectors.invitation_list_pending()) if can_invite else [],
+    }
+    return render(request, "accounts/members.html", context, status=status)
+
+
+def _require(request: HttpRequest, permission: str) -> None:
+    if not request.user.can(permission):
+        raise PermissionDenied
+
+
+@login_required
+@require_GET
+def members(request: HttpRequest) -> HttpResponse:
+    _require(request, "members:read")
+    return _members_page(request)
+
+
+def _refused(request: HttpRequest, error: Exception, permission: str) -> HttpResponse:
+    """A refusal by the service: 403 for someone without the permission at all; otherwise the
+    rule that stopped them (self-change, owner protection ...) as a message on the page."""
+    if isinstance(error, PermissionDenied) and not request.user.can(permission):
+        raise error
+    text = "; ".join(error.messages) if isinstance(error, ValidationError) else str(error)
+    messages.error(request, text or "You cannot do that.")
+    return redirect("accounts:members")
+
+
+def _send_invitation(request: HttpRequest, invitation: Invitation, token: str) -> bool:
+    context = {
+        "organization_name": request.tenant.name,
+        "inviter": request.user.get_full_name(),
+        "role": Role(invitation.role).label,
+        "link": _absolute(request, reverse("accounts:invitation-open", kwargs={"token": token})),
+        "expires_at": invitation.expires_at,
+    }
+    try:
+        send_mail(
+            subject=f"You are invited to join {request.tenant.name} on AgentPlane",
+            message=render_to_string("accounts/email/invitation.txt", context),
+            from_email=None,
+            recipient_list=[invitation.email],
+        )
+    except Exception:
+        logger.exception("could not send the invitation email for invitation %s", invitation.pk)
+        return False
+    return True
+
+
+@login_required
+@require_POST
+def invitation_create(request: HttpRequest) -> HttpResponse:
+    actor = Actor.from_request(request)
+    # Parse any known role: whether this actor may grant it is the service's decision (which
+    # also records a refused attempt).
+    form = InvitationForm(request.POST, roles=Role.values)
+    if form.is_valid():
+        try:
+            invitation, token = services.invitation_create(
+                actor=actor, email=form.cleaned_data["email"], role=form.cleaned_data["role"]
+            )
+        except PermissionDenied as error:
+            return _refused(request, error, "members:invite")
+        except ValidationError as error:
+            if not hasattr(error, "error_dict"):
+                return _refused(request, error, "members:invite")
+            for field, errors in error.error_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            if _send_invitation(request, invitation, token):
+                messages.success(request, f"Invitation sent to {invitation.email}.")
+            else:
+                messages.error(
+                    request,
+                    f"The invitation for {invitation.email} was created but the email could not "
+                    "be sent. Revoke it and try again later.",
+                )
+            return redirect("accounts:members")
+    _require(request, "members:invite")
+    form.set_roles(services.roles_assignable_by(actor=actor))
+    return _members_page(request, form, status=400)
+
+
+@login_required
+@require_POST
+def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    try:
+        services.invitation_revoke(actor=Actor.from_request(request), invitation_id=invitation_id)
+    except Invitation.DoesNotExist as error:
+        raise Http404("No such pending invitation.") from error
+    except PermissionDenied as error:
+        return _refused(request, error, "members:invite")
+    messages.success(request, "Invitation revoked.")
+    return redirect("accounts:members")
+
+
+@login_required
+@require_POST
+def member_change_role(request: HttpRequest, user_id: int) -> HttpResponse:
+    form = RoleChangeForm(request.POST)
+    if not form.is_valid():
+        _require(request, "members:manage")
+        messages.error(request, "Choose a valid role.")
+        return redirect("accounts:members")
+    try:
+        user = services.member_change_role(
+            actor=Actor.from_request(request), user_id=user_id, role=form.cleaned_data["role"]
+        )
+    except User.DoesNotExist as error:
+        raise Http404("No such member.") from error
+    except (PermissionDenied, ValidationError) as error:
+        return _refused(request, error, "members:manage")
+    messages.success(request, f"{user.get_full_name()} is now {Role(user.role).label.lower()}.")
+    return redirect("accounts:members")
+
+
+@login_required
+@require_POST
+def member_deactivate(request: HttpRequest, user_id: int) -> HttpResponse:
+    try:
+        user = services.member_deactivate(actor=Actor.from_request(request), user_id=user_id)
+    except User.DoesNotExist as error:
+        raise Http404("No such member.") from error
+    except (PermissionDenied, ValidationError) as error:
+        return _refused(request, error, "members:manage")
+    messages.success(request, f"{user.get_full_name()} is deactivated and signed out.")
+    return redirect("accounts:members")
+
+
+# --- Invitations ------------------------------------------------------------------------------
+
+
+@require_GET
+def invitation_open(request: HttpRequest, token: str) -> HttpResponse:
+    """Keep the token in the session and move on, so it leaves the address bar and history."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        return _invitation_invalid(request)
+    request.session[INVITATION_SESSION_KEY] = token
+    response = redirect("accounts:invitation-accept")
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _invitation_invalid(request: HttpRequest) -> HttpResponse:
+    request.session.pop(INVITATION_SESSION_KEY, None)
+    return render(request, "accounts/invitation_invalid.html", status=400)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def invitation_accept(request: HttpRequest) -> HttpResponse:
+    token = request.session.get(INVITATION_SESSION_KEY, "")
+    invitation = services.invitation_get_pending(token=token) if token else None
+    if invitation is None:
+        return _invitation_invalid(request)
+    form = InvitationAcceptForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = services.invitation_accept(
+                actor=Actor.anonymous(request),
+                token=token,
+                password=form.cleaned_data["password"],
+                full_name=form.cleaned_data["full_name"],
+            )
+        except ValidationError as error:
+            if _error_codes(error) & {"invitation_invalid", "already_member"}:
+                return _invitation_invalid(request)
+            form.add_error("password", error.messages)
+        else:
+            request.session.pop(INVITATION_SESSION_KEY, None)
+            login(request, user, backend=MODEL_BACKEND)
+            audit_services.login_record(
+                actor=Actor.for_user(user, request),
+                email=user.email,
+                succeeded=True,
+                method="invitation",
+            )
+            messages.success(request, f"Welcome to {request.tenant.name}.")
+            return redirect("portal:dashboard")
+    status = 400 if form.errors else 200
+    context = {"form": form, "invitation": invitation, "role": Role(invitation.role).label}
+    return render(request, "accounts/invitation_accept.html", context, status=status)
+
+
+def _error_codes(error: ValidationError) -> set[str]:
+    if hasattr(error, "error_dict"):
+        return {item.code for items in error.error_dict.values() for item in items}
+    return {item.code for item in error.error_list}

@@ -1,0 +1,379 @@
+"""Reads about agents: definitions, instances, the pool and its limits, config resolution."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Case, CharField, Count, Q, QuerySet, Value, When
+from django.utils import timezone
+
+from agents import config_cache, resources
+from agents.agent_permissions import granted
+from agents.configuration import (
+    DEFAULTS_KEY,
+    Resolution,
+    agent_layers,
+    resolve,
+    type_key,
+)
+from agents.models import (
+    SINGLETON_PK,
+    Agent,
+    AgentInstance,
+    ConfigKey,
+    InstanceStatus,
+    ResourcePool,
+)
+from audit.actors import Actor
+from tenants import context
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
+
+# Limits a plan sets and staff may override per organization (`Tenant.<name>_override`).
+LIMIT_NAMES = (
+    "max_agents",
+    "max_instances",
+    "max_cpu_millicores",
+    "max_memory_mb",
+    "max_instance_cpu_millicores",
+    "max_instance_memory_mb",
+    "messages_per_month",
+)
+
+# An agent's status, derived from its instances (the list filters on it).
+AGENT_STATUSES = ("running", "pending", "stopping", "idle")
+
+
+def _require(actor: Actor, permission: str) -> None:
+    if not actor.can(permission):
+        raise PermissionDenied(f"This needs the “{permission}” permission.")
+
+
+def _tenant() -> Tenant:
+    tenant = context.current_tenant()
+    if tenant is None:
+        raise RuntimeError("agents are read in an organization's context")
+    return tenant
+
+
+# --- Limits and the pool ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_agents: int
+    max_instances: int
+    max_cpu_millicores: int
+    max_memory_mb: int
+    max_instance_cpu_millicores: int
+    max_instance_memory_mb: int
+    messages_per_month: int
+    allowed_agent_permissions: frozenset[str]
+    overridden: frozenset[str]
+
+
+def limits_of(tenant: Tenant) -> Limits:
+    """The limits of a tenant row loaded with its plan: the plan's, unless staff overrode them."""
+    plan = tenant.plan
+    values: dict[str, int] = {}
+    overridden = set()
+    for name in LIMIT_NAMES:
+        override = getattr(tenant, f"{name}_override", None)
+        values[name] = getattr(plan, name) if override is None else override
+        if override is not None:
+            overridden.add(name)
+    return Limits(
+        **values,
+        allowed_agent_permissions=frozenset(plan.allowed_agent_permissions or []),
+        overridden=frozenset(overridden),
+    )
+
+
+def limits_get(*, tenant: Tenant | None = None) -> Limits:
+    """The current limits of `tenant` (default: the current one), read fresh from `public`.
+
+    Fresh rather than from the routing cache: a plan change or a staff override applies to the
+    very next allocation.
+    """
+    from tenants.models import Tenant
+
+    tenant = tenant or _tenant()
+    with context.public_context():
+        row = Tenant.objects.select_related("plan").get(pk=tenant.pk)
+    return limits_of(row)
+
+
+@dataclass(frozen=True)
+class Meter:
+    name: str
+    label: str
+    used: int
+    limit: int
+    used_display: str
+    limit_display: str
+
+    @property
+    def percent(self) -> int:
+        if self.limit <= 0:
+            return 100 if self.used else 0
+        return min(100, round(self.used * 100 / self.limit))
+
+    @property
+    def is_over(self) -> bool:
+        return self.used > self.limit
+
+    @property
+    def is_full(self) -> bool:
+        return self.used >= self.limit
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    limits: Limits
+    agents: int
+    instances: int
+    cpu_millicores: int
+    memory_mb: int
+    messages_this_month: int
+
+    @property
+    def meters(self) -> list[Meter]:
+        limits = self.limits
+        return [
+            Meter(
+                "agents",
+                "Agents",
+                self.agents,
+                limits.max_agents,
+                str(self.agents),
+                str(limits.max_agents),
+            ),
+            Meter(
+                "instances",
+                "Instances",
+                self.instances,
+                limits.max_instances,
+                str(self.instances),
+                str(limits.max_instances),
+            ),
+            Meter(
+                "cpu",
+                "CPU cores",
+                self.cpu_millicores,
+                limits.max_cpu_millicores,
+                resources.format_cores(self.cpu_millicores),
+                resources.format_cores(limits.max_cpu_millicores),
+            ),
+            Meter(
+                "memory",
+                "Memory",
+                self.memory_mb,
+                limits.max_memory_mb,
+                resources.format_memory(self.memory_mb) if self.memory_mb else "0",
+                resources.format_memory(limits.max_memory_mb),
+            ),
+            Meter(
+                "messages",
+                "Messages this month",
+                self.messages_this_month,
+                limits.messages_per_month,
+                f"{self.messages_this_month:,}",
+                f"{limits.messages_per_month:,}",
+            ),
+        ]
+
+
+def current_month() -> date:
+    return timezone.now().date().replace(day=1)
+
+
+def pool_row() -> ResourcePool:
+    # The row is created by a migration in every schema; get_or_create covers a schema built
+    # before it (and costs nothing once the row exists).
+    return ResourcePool.objects.get_or_create(pk=SINGLETON_PK)[0]
+
+
+def pool_get(*, actor: Actor, limits: Limits | None = None) -> PoolUsage:
+    """The organization's pool: what is allocated, beside its limits."""
+    _require(actor, "agents:read")
+    limits = limits or limits_get()
+    pool = pool_row()
+    messages = pool.messages_this_month if pool.messages_month == current_month() else 0
+    return PoolUsage(
+        limits=limits,
+        agents=pool.agents,
+        instances=pool.instances,
+        cpu_millicores=pool.cpu_millicores,
+        memory_mb=pool.memory_mb,
+        messages_this_month=messages,
+    )
+
+
+# --- Agents and instances --------------------------------------------------------------------
+
+
+def _with_status(queryset: QuerySet[Agent]) -> QuerySet[Agent]:
+    return queryset.annotate(
+        running_instances=Count("instances", filter=Q(instances__status=InstanceStatus.RUNNING)),
+        pending_instances=Count("instances", filter=Q(instances__status=InstanceStatus.PENDING)),
+        stopping_instances=Count("instances", filter=Q(instances__status=InstanceStatus.STOPPING)),
+    ).annotate(
+        status=Case(
+            When(running_instances__gt=0, then=Value("running")),
+            When(pending_instances__gt=0, then=Value("pending")),
+            When(stopping_instances__gt=0, then=Value("stopping")),
+            default=Value("idle"),
+            output_field=CharField(),
+        )
+    )
+
+
+def agent_list(
+    *,
+    actor: Actor,
+    agent_type: str | None = None,
+    status: str | None = None,
+    search: str | None = None,
+) -> QuerySet[Agent]:
+    """Agents, by name, with their derived `status` and instance counts; filtered if asked.
+
+    Unknown filter values are a ValidationError (the API answers 400).
+    """
+    _require(actor, "agents:read")
+    queryset = _with_status(Agent.objects.all())
+    if agent_type:
+        queryset = queryset.filter(type=agent_type)
+    if status:
+        if status not in AGENT_STATUSES:
+            raise ValidationError(
+                {"status": [f"Unknown status; use one of {', '.join(AGENT_STATUSES)}."]}
+            )
+        queryset = queryset.filter(status=status)
+    if search:
+        queryset = queryset.filter(name__icontains=search.strip()[:80])
+    return queryset.order_by("name", "id")
+
+
+def agent_types(*, actor: Actor) -> list[str]:
+    """The types in use, for filters."""
+    _require(actor, "agents:read")
+    return list(Agent.objects.order_by("type").values_list("type", flat=True).distinct())
+
+
+def as_uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def agent_get(*, actor: Actor, agent_id: Any) -> Agent:
+    """One agent of this organization; Agent.DoesNotExist for a bad id, a missing one, or one
+    that belongs to another organization (it is not in this schema)."""
+    _require(actor, "agents:read")
+    pk = as_uuid(agent_id)
+    if pk is None:
+        raise Agent.DoesNotExist
+    return _with_status(Agent.objects.filter(pk=pk)).get()
+
+
+def instance_list(*, actor: Actor, agent: Agent) -> QuerySet[AgentInstance]:
+    """The agent's instances, active ones first, newest first."""
+    _require(actor, "agents:read")
+    active_first = Case(
+        When(status__in=[InstanceStatus.PENDING, InstanceStatus.RUNNING], then=Value(0)),
+        When(status=InstanceStatus.STOPPING, then=Value(1)),
+        default=Value(2),
+    )
+    return AgentInstance.objects.filter(agent=agent).order_by(active_first, "-requested_at")
+
+
+def instance_get(*, actor: Actor, agent: Agent, instance_id: Any) -> AgentInstance:
+    _require(actor, "agents:read")
+    pk = as_uuid(instance_id)
+    if pk is None:
+        raise AgentInstance.DoesNotExist
+    return AgentInstance.objects.get(agent=agent, pk=pk)
+
+
+def granted_permissions(*, agent: Agent, limits: Limits) -> list[str]:
+    """What the agent gets: the permissions it asked for that the current plan allows."""
+    return granted(agent.permissions, allowed=limits.allowed_agent_permissions)
+
+
+# --- Config ----------------------------------------------------------------------------------
+
+
+def config_list(*, actor: Actor) -> QuerySet[ConfigKey]:
+    _require(actor, "config:read")
+    return ConfigKey.objects.order_by("key")
+
+
+def config_get(*, actor: Actor, key: str) -> ConfigKey:
+    _require(actor, "config:read")
+    return ConfigKey.objects.get(key=key)
+
+
+def _load_organization(keys: list[str]) -> dict[str, Any]:
+    return dict(ConfigKey.objects.filter(key__in=keys).values_list("key", "value"))
+
+
+def _load_platform(keys: list[str]) -> dict[str, Any]:
+    from tenants.models import PlatformConfigDefault
+
+    with context.public_context():
+        return dict(PlatformConfigDefault.objects.filter(key__in=keys).values_list("key", "value"))
+
+
+def config_values(
+    *, keys: list[str], use_cache: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(platform defaults, organization values) of `keys`, cached per organization.
+
+    The organization's namespace in the cache is its public id: two organizations never share an
+    entry, whatever their keys.
+    """
+    tenant_id = str(_tenant().public_id)
+
+    def load(namespace: str, wanted: list[str]) -> dict[str, Any]:
+        return (
+            _load_platform(wanted)
+            if namespace == config_cache.PLATFORM
+            else (_load_organization(wanted))
+        )
+
+    if not use_cache:
+        return _load_platform(keys), _load_organization(keys)
+    values = config_cache.read({config_cache.PLATFORM: keys, tenant_id: keys}, load)
+    return values[config_cache.PLATFORM], values[tenant_id]
+
+
+def config_resolve(
+    *,
+    actor: Actor,
+    agent_type: str,
+    definition: dict[str, Any] | None = None,
+    use_cache: bool = True,
+) -> Resolution:
+    """The effective configuration of an agent type (and of a definition, if given).
+
+    Layers, lowest first: platform `agents.defaults` < platform `agents.<type>` < organization
+    `agents.defaults` < organization `agents.<type>` < the definition's config. Objects merge
+    deeply; lists and scalars replace (agents.configuration.deep_merge).
+    """
+    _require(actor, "config:read" if definition is None else "agents:read")
+    keys = [DEFAULTS_KEY, type_key(agent_type)]
+    platform, organization = config_values(keys=keys, use_cache=use_cache)
+    return resolve(
+        agent_layers(
+            agent_type=agent_type,
+            platform=platform,
+            organization=organization,
+            definition=definition,
+        )
+    )

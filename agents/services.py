@@ -1,0 +1,745 @@
+"""Every write to agents: definitions, instances under the pool's lock, config keys, limits.
+
+Each function takes the acting principal first, checks its permission (a refusal is recorded
+and raises PermissionDenied, changing nothing), validates everything before writing, writes in
+one transaction, and announces the change with `audit.services.emit` (the audit event in the
+transaction, the real-time event after commit).
+
+Allocation: `instance_request` and `agent_create` lock the organization's pool row
+(`SELECT ... FOR UPDATE`), check every limit against the counters on it and update them in the
+same transaction, so concurrent requests queue on the row and can never over-allocate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Value, When
+from django.utils import timezone
+
+from agents import config_cache, selectors
+from agents.agent_permissions import validate_permissions, validate_tools
+from agents.configuration import (
+    encoded_size,
+    validate_agent_type,
+    validate_entry,
+    validate_value,
+)
+from agents.errors import QuotaExceeded, field_error
+from agents.models import (
+    ACTIVE_STATUSES,
+    SINGLETON_PK,
+    Agent,
+    AgentInstance,
+    ConfigKey,
+    ConfigState,
+    InstanceStatus,
+    ResourcePool,
+)
+from agents.resources import format_cpu, format_memory, parse_cpu, parse_memory
+from agents.selectors import LIMIT_NAMES, Limits
+from audit import services as audit
+from audit.actors import Actor
+from audit.models import Result
+from tenants import context, events, routing
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
+
+AGENT_FIELDS = ("name", "type", "description", "config", "cpu", "memory", "permissions", "tools")
+MAX_NAME_LENGTH = 80
+MAX_DESCRIPTION_LENGTH = 2000
+
+
+def _tenant() -> Tenant:
+    tenant = context.current_tenant()
+    if tenant is None:
+        raise RuntimeError("agents are written in an organization's context")
+    return tenant
+
+
+def _deny(actor: Actor, action: str, resource_type: str, resource_id: Any, message: str) -> None:
+    """Record the refusal (it commits on its own) and raise PermissionDenied."""
+    audit.record(
+        actor=actor,
+        action=action,
+        resource_type=resource_type,
+        resource_id=str(resource_id or ""),
+        result=Result.DENIED,
+        details={"reason": message},
+    )
+    raise PermissionDenied(message)
+
+
+def _require(
+    actor: Actor, permission: str, action: str, resource_type: str, resource_id: Any = ""
+) -> None:
+    if not actor.can(permission):
+        _deny(
+            actor, action, resource_type, resource_id, f"This needs the “{permission}” permission."
+        )
+
+
+def _refuse_quota(actor: Actor, action: str, resource_id: Any, error: QuotaExceeded) -> None:
+    """Record a quota refusal after the transaction rolled back, then re-raise it."""
+    audit.record(
+        actor=actor,
+        action=action,
+        resource_type="agent",
+        resource_id=str(resource_id or ""),
+        result=Result.DENIED,
+        details={"reason": error.code, **error.detail},
+    )
+    raise error
+
+
+def _locked_pool() -> ResourcePool:
+    selectors.pool_row()  # exists from the migration; created if a schema predates it
+    return ResourcePool.objects.select_for_update().get(pk=SINGLETON_PK)
+
+
+def _merge_errors(errors: dict[str, list[ValidationError]], error: ValidationError) -> None:
+    for field, messages in error.error_dict.items():
+        errors.setdefault(field, []).extend(messages)
+
+
+# --- Agent definitions -----------------------------------------------------------------------
+
+
+def _clean_agent(data: dict[str, Any], limits: Limits, *, partial: bool) -> dict[str, Any]:
+    """Validate the given fields (all of them unless `partial`); every field's errors at once."""
+    unknown = sorted(set(data) - set(AGENT_FIELDS))
+    if unknown:
+        raise ValidationError({name: ["Unknown field."] for name in unknown})
+    errors: dict[str, list[ValidationError]] = {}
+    cleaned: dict[str, Any] = {}
+
+    def check(name: str, clean) -> None:
+        if name not in data:
+            if not partial and name in {"name", "type", "cpu", "memory"}:
+                errors[name] = [ValidationError("This field is required.", code="required")]
+            return
+        try:
+            cleaned[name] = clean(data[name])
+        except ValidationError as error:
+            _merge_errors(errors, error)
+
+    def clean_name(value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise field_error("name", "Enter a name.", "required")
+        if len(value.strip()) > MAX_NAME_LENGTH:
+            raise field_error("name", f"At most {MAX_NAME_LENGTH} characters.", "max_length")
+        return value.strip()
+
+    def clean_description(value: Any) -> str:
+        value = "" if value is None else value
+        if not isinstance(value, str):
+            raise field_error("description", "Must be text.", "invalid")
+        if len(value) > MAX_DESCRIPTION_LENGTH:
+            raise field_error(
+                "description", f"At most {MAX_DESCRIPTION_LENGTH} characters.", "max_length"
+            )
+        return value.strip()
+
+    def clean_config(value: Any) -> dict[str, Any]:
+        return validate_value(
+            {} if value is None else value, field_name="config", require_object=True
+        )
+
+    check("name", clean_name)
+    check("type", validate_agent_type)
+    check("description", clean_description)
+    check("config", clean_config)
+    check("cpu", lambda v: parse_cpu(v, maximum=limits.max_instance_cpu_millicores))
+    check("memory", lambda v: parse_memory(v, maximum=limits.max_instance_memory_mb))
+    check(
+        "permissions",
+        lambda v: validate_permissions(v, allowed=limits.allowed_agent_permissions),
+    )
+    check("tools", validate_tools)
+    if errors:
+        raise ValidationError(errors)
+    columns = {"cpu": "cpu_millicores", "memory": "memory_mb"}
+    return {columns.get(name, name): value for name, value in cleaned.items()}
+
+
+def agent_validate(*, data: dict[str, Any], partial: bool = False) -> None:
+    """Check agent fields without writing (forms show every error at once); ValidationError."""
+    _clean_agent(data, selectors.limits_get(), partial=partial)
+
+
+def _name_taken(name: str, *, exclude: Any = None) -> bool:
+    queryset = Agent.objects.filter(name__iexact=name)
+    if exclude is not None:
+        queryset = queryset.exclude(pk=exclude)
+    return queryset.exists()
+
+
+NAME_TAKEN = "An agent with this name already exists."
+
+
+def agent_payload(agent: Agent) -> dict[str, Any]:
+    """The agent as its events carry it (the config is left out: it can be 64 KB)."""
+    return {
+        "id": str(agent.id),
+        "name": agent.name,
+        "type": agent.type,
+        "cpu": format_cpu(agent.cpu_millicores),
+        "memory": format_memory(agent.memory_mb),
+        "permissions": list(agent.permissions),
+        "tools": list(agent.tools),
+    }
+
+
+def agent_create(*, actor: Actor, **data: Any) -> Agent:
+    """Create an agent definition; 409 `agent_limit_reached` when the plan's count is used up.
+
+    Fields: name, type, description, config (object), cpu (`0.5`, `500m`), memory (`512MB`),
+    permissions (filtered against the plan), tools.
+    """
+    _require(actor, "agents:write", "agent.created", "agent")
+    limits = selectors.limits_get()
+    cleaned = _clean_agent(data, limits, partial=False)
+    try:
+        with transaction.atomic():
+            pool = _locked_pool()
+            if _name_taken(cleaned["name"]):
+                raise field_error("name", NAME_TAKEN, "name_taken")
+            if pool.agents >= limits.max_agents:
+                raise QuotaExceeded(
+                    "agent_limit_reached",
+                    f"The organization has {pool.agents} of {limits.max_agents} agents.",
+                    limit="max_agents",
+                    allowed=limits.max_agents,
+                    in_use=pool.agents,
+                )
+            agent = Agent.objects.create(**cleaned, created_by=actor.label)
+            pool.agents = F("agents") + 1
+            pool.save(update_fields=["agents", "updated_at"])
+            audit.emit(
+                actor=actor,
+                action="agent.created",
+                resource_type="agent",
+                resource_id=agent.pk,
+                details={
+                    **agent_payload(agent),
+                    "config_bytes": encoded_size(agent.config),
+                },
+                data=agent_payload(agent),
+            )
+    except QuotaExceeded as error:
+        _refuse_quota(actor, "agent.created", "", error)
+    except IntegrityError as error:  # a concurrent create of the same name won
+        raise field_error("name", NAME_TAKEN, "name_taken") from error
+    return agent
+
+
+def agent_update(*, actor: Actor, agent_id: Any, **data: Any) -> Agent:
+    """Change the given fields of an agent. Running instances keep what they were allocated;
+    new requests use the new resources."""
+    _require(actor, "agents:write", "agent.updated", "agent", agent_id)
+    limits = selectors.limits_get()
+    cleaned = _clean_agent(data, limits, partial=True)
+    pk = selectors.as_uuid(agent_id)
+    try:
+        with transaction.atomic():
+            agent = Agent.objects.select_for_update().filter(pk=pk).first() if pk else None
+            if agent is None:
+                raise Agent.DoesNotExist
+            if "name" in cleaned and _name_taken(cleaned["name"], exclude=agent.pk):
+                raise field_error("name", NAME_TAKEN, "name_taken")
+            changes: dict[str, Any] = {}
+            for field, value in cleaned.items():
+                before = getattr(agent, field)
+                if before == value:
+                    continue
+                # Config can be large: the audit log says it changed, not what it holds.
+                changes[field] = (
+                    {"bytes": encoded_size(value)}
+                    if field == "config"
+                    else {"from": before, "to": value}
+                )
+                setattr(agent, field, value)
+            if not changes:
+                return agent
+            agent.save(update_fields=[*changes, "updated_at"])
+            audit.emit(
+                actor=actor,
+                action="agent.updated",
+                resource_type="agent",
+                resource_id=agent.pk,
+                details={"name": agent.name, "changes": changes},
+                data={**agent_payload(agent), "changed": sorted(changes)},
+            )
+    except IntegrityError as error:
+        raise field_error("name", NAME_TAKEN, "name_taken") from error
+    return agent
+
+
+def agent_delete(*, actor: Actor, agent_id: Any) -> None:
+    """Delete an agent and its instances; active instances are stopped and their resources
+    return to the pool."""
+    _require(actor, "agents:write", "agent.deleted", "agent", agent_id)
+    pk = selectors.as_uuid(agent_id)
+    with transaction.atomic():
+        pool = _locked_pool()
+        agent = Agent.objects.select_for_update().filter(pk=pk).first() if pk else None
+        if agent is None:
+            raise Agent.DoesNotExist
+        active = list(
+            AgentInstance.objects.select_for_update().filter(
+                agent=agent, status__in=ACTIVE_STATUSES
+            )
+        )
+        now = timezone.now()
+        for instance in active:
+            instance.status = InstanceStatus.STOPPED
+            instance.stopped_at = now
+            _announce_stop(actor, instance, reason="agent_deleted")
+        freed_cpu = sum(instance.cpu_millicores for instance in active)
+        freed_memory = sum(instance.memory_mb for instance in active)
+        pool.agents = F("agents") - 1
+        pool.instances = F("instances") - len(active)
+        pool.cpu_millicores = F("cpu_millicores") - freed_cpu
+        pool.memory_mb = F("memory_mb") - freed_memory
+        pool.save(
+            update_fields=["agents", "instances", "cpu_millicores", "memory_mb", "updated_at"]
+        )
+        payload = agent_payload(agent)
+        agent.delete()
+        audit.emit(
+            actor=actor,
+            action="agent.deleted",
+            resource_type="agent",
+            resource_id=pk,
+            details={"name": payload["name"], "stopped_instances": len(active)},
+            data={**payload, "stopped_instances": len(active)},
+        )
+
+
+# --- Instances -------------------------------------------------------------------------------
+
+
+def instance_payload(instance: AgentInstance) -> dict[str, Any]:
+    return {
+        "id": str(instance.id),
+        "agent_id": str(instance.agent_id),
+        "namespace": instance.namespace,
+        "status": instance.status,
+        "cpu": format_cpu(instance.cpu_millicores),
+        "memory": format_memory(instance.memory_mb),
+    }
+
+
+def _check_room(pool: ResourcePool, limits: Limits, agent: Agent) -> None:
+    """Every limit, against the locked pool: the first one that does not fit is refused."""
+    if pool.agents > limits.max_agents:
+        # A downgrade below the agents in use: nothing new runs until usage fits again.
+        raise QuotaExceeded(
+            "agent_limit_reached",
+            f"The organization has {pool.agents} agents; its plan allows {limits.max_agents}. "
+            "Delete agents to start instances again.",
+            limit="max_agents",
+            allowed=limits.max_agents,
+            in_use=pool.agents,
+        )
+    if pool.instances + 1 > limits.max_instances:
+        raise QuotaExceeded(
+            "instance_limit_reached",
+            f"{pool.instances} of {limits.max_instances} instances are in use.",
+            limit="max_instances",
+            allowed=limits.max_instances,
+            in_use=pool.instances,
+        )
+    if agent.cpu_millicores > limits.max_instance_cpu_millicores:
+        raise QuotaExceeded(
+            "instance_too_large",
+            f"This agent asks for {format_cpu(agent.cpu_millicores)} CPU per instance; the plan "
+            f"allows {format_cpu(limits.max_instance_cpu_millicores)}.",
+            limit="max_instance_cpu_millicores",
+            allowed=limits.max_instance_cpu_millicores,
+            requested=agent.cpu_millicores,
+        )
+    if agent.memory_mb > limits.max_instance_memory_mb:
+        raise QuotaExceeded(
+            "instance_too_large",
+            f"This agent asks for {format_memory(agent.memory_mb)} per instance; the plan "
+            f"allows {format_memory(limits.max_instance_memory_mb)}.",
+            limit="max_instance_memory_mb",
+            allowed=limits.max_instance_memory_mb,
+            requested=agent.memory_mb,
+        )
+    if pool.cpu_millicores + agent.cpu_millicores > limits.max_cpu_millicores:
+        free = max(0, limits.max_cpu_millicores - pool.cpu_millicores)
+        raise QuotaExceeded(
+            "insufficient_cpu",
+            f"Not enough CPU: {format_cpu(agent.cpu_millicores)} requested, "
+            f"{format_cpu(free) if free else '0'} free of {format_cpu(limits.max_cpu_millicores)}.",
+            limit="max_cpu_millicores",
+            allowed=limits.max_cpu_millicores,
+            in_use=pool.cpu_millicores,
+            requested=agent.cpu_millicores,
+        )
+    if pool.memory_mb + agent.memory_mb > limits.max_memory_mb:
+        free = max(0, limits.max_memory_mb - pool.memory_mb)
+        raise QuotaExceeded(
+            "insufficient_memory",
+            f"Not enough memory: {format_memory(agent.memory_mb)} requested, "
+            f"{format_memory(free) if free else '0'} free of "
+            f"{format_memory(limits.max_memory_mb)}.",
+            limit="max_memory_mb",
+            allowed=limits.max_memory_mb,
+            in_use=pool.memory_mb,
+            requested=agent.memory_mb,
+        )
+
+
+def instance_namespace(agent_id: Any) -> str:
+    """The instance's Channels namespace: `tenant.<tenant_id>.agents.<agent_id>`."""
+    return events.group_name(str(_tenant().public_id), f"agents.{agent_id}")
+
+
+def instance_request(*, actor: Actor, agent_id: Any) -> AgentInstance:
+    """Start an instance of an agent, if the pool has room for it.
+
+    Under the pool row's lock: every limit is checked against the pool's counters and the
+    allocation is added in the same transaction. Raises QuotaExceeded (409) naming the limit.
+    """
+    _require(actor, "agents:write", "instance.requested", "agent", agent_id)
+    limits = selectors.limits_get()
+    pk = selectors.as_uuid(agent_id)
+    try:
+        with transaction.atomic():
+            pool = _locked_pool()
+            agent = Agent.objects.filter(pk=pk).first() if pk else None
+            if agent is None:
+                raise Agent.DoesNotExist
+            _check_room(pool, limits, agent)
+            instance = AgentInstance.objects.create(
+                agent=agent,
+                status=InstanceStatus.PENDING,
+                namespace=instance_namespace(agent.pk),
+                cpu_millicores=agent.cpu_millicores,
+                memory_mb=agent.memory_mb,
+                requested_by=actor.label,
+            )
+            pool.instances = F("instances") + 1
+            pool.cpu_millicores = F("cpu_millicores") + agent.cpu_millicores
+            pool.memory_mb = F("memory_mb") + agent.memory_mb
+            pool.save(update_fields=["instances", "cpu_millicores", "memory_mb", "updated_at"])
+            audit.emit(
+                actor=actor,
+                action="instance.requested",
+                resource_type="instance",
+                resource_id=instance.pk,
+                details={"agent": agent.name, **instance_payload(instance)},
+                data=instance_payload(instance),
+            )
+    except QuotaExceeded as error:
+        _refuse_quota(actor, "instance.requested", agent_id, error)
+    return instance
+
+
+def _announce_stop(actor: Actor, instance: AgentInstance, *, reason: str) -> None:
+    instance.save(update_fields=["status", "stopped_at"])
+    audit.emit(
+        actor=actor,
+        action="instance.stopped",
+        resource_type="instance",
+        resource_id=instance.pk,
+        details={**instance_payload(instance), "reason": reason},
+        data={**instance_payload(instance), "reason": reason},
+    )
+
+
+def _free(pool_update: dict[str, Any], instance: AgentInstance) -> None:
+    pool_update["instances"] = F("instances") - 1
+    pool_update["cpu_millicores"] = F("cpu_millicores") - instance.cpu_millicores
+    pool_update["memory_mb"] = F("memory_mb") - instance.memory_mb
+
+
+def instance_stop(*, actor: Actor, agent_id: Any, instance_id: Any) -> AgentInstance:
+    """Stop an instance and return its resources to the pool at once.
+
+    A pending instance (no runtime has reported yet) is `stopped`; a running one is `stopping`
+    until its runtime confirms (`instance_report`). Stopping a stopped instance changes nothing.
+    """
+    _require(actor, "agents:write", "instance.stopped", "instance", instance_id)
+    agent_pk, pk = selectors.as_uuid(agent_id), selectors.as_uuid(instance_id)
+    with transaction.atomic():
+        _locked_pool()
+        instance = (
+            AgentInstance.objects.select_for_update().filter(agent_id=agent_pk, pk=pk).first()
+            if agent_pk and pk
+            else None
+        )
+        if instance is None:
+            raise AgentInstance.DoesNotExist
+        if not instance.is_active:
+            return instance
+        pool_update: dict[str, Any] = {}
+        _free(pool_update, instance)
+        ResourcePool.objects.filter(pk=SINGLETON_PK).update(
+            **pool_update, updated_at=timezone.now()
+        )
+        was_running = instance.status == InstanceStatus.RUNNING
+        instance.status = InstanceStatus.STOPPING if was_running else InstanceStatus.STOPPED
+        instance.stopped_at = timezone.now()
+        _announce_stop(actor, instance, reason="requested")
+    return instance
+
+
+# What a runtime may report, from each status (anything else is refused).
+REPORTABLE = {
+    InstanceStatus.PENDING: {InstanceStatus.RUNNING, InstanceStatus.STOPPED, InstanceStatus.FAILED},
+    InstanceStatus.RUNNING: {InstanceStatus.RUNNING, InstanceStatus.STOPPED, InstanceStatus.FAILED},
+    InstanceStatus.STOPPING: {
+        InstanceStatus.STOPPING,
+        InstanceStatus.STOPPED,
+        InstanceStatus.FAILED,
+    },
+}
+
+
+def instance_report(*, actor: Actor, instance_id: Any, status: str) -> AgentInstance:
+    """A runtime's heartbeat and status for its instance (the message gateway calls this).
+
+    `running` from pending marks the start; any report refreshes `last_heartbeat_at`; `stopped`
+    or `failed` from an active status returns the resources to the pool. A change of status is
+    audited and announced as `instance.<status>`; a plain heartbeat is not.
+    """
+    _require(actor, "agents:write", "instance.reported", "instance", instance_id)
+    pk = selectors.as_uuid(instance_id)
+    if status not in InstanceStatus.values:
+        raise field_error("status", "Unknown status.", "invalid")
+    with transaction.atomic():
+        _locked_pool()
+        instance = AgentInstance.objects.select_for_update().filter(pk=pk).first() if pk else None
+        if instance is None:
+            raise AgentInstance.DoesNotExist
+        allowed = REPORTABLE.get(instance.status, set())
+        if status not in allowed:
+            raise field_error(
+                "status",
+                f"An instance that is {instance.status} cannot report {status}.",
+                "invalid_transition",
+            )
+        now = timezone.now()
+        previous = instance.status
+        instance.last_heartbeat_at = now
+        fields = ["last_heartbeat_at"]
+        if status != previous:
+            if previous in ACTIVE_STATUSES and status not in ACTIVE_STATUSES:
+                pool_update: dict[str, Any] = {}
+                _free(pool_update, instance)
+                ResourcePool.objects.filter(pk=SINGLETON_PK).update(**pool_update, updated_at=now)
+            if status == InstanceStatus.RUNNING:
+                instance.started_at = now
+                fields.append("started_at")
+            if status in {InstanceStatus.STOPPED, InstanceStatus.FAILED}:
+                instance.stopped_at = instance.stopped_at or now
+                fields.append("stopped_at")
+            instance.status = status
+            fields.append("status")
+        instance.save(update_fields=fields)
+        if status != previous:
+            audit.emit(
+                actor=actor,
+                action=f"instance.{status}",
+                resource_type="instance",
+                resource_id=instance.pk,
+                details={**instance_payload(instance), "from": previous},
+                data={**instance_payload(instance), "from": previous},
+            )
+    return instance
+
+
+# --- Config ----------------------------------------------------------------------------------
+
+
+def _next_revision() -> int:
+    ConfigState.objects.get_or_create(pk=SINGLETON_PK)
+    state = ConfigState.objects.select_for_update().get(pk=SINGLETON_PK)
+    state.revision += 1
+    state.save(update_fields=["revision"])
+    return state.revision
+
+
+def _invalidate_after_commit(namespace: str) -> None:
+    transaction.on_commit(lambda: config_cache.invalidate(namespace))
+
+
+def config_set(*, actor: Actor, key: Any, value: Any) -> ConfigKey:
+    """Set a config key of the organization (JSON, 64 KB at most; key pattern in
+    agents.configuration). Publishes `config.changed` {key, value, version} after commit."""
+    _require(actor, "config:write", "config.changed", "config", key if isinstance(key, str) else "")
+    key, value = validate_entry(key, value)
+    tenant = _tenant()
+    with transaction.atomic():
+        existing = ConfigKey.objects.select_for_update().filter(key=key).first()
+        if existing is not None and existing.value == value:
+            return existing
+        version = _next_revision()
+        entry, created = ConfigKey.objects.update_or_create(
+            key=key, defaults={"value": value, "version": version, "updated_by": actor.label}
+        )
+        audit.emit(
+            actor=actor,
+            action="config.changed",
+            resource_type="config",
+            resource_id=key,
+            details={
+                "key": key,
+                "version": version,
+                "bytes": encoded_size(value),
+                "created": created,
+            },
+            data={"key": key, "value": value, "version": version},
+        )
+        _invalidate_after_commit(str(tenant.public_id))
+    return entry
+
+
+def config_delete(*, actor: Actor, key: Any) -> None:
+    """Remove a config key: `config.changed` with a null value (the next layer down applies)."""
+    _require(actor, "config:write", "config.changed", "config", key if isinstance(key, str) else "")
+    tenant = _tenant()
+    with transaction.atomic():
+        entry = ConfigKey.objects.select_for_update().filter(key=key).first()
+        if entry is None:
+            raise ConfigKey.DoesNotExist
+        version = _next_revision()
+        entry.delete()
+        audit.emit(
+            actor=actor,
+            action="config.changed",
+            resource_type="config",
+            resource_id=key,
+            details={"key": key, "version": version, "deleted": True},
+            data={"key": key, "value": None, "version": version},
+        )
+        _invalidate_after_commit(str(tenant.public_id))
+
+
+# --- Staff: platform defaults and limit overrides (public schema) ----------------------------
+
+
+def _require_staff(actor: Actor, action: str, resource_type: str, resource_id: Any) -> None:
+    if actor.kind not in {"staff", "system"}:
+        with context.public_context():
+            _deny(actor, action, resource_type, resource_id, "Only platform staff can do this.")
+
+
+def platform_config_default_set(*, actor: Actor, key: Any, value: Any) -> Any:
+    """Set a platform-wide default (staff): the lowest layer of every organization's config."""
+    from tenants.models import PlatformConfigDefault
+
+    _require_staff(actor, "platform_config.changed", "platform_config", key)
+    key, value = validate_entry(key, value)
+    with context.public_context(), transaction.atomic():
+        entry, created = PlatformConfigDefault.objects.update_or_create(
+            key=key, defaults={"value": value, "updated_by": actor.label}
+        )
+        audit.record(
+            actor=actor,
+            action="platform_config.changed",
+            resource_type="platform_config",
+            resource_id=key,
+            details={"key": key, "bytes": encoded_size(value), "created": created},
+        )
+        _invalidate_after_commit(config_cache.PLATFORM)
+    return entry
+
+
+def platform_config_default_delete(*, actor: Actor, key: str) -> None:
+    from tenants.models import PlatformConfigDefault
+
+    _require_staff(actor, "platform_config.changed", "platform_config", key)
+    with context.public_context(), transaction.atomic():
+        deleted, _ = PlatformConfigDefault.objects.filter(key=key).delete()
+        if not deleted:
+            raise PlatformConfigDefault.DoesNotExist
+        audit.record(
+            actor=actor,
+            action="platform_config.changed",
+            resource_type="platform_config",
+            resource_id=key,
+            details={"key": key, "deleted": True},
+        )
+        _invalidate_after_commit(config_cache.PLATFORM)
+
+
+@dataclass(frozen=True)
+class LimitChange:
+    name: str
+    before: int | None
+    after: int | None
+
+
+def organization_limits_set(
+    *, actor: Actor, tenant: Tenant, overrides: dict[str, int | None]
+) -> Tenant:
+    """Override (or, with None, restore to the plan's) an organization's limits (staff).
+
+    Lowering a limit below what is in use stops nothing: new allocations are refused until usage
+    fits. Recorded in the platform's log and in the organization's own.
+    """
+    from tenants.models import Tenant
+
+    _require_staff(actor, "organization.limits_changed", "organization", tenant.public_id)
+    unknown = sorted(set(overrides) - set(LIMIT_NAMES))
+    if unknown:
+        raise ValidationError({name: ["Unknown limit."] for name in unknown})
+    for name, value in overrides.items():
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
+            raise field_error(name, "Enter a whole number of at least 0, or nothing.", "invalid")
+    with context.public_context(), transaction.atomic():
+        current = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        changes = {}
+        for name, value in overrides.items():
+            field = f"{name}_override"
+            if getattr(current, field) != value:
+                changes[name] = {"from": getattr(current, field), "to": value}
+                setattr(current, field, value)
+        if not changes:
+            return current
+        current.save(update_fields=[f"{name}_override" for name in changes])
+        for enter in (context.public_context, lambda: context.tenant_context(current)):
+            with enter():
+                audit.record(
+                    actor=actor,
+                    action="organization.limits_changed",
+                    resource_type="organization",
+                    resource_id=str(current.public_id),
+                    details=changes,
+                )
+        transaction.on_commit(lambda: routing.invalidate(current))
+    return current
+
+
+# --- Metering --------------------------------------------------------------------------------
+
+
+def pool_record_messages(*, actor: Actor, count: int) -> None:
+    """Add `count` messages to this month's counter (the gateway, as the system actor).
+
+    One UPDATE: a new month restarts the counter. Not audited: it is metering, not a change.
+    """
+    if actor.kind != "system":
+        raise PermissionDenied("Only the platform meters messages.")
+    if count <= 0:
+        return
+    month = selectors.current_month()
+    selectors.pool_row()
+    ResourcePool.objects.filter(pk=SINGLETON_PK).update(
+        messages_this_month=Case(
+            When(messages_month=month, then=F("messages_this_month") + count),
+            default=Value(count),
+        ),
+        messages_month=month,
+    )

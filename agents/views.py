@@ -1,0 +1,337 @@
+"""Portal pages: agents (list, create, edit, detail with instances), the resource pool, config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from agents import selectors, services
+from agents.agent_permissions import CATALOGUE
+from agents.configuration import (
+    AGENTS_NAMESPACE,
+    BUILT_IN_AGENT_TYPES,
+    validate_agent_type,
+)
+from agents.errors import QuotaExceeded
+from agents.forms import AgentForm, ConfigForm, apply_service_errors, pretty
+from agents.models import Agent, AgentInstance, ConfigKey
+from agents.resources import format_cpu, format_memory
+from audit.actors import Actor
+
+PAGE_SIZE = 20
+
+
+def requires(permission: str) -> Callable:
+    """Signed in, and holding `permission` (else 403); the view gets the actor."""
+
+    def decorate(view: Callable) -> Callable:
+        @login_required
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            actor = Actor.from_request(request)
+            if not actor.can(permission):
+                raise PermissionDenied
+            return view(request, actor, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _agent_or_404(actor: Actor, agent_id: Any) -> Agent:
+    try:
+        return selectors.agent_get(actor=actor, agent_id=agent_id)
+    except Agent.DoesNotExist as error:
+        raise Http404("No such agent.") from error
+
+
+def _pool_context(actor: Actor, limits: selectors.Limits | None = None) -> dict[str, Any]:
+    return {"pool": selectors.pool_get(actor=actor, limits=limits)}
+
+
+def _type_choices(actor: Actor) -> list[str]:
+    return sorted(set(BUILT_IN_AGENT_TYPES) | set(selectors.agent_types(actor=actor)))
+
+
+# --- Agents ----------------------------------------------------------------------------------
+
+
+@requires("agents:read")
+def agent_list(request: HttpRequest, actor: Actor) -> HttpResponse:
+    filters = {
+        "type": request.GET.get("type", "").strip(),
+        "status": request.GET.get("status", "").strip(),
+        "q": request.GET.get("q", "").strip()[:80],
+    }
+    if filters["status"] not in ("", *selectors.AGENT_STATUSES):
+        filters["status"] = ""
+    agents = selectors.agent_list(
+        actor=actor,
+        agent_type=filters["type"] or None,
+        status=filters["status"] or None,
+        search=filters["q"] or None,
+    )
+    page = Paginator(agents, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = urlencode({name: value for name, value in filters.items() if value})
+    return render(
+        request,
+        "agents/agent_list.html",
+        {
+            "page": page,
+            "filters": filters,
+            "query": query,
+            "is_filtered": any(filters.values()),
+            "types": selectors.agent_types(actor=actor),
+            "statuses": selectors.AGENT_STATUSES,
+            "can_write": actor.can("agents:write"),
+            **_pool_context(actor),
+        },
+    )
+
+
+def _agent_form_page(
+    request: HttpRequest, actor: Actor, form: AgentForm, agent: Agent | None, status: int = 200
+) -> HttpResponse:
+    limits = selectors.limits_get()
+    return render(
+        request,
+        "agents/agent_form.html",
+        {
+            "form": form,
+            "agent": agent,
+            "type_choices": _type_choices(actor),
+            "permission_rows": [
+                {
+                    "name": name,
+                    "description": description,
+                    "is_allowed": name in limits.allowed_agent_permissions,
+                    "is_checked": name in (form["permissions"].value() or []),
+                }
+                for name, description in CATALOGUE.items()
+            ],
+            "max_instance_cpu": format_cpu(limits.max_instance_cpu_millicores),
+            "max_instance_memory": format_memory(limits.max_instance_memory_mb),
+        },
+        status=status,
+    )
+
+
+@requires("agents:write")
+@require_http_methods(["GET", "POST"])
+def agent_create(request: HttpRequest, actor: Actor) -> HttpResponse:
+    if request.method == "GET":
+        return _agent_form_page(
+            request, actor, AgentForm(initial={"cpu": "0.5", "memory": "512MB"}), None
+        )
+    form = AgentForm(request.POST)
+    if form.is_valid():
+        try:
+            agent = services.agent_create(actor=actor, **form.service_data())
+        except ValidationError as error:
+            apply_service_errors(form, error)
+        except QuotaExceeded as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, f"Agent “{agent.name}” created.")
+            return redirect("agents:agent-detail", agent_id=agent.pk)
+    else:
+        form.add_service_checks()
+    return _agent_form_page(request, actor, form, None, status=400)
+
+
+@requires("agents:write")
+@require_http_methods(["GET", "POST"])
+def agent_edit(request: HttpRequest, actor: Actor, agent_id: Any) -> HttpResponse:
+    agent = _agent_or_404(actor, agent_id)
+    if request.method == "GET":
+        return _agent_form_page(
+            request, actor, AgentForm(initial=AgentForm.initial_for(agent)), agent
+        )
+    form = AgentForm(request.POST)
+    if form.is_valid():
+        try:
+            services.agent_update(actor=actor, agent_id=agent.pk, **form.service_data())
+        except Agent.DoesNotExist as error:
+            raise Http404 from error
+        except ValidationError as error:
+            apply_service_errors(form, error)
+        else:
+            messages.success(request, f"Agent “{form.cleaned_data['name'].strip()}” saved.")
+            return redirect("agents:agent-detail", agent_id=agent.pk)
+    else:
+        form.add_service_checks()
+    return _agent_form_page(request, actor, form, agent, status=400)
+
+
+@requires("agents:read")
+def agent_detail(request: HttpRequest, actor: Actor, agent_id: Any) -> HttpResponse:
+    agent = _agent_or_404(actor, agent_id)
+    limits = selectors.limits_get()
+    resolution = selectors.config_resolve(
+        actor=actor, agent_type=agent.type, definition=agent.config
+    )
+    granted = selectors.granted_permissions(agent=agent, limits=limits)
+    return render(
+        request,
+        "agents/agent_detail.html",
+        {
+            "agent": agent,
+            "instances": selectors.instance_list(actor=actor, agent=agent)[:100],
+            "granted": granted,
+            "withheld": [name for name in agent.permissions if name not in granted],
+            "resolution": resolution,
+            "resolved_json": pretty(resolution.value),
+            "can_write": actor.can("agents:write"),
+            "cpu": format_cpu(agent.cpu_millicores),
+            "memory": format_memory(agent.memory_mb),
+            **_pool_context(actor, limits),
+        },
+    )
+
+
+@requires("agents:write")
+@require_POST
+def agent_delete(request: HttpRequest, actor: Actor, agent_id: Any) -> HttpResponse:
+    agent = _agent_or_404(actor, agent_id)
+    try:
+        services.agent_delete(actor=actor, agent_id=agent.pk)
+    except Agent.DoesNotExist as error:
+        raise Http404 from error
+    messages.success(request, f"Agent “{agent.name}” deleted.")
+    return redirect("agents:agent-list")
+
+
+@requires("agents:write")
+@require_POST
+def instance_request(request: HttpRequest, actor: Actor, agent_id: Any) -> HttpResponse:
+    agent = _agent_or_404(actor, agent_id)
+    try:
+        services.instance_request(actor=actor, agent_id=agent.pk)
+    except Agent.DoesNotExist as error:
+        raise Http404 from error
+    except QuotaExceeded as error:
+        messages.error(request, f"Instance not started: {error.message}")
+    else:
+        messages.success(request, "Instance requested.")
+    return redirect("agents:agent-detail", agent_id=agent.pk)
+
+
+@requires("agents:write")
+@require_POST
+def instance_stop(
+    request: HttpRequest, actor: Actor, agent_id: Any, instance_id: Any
+) -> HttpResponse:
+    agent = _agent_or_404(actor, agent_id)
+    try:
+        services.instance_stop(actor=actor, agent_id=agent.pk, instance_id=instance_id)
+    except AgentInstance.DoesNotExist as error:
+        raise Http404("No such instance.") from error
+    messages.success(request, "Instance stopped; its resources are back in the pool.")
+    return redirect("agents:agent-detail", agent_id=agent.pk)
+
+
+# --- The resource pool -----------------------------------------------------------------------
+
+
+@requires("agents:read")
+def pool_detail(request: HttpRequest, actor: Actor) -> HttpResponse:
+    limits = selectors.limits_get()
+    return render(
+        request,
+        "agents/pool.html",
+        {
+            "limits": limits,
+            "max_instance_cpu": format_cpu(limits.max_instance_cpu_millicores),
+            "max_instance_memory": format_memory(limits.max_instance_memory_mb),
+            **_pool_context(actor, limits),
+        },
+    )
+
+
+# --- Config ----------------------------------------------------------------------------------
+
+
+def _config_page(
+    request: HttpRequest, actor: Actor, form: ConfigForm, editing: ConfigKey | None, status: int
+) -> HttpResponse:
+    agent_type = request.GET.get("type", "worker").strip()
+    try:
+        agent_type = validate_agent_type(agent_type)
+    except ValidationError:
+        agent_type = "worker"
+    resolution = selectors.config_resolve(actor=actor, agent_type=agent_type)
+    entries = selectors.config_list(actor=actor)
+    organization_types = [
+        entry.key.split(".", 1)[1]
+        for entry in entries
+        if entry.key.startswith(f"{AGENTS_NAMESPACE}.") and entry.key != "agents.defaults"
+    ]
+    return render(
+        request,
+        "agents/config.html",
+        {
+            "form": form,
+            "editing": editing,
+            "entries": [{"entry": entry, "pretty": pretty(entry.value)} for entry in entries],
+            "can_write": actor.can("config:write"),
+            "agent_type": agent_type,
+            "types": sorted(set(_type_choices(actor)) | set(organization_types) | {agent_type}),
+            "resolution": resolution,
+            "resolved_json": pretty(resolution.value),
+        },
+        status=status,
+    )
+
+
+@requires("config:read")
+@require_http_methods(["GET", "POST"])
+def config_list(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """The keys, the editor (a new key, or `?key=` to edit one), and the resolved view."""
+    if request.method == "POST":
+        if not actor.can("config:write"):
+            raise PermissionDenied
+        form = ConfigForm(request.POST)
+        if form.is_valid():
+            try:
+                entry = services.config_set(
+                    actor=actor, key=form.cleaned_data["key"], value=form.cleaned_data["value"]
+                )
+            except ValidationError as error:
+                apply_service_errors(form, error)
+            else:
+                messages.success(request, f"Saved {entry.key} (version {entry.version}).")
+                return redirect(f"{reverse('agents:config-list')}?{urlencode({'key': entry.key})}")
+        return _config_page(request, actor, form, None, status=400)
+    editing = None
+    key = request.GET.get("key", "")
+    initial: dict[str, Any] = {"value": "{\n  \n}"}
+    if key:
+        try:
+            editing = selectors.config_get(actor=actor, key=key)
+        except ConfigKey.DoesNotExist:
+            editing = None
+        initial = {"key": key, "value": pretty(editing.value) if editing else initial["value"]}
+    return _config_page(request, actor, ConfigForm(initial=initial), editing, status=200)
+
+
+@requires("config:write")
+@require_POST
+def config_delete(request: HttpRequest, actor: Actor) -> HttpResponse:
+    key = request.POST.get("key", "")
+    try:
+        services.config_delete(actor=actor, key=key)
+    except ConfigKey.DoesNotExist as error:
+        raise Http404("No such key.") from error
+    messages.success(request, f"Deleted {key}.")
+    return redirect("agents:config-list")

@@ -1,0 +1,170 @@
+"""Portal pages of the audit log: events, export, verification, alerts and alert rules."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from urllib.parse import urlencode
+
+from asgiref.sync import sync_to_async
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.handlers.asgi import ASGIRequest
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from audit import exports, selectors, services
+from audit.actors import Actor
+from audit.models import AlertRule, Result
+from audit.selectors import ACTOR_KINDS, EventFilters
+from tenants import context
+
+
+def _filter_context(request: HttpRequest, filters: EventFilters, errors: dict) -> dict:
+    return {
+        "filters": filters,
+        "raw": {name: request.GET.get(name, "") for name in EventFilters.__dataclass_fields__},
+        "errors": errors,
+        "results": Result.values,
+        "actor_kinds": ACTOR_KINDS,
+        "formats": list(exports.FORMATS),
+    }
+
+
+@login_required
+@require_GET
+def events(request: HttpRequest) -> HttpResponse:
+    actor = Actor.from_request(request)
+    errors: dict[str, list[str]] = {}
+    try:
+        filters = EventFilters.from_params(request.GET)
+        cursor = selectors.parse_cursor(request.GET.get("cursor"))
+    except ValidationError as error:
+        selectors.require_audit_read(actor, "audit.read")
+        errors = error.message_dict
+        page = selectors.EventPage(events=[], next_cursor=None)
+        filters = EventFilters()
+    else:
+        page = selectors.event_list(actor=actor, filters=filters, cursor=cursor)
+    next_url = ""
+    if page.next_cursor is not None:
+        next_url = "?" + urlencode({**filters.as_params(), "cursor": page.next_cursor})
+    context_data = {
+        **_filter_context(request, filters, errors),
+        "page": page,
+        "rows": [
+            {"event": event, "details": json.dumps(event.details, indent=2, sort_keys=True)}
+            for event in page.events
+        ],
+        "next_url": next_url,
+        "is_first_page": not request.GET.get("cursor"),
+        "first_url": "?" + urlencode(filters.as_params()),
+    }
+    return render(request, "audit/events.html", context_data, status=400 if errors else 200)
+
+
+@login_required
+@require_POST
+def export(request: HttpRequest) -> HttpResponse:
+    """Download the (filtered) log. POST, because an export is a recorded, alertable action."""
+    actor = Actor.from_request(request)
+    try:
+        filters = EventFilters.from_params(request.POST)
+        recorded = services.audit_log_export(
+            actor=actor, format=request.POST.get("format", ""), filters=filters
+        )
+    except ValidationError as error:
+        selectors.require_audit_read(actor, "audit.exported")
+        for messages_ in error.message_dict.values():
+            for message in messages_:
+                messages.error(request, message)
+        return redirect("audit:event-list")
+    return export_response(request, recorded)
+
+
+def export_response(request: HttpRequest, recorded: services.Export) -> StreamingHttpResponse:
+    """Stream an export: each chunk is produced on demand, in the organization's context.
+
+    Under ASGI the body must be an async iterator, or Django would collect a sync one into a list
+    first (the whole log in memory); under WSGI it must be a sync one, for the same reason.
+    """
+    step = _in_context(context.current_tenant(), recorded.chunks())
+    body: Iterator[str] | AsyncIterator[str]
+    body = _async_body(step) if isinstance(request, ASGIRequest) else _sync_body(step)
+    response = StreamingHttpResponse(body, content_type=recorded.content_type)
+    response["Content-Disposition"] = f'attachment; filename="{recorded.filename}"'
+    response["Cache-Control"] = "no-store"
+    response["X-Accel-Buffering"] = "no"  # a proxy must pass chunks on, not buffer the body
+    return response
+
+
+def _in_context(tenant, chunks: Iterator[str]) -> Callable[[], str | None]:
+    """A function that advances `chunks` by one inside `tenant`'s context (None at the end).
+
+    The context is entered per step, not across yields: a streamed body is consumed after the
+    view returned, possibly from another thread or async task.
+    """
+
+    def step() -> str | None:
+        enter = context.tenant_context(tenant) if tenant is not None else context.public_context()
+        with enter:
+            return next(chunks, None)
+
+    return step
+
+
+def _sync_body(step: Callable[[], str | None]) -> Iterator[str]:
+    while (chunk := step()) is not None:
+        yield chunk
+
+
+async def _async_body(step: Callable[[], str | None]) -> AsyncIterator[str]:
+    astep = sync_to_async(step, thread_sensitive=True)
+    while (chunk := await astep()) is not None:
+        yield chunk
+
+
+@login_required
+@require_POST
+def verify(request: HttpRequest) -> HttpResponse:
+    report = services.audit_log_verify(actor=Actor.from_request(request))
+    return render(request, "audit/verify.html", {"report": report})
+
+
+@login_required
+@require_GET
+def alerts(request: HttpRequest) -> HttpResponse:
+    rows = selectors.alert_list(actor=Actor.from_request(request))
+    return render(request, "audit/alerts.html", {"alerts": rows})
+
+
+@login_required
+@require_GET
+def rules(request: HttpRequest) -> HttpResponse:
+    actor = Actor.from_request(request)
+    rows = selectors.alert_rule_list(actor=actor)
+    return render(
+        request,
+        "audit/rules.html",
+        {"rules": rows, "can_change": actor.can("settings:write")},
+    )
+
+
+@login_required
+@require_POST
+def rule_set_active(request: HttpRequest, rule_id: int) -> HttpResponse:
+    wanted = request.POST.get("is_active")
+    if wanted not in {"on", "off"}:
+        messages.error(request, "Choose on or off.")
+        return redirect("audit:rule-list")
+    try:
+        rule = services.alert_rule_set_active(
+            actor=Actor.from_request(request), rule_id=rule_id, is_active=wanted == "on"
+        )
+    except AlertRule.DoesNotExist as error:
+        raise Http404("No such rule.") from error
+    state = "on" if rule.is_active else "off"
+    messages.success(request, f"“{rule.name}” is {state}.")
+    return redirect("audit:rule-list")

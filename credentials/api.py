@@ -1,0 +1,216 @@
+"""The API of credentials: tokens (obtain, refresh, revoke) and API keys (create, list, revoke)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from credentials import selectors, services
+from credentials.models import ApiKey
+from portal.api import PUBLIC, ApiView, InputSerializer, paginated
+from tenants.authentication import CredentialRefused
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+# Tokens --------------------------------------------------------------------------------------
+
+
+class TokenObtainInputSerializer(InputSerializer):
+    username = serializers.CharField(max_length=254, help_text="The account's email.")
+    password = serializers.CharField(max_length=4096, trim_whitespace=False)
+
+
+class RefreshInputSerializer(InputSerializer):
+    refresh = serializers.CharField(max_length=8192)
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField(help_text="RS256 JWT, valid 15 minutes.")
+    refresh = serializers.CharField(help_text="Works once: trade it for a new pair.")
+    token_type = serializers.CharField(help_text="Always `Bearer`.")
+    expires_in = serializers.IntegerField(help_text="Seconds until the access token expires.")
+    refresh_expires_in = serializers.IntegerField()
+
+
+def _pair_response(pair: services.TokenPair) -> Response:
+    from django.conf import settings
+
+    body = {
+        "access": pair.access,
+        "refresh": pair.refresh,
+        "token_type": "Bearer",
+        "expires_in": settings.JWT_ACCESS_TOKEN_LIFETIME_SECONDS,
+        "refresh_expires_in": settings.JWT_REFRESH_TOKEN_LIFETIME_SECONDS,
+    }
+    return Response(body, headers=NO_STORE)
+
+
+def _refused(error: services.Refused) -> CredentialRefused:
+    return CredentialRefused(error.code, error.message)
+
+
+class TokenObtainApi(ApiView):
+    """Exchange an account's email and password for an access and a refresh token."""
+
+    required = {"POST": PUBLIC}
+
+    @extend_schema(
+        tags=["auth"],
+        request=TokenObtainInputSerializer,
+        responses={200: TokenPairSerializer},
+        summary="Get tokens",
+    )
+    def post(self, request: Request) -> Response:
+        data = TokenObtainInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            pair = services.token_obtain(
+                actor=self.actor,
+                email=data.validated_data["username"],
+                password=data.validated_data["password"],
+                request=request._request,
+            )
+        except services.Refused as error:
+            raise _refused(error) from error
+        return _pair_response(pair)
+
+
+class TokenRefreshApi(ApiView):
+    """Trade a refresh token for a new pair; the old refresh token stops working."""
+
+    required = {"POST": PUBLIC}
+
+    @extend_schema(
+        tags=["auth"],
+        request=RefreshInputSerializer,
+        responses={200: TokenPairSerializer},
+        summary="Refresh tokens",
+    )
+    def post(self, request: Request) -> Response:
+        data = RefreshInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            pair = services.token_refresh(actor=self.actor, refresh=data.validated_data["refresh"])
+        except services.Refused as error:
+            raise _refused(error) from error
+        return _pair_response(pair)
+
+
+class TokenRevokeApi(ApiView):
+    """End a sign-in: the refresh token, and every token refreshed from the same sign-in."""
+
+    required = {"POST": PUBLIC}
+
+    @extend_schema(
+        tags=["auth"],
+        request=RefreshInputSerializer,
+        responses={204: OpenApiResponse(description="Revoked.")},
+        summary="Revoke a refresh token",
+    )
+    def post(self, request: Request) -> Response:
+        data = RefreshInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            services.token_revoke(actor=self.actor, refresh=data.validated_data["refresh"])
+        except services.Refused as error:
+            raise _refused(error) from error
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# API keys ------------------------------------------------------------------------------------
+
+
+class ApiKeyCreateInputSerializer(InputSerializer):
+    name = serializers.CharField(max_length=services.NAME_MAX_LENGTH)
+    scopes = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        min_length=1,
+        max_length=services.MAX_SCOPES,
+        help_text="Permissions the key carries, among those your role holds "
+        "(e.g. `agents:read`, `agents:write`, `audit:read`).",
+    )
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    prefix = serializers.CharField(read_only=True, help_text="Identifies the key; not secret.")
+    status = serializers.ChoiceField(choices=["active", "revoked", "expired"], read_only=True)
+    created_by = serializers.EmailField(source="created_by.email", read_only=True)
+    scopes = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "scopes",
+            "status",
+            "created_at",
+            "created_by",
+            "last_used_at",
+            "expires_at",
+            "revoked_at",
+        ]
+        read_only_fields = fields
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    key = serializers.CharField(
+        read_only=True, help_text="The full key. Shown this once: store it now."
+    )
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "key"]
+        read_only_fields = fields
+
+
+class ApiKeyListApi(ApiView):
+    required = {"GET": "api_keys:manage", "POST": "api_keys:manage"}
+
+    @extend_schema(
+        tags=["api-keys"], responses={200: paginated(ApiKeySerializer)}, summary="List API keys"
+    )
+    def get(self, request: Request) -> Response:
+        return self.paginated_response(selectors.api_key_list(actor=self.actor), ApiKeySerializer)
+
+    @extend_schema(
+        tags=["api-keys"],
+        request=ApiKeyCreateInputSerializer,
+        responses={201: ApiKeyCreatedSerializer},
+        summary="Create an API key (the secret is in this response only)",
+    )
+    def post(self, request: Request) -> Response:
+        data = ApiKeyCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        key, raw = services.api_key_create(
+            actor=self.actor,
+            name=data.validated_data["name"],
+            scopes=data.validated_data["scopes"],
+            expires_at=data.validated_data.get("expires_at"),
+        )
+        key.key = raw
+        return Response(
+            ApiKeyCreatedSerializer(key).data, status=status.HTTP_201_CREATED, headers=NO_STORE
+        )
+
+
+class ApiKeyDetailApi(ApiView):
+    required = {"GET": "api_keys:manage", "DELETE": "api_keys:manage"}
+
+    @extend_schema(tags=["api-keys"], responses={200: ApiKeySerializer}, summary="Get an API key")
+    def get(self, request: Request, key_id: int) -> Response:
+        key = selectors.api_key_get(actor=self.actor, key_id=key_id)
+        return Response(ApiKeySerializer(key).data)
+
+    @extend_schema(
+        tags=["api-keys"],
+        responses={204: OpenApiResponse(description="Revoked: refused from now on.")},
+        summary="Revoke an API key",
+    )
+    def delete(self, request: Request, key_id: int) -> Response:
+        services.api_key_revoke(actor=self.actor, key_id=key_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

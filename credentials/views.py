@@ -1,0 +1,83 @@
+"""The portal's API keys page: create (the secret shown once), list and revoke."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST
+
+from audit.actors import Actor
+from credentials import selectors, services
+from credentials.forms import ApiKeyForm
+from credentials.models import ApiKey
+from tenants.ratelimit import RateLimited, RateLimiterUnavailable
+
+
+def _require_manage(request: HttpRequest) -> Actor:
+    actor = Actor.from_request(request)
+    if not actor.can(services.MANAGE_PERMISSION):
+        raise PermissionDenied
+    return actor
+
+
+def _page(
+    request: HttpRequest, actor: Actor, form: ApiKeyForm, *, created=None, status: int = 200
+) -> HttpResponse:
+    context = {
+        "form": form,
+        "keys": list(selectors.api_key_list(actor=actor)),
+        "created": created,
+    }
+    response = render(request, "credentials/api_keys.html", context, status=status)
+    if created is not None:
+        # The only response that ever holds the key: keep it out of every cache.
+        response["Cache-Control"] = "no-store"
+    return response
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_key_list(request: HttpRequest) -> HttpResponse:
+    actor = _require_manage(request)
+    scopes = services.grantable_scopes(actor)
+    if request.method == "GET":
+        return _page(request, actor, ApiKeyForm(scopes=scopes))
+    form = ApiKeyForm(request.POST, scopes=scopes)
+    if form.is_valid():
+        try:
+            key, raw = services.api_key_create(
+                actor=actor,
+                name=form.cleaned_data["name"],
+                scopes=form.cleaned_data["scopes"],
+                expires_at=form.expires_at(),
+            )
+        except ValidationError as error:
+            for field, errors in error.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        except RateLimited:
+            form.add_error(None, "Too many keys created recently: try again later.")
+            return _page(request, actor, form, status=429)
+        except RateLimiterUnavailable:
+            form.add_error(None, "Keys cannot be created right now: try again shortly.")
+            return _page(request, actor, form, status=503)
+        else:
+            created = {"key": key, "raw": raw}
+            return _page(request, actor, ApiKeyForm(scopes=scopes), created=created, status=201)
+    return _page(request, actor, form, status=400)
+
+
+@login_required
+@require_POST
+def api_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
+    actor = _require_manage(request)
+    try:
+        key = services.api_key_revoke(actor=actor, key_id=key_id)
+    except ApiKey.DoesNotExist as error:
+        raise Http404("No such API key.") from error
+    messages.success(request, f"The key “{key.name}” ({key.prefix}) is revoked.")
+    return redirect("credentials:api-key-list")

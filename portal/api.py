@@ -1,0 +1,353 @@
+"""The API's foundation: the base view with its per-method permission map, errors, pagination.
+
+Every API view derives from `ApiView` and declares what each HTTP method needs:
+
+    class AgentListApi(ApiView):
+        required = {"GET": "agents:read", "POST": "agents:write"}
+
+`RequiredPermission` is the one check for sessions, JWTs and API keys alike: the credential
+(tenants.authentication.Credential) must carry the declared permission. `ApiView` refuses, when
+the class is defined, a subclass that overrides the check or its inputs, leaves a handler without
+an entry, or names a method it does not handle. Every error leaves as
+`{"error": {"code", "message", "detail"}}` (DESIGN.md, "HTTP contract").
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any, ClassVar
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import exceptions, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from audit.actors import Actor
+from portal.permissions import PUBLIC, Pagination, RequiredPermission
+from tenants import ratelimit
+from tenants.authentication import Credential
+
+PERMISSION_PATTERN = re.compile(r"^[a-z][a-z_]*:[a-z][a-z_]*$")
+HANDLED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+__all__ = [
+    "PUBLIC",
+    "ApiView",
+    "InputSerializer",
+    "Pagination",
+    "RequiredPermission",
+    "paginated",
+]
+
+
+class ApiView(APIView):
+    """The base of every API view. Declare `required`; call services with `self.actor`."""
+
+    required: ClassVar[dict[str, str]] = {}
+    permission_classes = [RequiredPermission]
+
+    # The permission check and what it reads: never redefined below this class.
+    _final = (
+        "permission_classes",
+        "authentication_classes",
+        "get_permissions",
+        "check_permissions",
+        "check_object_permissions",
+        "get_authenticators",
+        "perform_authentication",
+        "initial",
+        "permission_denied",
+        "dispatch",
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls._final:
+            if name in cls.__dict__:
+                raise TypeError(f"{cls.__name__} must not override {name}: declare `required`")
+        required = cls.__dict__.get("required", cls.required)
+        if not isinstance(required, dict):
+            raise TypeError(f"{cls.__name__}.required must be a dict of method -> permission")
+        for method, permission in required.items():
+            if method not in HANDLED_METHODS:
+                raise TypeError(f"{cls.__name__}.required names unknown method {method!r}")
+            if not callable(getattr(cls, method.lower(), None)):
+                raise TypeError(f"{cls.__name__}.required names {method} but has no handler")
+            if permission != PUBLIC and not PERMISSION_PATTERN.match(str(permission)):
+                raise TypeError(f"{cls.__name__}.required[{method!r}] is not a permission")
+        for method in HANDLED_METHODS:
+            if callable(getattr(cls, method.lower(), None)) and method not in required:
+                raise TypeError(f"{cls.__name__} handles {method} without a `required` entry")
+
+    @property
+    def actor(self) -> Actor:
+        """The acting principal for services (the user, or the API key, and where from)."""
+        credential = getattr(self.request, "auth", None)
+        if isinstance(credential, Credential):
+            return credential.actor(self.request)
+        return Actor.anonymous(self.request)
+
+    def paginated_response(self, items: Any, serializer_class: type[serializers.Serializer]):
+        """One page of `items` (a selector's queryset), serialized, with count and links."""
+        paginator = Pagination()
+        page = paginator.paginate_queryset(items, self.request, view=self)
+        return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+class InputSerializer(serializers.Serializer):
+    """An input serializer that refuses undeclared fields (a 400), so nothing sent by a client
+    (a tenant, a role, scopes, a hash ...) is ever silently dropped or stored."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(str(name) for name in data if name not in self.fields)
+            if unknown:
+                raise exceptions.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+@cache
+def paginated(serializer_class: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """The schema of a page of `serializer_class` (for `extend_schema(responses=...)`)."""
+    name = serializer_class.__name__.removesuffix("Serializer")
+    return type(
+        f"Paginated{name}List",
+        (serializers.Serializer,),
+        {
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": serializer_class(many=True),
+        },
+    )
+
+
+# Errors ---------------------------------------------------------------------------------------
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable, machine-readable reason.")
+    message = serializers.CharField(help_text="For people; may change.")
+    detail = serializers.JSONField(
+        allow_null=True, help_text="Field errors for a 400 (field -> messages), else null."
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorBodySerializer()
+
+
+class RateLimitExceeded(exceptions.APIException):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_detail = "Too many requests: slow down."
+    default_code = "rate_limited"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "This is unavailable right now: try again shortly."
+    default_code = "service_unavailable"
+
+
+def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "detail": detail}}
+
+
+def _translate(exc: Exception) -> tuple[Exception, dict[str, str]]:
+    """Django's and the services' exceptions as DRF ones (plus headers to add)."""
+    if isinstance(exc, DjangoValidationError):
+        detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        return exceptions.ValidationError(detail), {}
+    if isinstance(exc, Http404 | ObjectDoesNotExist):
+        return exceptions.NotFound(), {}
+    if isinstance(exc, DjangoPermissionDenied):
+        return exceptions.PermissionDenied(str(exc) or None), {}
+    if isinstance(exc, ratelimit.RateLimited):
+        headers = {
+            "Retry-After": str(exc.retry_after),
+            "RateLimit-Limit": str(exc.limit),
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": str(exc.retry_after),
+        }
+        return RateLimitExceeded(), headers
+    if isinstance(exc, ratelimit.RateLimiterUnavailable):
+        return ServiceUnavailable(code="rate_limiter_unavailable"), {
+            "Retry-After": str(exc.retry_after)
+        }
+    return exc, {}
+
+
+def _code(exc: exceptions.APIException) -> str:
+    if isinstance(exc, exceptions.ValidationError):
+        return "invalid"
+    if isinstance(exc, exceptions.Throttled):
+        return "rate_limited"
+    code = getattr(exc, "error_code", None) or getattr(exc.detail, "code", None)
+    return str(code or exc.default_code)
+
+
+def exception_handler(exc: Exception, context_: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: every error in the one shape, with its stable code."""
+    exc, headers = _translate(exc)
+    response = drf_exception_handler(exc, context_)
+    if response is None:
+        return None  # unexpected: Django's handler500 answers (server_error below)
+    if isinstance(exc, exceptions.ValidationError):
+        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        body = error_body("invalid", "The request is invalid.", detail)
+    else:
+        body = error_body(_code(exc), str(exc.detail))
+    response.data = body
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+def is_api_path(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Unknown paths under /api/ (also with DEBUG on, when Django's own 404 page is technical)."""
+    return JsonResponse(error_body("not_found", "Not found."), status=404)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api_path(request):
+        return JsonResponse(error_body("bad_request", "Bad request."), status=400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api_path(request):
+        return JsonResponse(
+            error_body("permission_denied", "You do not have permission to do this."), status=403
+        )
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api_path(request):
+        return api_not_found(request)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if is_api_path(request):
+        return JsonResponse(
+            error_body("server_error", "Something went wrong on our side."), status=500
+        )
+    return defaults.server_error(request)
+
+
+# OpenAPI ----------------------------------------------------------------------------------------
+
+ERROR_DESCRIPTIONS = {
+    400: "Bad input: `detail` maps fields to messages; nothing was changed.",
+    401: "No credential, or a bad one (`code` says which: `not_authenticated`, "
+    "`token_invalid`, `token_expired`, `api_key_invalid`, `api_key_revoked` ...).",
+    403: "The credential lacks the permission this operation declares.",
+    404: "Not found (also another organization's object: never a 403).",
+    405: "Method not allowed.",
+    406: "Not acceptable: this API answers JSON.",
+    415: "Unsupported media type: send JSON.",
+    429: "Rate limited: retry after `Retry-After` seconds.",
+    503: "Temporarily unavailable (e.g. the rate limiter): retry after `Retry-After`.",
+}
+
+
+class ApiSchema(AutoSchema):
+    """drf-spectacular's AutoSchema, reading `required`: security, permission and errors."""
+
+    def _needed(self) -> str | None:
+        required = getattr(self.view, "required", None) or {}
+        return required.get(self.method)
+
+    def get_operation_id(self) -> str:
+        # From the view's name (`ApiKeyListApi` + POST -> `api_key_list_post`): unique and
+        # stable, where the path-based default collides for list and detail views.
+        name = self.view.__class__.__name__.removesuffix("Api")
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+        return f"{snake}_{self.method.lower()}"
+
+    def get_auth(self) -> list[dict[str, Any]]:
+        if self._needed() == PUBLIC:
+            return []
+        return super().get_auth()
+
+    def get_description(self) -> str:
+        description = super().get_description() or ""
+        needed = self._needed()
+        if needed and needed != PUBLIC:
+            note = f"Requires the `{needed}` permission (a role's, or an API key's scope)."
+            description = f"{description}\n\n{note}" if description else note
+        return description
+
+    def get_extensions(self) -> dict[str, Any]:
+        extensions = super().get_extensions() or {}
+        needed = self._needed()
+        if needed:
+            extensions = {**extensions, "x-required-permission": needed}
+        return extensions
+
+    def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
+        responses = super()._get_response_bodies(direction)
+        codes = {400, 405, 406, 415, 429, 503}
+        if self._needed() != PUBLIC:
+            codes |= {401, 403}
+        if "{" in self.path or self.method in {"GET"}:
+            codes.add(404)
+        for code in sorted(codes):
+            if str(code) not in responses:
+                responses[str(code)] = self._get_response_for_code(
+                    OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[code]),
+                    str(code),
+                )
+        return responses
+
+
+class BearerScheme(OpenApiAuthenticationExtension):
+    target_class = "tenants.authentication.BearerTokenAuthentication"
+    name = "jwt"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "An access token from `POST /api/v1/auth/token` (RS256, 15 minutes).",
+        }
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "tenants.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Authorization: Api-Key agp_...` (keys: /api/v1/api-keys/).",
+        }
+
+
+class SessionScheme(OpenApiAuthenticationExtension):
+    target_class = "tenants.authentication.PortalSessionAuthentication"
+    name = "session"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": "sessionid",
+            "description": "The portal's own pages (with the CSRF token on writes).",
+        }

@@ -1,0 +1,84 @@
+"""Forms of the public host: signup and "go to your organization"."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+
+class SignupForm(forms.Form):
+    """The signup page's fields. The rules (slug, region, password) are the service's."""
+
+    name = forms.CharField(
+        label="Organization name",
+        max_length=120,
+        widget=forms.TextInput(attrs={"autocomplete": "organization", "autofocus": True}),
+    )
+    slug = forms.CharField(
+        label="Address",
+        max_length=40,
+        help_text="3-40 lowercase letters, digits and hyphens.",
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "off",
+                "spellcheck": "false",
+                "autocapitalize": "none",
+                "data-slug-from": "id_name",
+            }
+        ),
+    )
+    region = forms.ChoiceField(
+        label="Data region",
+        help_text="Where your organization's data is stored.",
+    )
+    owner_email = forms.EmailField(
+        label="Your work email",
+        max_length=254,
+        widget=forms.EmailInput(attrs={"autocomplete": "email"}),
+    )
+    password = forms.CharField(
+        label="Password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+    password_confirm = forms.CharField(
+        label="Confirm password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    # The service's error keys, mapped onto this form's fields.
+    SERVICE_FIELDS = {
+        "slug": "slug",
+        "name": "name",
+        "region": "region",
+        "owner_email": "owner_email",
+        "owner_password": "password",
+    }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["region"].choices = list(settings.REGIONS.items())
+        self.fields["region"].initial = settings.DEFAULT_REGION
+
+    def clean_slug(self) -> str:
+        return self.cleaned_data["slug"].strip().lower()
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("password") and cleaned.get("password") != cleaned.get("password_confirm"):
+            self.add_error("password_confirm", "The two passwords do not match.")
+        return cleaned
+
+
+class OrganizationJumpForm(forms.Form):
+    slug = forms.CharField(
+        label="Organization address",
+        max_length=40,
+        widget=forms.TextInput(
+            attrs={"placeholder": "your-org", "autocapitalize": "none", "spellcheck": "false"}
+        ),
+    )
+
+    def clean_slug(self) -> str:
+        return self.cleaned_data["slug"].strip().lower()

@@ -1,0 +1,249 @@
+"""Who is calling the API: Bearer JWTs, `Api-Key` keys and the portal's own session.
+
+Each scheme yields a `Credential` (DRF's `request.auth`): the organization it is valid in, the
+permissions it carries, and the audit actor it acts as. portal.api.RequiredPermission checks a
+view's declared permission against `Credential.permissions`, the one check for every scheme:
+- session: the user's role (accounts.roles);
+- JWT: the user's current role, intersected with the role the token was issued for (a demotion
+  takes effect at once; a token never grows);
+- API key: the key's scopes, intersected with its creator's current role (a deactivated creator
+  disables the key).
+Verification is also exposed as `authenticate_credential(raw, tenant)` for the WebSocket gateway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rest_framework import authentication, exceptions
+
+from accounts.roles import permissions_for
+from audit.actors import Actor, _request_meta
+from tenants import api_keys, context, tokens
+
+BEARER = "Bearer"
+API_KEY = "Api-Key"
+
+
+class CredentialRefused(exceptions.AuthenticationFailed):
+    """A 401 with a stable code: `token_invalid`, `token_expired`, `api_key_revoked` ..."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(detail=message, code=code)
+        self.error_code = code
+
+
+@dataclass(frozen=True)
+class Credential:
+    scheme: str  # "session" | "jwt" | "api_key"
+    tenant: Any
+    permissions: frozenset[str]
+    user: Any = field(default=None, repr=False)
+    api_key: Any = field(default=None, repr=False)
+    claims: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def actor(self, request: Any = None) -> Actor:
+        meta = _request_meta(request)
+        if self.scheme == "api_key":
+            key = self.api_key
+            return Actor(
+                kind="api_key",
+                id=str(key.pk),
+                label=f"{key.name} ({key.prefix})",
+                permissions=self.permissions,
+                **meta,
+            )
+        user = self.user
+        return Actor(
+            kind="staff" if user.is_staff else "user",
+            id=str(user.pk),
+            label=user.email,
+            role=user.role,
+            permissions=self.permissions,
+            user=user,
+            **meta,
+        )
+
+
+class ApiKeyPrincipal:
+    """`request.user` for a request made with an API key: not a person, holds the key's scopes."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+    role = ""
+
+    def __init__(self, key: Any, permissions: frozenset[str]) -> None:
+        self.key = key
+        self.pk = None
+        self.email = ""
+        self._permissions = permissions
+
+    def can(self, permission: str) -> bool:
+        return permission in self._permissions
+
+    def __str__(self) -> str:
+        return f"API key {self.key.prefix}"
+
+
+def _tenant_or_refuse() -> Any:
+    tenant = context.current_tenant()
+    if tenant is None:
+        raise CredentialRefused(
+            "wrong_host", "Credentials are accepted on organization hosts only."
+        )
+    return tenant
+
+
+def _refuse_inactive(tenant: Any) -> None:
+    if not tenant.is_active:
+        raise CredentialRefused("organization_suspended", "This organization is suspended.")
+
+
+def _record_failure(request: Any, scheme: str, code: str) -> None:
+    from credentials import services
+
+    if context.current_tenant() is None:
+        return
+    services.authentication_failure_record(actor=Actor.anonymous(request), scheme=scheme, code=code)
+
+
+def verify_jwt(raw: str, tenant: Any) -> Credential:
+    """A Credential for a valid access token of `tenant`; raises CredentialRefused."""
+    from accounts.models import User
+
+    _refuse_inactive(tenant)
+    try:
+        claims = tokens.verify_access_token(raw, tenant=tenant)
+    except tokens.TokenRefused as error:
+        raise CredentialRefused(error.code, error.message) from error
+    try:
+        user = User.objects.get(pk=int(claims["sub"]))
+    except (User.DoesNotExist, TypeError, ValueError) as error:
+        raise CredentialRefused("token_invalid", "The token's account does not exist.") from error
+    if not user.is_active:
+        raise CredentialRefused("user_inactive", "The account is deactivated.")
+    granted = permissions_for(claims.get("role", "")) & permissions_for(user.role)
+    return Credential(scheme="jwt", tenant=tenant, permissions=granted, user=user, claims=claims)
+
+
+def verify_api_key(raw: str, tenant: Any, request: Any = None) -> Credential:
+    """A Credential for a valid API key of `tenant`; raises CredentialRefused.
+
+    A malformed key or a wrong checksum is refused before any database work; then one indexed
+    lookup by the public id, and a constant-time comparison of the keyed hashes.
+    """
+    from credentials import selectors, services
+
+    _refuse_inactive(tenant)
+    parsed = api_keys.parse(raw)
+    if parsed is None:
+        raise CredentialRefused("api_key_invalid", "The API key is malformed.")
+    tenant_id = str(tenant.public_id)
+    computed = api_keys.hash_secret(
+        tenant_id=tenant_id, lookup_id=parsed.lookup_id, secret=parsed.secret
+    )
+    key = selectors.api_key_find(lookup_id=parsed.lookup_id)
+    stored = key.secret_hash if key is not None else "0" * len(computed)
+    if not api_keys.hashes_match(stored, computed) or key is None or key.tenant_id != tenant_id:
+        raise CredentialRefused("api_key_invalid", "The API key is not valid.")
+    if key.revoked_at is not None:
+        raise CredentialRefused("api_key_revoked", "The API key was revoked.")
+    if key.is_expired:
+        raise CredentialRefused("api_key_expired", "The API key has expired.")
+    creator = key.created_by
+    if not creator.is_active:
+        raise CredentialRefused("api_key_invalid", "The API key's owner is deactivated.")
+    granted = frozenset(key.scopes) & permissions_for(creator.role)
+    credential = Credential(scheme="api_key", tenant=tenant, permissions=granted, api_key=key)
+    services.api_key_record_use(actor=credential.actor(request), key=key)
+    return credential
+
+
+def authenticate_credential(raw: str, tenant: Any, request: Any = None) -> Credential:
+    """Verify a JWT or an API key (told apart by the key prefix); for the WebSocket gateway."""
+    if api_keys.looks_like_key(raw):
+        return verify_api_key(raw, tenant, request)
+    return verify_jwt(raw, tenant)
+
+
+def _credential_from_header(request: Any, keyword: str) -> str | None:
+    header = authentication.get_authorization_header(request).split()
+    if not header or header[0].lower() != keyword.lower().encode():
+        return None
+    if len(header) != 2:
+        raise CredentialRefused(
+            "credentials_malformed", f"Send `Authorization: {keyword} <credential>`."
+        )
+    try:
+        return header[1].decode("ascii")
+    except UnicodeDecodeError as error:
+        raise CredentialRefused("credentials_malformed", "The credential is not ASCII.") from error
+
+
+class BearerTokenAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer <access token>` (RS256 JWT from POST /api/v1/auth/token)."""
+
+    def authenticate(self, request: Any) -> tuple[Any, Credential] | None:
+        raw = _credential_from_header(request, BEARER)
+        if raw is None:
+            return None
+        try:
+            credential = verify_jwt(raw, _tenant_or_refuse())
+        except CredentialRefused as error:
+            _record_failure(request, "jwt", error.error_code)
+            raise
+        return credential.user, credential
+
+    def authenticate_header(self, request: Any) -> str:
+        return f'{BEARER} realm="api"'
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Api-Key <key>` (keys are created in the portal or over the API)."""
+
+    def authenticate(self, request: Any) -> tuple[Any, Credential] | None:
+        raw = _credential_from_header(request, API_KEY)
+        if raw is None:
+            return None
+        try:
+            credential = verify_api_key(raw, _tenant_or_refuse(), request)
+        except CredentialRefused as error:
+            _record_failure(request, "api_key", error.error_code)
+            raise
+        return ApiKeyPrincipal(credential.api_key, credential.permissions), credential
+
+    def authenticate_header(self, request: Any) -> str:
+        return API_KEY
+
+
+class PortalSessionAuthentication(authentication.SessionAuthentication):
+    """The portal's own pages calling the API with their session cookie (CSRF enforced)."""
+
+    def authenticate(self, request: Any) -> tuple[Any, Credential] | None:
+        result = super().authenticate(request)
+        if result is None:
+            return None
+        user = result[0]
+        tenant = context.current_tenant()
+        if tenant is None or not user.is_active:
+            return None
+        return user, Credential(
+            scheme="session", tenant=tenant, permissions=permissions_for(user.role), user=user
+        )
+
+
+__all__ = [
+    "ApiKeyAuthentication",
+    "ApiKeyPrincipal",
+    "BearerTokenAuthentication",
+    "Credential",
+    "CredentialRefused",
+    "PortalSessionAuthentication",
+    "authenticate_credential",
+    "verify_api_key",
+    "verify_jwt",
+]

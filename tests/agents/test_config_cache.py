@@ -1,0 +1,161 @@
+"""The config cache: per organization, invalidated by writes in every process (two processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from agents import config_cache, selectors, services
+from audit.actors import Actor
+from tenants import context
+from tests.agents.conftest import system
+
+# A second process: reads the resolved config of `worker` agents for each line on stdin and
+# prints the value and the number of SQL queries the read took.
+READER = textwrap.dedent(
+    """
+    import json, sys
+    import django
+    django.setup()
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from agents import selectors
+    from audit.actors import Actor
+    from tenants import context
+    from tenants.models import Tenant
+
+    with context.public_context():
+        tenant = Tenant.objects.select_related("plan").get(slug=sys.argv[1])
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        with context.tenant_context(tenant), CaptureQueriesContext(connection) as queries:
+            value = selectors.config_resolve(actor=Actor.system(), agent_type="worker").value
+        print(json.dumps({"value": value, "queries": len(queries)}), flush=True)
+    """
+)
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def start_reader(slug: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "TENANT_CONTEXT_GUARD": "1",
+        "SCHEMA_POOL_BACKGROUND_REFILL": "0",
+    }
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, slug],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=settings.BASE_DIR,
+    )
+    assert reader.stdout.readline().strip() == "ready"
+    return reader
+
+
+def read(reader: subprocess.Popen) -> dict:
+    reader.stdin.write("read\n")
+    reader.stdin.flush()
+    return json.loads(reader.stdout.readline())
+
+
+def test_a_write_invalidates_the_cache_in_another_process(scratch_org):
+    assert settings.CACHES["default"]["BACKEND"].endswith("RedisCache")
+    tenant = scratch_org.tenant
+    admin = Actor.for_user(scratch_org.admin)
+    with context.tenant_context(tenant):
+        services.config_set(actor=admin, key="agents.worker", value={"timeout": 10})
+    reader = start_reader(tenant.slug)
+    try:
+        first, cached = read(reader), read(reader)
+
+        with context.tenant_context(tenant):
+            services.config_set(actor=admin, key="agents.worker", value={"timeout": 20})
+        after_write, cached_again = read(reader), read(reader)
+    finally:
+        reader.stdin.close()
+        reader.wait(timeout=10)
+
+    assert (first["value"], first["queries"] > 0) == ({"timeout": 10}, True)
+    assert cached == {"value": {"timeout": 10}, "queries": 0}
+    assert (after_write["value"], after_write["queries"] > 0) == ({"timeout": 20}, True)
+    assert cached_again == {"value": {"timeout": 20}, "queries": 0}
+
+
+def test_a_platform_default_written_by_staff_reaches_every_process(scratch_org):
+    tenant = scratch_org.tenant
+    reader = start_reader(tenant.slug)
+    try:
+        before = read(reader)
+        services.platform_config_default_set(
+            actor=system(), key="agents.worker", value={"region_hint": "eu"}
+        )
+        after = read(reader)
+    finally:
+        services.platform_config_default_delete(actor=system(), key="agents.worker")
+        reader.stdin.close()
+        reader.wait(timeout=10)
+
+    assert before["value"] == {}
+    assert after["value"] == {"region_hint": "eu"}
+
+
+def test_cache_keys_carry_the_organization(
+    org, other_org, in_tenant, django_capture_on_commit_callbacks
+):
+    with in_tenant(org), django_capture_on_commit_callbacks(execute=True):
+        services.config_set(actor=system(), key="agents.defaults", value={"owner": "acme"})
+    with in_tenant(org):
+        acme = selectors.config_resolve(actor=system(), agent_type="worker").value
+    with in_tenant(other_org):
+        globex = selectors.config_resolve(actor=system(), agent_type="worker").value
+
+    assert (acme, globex) == ({"owner": "acme"}, {})
+
+
+def test_a_cached_read_runs_no_query_and_an_uncached_one_reads_the_database(
+    org, in_tenant, django_capture_on_commit_callbacks
+):
+    with in_tenant(org):
+        with django_capture_on_commit_callbacks(execute=True):
+            services.config_set(actor=system(), key="agents.worker", value={"a": 1})
+        selectors.config_resolve(actor=system(), agent_type="worker")
+
+        with CaptureQueriesContext(connection) as cached:
+            hit = selectors.config_resolve(actor=system(), agent_type="worker")
+        with CaptureQueriesContext(connection) as uncached:
+            miss = selectors.config_resolve(actor=system(), agent_type="worker", use_cache=False)
+
+    assert hit.value == miss.value == {"a": 1}
+    assert len(cached) == 0
+    # Into public and back (search_path), the platform defaults, the organization's keys.
+    assert [q["sql"].split()[0] for q in uncached] == ["SET", "SELECT", "SET", "SELECT"]
+
+
+def test_redis_trouble_falls_back_to_the_database(org, in_tenant, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ConnectionError("redis is down")
+
+    with in_tenant(org):
+        services.config_set(actor=system(), key="agents.worker", value={"a": 2})
+        monkeypatch.setattr(config_cache.cache, "get_many", broken)
+
+        value = selectors.config_resolve(actor=system(), agent_type="worker").value
+
+    assert value == {"a": 2}
