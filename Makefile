@@ -24,13 +24,14 @@ migrate: install
 	$(BIN)/python manage.py migrate_schemas --shared -v0
 	$(BIN)/python manage.py migrate_schemas --tenant -v0
 
+demo: export PORTAL_PORT = $(PORT)
 demo: migrate
 	$(BIN)/python manage.py refill_schema_pool
 	$(BIN)/python manage.py demo_setup
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 demo-stop:
-	$(BIN)/python -c "import pgserver; pgserver.get_server('.data/pg', cleanup_mode='stop').cleanup()"
+	$(BIN)/python -c "from portal.devdata import stop_embedded_database; stop_embedded_database()"
 
 test: install
 	PYTHONWARNINGS=ignore::RuntimeWarning DATABASE_URL=$(TEST_DATABASE_URL) \

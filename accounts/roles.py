@@ -20,6 +20,7 @@ READ = {"org:read", "members:read"}
 READ |= {"agents:read", "config:read"}  # agents: definitions, instances, pool, config
 WRITE = READ | set()  # members write what later features add (agents:write, tasks:publish ...)
 WRITE |= {"agents:write"}  # create/edit/delete agents, request and stop instances
+WRITE |= {"tasks:publish"}  # publish tasks and messages to the organization's agents (gateway)
 MANAGE = WRITE | {"members:invite", "members:manage", "settings:write", "audit:read"}
 MANAGE |= {"api_keys:manage"}  # create, list and revoke API keys (credentials)
 MANAGE |= {"config:write"}  # the organization's config keys (agents.defaults ...)

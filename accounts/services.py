@@ -245,7 +245,12 @@ def _ensure_an_owner_remains() -> None:
 def member_change_role(*, actor: Actor, user_id: int, role: str) -> User:
     _check_member(actor, user_id, "member.role_changed")
     _check_may_assign(actor, role, "member.role_changed", str(user_id))
-    with transaction.atomic():
+    with (
+        audit.failure_recorded(
+            actor=actor, action="member.role_changed", resource_type="user", resource_id=user_id
+        ),
+        transaction.atomic(),
+    ):
         user = _relock(actor, user_id)
         previous = user.role
         if previous == role:
@@ -266,7 +271,12 @@ def member_change_role(*, actor: Actor, user_id: int, role: str) -> User:
 def member_deactivate(*, actor: Actor, user_id: int) -> User:
     """Deactivate a member: their sessions stop working at their next request."""
     _check_member(actor, user_id, "member.deactivated")
-    with transaction.atomic():
+    with (
+        audit.failure_recorded(
+            actor=actor, action="member.deactivated", resource_type="user", resource_id=user_id
+        ),
+        transaction.atomic(),
+    ):
         user = _relock(actor, user_id)
         if not user.is_active:
             return user

@@ -3,14 +3,19 @@
 from django.urls import path
 
 from accounts import views
+from portal.throttle import LOGIN_LIMITS, PASSWORD_RESET_LIMITS, throttle_posts
 
 app_name = "accounts"
 
 urlpatterns = [
-    path("login/", views.LoginView.as_view(), name="login"),
+    path("login/", throttle_posts(*LOGIN_LIMITS)(views.LoginView.as_view()), name="login"),
     path("login/handoff/", views.login_handoff, name="login-handoff"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
-    path("password-reset/", views.PasswordResetView.as_view(), name="password-reset"),
+    path(
+        "password-reset/",
+        throttle_posts(*PASSWORD_RESET_LIMITS)(views.PasswordResetView.as_view()),
+        name="password-reset",
+    ),
     path("password-reset/sent/", views.PasswordResetDoneView.as_view(), name="password-reset-done"),
     path(
         "password-reset/<uidb64>/<token>/",

@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from django.core.exceptions import ValidationError
+
 from agents.errors import field_error
 
 CATALOGUE: dict[str, str] = {
@@ -59,6 +61,17 @@ def validate_permissions(value: Any, *, allowed: Iterable[str]) -> list[str]:
     return requested
 
 
+def validate_plan_permissions(value: Any) -> None:
+    """A plan's `allowed_agent_permissions`: names from the catalogue (a model validator)."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValidationError("Give a list of agent permission names.")
+    unknown = [name for name in value if name not in CATALOGUE]
+    if unknown:
+        raise ValidationError(
+            f"Unknown agent permissions: {', '.join(unknown)}. Known: {', '.join(CATALOGUE)}."
+        )
+
+
 def granted(requested: Iterable[str], *, allowed: Iterable[str]) -> list[str]:
     """What a definition actually gets: what it asked for, filtered by what the plan allows."""
     allowed_set = frozenset(allowed)
@@ -71,8 +84,8 @@ def validate_tools(value: Any) -> list[str]:
     if invalid:
         raise field_error(
             "tools",
-            f"Invalid tool names: {', '.join(invalid)} (lowercase letters, digits, `_`, `.` "
-            "and `-`, starting with a letter, at most 64 characters).",
+            f"Invalid tool names: {', '.join(invalid)} (lowercase letters, digits, _, . and -, "
+            "starting with a letter, at most 64 characters).",
             "invalid_tools",
         )
     return tools

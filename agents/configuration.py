@@ -18,7 +18,8 @@ from agents.errors import field_error
 SEGMENT = r"[a-z][a-z0-9_-]{0,39}"
 KEY_PATTERN = rf"^{SEGMENT}(\.{SEGMENT}){{0,7}}$"
 KEY_RE = re.compile(KEY_PATTERN)
-MAX_KEY_LENGTH = 200
+# Keys name audit events' resources (128 characters).
+MAX_KEY_LENGTH = 128
 # An agent type is one key segment, so that `agents.<type>` is a valid key.
 AGENT_TYPE_PATTERN = rf"^{SEGMENT}$"
 AGENT_TYPE_RE = re.compile(AGENT_TYPE_PATTERN)
@@ -58,6 +59,23 @@ def depth(value: Any) -> int:
     return deepest
 
 
+def contains_nul(value: Any) -> bool:
+    """Whether a string anywhere in the value (keys included) holds U+0000, which PostgreSQL's
+    jsonb cannot store."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def validate_key(key: Any) -> str:
     """The key if it follows the pattern; ValidationError on `key` otherwise."""
     if not isinstance(key, str) or not key:
@@ -65,14 +83,14 @@ def validate_key(key: Any) -> str:
     if len(key) > MAX_KEY_LENGTH or not KEY_RE.fullmatch(key):
         raise field_error(
             "key",
-            "Keys are 1 to 8 dot-separated segments of lowercase letters, digits, `_` "
-            "and `-`, each starting with a letter (for example `agents.worker`).",
+            "Keys are 1 to 8 dot-separated segments of lowercase letters, digits, _ and -, "
+            "each starting with a letter, 128 characters at most (for example agents.worker).",
             "invalid_key",
         )
     segments = key.split(".")
     if segments[0] == AGENTS_NAMESPACE and len(segments) != 2:
         raise field_error(
-            "key", "Agent config keys are `agents.defaults` or `agents.<type>`.", "invalid_key"
+            "key", "Agent config keys are agents.defaults or agents.<type>.", "invalid_key"
         )
     return key
 
@@ -83,6 +101,8 @@ def validate_value(value: Any, *, field_name: str = "value", require_object: boo
         raise field_error(field_name, "Must be a JSON object.", "not_an_object")
     if depth(value) > MAX_DEPTH:
         raise field_error(field_name, f"Nested deeper than {MAX_DEPTH} levels.", "too_deep")
+    if contains_nul(value):
+        raise field_error(field_name, "Text may not contain the NUL character.", "null_character")
     try:
         size = encoded_size(value)
     except (TypeError, ValueError) as error:
@@ -105,7 +125,7 @@ def validate_agent_type(agent_type: Any) -> str:
         raise field_error(
             "type",
             "A type starts with a lowercase letter and has at most 40 lowercase letters, "
-            "digits, `_` or `-` (for example `worker` or `billing-bot`).",
+            "digits, _ or - (for example worker or billing-bot).",
             "invalid_type",
         )
     if agent_type in RESERVED_AGENT_TYPES:

@@ -43,7 +43,7 @@ def parse_cpu(value: Any, *, field_name: str = "cpu", maximum: int | None = None
     if match is None:
         raise field_error(
             field_name,
-            f"“{text}” is not a CPU amount: use cores (`0.5`) or millicores (`500m`).",
+            f"“{text}” is not a CPU amount: use cores (0.5) or millicores (500m).",
             "invalid",
         )
     if match["milli"] is not None:
@@ -54,7 +54,7 @@ def parse_cpu(value: Any, *, field_name: str = "cpu", maximum: int | None = None
         raise field_error(field_name, "Must be more than zero.", "not_positive")
     if millicores != millicores.to_integral_value():
         raise field_error(
-            field_name, "The smallest CPU unit is one millicore (`1m`, `0.001`).", "too_precise"
+            field_name, "The smallest CPU unit is one millicore (1m, 0.001).", "too_precise"
         )
     result = int(millicores)
     if maximum is not None and result > maximum:
@@ -74,7 +74,7 @@ def parse_memory(value: Any, *, field_name: str = "memory", maximum: int | None 
         raise field_error(
             field_name,
             f"“{text}” is not a memory amount: use a number and a unit, "
-            "`MB`, `Mi`, `GB` or `Gi` (for example `512MB` or `1.5Gi`).",
+            "MB, Mi, GB or Gi (for example 512MB or 1.5Gi).",
             "invalid",
         )
     megabytes = Decimal(match["amount"]) * MEMORY_UNITS_MB[match["unit"]]

@@ -19,6 +19,8 @@ from agents.configuration import (
     agent_layers,
     resolve,
     type_key,
+    validate_agent_type,
+    validate_key,
 )
 from agents.models import (
     SINGLETON_PK,
@@ -247,7 +249,7 @@ def agent_list(
     _require(actor, "agents:read")
     queryset = _with_status(Agent.objects.all())
     if agent_type:
-        queryset = queryset.filter(type=agent_type)
+        queryset = queryset.filter(type=validate_agent_type(agent_type))
     if status:
         if status not in AGENT_STATUSES:
             raise ValidationError(
@@ -255,7 +257,8 @@ def agent_list(
             )
         queryset = queryset.filter(status=status)
     if search:
-        queryset = queryset.filter(name__icontains=search.strip()[:80])
+        # PostgreSQL refuses NUL in text: a search for one finds what it would without it.
+        queryset = queryset.filter(name__icontains=search.replace("\x00", "").strip()[:80])
     return queryset.order_by("name", "id")
 
 
@@ -315,7 +318,12 @@ def config_list(*, actor: Actor) -> QuerySet[ConfigKey]:
 
 
 def config_get(*, actor: Actor, key: str) -> ConfigKey:
+    """The key; ConfigKey.DoesNotExist if missing (or not a key at all)."""
     _require(actor, "config:read")
+    try:
+        validate_key(key)
+    except ValidationError as error:
+        raise ConfigKey.DoesNotExist from error
     return ConfigKey.objects.get(key=key)
 
 

@@ -12,12 +12,13 @@ same transaction, so concurrent requests queue on the row and can never over-all
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from agents import config_cache, selectors
@@ -26,6 +27,7 @@ from agents.configuration import (
     encoded_size,
     validate_agent_type,
     validate_entry,
+    validate_key,
     validate_value,
 )
 from agents.errors import QuotaExceeded, field_error
@@ -54,6 +56,15 @@ MAX_NAME_LENGTH = 80
 MAX_DESCRIPTION_LENGTH = 2000
 
 
+# audit.AuditEvent.resource_id's length: a refused call may name something longer.
+AUDIT_RESOURCE_ID_LENGTH = 128
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON: Python's == takes `true` for `1` and `1.0` for `1`; JSON does not."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 def _tenant() -> Tenant:
     tenant = context.current_tenant()
     if tenant is None:
@@ -67,7 +78,7 @@ def _deny(actor: Actor, action: str, resource_type: str, resource_id: Any, messa
         actor=actor,
         action=action,
         resource_type=resource_type,
-        resource_id=str(resource_id or ""),
+        resource_id=str(resource_id or "").replace("\x00", "")[:AUDIT_RESOURCE_ID_LENGTH],
         result=Result.DENIED,
         details={"reason": message},
     )
@@ -89,7 +100,7 @@ def _refuse_quota(actor: Actor, action: str, resource_id: Any, error: QuotaExcee
         actor=actor,
         action=action,
         resource_type="agent",
-        resource_id=str(resource_id or ""),
+        resource_id=str(resource_id or "").replace("\x00", "")[:AUDIT_RESOURCE_ID_LENGTH],
         result=Result.DENIED,
         details={"reason": error.code, **error.detail},
     )
@@ -97,8 +108,12 @@ def _refuse_quota(actor: Actor, action: str, resource_id: Any, error: QuotaExcee
 
 
 def _locked_pool() -> ResourcePool:
-    selectors.pool_row()  # exists from the migration; created if a schema predates it
-    return ResourcePool.objects.select_for_update().get(pk=SINGLETON_PK)
+    try:
+        return ResourcePool.objects.select_for_update().get(pk=SINGLETON_PK)
+    except ResourcePool.DoesNotExist:
+        # The migration creates the row in every schema; this covers one built before it.
+        selectors.pool_row()
+        return ResourcePool.objects.select_for_update().get(pk=SINGLETON_PK)
 
 
 def _merge_errors(errors: dict[str, list[ValidationError]], error: ValidationError) -> None:
@@ -254,7 +269,7 @@ def agent_update(*, actor: Actor, agent_id: Any, **data: Any) -> Agent:
             changes: dict[str, Any] = {}
             for field, value in cleaned.items():
                 before = getattr(agent, field)
-                if before == value:
+                if same_json(before, value):
                     continue
                 # Config can be large: the audit log says it changed, not what it holds.
                 changes[field] = (
@@ -580,7 +595,7 @@ def config_set(*, actor: Actor, key: Any, value: Any) -> ConfigKey:
     tenant = _tenant()
     with transaction.atomic():
         existing = ConfigKey.objects.select_for_update().filter(key=key).first()
-        if existing is not None and existing.value == value:
+        if existing is not None and same_json(existing.value, value):
             return existing
         version = _next_revision()
         entry, created = ConfigKey.objects.update_or_create(
@@ -606,6 +621,7 @@ def config_set(*, actor: Actor, key: Any, value: Any) -> ConfigKey:
 def config_delete(*, actor: Actor, key: Any) -> None:
     """Remove a config key: `config.changed` with a null value (the next layer down applies)."""
     _require(actor, "config:write", "config.changed", "config", key if isinstance(key, str) else "")
+    key = validate_key(key)
     tenant = _tenant()
     with transaction.atomic():
         entry = ConfigKey.objects.select_for_update().filter(key=key).first()
@@ -743,3 +759,33 @@ def pool_record_messages(*, actor: Actor, count: int) -> None:
         ),
         messages_month=month,
     )
+
+
+def pool_consume_messages(*, actor: Actor, count: int, limit: int) -> bool:
+    """Count `count` messages against the monthly `limit`, all or nothing (the gateway).
+
+    One conditional UPDATE: concurrent publishers can never take the counter past the limit.
+    False when the messages do not fit (nothing is counted). A new month restarts the counter.
+    """
+    if actor.kind != "system":
+        raise PermissionDenied("Only the platform meters messages.")
+    if count <= 0:
+        return True
+    if count > limit:
+        return False
+    month = selectors.current_month()
+    selectors.pool_row()
+    new_month = Q(messages_month__isnull=True) | ~Q(messages_month=month)
+    fits = Q(messages_month=month, messages_this_month__lte=limit - count)
+    updated = (
+        ResourcePool.objects.filter(pk=SINGLETON_PK)
+        .filter(new_month | fits)
+        .update(
+            messages_this_month=Case(
+                When(messages_month=month, then=F("messages_this_month") + count),
+                default=Value(count),
+            ),
+            messages_month=month,
+        )
+    )
+    return updated == 1

@@ -76,6 +76,11 @@ def agent_list(request: HttpRequest, actor: Actor) -> HttpResponse:
     }
     if filters["status"] not in ("", *selectors.AGENT_STATUSES):
         filters["status"] = ""
+    if filters["type"]:
+        try:
+            validate_agent_type(filters["type"])
+        except ValidationError:
+            filters["type"] = ""  # no agent has such a type: show the unfiltered list
     agents = selectors.agent_list(
         actor=actor,
         agent_type=filters["type"] or None,
@@ -331,7 +336,7 @@ def config_delete(request: HttpRequest, actor: Actor) -> HttpResponse:
     key = request.POST.get("key", "")
     try:
         services.config_delete(actor=actor, key=key)
-    except ConfigKey.DoesNotExist as error:
+    except (ConfigKey.DoesNotExist, ValidationError) as error:
         raise Http404("No such key.") from error
     messages.success(request, f"Deleted {key}.")
     return redirect("agents:config-list")

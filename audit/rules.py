@@ -32,10 +32,10 @@ class Rule:
 
 
 def all_scopes() -> frozenset[str]:
-    """Every permission there is: a key holding all of them can do anything an owner can."""
-    from accounts.roles import ROLE_PERMISSIONS
+    """Every scope an API key can hold (credentials decides which permissions are delegable)."""
+    from credentials.services import delegable_scopes
 
-    return frozenset().union(*ROLE_PERMISSIONS.values())
+    return delegable_scopes()
 
 
 def _failed_logins(event: AuditEvent, parameters: dict[str, Any]) -> Match | None:

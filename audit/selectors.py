@@ -38,7 +38,11 @@ def parse_moment(value: str) -> dt.datetime:
         moment = dt.datetime.combine(day, dt.time.min)
     if timezone.is_naive(moment):
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment
+    try:
+        # In UTC: PostgreSQL refuses offsets beyond ±15:59 that Python accepts.
+        return moment.astimezone(dt.UTC)
+    except OverflowError as error:
+        raise ValueError(value) from error
 
 
 @dataclass(frozen=True)
@@ -56,14 +60,24 @@ class EventFilters:
     end: dt.datetime | None = None
 
     @classmethod
-    def from_params(cls, params: Mapping[str, str]) -> EventFilters:
-        """Build from query parameters; raises ValidationError keyed by parameter."""
+    def from_params(cls, params: Mapping[str, str], *, strict: bool = False) -> EventFilters:
+        """Build from query parameters; raises ValidationError keyed by parameter.
+
+        A blank parameter means "no filter" (what an HTML form sends); with `strict` (the API), a
+        blank date or choice is refused, as its documented format says.
+        """
         errors: dict[str, list[str]] = {}
+        if strict:
+            for name in ("start", "end", "result", "actor_kind"):
+                if name in params and not (params.get(name) or "").strip():
+                    errors[name] = ["Leave it out rather than blank."]
         values: dict[str, object] = {}
         for name, limit in _TEXT_LIMITS.items():
             value = (params.get(name) or "").strip()
             if len(value) > limit:
                 errors[name] = [f"At most {limit} characters."]
+            elif "\x00" in value:
+                errors[name] = ["Contains a NUL character."]
             values[name] = value
         if values["actor_kind"] and values["actor_kind"] not in ACTOR_KINDS:
             errors["actor_kind"] = [f"One of: {', '.join(ACTOR_KINDS)}."]
@@ -74,7 +88,7 @@ class EventFilters:
         for name in ("start", "end"):
             raw = (params.get(name) or "").strip()
             values[name] = None
-            if raw:
+            if raw and name not in errors:
                 try:
                     values[name] = parse_moment(raw)
                 except ValueError:
@@ -134,7 +148,7 @@ def parse_cursor(value: str | None) -> int | None:
 
 
 def parse_limit(value: str | None) -> int:
-    if value in (None, ""):
+    if value is None:
         return DEFAULT_PAGE_SIZE
     if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE_SIZE:
         raise ValidationError({"limit": [f"A number from 1 to {MAX_PAGE_SIZE}."]})

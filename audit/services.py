@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.ipv6 import clean_ipv6_address
 
 from audit import exports, rules
 from audit.actors import Actor
 from audit.models import Alert, AlertRule, AuditCheckpoint, AuditEvent, Result
 from audit.selectors import EventFilters, require_audit_read
 from audit.verify import RETENTION_ACTION, VerifyReport, verify_chain
-from tenants import context, events
+from tenants import context, events, ratelimit
 
 GENESIS_HASH = "0" * 64
 PLATFORM_TENANT_ID = "platform"
@@ -68,15 +72,42 @@ def _is_secret_field(name: str) -> bool:
     return any(marker in lowered for marker in SECRET_FIELD_MARKERS)
 
 
+def _valid_utf8(text: str) -> str:
+    """Lone surrogates (from a JSON body's "\\ud800") cannot be stored: keep them as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _clean_text(value: Any, limit: int) -> str:
     # PostgreSQL text cannot hold NUL; an attacker-chosen value must not turn a record into a 500.
-    return str(value).replace("\x00", "\ufffd")[:limit]
+    return _valid_utf8(str(value).replace("\x00", "\ufffd"))[:limit]
+
+
+def _clean_ip(value: str | None) -> str | None:
+    """The address as PostgreSQL's inet gives it back (the hash covers it), or None if invalid."""
+    if not value:
+        return None
+    try:
+        address = ipaddress.ip_address(str(value).strip())
+    except ValueError:
+        return None
+    return str(address) if address.version == 4 else clean_ipv6_address(str(address))
+
+
+def _clean_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _valid_utf8(value.replace("\x00", "\ufffd"))
+    if isinstance(value, dict):
+        return {_clean_value(str(key)): _clean_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clean_value(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # jsonb has no NaN or infinity
+    return value
 
 
 def _clean_details(details: dict[str, Any]) -> dict[str, Any]:
     """Redacted, and exactly what jsonb will give back (so the hash is stable after a reload)."""
-    text = json.dumps(redact(details), default=str, ensure_ascii=False)
-    return json.loads(text.replace("\\u0000", "\\ufffd"))
+    return _clean_value(json.loads(json.dumps(redact(details), default=str)))
 
 
 def canonical_form(event: AuditEvent) -> bytes:
@@ -132,13 +163,16 @@ def record(
     """Append one event to the current context's log, in the caller's transaction.
 
     The chain's tail is serialised with a transaction-level advisory lock, so concurrent writers
-    in one schema queue up instead of forking the chain; the lock is released at commit. Active
-    alert rules are checked in the same transaction; their alerts go out after commit.
+    in one schema queue up instead of forking the chain; the lock is released at commit. (The
+    tail is read in a statement after the lock's: in READ COMMITTED each statement sees what was
+    committed before it started, so it sees the previous holder's event.) Active alert rules are
+    checked in the same transaction; their alerts go out after commit.
     """
     if result not in Result.values:
         raise ValueError(f"unknown audit result {result!r}")
     clean = _clean_details(details or {})
-    with transaction.atomic():
+    # No savepoint: if recording fails, the caller's change must not commit without its event.
+    with transaction.atomic(savepoint=False):
         _lock_chain()
         last = AuditEvent.objects.order_by("-sequence").values_list("sequence", "hash").first()
         if last is None:
@@ -156,7 +190,7 @@ def record(
             resource_type=_clean_text(resource_type, _LIMITS["resource_type"]),
             resource_id=_clean_text(resource_id, _LIMITS["resource_id"]),
             result=result,
-            ip=actor.ip or None,
+            ip=_clean_ip(actor.ip),
             user_agent=_clean_text(actor.user_agent, _LIMITS["user_agent"]),
             details=clean,
             previous_hash=last[1],
@@ -329,6 +363,23 @@ def audit_log_export(*, actor: Actor, format: str, filters: EventFilters) -> Exp
             {"format": [f"One of: {', '.join(exports.FORMATS)}."]}, code="invalid_format"
         )
     require_audit_read(actor, "audit.exported")
+    try:
+        # Fails closed: an export reads the whole log, an unmetered one is a denial of service.
+        ratelimit.hit(
+            scope="audit_export",
+            key=f"{actor.kind}:{actor.id or actor.label}",
+            rate=settings.AUDIT_EXPORT_RATE,
+            fail_closed=True,
+        )
+    except ratelimit.RateLimited:
+        record(
+            actor=actor,
+            action="audit.exported",
+            resource_type="audit_log",
+            result=Result.DENIED,
+            details={"reason": "Too many exports.", "format": format},
+        )
+        raise
     with transaction.atomic():
         event = record(
             actor=actor,

@@ -19,7 +19,7 @@ from audit import exports, selectors, services
 from audit.actors import Actor
 from audit.models import AlertRule, Result
 from audit.selectors import ACTOR_KINDS, EventFilters
-from tenants import context
+from tenants import context, ratelimit
 
 
 def _filter_context(request: HttpRequest, filters: EventFilters, errors: dict) -> dict:
@@ -80,6 +80,13 @@ def export(request: HttpRequest) -> HttpResponse:
         for messages_ in error.message_dict.values():
             for message in messages_:
                 messages.error(request, message)
+        return redirect("audit:event-list")
+    except ratelimit.RateLimited as error:
+        minutes = max(1, round(error.retry_after / 60))
+        messages.error(request, f"Too many exports: try again in {minutes} minute(s).")
+        return redirect("audit:event-list")
+    except ratelimit.RateLimiterUnavailable:
+        messages.error(request, "Exports are unavailable right now: try again shortly.")
         return redirect("audit:event-list")
     return export_response(request, recorded)
 

@@ -403,6 +403,7 @@ def run_level(level: int, rounds: int, hashers: list[str]) -> dict:
     line = next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
     result["database"] = database.rsplit("/", 1)[1]
+    result["facts"] = machine_facts(database)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"provisioning-p{level}.json").write_text(json.dumps(result))
@@ -478,9 +479,6 @@ def main() -> None:
     facts = machine_facts(database_url(f"p{levels[0]}"))
     command = "bench/provisioning.py " + " ".join(sys.argv[1:])
     text = report(results, facts, command.strip())
-    (ROOT / "bench" / "results" / "provisioning.json").write_text(
-        json.dumps({"facts": facts, "results": results})
-    )
     print(text)
 
 

@@ -8,8 +8,10 @@ settings and middleware stack and the views of bench/routing_app/:
   stock     django-tenants' TenantMainMiddleware (domain query + two `SET search_path`)
 wrk drives one server at a time, in alternating rounds, for a view without a query
 (/bench/ping/) and a view with one small query (/bench/query/: in the tenant's schema when
-routed, in `public` when not). The figure is requests per second; the report gives the median
-of the rounds and the ratio of medians to `unrouted`.
+routed, in `public` when not). The figures are requests per second (median of the rounds, the
+ratio of medians to `unrouted`, and the median of each round's ratio to the `unrouted` round
+beside it) and the workers' CPU time per request (from /proc), which other load on a shared
+machine disturbs much less than throughput.
 
     .venv/bin/python bench/routing.py [--rounds 8] [--duration 5] [--workers 2] [--connections 4]
 """
@@ -132,7 +134,8 @@ def wait_and_verify(servers: dict[str, tuple[subprocess.Popen, int]]) -> dict[st
     return seen
 
 
-def wrk(port: int, path: str, duration: float, connections: int) -> float:
+def wrk(port: int, path: str, duration: float, connections: int) -> tuple[float, int]:
+    """Requests per second and the number of requests of one wrk run."""
     output = subprocess.run(
         [
             "wrk",
@@ -149,7 +152,30 @@ def wrk(port: int, path: str, duration: float, connections: int) -> float:
     ).stdout
     if "Non-2xx" in output or "Socket errors" in output:
         raise RuntimeError(f"wrk saw errors:\n{output}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    return rate, int(re.search(r"(\d+) requests in", output).group(1))
+
+
+def workers_cpu_seconds(master: subprocess.Popen) -> float:
+    """User + system CPU time used so far by a gunicorn master's workers (from /proc)."""
+    children = Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text().split()
+    ticks = 0
+    for pid in children:
+        # Fields after the command name: state is field 3, utime 14 and stime 15 (proc(5)).
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    server: tuple[subprocess.Popen, int], path: str, duration: float, connections: int
+) -> tuple[float, float]:
+    """One round: requests per second, and worker CPU microseconds per request."""
+    process, port = server
+    cpu_before = workers_cpu_seconds(process)
+    rate, requests = wrk(port, path, duration, connections)
+    cpu = workers_cpu_seconds(process) - cpu_before
+    return rate, cpu / requests * 1e6
 
 
 def stop(servers: dict[str, tuple[subprocess.Popen, int]]) -> None:
@@ -180,6 +206,9 @@ def main() -> None:
     rates: dict[str, dict[str, list[float]]] = {
         view: {variant: [] for variant in VARIANTS} for view in VIEWS
     }
+    cpu_per_request: dict[str, dict[str, list[float]]] = {
+        view: {variant: [] for variant in VARIANTS} for view in VIEWS
+    }
     try:
         wait_and_verify(servers)
         for _variant, (_process, port) in servers.items():  # warm every worker up
@@ -190,8 +219,9 @@ def main() -> None:
                 # Rotate who goes first, so that no variant always follows the same neighbour.
                 shift = round_number % len(VARIANTS)
                 for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-                    port = servers[variant][1]
-                    rates[view][variant].append(wrk(port, path, args.duration, args.connections))
+                    rate, cpu = measure(servers[variant], path, args.duration, args.connections)
+                    rates[view][variant].append(rate)
+                    cpu_per_request[view][variant].append(cpu)
             print(f"  round {round_number + 1}/{args.rounds}", file=sys.stderr, flush=True)
     finally:
         stop(servers)
@@ -205,8 +235,9 @@ def main() -> None:
         f"{args.workers} sync workers per server; wrk -t1 -c{args.connections} "
         f"-d{args.duration:g}s x {args.rounds} rounds per variant and view",
         "",
-        "| view | variant | median req/s | min | max | ratio of medians | median of round ratios |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| view | variant | median req/s | min | max | ratio of medians | median of round ratios "
+        "| worker CPU per request (median) | CPU ratio |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     summary = {}
     for view in VIEWS:
@@ -215,19 +246,34 @@ def main() -> None:
             values = rates[view][variant]
             # Paired: each round's rate over the unrouted rate of the same round (drift cancels).
             paired = median([a / b for a, b in zip(values, rates[view]["unrouted"], strict=True)])
+            cpu = median(cpu_per_request[view][variant])
+            # CPU ratio: unrouted CPU per request over this variant's (1.0 = costs the same);
+            # what the throughput ratio would be on a machine with nothing else running.
+            cpu_ratio = median(cpu_per_request[view]["unrouted"]) / cpu
             summary[f"{view}/{variant}"] = {
                 "median": median(values),
                 "ratio": median(values) / base,
                 "paired_ratio": paired,
+                "cpu_us_per_request": cpu,
+                "cpu_ratio": cpu_ratio,
             }
             lines.append(
                 f"| {view} | {variant} | {median(values):.0f} | {min(values):.0f} "
-                f"| {max(values):.0f} | {median(values) / base:.3f} | {paired:.3f} |"
+                f"| {max(values):.0f} | {median(values) / base:.3f} | {paired:.3f} "
+                f"| {cpu:.0f} µs | {cpu_ratio:.3f} |"
             )
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "routing.json").write_text(
-        json.dumps({"facts": facts, "args": vars(args), "rates": rates, "summary": summary})
+        json.dumps(
+            {
+                "facts": facts,
+                "args": vars(args),
+                "rates": rates,
+                "cpu_us_per_request": cpu_per_request,
+                "summary": summary,
+            }
+        )
     )
     print("\n".join(lines))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -36,8 +37,6 @@ class TokenPairSerializer(serializers.Serializer):
 
 
 def _pair_response(pair: services.TokenPair) -> Response:
-    from django.conf import settings
-
     body = {
         "access": pair.access,
         "refresh": pair.refresh,

@@ -261,9 +261,9 @@ def token_obtain(*, actor: Actor, email: str, password: str, request=None) -> To
     )
     user = authenticate(request, email=email, password=password or "")
     if user is None or not user.is_active:
-        authentication_failure_record(
-            actor=actor, scheme="password", code="invalid_credentials", subject=email
-        )
+        # Recorded as a failed login (not a generic auth failure) so that the failed-logins
+        # alert rule sees password guessing over the API as it sees it in the portal.
+        audit.login_record(actor=actor, email=email, succeeded=False, method="api_token")
         raise Refused("invalid_credentials", "The email or password is wrong.")
     return token_pair_issue(
         actor=Actor.for_user(user, request) if actor.kind == "anonymous" else actor, user=user

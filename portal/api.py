@@ -23,6 +23,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
@@ -215,6 +216,7 @@ def is_api_path(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
 
 
+@csrf_exempt  # a POST to an unknown API path is a 404, not a CSRF page
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """Unknown paths under /api/ (also with DEBUG on, when Django's own 404 page is technical)."""
     return JsonResponse(error_body("not_found", "Not found."), status=404)
@@ -300,11 +302,11 @@ class ApiSchema(AutoSchema):
 
     def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
         responses = super()._get_response_bodies(direction)
-        codes = {400, 405, 406, 415, 429, 503}
+        # 401 everywhere: a bad `Authorization` header is refused even where none is needed.
+        codes = {400, 401, 405, 406, 415, 429, 503}
         if self._needed() != PUBLIC:
-            codes |= {401, 403}
-        if "{" in self.path or self.method in {"GET"}:
-            codes.add(404)
+            # A write may name another object (an agent, a key) that does not exist here.
+            codes |= {403, 404}
         for code in sorted(codes):
             if str(code) not in responses:
                 responses[str(code)] = self._get_response_for_code(

@@ -40,3 +40,17 @@ def embedded_database_url() -> str:
     if "(1 row)" not in exists:
         server.psql("CREATE DATABASE agentplane")
     return server.get_uri("agentplane")
+
+
+def stop_embedded_database() -> None:
+    """Stop the private PostgreSQL under `.data/pg` (`make demo-stop`); its data stays."""
+    from pgserver._commands import pg_ctl
+
+    pgdata = DATA_DIR / "pg"
+    if not (pgdata / "postmaster.pid").exists():
+        print("embedded PostgreSQL is not running")
+        return
+    # pgserver runs PostgreSQL as the `pgserver` system user when started by root.
+    user = "pgserver" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "stop"], pgdata=pgdata, user=user)
+    print("embedded PostgreSQL stopped")

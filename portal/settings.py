@@ -54,7 +54,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "agentplane"},
+            # redis-py 8 reads with a 5 s socket timeout by default, the same as channels-redis'
+            # blocking pop (BZPOPMIN, 5 s): under load the read timed out first and killed the
+            # consumer. The read timeout must exceed the blocking pop's.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "prefix": "agentplane",
+            },
         }
     }
 else:
@@ -84,6 +90,7 @@ SHARED_APPS = [
     # where this project has none; Django's own admin templates are the ones wanted.
     "django_tenants",
     "django.contrib.staticfiles",
+    "channels",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -99,6 +106,8 @@ TENANT_APPS = [
     # Agents, instances, the resource pool and config keys: tenant-only (platform defaults and
     # limit overrides are in `tenants`, in public).
     "agents",
+    # The real-time gateway: consumers, tasks, per-minute instance metrics (docs/gateway.md).
+    "gateway",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -225,7 +234,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {"ApiKeyStatusEnum": ["active", "revoked", "expired"]},
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -245,3 +254,20 @@ API_KEY_HASH_KEY = os.environ.get("API_KEY_HASH_KEY", "")
 API_TOKEN_RATE_PER_IP = os.environ.get("API_TOKEN_RATE_PER_IP", "20/m")
 API_TOKEN_RATE_PER_ACCOUNT = os.environ.get("API_TOKEN_RATE_PER_ACCOUNT", "5/m")
 API_KEY_CREATE_RATE = os.environ.get("API_KEY_CREATE_RATE", "30/h")
+# Audit log exports, per organization and actor (fails closed when Redis is down).
+AUDIT_EXPORT_RATE = os.environ.get("AUDIT_EXPORT_RATE", "20/h")
+
+# The real-time gateway (gateway/, docs/gateway.md).
+GATEWAY_MAX_MESSAGE_BYTES = 64 * 1024
+# Frames waiting for a connection's socket; a subscriber this far behind is disconnected (4008).
+GATEWAY_QUEUE_SIZE = int(os.environ.get("GATEWAY_QUEUE_SIZE", "1000"))
+GATEWAY_AUTH_TIMEOUT_SECONDS = float(os.environ.get("GATEWAY_AUTH_TIMEOUT", "10"))
+# Open sockets check their credential (and the organization) again this often: a revoked key,
+# a deactivated user or a suspended organization loses its sockets within this delay.
+GATEWAY_RECHECK_SECONDS = float(os.environ.get("GATEWAY_RECHECK_SECONDS", "30"))
+GATEWAY_PUBLISH_RATE_PER_CONNECTION = os.environ.get("GATEWAY_PUBLISH_RATE_PER_CONNECTION", "100/s")
+GATEWAY_PUBLISH_RATE_PER_ORGANIZATION = os.environ.get(
+    "GATEWAY_PUBLISH_RATE_PER_ORGANIZATION", "1000/s"
+)
+# A running instance with no heartbeat for this long is marked failed (manage.py check_heartbeats).
+GATEWAY_HEARTBEAT_TIMEOUT_SECONDS = int(os.environ.get("GATEWAY_HEARTBEAT_TIMEOUT", "30"))

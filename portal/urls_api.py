@@ -5,4 +5,7 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("credentials.api_urls")),
     path("", include("tenants.api_urls")),
+    path("", include("agents.api_urls")),
+    path("", include("audit.api_urls")),
+    path("", include("gateway.api_urls")),
 ]

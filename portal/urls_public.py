@@ -4,10 +4,11 @@ from django.contrib import admin
 from django.urls import path
 
 from portal import views
+from portal.throttle import SIGNUP_LIMITS, throttle_posts
 
 urlpatterns = [
     path("", views.landing, name="landing"),
-    path("signup/", views.signup, name="signup"),
+    path("signup/", throttle_posts(*SIGNUP_LIMITS)(views.signup), name="signup"),
     path("go/", views.organization_go, name="organization-go"),
     path("admin/", admin.site.urls),
 ]

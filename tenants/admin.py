@@ -7,6 +7,8 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from agents import services as agent_services
+from agents.selectors import LIMIT_NAMES
 from audit.actors import Actor
 from tenants import services
 from tenants.models import (
@@ -17,6 +19,8 @@ from tenants.models import (
     SpareSchema,
     Tenant,
 )
+
+LIMIT_OVERRIDE_FIELDS = [f"{name}_override" for name in LIMIT_NAMES]
 
 
 class DomainInline(admin.TabularInline):
@@ -54,6 +58,8 @@ class TenantAdmin(admin.ModelAdmin):
         "status",
         "created_at",
         "suspended_at",
+        # Staff overrides of the plan's limits (empty: the plan's); see agents.services.
+        *LIMIT_OVERRIDE_FIELDS,
     ]
     inlines = [DomainInline]
     actions = ["suspend", "reactivate", "delete_organizations"]
@@ -79,6 +85,15 @@ class TenantAdmin(admin.ModelAdmin):
             name=form.cleaned_data["name"],
             plan=form.cleaned_data["plan"],
         )
+        overrides = {
+            field.removesuffix("_override"): form.cleaned_data[field]
+            for field in LIMIT_OVERRIDE_FIELDS
+            if field in form.changed_data
+        }
+        if overrides:
+            agent_services.organization_limits_set(
+                actor=Actor.for_user(request.user, request), tenant=obj, overrides=overrides
+            )
 
     def _each(self, request: HttpRequest, queryset: QuerySet, service, done: str) -> None:
         actor = Actor.for_user(request.user, request)

@@ -19,7 +19,7 @@ from typing import Any
 from rest_framework import authentication, exceptions
 
 from accounts.roles import permissions_for
-from audit.actors import Actor, _request_meta
+from audit.actors import Actor
 from tenants import api_keys, context, tokens
 
 BEARER = "Bearer"
@@ -44,7 +44,12 @@ class Credential:
     claims: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def actor(self, request: Any = None) -> Actor:
-        meta = _request_meta(request)
+        meta: dict[str, Any] = {}
+        if request is not None:
+            meta = {
+                "ip": request.META.get("REMOTE_ADDR"),
+                "user_agent": request.META.get("HTTP_USER_AGENT", "")[:256],
+            }
         if self.scheme == "api_key":
             key = self.api_key
             return Actor(

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -57,20 +57,22 @@ def reapply() -> None:
 
 
 def _point_connection_at(tenant: Tenant | None) -> None:
+    # This runs on every request: look the thread's connection up once, rather than once per
+    # attribute read through the `connection` proxy.
+    wrapper = connections[DEFAULT_DB_ALIAS]
     if tenant is None:
-        if connection.schema_name != settings.PUBLIC_SCHEMA_NAME:
-            connection.set_schema_to_public()
+        if wrapper.schema_name != settings.PUBLIC_SCHEMA_NAME:
+            wrapper.set_schema_to_public()
         return
-    if (
-        connection.schema_name == tenant.schema_name
-        and not connection.include_public_schema
-        and connection.search_path_set_schemas
-    ):
-        connection.tenant = tenant
+    if wrapper.schema_name == tenant.schema_name and not wrapper.include_public_schema:
+        # Already pointed there. Whether the `SET search_path` has been sent yet does not matter:
+        # django-tenants sends it before the next query whenever it is not known to be in force
+        # (new connection, rollback), so `set_tenant` would only force a needless second one.
+        wrapper.tenant = tenant
         return
     # include_public=False: a table missing from the tenant's schema is an error, never a silent
     # read of `public`. Public data (plans, domains) is read in `public_context()`.
-    connection.set_tenant(tenant, include_public=False)
+    wrapper.set_tenant(tenant, include_public=False)
 
 
 @contextmanager

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import models
 from django_tenants.models import DomainMixin, TenantMixin
 
+from agents.agent_permissions import validate_plan_permissions
+
 
 class Plan(models.Model):
     """A price list and the limits that come with it; later features enforce the limits."""
@@ -28,7 +30,10 @@ class Plan(models.Model):
     is_public = models.BooleanField(default=True, help_text="Offered at signup.")
     # Which agent permissions (agents.agent_permissions.CATALOGUE) a definition may ask for.
     allowed_agent_permissions = models.JSONField(
-        default=list, blank=True, help_text="Agent permissions definitions may ask for."
+        default=list,
+        blank=True,
+        validators=[validate_plan_permissions],
+        help_text="Agent permissions definitions may ask for.",
     )
 
     class Meta:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import sys
 import threading
 from functools import cache
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
@@ -27,15 +29,25 @@ logger = logging.getLogger(__name__)
 
 # One refiller at a time across all processes: a session-level advisory lock.
 REFILL_LOCK_KEY = 0x5A5E_5C4E
+# Only `refill` creates schemas with this prefix, and only while it holds the lock.
+SPARE_PREFIX = "spare_"
 
 
 @cache
 def migrations_fingerprint() -> str:
-    """A digest of every tenant app's migrations on disk: spares built with another are stale."""
+    """A digest of every tenant app's migrations on disk: spares built with another are stale.
+
+    It covers each migration's source as well as its name: a migration edited in place would
+    otherwise leave spares that differ from what the migrate path builds.
+    """
     loader = MigrationLoader(None, ignore_no_migrations=True, load=True)
     tenant_apps = {app.rsplit(".", 1)[-1] for app in settings.TENANT_APPS}
-    names = sorted(f"{app}.{name}" for app, name in loader.disk_migrations if app in tenant_apps)
-    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+    digest = hashlib.sha256()
+    for (app, name), migration in sorted(loader.disk_migrations.items()):
+        if app in tenant_apps:
+            source = Path(sys.modules[type(migration).__module__].__file__).read_bytes()
+            digest.update(f"{app}.{name}\n".encode() + hashlib.sha256(source).digest())
+    return digest.hexdigest()
 
 
 def quote(schema_name: str) -> str:
@@ -102,11 +114,21 @@ def refill(target: int | None = None) -> int:
             if not cursor.fetchone()[0]:
                 return 0
         try:
+            # A refill killed mid-build (a worker recycled) leaves a schema without its row.
+            registered = set(SpareSchema.objects.values_list("schema_name", flat=True))
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
+                    [SPARE_PREFIX.replace("_", r"\_") + "%"],
+                )
+                orphans = [name for (name,) in cursor.fetchall() if name not in registered]
+            for name in orphans:
+                drop_schema(name)
             for stale in SpareSchema.objects.exclude(fingerprint=migrations_fingerprint()):
                 drop_schema(stale.schema_name)
                 stale.delete()
             while size() < target:
-                name = f"spare_{secrets.token_hex(6)}"
+                name = f"{SPARE_PREFIX}{secrets.token_hex(6)}"
                 build_schema(name)
                 SpareSchema.objects.create(schema_name=name, fingerprint=migrations_fingerprint())
                 built += 1

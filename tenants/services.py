@@ -17,6 +17,7 @@ from accounts.models import User
 from accounts.roles import Role
 from audit import services as audit
 from audit.actors import Actor
+from audit.models import Result
 from tenants import context, routing, schema_pool
 from tenants.models import Domain, Plan, SigningKey, SigningKeyStatus, Tenant, TenantStatus
 from tenants.validators import schema_name_for, validate_region, validate_slug
@@ -26,9 +27,20 @@ logger = logging.getLogger(__name__)
 DUPLICATE_SCHEMA = "42P06"
 
 
-def _require_staff(actor: Actor) -> None:
-    if actor.kind not in {"staff", "system"}:
-        raise PermissionDenied("Only platform staff can do this.")
+def _require_staff(actor: Actor, action: str, resource_type: str, resource_id: str = "") -> None:
+    """Refuse anyone but staff and the system; the refusal is recorded in the platform's log."""
+    if actor.kind in {"staff", "system"}:
+        return
+    with context.public_context():
+        audit.record(
+            actor=actor,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            result=Result.DENIED,
+            details={"reason": "staff only"},
+        )
+    raise PermissionDenied("Only platform staff can do this.")
 
 
 def validate_new_tenant(
@@ -166,7 +178,7 @@ def _record_in_both_logs(actor: Actor, tenant: Tenant, action: str, details: dic
 
 
 def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Tenant:
-    _require_staff(actor)
+    _require_staff(actor, action, "organization", str(tenant.public_id))
     with context.public_context(), transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
         if tenant.status == status:
@@ -213,7 +225,7 @@ def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
     One transaction (PostgreSQL's DDL is transactional): it either all happens or none of it.
     Routing caches in every process are invalidated after commit, so the host stops answering.
     """
-    _require_staff(actor)
+    _require_staff(actor, "organization.deleted", "organization", str(tenant.public_id))
     with context.public_context(), transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
         public_id, slug, schema_name = str(tenant.public_id), tenant.slug, tenant.schema_name
@@ -233,7 +245,7 @@ def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
 
 def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Tenant:
     """Rename an organization or change its plan (staff). Both logs record the change."""
-    _require_staff(actor)
+    _require_staff(actor, "organization.updated", "organization", str(tenant.public_id))
     if not name.strip():
         raise ValidationError({"name": ["Enter the organization's name."]})
     with context.public_context(), transaction.atomic():
@@ -255,7 +267,7 @@ def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Ten
 
 def plan_save(*, actor: Actor, plan: Plan, fields: list[str]) -> Plan:
     """Create or change a plan (staff); recorded in the platform's log."""
-    _require_staff(actor)
+    _require_staff(actor, "plan.updated", "plan", plan.slug)
     with context.public_context(), transaction.atomic():
         is_new = plan.pk is None
         plan.full_clean()
@@ -286,7 +298,7 @@ def signing_key_rotate(
     """
     from tenants import keyring
 
-    _require_staff(actor)
+    _require_staff(actor, "signing_key.rotated", "signing_key")
     new = keyring.generate()
     now = timezone.now()
     lifetime = max(
@@ -346,7 +358,7 @@ def signing_key_retire(*, actor: Actor, kid: str) -> SigningKey:
     """Retire a previous key now: tokens it signed stop verifying (a compromised key)."""
     from tenants import keyring
 
-    _require_staff(actor)
+    _require_staff(actor, "signing_key.retired", "signing_key", kid)
     with context.public_context(), transaction.atomic():
         key = SigningKey.objects.select_for_update().get(kid=kid)
         if key.status == SigningKeyStatus.ACTIVE:
@@ -376,7 +388,7 @@ def signing_keys_retire_expired(*, actor: Actor) -> list[str]:
     """Retire the previous keys whose tokens have all expired. Returns their kids."""
     from tenants import keyring
 
-    _require_staff(actor)
+    _require_staff(actor, "signing_key.retired", "signing_key")
     with context.public_context(), transaction.atomic():
         retired = _retire_expired_signing_keys(timezone.now())
         for kid in retired:

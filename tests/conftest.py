@@ -139,11 +139,15 @@ def other_org(_orgs, db) -> Org:
 
 @pytest.fixture(autouse=True)
 def _public_context_between_tests():
-    """Each test starts in the public context, whatever the previous one entered."""
+    """Each test starts in the public context, with no cached state from the previous one
+    (rate-limit counters included: they live in the test Redis database)."""
+    from django.core.cache import cache
+
     from tenants import context, routing
 
     context.activate(None)
     routing.clear()
+    cache.clear()
     yield
     context.activate(None)
 

@@ -4,28 +4,61 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0002_plans_default'),
+        ("tenants", "0002_plans_default"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SigningKey',
+            name="SigningKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kid', models.CharField(max_length=64, unique=True)),
-                ('status', models.CharField(choices=[('active', 'Active (signs new tokens)'), ('previous', 'Previous (verifies until its tokens expire)'), ('retired', 'Retired')], default='active', max_length=16)),
-                ('public_key_pem', models.TextField()),
-                ('private_key_wrapped', models.BinaryField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('rotated_at', models.DateTimeField(blank=True, null=True)),
-                ('verify_until', models.DateTimeField(blank=True, null=True)),
-                ('retired_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("kid", models.CharField(max_length=64, unique=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("active", "Active (signs new tokens)"),
+                            ("previous", "Previous (verifies until its tokens expire)"),
+                            ("retired", "Retired"),
+                        ],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                ("public_key_pem", models.TextField()),
+                ("private_key_wrapped", models.BinaryField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("rotated_at", models.DateTimeField(blank=True, null=True)),
+                ("verify_until", models.DateTimeField(blank=True, null=True)),
+                ("retired_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-created_at'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('status', 'active')), fields=('status',), name='signing_key_one_active'), models.CheckConstraint(condition=models.Q(('status__in', ['active', 'previous', 'retired'])), name='signing_key_status_valid'), models.CheckConstraint(condition=models.Q(('status', 'active'), ('private_key_wrapped__isnull', True), _connector='OR'), name='signing_key_private_only_when_active')],
+                "ordering": ["-created_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("status", "active")),
+                        fields=("status",),
+                        name="signing_key_one_active",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("status__in", ["active", "previous", "retired"])),
+                        name="signing_key_status_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("status", "active"),
+                            ("private_key_wrapped__isnull", True),
+                            _connector="OR",
+                        ),
+                        name="signing_key_private_only_when_active",
+                    ),
+                ],
             },
         ),
     ]

@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+import agents.agent_permissions
+
 # What each default plan lets agent definitions ask for (agents.agent_permissions.CATALOGUE).
 ALLOWED = {
     "free": ["messages:read", "messages:publish", "tasks:receive", "config:read"],
@@ -41,7 +43,10 @@ class Migration(migrations.Migration):
             model_name="plan",
             name="allowed_agent_permissions",
             field=models.JSONField(
-                blank=True, default=list, help_text="Agent permissions definitions may ask for."
+                blank=True,
+                default=list,
+                help_text="Agent permissions definitions may ask for.",
+                validators=[agents.agent_permissions.validate_plan_permissions],
             ),
         ),
         migrations.RunPython(set_allowed, migrations.RunPython.noop),

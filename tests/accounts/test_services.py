@@ -163,6 +163,10 @@ def test_the_last_owner_is_kept(acme):
         services.member_change_role(actor=Actor.system(), user_id=second.pk, role="admin")
     with pytest.raises(ValidationError):
         services.member_deactivate(actor=Actor.system(), user_id=second.pk)
+    assert list(AuditEvent.objects.order_by("-sequence").values_list("action", "result")[:2]) == [
+        ("member.deactivated", "failed"),
+        ("member.role_changed", "failed"),
+    ]
     assert User.objects.get(pk=second.pk).role == "owner"
 
 

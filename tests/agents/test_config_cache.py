@@ -159,3 +159,28 @@ def test_redis_trouble_falls_back_to_the_database(org, in_tenant, monkeypatch):
         value = selectors.config_resolve(actor=system(), agent_type="worker").value
 
     assert value == {"a": 2}
+
+
+def test_a_warm_read_is_one_cache_round_trip_and_a_write_costs_one_more(
+    org, in_tenant, monkeypatch, django_capture_on_commit_callbacks
+):
+    calls: list[int] = []
+    real = config_cache.cache.get_many
+
+    def counted(keys, *args, **kwargs):
+        calls.append(len(keys))
+        return real(keys, *args, **kwargs)
+
+    with in_tenant(org):
+        selectors.config_resolve(actor=system(), agent_type="worker")
+        monkeypatch.setattr(config_cache.cache, "get_many", counted)
+
+        warm = selectors.config_resolve(actor=system(), agent_type="worker").value
+        warm_calls, calls[:] = list(calls), []
+        with django_capture_on_commit_callbacks(execute=True):
+            services.config_set(actor=system(), key="agents.worker", value={"b": 1})
+        after_write = selectors.config_resolve(actor=system(), agent_type="worker").value
+
+    assert (warm, after_write) == ({}, {"b": 1})
+    assert warm_calls == [6]  # 2 generations + 4 values (2 keys x platform, organization)
+    assert calls == [6, 2]  # the organization's generation moved: its 2 values again

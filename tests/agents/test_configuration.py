@@ -38,6 +38,7 @@ def error_of(call) -> tuple[str, str]:
         "billing.alerts.email",
         "a.b.c.d.e.f.g.h",  # 8 segments
         "x" * 40,
+        ".".join(["x" * 40] * 3) + "." + "y" * 5,  # 128 characters
     ],
 )
 def test_keys_that_follow_the_pattern(key):
@@ -58,6 +59,7 @@ def test_keys_that_follow_the_pattern(key):
         "agents",
         "a.b.c.d.e.f.g.h.i",  # 9 segments
         "x" * 41,
+        ".".join(["x" * 40] * 3) + "." + "y" * 6,  # 129 characters
         "agents.wörker",
         "agents worker",
         "agents/worker",
@@ -238,3 +240,12 @@ def test_agent_layers_are_ordered_and_skip_what_is_missing():
         "organization:agents.worker",
         "definition",
     ]
+
+
+@pytest.mark.parametrize("value", ["a\x00b", {"k\x00": 1}, [{"x": ["\x00"]}]])
+def test_the_nul_character_is_refused_anywhere_in_a_value(value):
+    assert error_of(lambda: validate_value(value)) == ("value", "null_character")
+
+
+def test_lone_surrogates_are_not_json_text():
+    assert error_of(lambda: validate_value({"a": "\ud800"})) == ("value", "invalid_json")

@@ -10,6 +10,7 @@ from agents import selectors, services
 from agents.errors import QuotaExceeded
 from agents.models import Agent, AgentInstance, ConfigKey, ResourcePool
 from audit.actors import Actor
+from audit.models import AuditEvent
 from tests.agents.conftest import events_after, head, make_agent, system
 
 
@@ -541,6 +542,23 @@ def test_setting_the_same_value_again_changes_nothing(acme, django_capture_on_co
         services.config_set(actor=system(), key="feature.beta", value=True)
 
     assert events_after(start) == [] and callbacks == []
+
+
+def test_json_values_that_python_calls_equal_are_different_values(acme):
+    first = services.config_set(actor=system(), key="feature.flag", value=True)
+
+    second = services.config_set(actor=system(), key="feature.flag", value=1)
+    third = services.config_set(actor=system(), key="feature.flag", value=1.0)
+
+    assert [first.version + 1, first.version + 2] == [second.version, third.version]
+    assert ConfigKey.objects.get(key="feature.flag").value == 1.0
+
+
+def test_a_refused_write_with_a_huge_key_is_still_recorded(acme):
+    with pytest.raises(PermissionDenied):
+        services.config_set(actor=Actor.for_user(acme.viewer), key="k" * 5000, value=1)
+
+    assert AuditEvent.objects.order_by("-sequence").first().resource_id == "k" * 128
 
 
 def test_deleting_a_key_announces_a_null_value(acme, listen, django_capture_on_commit_callbacks):

@@ -106,15 +106,16 @@ def test_the_list_runs_a_fixed_number_of_queries(
             services.instance_request(actor=system(), agent_id=agent.pk)
     client.get("/agents/")  # warm the session and routing caches
 
-    # session, user, pool limits (SET search_path x2 + tenant and plan), pool row, types,
-    # count, page.
+    # session, user, limits (SET search_path x2, tenant with plan), pool row, types, count,
+    # page.
     with django_assert_num_queries(9):
-        client.get("/agents/")
+        assert len(client.get("/agents/").context["page"].object_list) == 5
     with in_tenant(org):
         for number in range(10):
             make_agent(f"More {number}")
+    client.get("/agents/")  # the same connection state before each measured request
     with django_assert_num_queries(9):
-        client.get("/agents/")
+        assert len(client.get("/agents/").context["page"].object_list) == 15
 
 
 def test_an_unknown_status_filter_is_ignored(org, client_for):
@@ -454,3 +455,21 @@ def test_a_made_up_agent_id_is_404(org, client_for):
 
     assert client.get(f"/agents/{uuid.uuid4()}/").status_code == 404
     assert client.get("/agents/not-a-uuid/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"type": "defaults"}, {"type": "Bad\x00"}, {"q": "a\x00b"}, {"status": "\x00"}, {"page": "x"}],
+)
+def test_hostile_list_parameters_are_harmless(org, client_for, query):
+    assert client_for(org, org.viewer).get("/agents/", query).status_code == 200
+
+
+def test_hostile_config_keys_are_harmless(org, client_for):
+    client = client_for(org, org.admin)
+
+    assert client.get("/config/", {"key": "a\x00b", "type": "x\x00"}).status_code == 200
+    assert client.post("/config/delete/", {"key": "a\x00b"}).status_code == 404
+    refused = client.post("/config/", {"key": "agents.worker", "value": '{"a": "\\u0000"}'})
+    assert refused.status_code == 400
+    assert refused.context["form"].errors["value"] == ["Text may not contain the NUL character."]

@@ -22,6 +22,12 @@ def events_after(sequence: int) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(sequence__gt=sequence).order_by("sequence"))
 
 
+@pytest.fixture(autouse=True)
+def _generous_export_rate(settings):
+    """Rate-limit counters live in Redis across tests: only the rate-limit tests set real ones."""
+    settings.AUDIT_EXPORT_RATE = "100000/h"
+
+
 @pytest.fixture
 def acme(org, in_tenant):
     """Run the test inside organization A's schema."""

@@ -247,3 +247,39 @@ def test_unwatched_actions_cost_no_query(acme):
 
     assert any("audit_alertrule" in query["sql"] for query in watched.captured_queries)
     assert not any("audit_alert" in query["sql"] for query in unwatched.captured_queries)
+
+
+def test_a_real_key_with_every_grantable_scope_alerts(acme):
+    from credentials import services as credentials
+
+    owner = Actor.for_user(acme.owner)
+    every = credentials.grantable_scopes(owner)
+    credentials.api_key_create(actor=owner, name="ci-partial", scopes=every[:-1])
+    assert not Alert.objects.filter(rule__code="api-key-every-scope").exists()
+
+    key, _ = credentials.api_key_create(actor=owner, name="ci-all", scopes=every)
+
+    [alert] = Alert.objects.filter(rule__code="api-key-every-scope")
+    assert alert.subject == str(key.pk)
+    assert alert.summary == "API key “ci-all” was created with every scope by owner@acme.test"
+
+
+def test_five_failed_portal_logins_raise_one_alert(org, client_for, in_tenant):
+    client = client_for(org)
+    with in_tenant(org):
+        alerts_before = Alert.objects.count()
+
+    for _ in range(6):
+        response = client.post("/login/", {"username": "admin@acme.test", "password": "wrong"})
+        assert response.status_code == 200  # the form again, with its error
+    client.post("/login/", {"username": "not-an-email", "password": "x"})  # no attempt made
+
+    with in_tenant(org):
+        failures = services.AuditEvent.objects.filter(
+            action="auth.login", result="failed", resource_id="admin@acme.test"
+        )
+        assert failures.count() == 6
+        assert {(e.actor_kind, e.ip) for e in failures} == {("anonymous", "127.0.0.1")}
+        assert not services.AuditEvent.objects.filter(resource_id="not-an-email").exists()
+        [alert] = Alert.objects.all()[: Alert.objects.count() - alerts_before]
+    assert alert.rule.code == "failed-logins" and alert.subject == "admin@acme.test"

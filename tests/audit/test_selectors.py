@@ -174,7 +174,7 @@ def test_filters_parse_from_query_parameters():
         action="member.role_changed",
         result="denied",
         start=dt.datetime(2026, 1, 31, tzinfo=dt.UTC),
-        end=dt.datetime(2026, 2, 1, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        end=dt.datetime(2026, 2, 1, 11, 30, tzinfo=dt.UTC),
     )
     assert filters.as_params()["start"] == "2026-01-31T00:00:00+00:00"
     assert EventFilters.from_params({}).is_empty and not filters.is_empty
@@ -190,6 +190,8 @@ def test_filters_parse_from_query_parameters():
         ({"start": "2026-02-01", "end": "2026-01-01"}, "end"),
         ({"action": "a" * 65}, "action"),
         ({"resource_id": "r" * 129}, "resource_id"),
+        ({"action": "nul\x00byte"}, "action"),
+        ({"start": "0001-01-01T00:00:00+01:00"}, "start"),
     ],
 )
 def test_bad_filters_are_refused_by_name(params, field):
@@ -204,10 +206,22 @@ def test_bad_cursors_are_refused(value):
         selectors.parse_cursor(value)
 
 
+def test_strict_parsing_refuses_blank_dates_and_choices():
+    assert EventFilters.from_params({"start": "", "result": ""}).is_empty
+    with pytest.raises(ValidationError) as error:
+        EventFilters.from_params({"start": "", "result": "", "action": ""}, strict=True)
+    assert sorted(error.value.message_dict) == ["result", "start"]
+
+
+def test_an_offset_is_kept_as_the_same_moment_in_utc():
+    filters = EventFilters.from_params({"start": "2026-01-31T10:00:00+02:00"})
+    assert filters.start == dt.datetime(2026, 1, 31, 8, 0, tzinfo=dt.UTC)
+
+
 def test_cursor_and_limit_parse():
     assert selectors.parse_cursor("42") == 42 and selectors.parse_cursor("") is None
     assert selectors.parse_limit(None) == 50 and selectors.parse_limit("200") == 200
-    for bad in ("0", "201", "x"):
+    for bad in ("", "0", "201", "x"):
         with pytest.raises(ValidationError):
             selectors.parse_limit(bad)
 

@@ -100,20 +100,29 @@ def test_secrets_are_redacted_by_field_name_at_any_depth(acme):
 
 
 def test_hostile_input_is_cut_and_cleaned_not_refused(acme):
-    actor = Actor(kind="anonymous", label="x" * 400, user_agent="UA\x00" + "u" * 400)
+    actor = Actor(kind="anonymous", label="x\udfff" * 200, user_agent="UA\x00" + "u" * 400)
 
     event = services.record(
         actor=actor,
         action="test.hostile",
         resource_type="login",
         resource_id="evil\x00@acme.test" + "e" * 300,
-        details={"when": timezone.now(), "text": "nul\x00byte"},
+        details={
+            "when": timezone.now(),
+            "text": "nul\x00byte",
+            "lone": "half \ud800 a pair",
+            "nan": float("nan"),
+            "literal": "a \\u0000 stays",
+        },
     )
 
     stored = AuditEvent.objects.get(pk=event.pk)
     assert len(stored.actor_label) == 254 and len(stored.user_agent) == 256
     assert stored.resource_id.startswith("evil\ufffd@acme.test") and len(stored.resource_id) == 128
     assert stored.details["text"] == "nul\ufffdbyte"
+    assert stored.details["lone"] == "half \\ud800 a pair"
+    assert stored.details["nan"] == "nan"
+    assert stored.details["literal"] == "a \\u0000 stays"
     assert isinstance(stored.details["when"], str)
     assert services.compute_hash(stored) == stored.hash
 
@@ -403,3 +412,22 @@ def test_a_log_emptied_by_retention_continues_from_its_checkpoint(acme):
     services.record(actor=SYSTEM, action="test.after")
 
     assert verify_chain(tenant_id=str(acme.tenant.public_id)).is_intact
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("10.0.0.1", "10.0.0.1"),
+        ("2001:0DB8:0:0::1", "2001:db8::1"),
+        ("::ffff:1.2.3.4", "::ffff:1.2.3.4"),
+        ("::1", "::1"),
+        ("not-an-address", None),
+        ("", None),
+    ],
+)
+def test_addresses_are_stored_as_the_database_returns_them_and_still_verify(acme, given, stored):
+    event = services.record(actor=Actor(kind="anonymous", ip=given), action="test.ip")
+
+    reloaded = AuditEvent.objects.get(pk=event.pk)
+    assert (event.ip, reloaded.ip) == (stored, stored)
+    assert services.compute_hash(reloaded) == event.hash

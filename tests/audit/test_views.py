@@ -352,3 +352,17 @@ def test_switching_an_unknown_rule_is_404_and_bad_input_changes_nothing(org, cli
     assert "Choose on or off." in response.content.decode()
     with in_tenant(org):
         assert AlertRule.objects.get(pk=rule.pk).is_active is True
+
+
+def test_a_rate_limited_export_says_so_in_the_portal(org, client_for, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.AUDIT_EXPORT_RATE = "1/m"
+    client = client_for(org, org.admin)
+    first = client.post("/audit/export/", {"format": "csv"})
+    b"".join(first.streaming_content)
+
+    second = client.post("/audit/export/", {"format": "csv"}, follow=True)
+
+    assert "Too many exports: try again in 1 minute(s)." in second.content.decode()

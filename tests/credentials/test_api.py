@@ -72,12 +72,12 @@ def test_token_obtain_refuses_wrong_credentials(org, client_for, in_tenant, cred
     response = post_json(client_for(org), TOKEN, credentials)
     assert response.status_code == 401
     assert error_code(response) == "invalid_credentials"
-    (event,) = _events(org, in_tenant, "auth.failed")
-    assert event.details == {
-        "scheme": "password",
-        "code": "invalid_credentials",
-        "subject": credentials["username"],
-    }
+    (event,) = _events(org, in_tenant, "auth.login")
+    assert (event.result, event.resource_id, event.details) == (
+        "failed",
+        credentials["username"],
+        {"method": "api_token"},
+    )
     assert credentials["password"] not in str(event.details)
 
 
@@ -465,3 +465,16 @@ def test_session_clients_need_the_csrf_token_to_write(org, in_tenant):
     assert response.status_code == 403
     assert error_code(response) == "permission_denied"
     assert client.get(KEYS).status_code == 200
+
+
+def test_password_guessing_over_the_api_raises_the_failed_logins_alert(org, client_for, in_tenant):
+    from audit.models import Alert
+
+    client = client_for(org)
+    for _ in range(5):
+        response = post_json(client, TOKEN, {"username": org.member.email, "password": "guess"})
+        assert response.status_code == 401
+
+    with in_tenant(org):
+        alerts = list(Alert.objects.values_list("rule__code", "subject"))
+    assert alerts == [("failed-logins", org.member.email)]

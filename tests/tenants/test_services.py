@@ -175,11 +175,19 @@ def test_a_database_refusing_the_schema_leaves_nothing(db):
     assert (Tenant.objects.count(), schemas()) == before
 
 
-def test_only_staff_can_suspend(org):
+def test_only_staff_can_suspend_and_the_refusal_is_recorded(org):
     with pytest.raises(PermissionDenied):
         services.tenant_suspend(actor=Actor.for_user(org.owner), tenant=org.tenant)
+
     org.tenant.refresh_from_db()
     assert org.tenant.status == TenantStatus.ACTIVE
+    event = AuditEvent.objects.order_by("-sequence").first()  # the platform's log
+    assert (event.action, event.result, event.actor_label, event.resource_id) == (
+        "organization.suspended",
+        "denied",
+        org.owner.email,
+        str(org.tenant.public_id),
+    )
 
 
 def test_suspend_and_reactivate_record_in_both_logs(org, staff_user):

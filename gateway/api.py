@@ -1,0 +1,55 @@
+"""The tasks API: `POST /api/v1/tasks/` publishes a task to the organization's agents."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from gateway import services
+from portal.api import ApiView, InputSerializer, error_body
+
+
+class TaskInputSerializer(InputSerializer):
+    agent = serializers.UUIDField(
+        required=False, allow_null=True, help_text="One agent (`agents.<id>.task`); else all."
+    )
+    task = serializers.DictField(
+        help_text="The task for the runtime, e.g. `{kind: echo, input: ...}` (64 KB at most)."
+    )
+
+
+class TaskPublishedSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    subject = serializers.CharField()
+
+
+class TaskPublishApi(ApiView):
+    """Publish a task: running agents subscribed to its subject receive it over the gateway."""
+
+    required = {"POST": "tasks:publish"}
+
+    @extend_schema(
+        request=TaskInputSerializer,
+        responses={
+            202: TaskPublishedSerializer,
+            409: OpenApiResponse(description="`message_quota_exceeded`: the monthly messages."),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = TaskInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            published = services.task_publish(
+                actor=self.actor,
+                task=data.validated_data["task"],
+                agent_id=data.validated_data.get("agent"),
+            )
+        except services.Refused as error:
+            status = {"rate_limited": 429, "message_quota_exceeded": 409}.get(error.code, 403)
+            response = Response(error_body(error.code, error.message), status=status)
+            if error.retry_after:
+                response["Retry-After"] = str(error.retry_after)
+            return response
+        return Response(published, status=202)

@@ -1,0 +1,446 @@
+"""The WebSocket gateway: `/ws/events/` on an organization's host (wire format: docs/gateway.md).
+
+Every database access runs in `database_sync_to_async` with the connection's tenant entered
+inside the sync function (tenants.context), so a worker thread never reads with whatever schema
+its connection had last. Outgoing frames go through a bounded queue drained by one writer task:
+a subscriber that cannot keep up is disconnected (close code 4008) instead of slowing anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import urlsplit
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+
+from audit.actors import Actor
+from gateway import services, subjects
+from tenants import context, events, routing
+from tenants.models import TenantStatus
+
+logger = logging.getLogger(__name__)
+
+# Close codes (4000-4999 are the application's).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_TOO_LARGE = 1009
+MAX_SUBSCRIPTIONS = 100
+SEEN_IDS = 1024
+
+
+def _host(scope: dict[str, Any]) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"host":
+            return value.decode("latin-1").rsplit(":", 1)[0].lower()
+    return ""
+
+
+def _header(scope: dict[str, Any], wanted: bytes) -> str:
+    for name, value in scope.get("headers", []):
+        if name == wanted:
+            return value.decode("latin-1")
+    return ""
+
+
+def _resolve(host: str) -> Any:
+    if not host or host == settings.PORTAL_DOMAIN:
+        return None
+    return routing.lookup(host)
+
+
+def _same_origin(scope: dict[str, Any]) -> bool:
+    """A browser's socket is authenticated by cookie only when opened by a page of this host:
+    otherwise any site (another organization's included) could ride the user's session."""
+    origin = _header(scope, b"origin")
+    host = _header(scope, b"host").lower()
+    return bool(origin) and urlsplit(origin).netloc.lower() == host
+
+
+def _session_actor(tenant: Any, scope: dict[str, Any]) -> Actor | None:
+    from http.cookies import SimpleCookie
+
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.utils.crypto import constant_time_compare
+
+    cookie = SimpleCookie()
+    try:
+        cookie.load(_header(scope, b"cookie"))
+    except Exception:
+        return None
+    morsel = cookie.get(settings.SESSION_COOKIE_NAME)
+    if morsel is None or not _same_origin(scope):
+        return None
+    with context.tenant_context(tenant):
+        session = SessionStore(session_key=morsel.value)
+        try:
+            user_id = session[SESSION_KEY]
+            backend = load_backend(session[BACKEND_SESSION_KEY])
+        except (KeyError, ImportError):
+            return None
+        user = backend.get_user(user_id)
+        if user is None or not user.is_active:
+            return None
+        stored = session.get(HASH_SESSION_KEY, "")
+        if not constant_time_compare(stored, user.get_session_auth_hash()):
+            return None
+        return Actor.for_user(user)
+
+
+def _credential_actor(tenant: Any, raw: str) -> tuple[Actor | None, str, str]:
+    from credentials import services as credential_services
+    from tenants.api_keys import looks_like_key
+    from tenants.authentication import CredentialRefused, authenticate_credential
+
+    with context.tenant_context(tenant):
+        try:
+            credential = authenticate_credential(raw, tenant)
+        except CredentialRefused as error:
+            credential_services.authentication_failure_record(
+                actor=Actor.anonymous(),
+                scheme="api_key" if looks_like_key(raw) else "jwt",
+                code=error.error_code,
+            )
+            return None, error.error_code, str(error.detail)
+        return credential.actor(), "", ""
+
+
+def _recheck(host: str, scope: dict[str, Any], token: str | None) -> tuple[Actor | None, str]:
+    """The connection's credential again, against the organization as it is now: a revoked
+    key, a deactivated user, an ended session or a suspended organization ends the socket."""
+    tenant = _resolve(host)
+    if tenant is None or tenant.status != TenantStatus.ACTIVE:
+        return None, "organization_unavailable"
+    if token is None:
+        actor = _session_actor(tenant, scope)
+        return actor, "" if actor is not None else "session_ended"
+    actor, code, _ = _credential_actor(tenant, token)
+    return actor, code
+
+
+def _in_tenant(tenant: Any, function: Any, **kwargs: Any) -> Any:
+    with context.tenant_context(tenant):
+        return function(**kwargs)
+
+
+class EventsConsumer(AsyncWebsocketConsumer):
+    """One client: authenticate, then subscribe, unsubscribe, publish; runtimes also attach."""
+
+    tenant: Any = None
+    actor: Actor | None = None
+
+    async def connect(self) -> None:
+        self.tenant = await database_sync_to_async(_resolve)(_host(self.scope))
+        if self.tenant is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        if self.tenant.status != TenantStatus.ACTIVE:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.tenant_id = str(self.tenant.public_id)
+        self.connection_id = uuid.uuid4().hex
+        self.patterns: dict[str, str] = {}  # pattern -> its group
+        self.group_refs: dict[str, int] = {}  # group -> patterns using it
+        self.seen: OrderedDict[str, None] = OrderedDict()
+        self.instance_id: str | None = None
+        self.agent_id: str | None = None
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.GATEWAY_QUEUE_SIZE)
+        self.closing = False
+        await self.accept()
+        self.writer = asyncio.ensure_future(self._write())
+        self.token: str | None = None  # kept in memory only, to check it again (_recheck)
+        self.actor = await database_sync_to_async(_session_actor)(self.tenant, self.scope)
+        if self.actor is not None:
+            self._emit({"op": "ready", "tenant": self.tenant_id, "via": "session"})
+            self.recheck_timer = asyncio.ensure_future(self._recheck_loop())
+        else:
+            self.auth_timer = asyncio.ensure_future(self._auth_deadline())
+
+    # --- Outgoing ------------------------------------------------------------------------------
+
+    async def _write(self) -> None:
+        while True:
+            frame = await self.outbox.get()
+            await self.send(text_data=frame)
+
+    def _emit(self, payload: dict[str, Any]) -> None:
+        if self.closing:
+            return
+        try:
+            self.outbox.put_nowait(json.dumps(payload, separators=(",", ":")))
+        except asyncio.QueueFull:
+            logger.warning("gateway: slow consumer %s disconnected", self.connection_id)
+            self.closing = True
+            asyncio.ensure_future(self._close_slow())
+
+    async def _close_slow(self) -> None:
+        self.writer.cancel()
+        await self.close(code=CLOSE_SLOW_CONSUMER)
+
+    def _error(self, code: str, message: str, ref: Any = None, **extra: Any) -> None:
+        body: dict[str, Any] = {"error": {"code": code, "message": message, **extra}}
+        if ref is not None:
+            body["ref"] = ref
+        self._emit(body)
+
+    async def _auth_deadline(self) -> None:
+        await asyncio.sleep(settings.GATEWAY_AUTH_TIMEOUT_SECONDS)
+        if self.actor is None:
+            self._error("auth_timeout", "Authenticate first: send {op: auth, token}.")
+            await self._flush_and_close(CLOSE_UNAUTHENTICATED)
+
+    async def _flush_and_close(self, code: int) -> None:
+        self.closing = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drain(), timeout=2)
+        self.writer.cancel()
+        await self.close(code=code)
+
+    async def _drain(self) -> None:
+        while not self.outbox.empty():
+            await asyncio.sleep(0.005)
+
+    # --- Incoming ------------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
+        raw = text_data if text_data is not None else bytes_data or b""
+        size = len(raw.encode()) if isinstance(raw, str) else len(raw)
+        if size > settings.GATEWAY_MAX_MESSAGE_BYTES:
+            self._error("message_too_large", "A frame has at most 64 KB.")
+            await self._flush_and_close(CLOSE_TOO_LARGE)
+            return
+        try:
+            message = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            self._error("bad_request", "Frames are JSON objects.")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+            self._error("bad_request", "Every frame is an object with an `op`.")
+            return
+        ref = message.get("ref")
+        if ref is not None and (not isinstance(ref, str | int) or len(str(ref)) > 64):
+            ref = None
+        op = message["op"]
+        if self.actor is None:
+            if op != "auth":
+                self._error("unauthenticated", "Authenticate first.", ref)
+                await self._flush_and_close(CLOSE_UNAUTHENTICATED)
+                return
+            await self._authenticate(message, ref)
+            return
+        handler = {
+            "subscribe": self._subscribe,
+            "unsubscribe": self._unsubscribe,
+            "publish": self._publish,
+            "attach": self._attach,
+            "heartbeat": self._heartbeat,
+            "config": self._config,
+            "detach": self._detach,
+            "ping": self._ping,
+        }.get(op)
+        if handler is None:
+            self._error("unknown_op", f"Unknown op “{op[:32]}”.", ref)
+            return
+        await handler(message, ref)
+
+    async def _authenticate(self, message: dict[str, Any], ref: Any) -> None:
+        token = message.get("token")
+        if not isinstance(token, str) or not token or len(token) > 4096:
+            self._error("credentials_malformed", "Send {op: auth, token: <jwt or api key>}.", ref)
+            await self._flush_and_close(CLOSE_UNAUTHENTICATED)
+            return
+        actor, code, text = await database_sync_to_async(_credential_actor)(self.tenant, token)
+        if actor is None:
+            self._error(code, text, ref)
+            await self._flush_and_close(CLOSE_UNAUTHENTICATED)
+            return
+        self.actor, self.token = actor, token
+        timer = getattr(self, "auth_timer", None)
+        if timer is not None:
+            timer.cancel()
+        self._emit({"op": "ready", "tenant": self.tenant_id, "via": "token", "ref": ref})
+        self.recheck_timer = asyncio.ensure_future(self._recheck_loop())
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            await asyncio.sleep(settings.GATEWAY_RECHECK_SECONDS)
+            actor, code = await database_sync_to_async(_recheck)(
+                _host(self.scope), self.scope, self.token
+            )
+            if actor is None:
+                self._error(code or "credential_revoked", "The credential is no longer valid.")
+                await self._flush_and_close(CLOSE_UNAUTHENTICATED)
+                return
+            self.actor = actor  # a role change applies to the following frames
+
+    async def _call(self, function: Any, ref: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """Run a service in the tenant's context; a refusal becomes an error frame."""
+        try:
+            result = await database_sync_to_async(_in_tenant)(self.tenant, function, **kwargs)
+        except services.Refused as error:
+            extra = {"retry_after": error.retry_after} if error.retry_after else {}
+            self._error(error.code, error.message, ref, **extra)
+            return False, None
+        except PermissionDenied as error:
+            self._error("permission_denied", str(error) or "Not allowed.", ref)
+            return False, None
+        except ObjectDoesNotExist:
+            self._error("not_found", "Not found.", ref)
+            return False, None
+        except ValidationError as error:
+            codes = (
+                [e.code for errors in error.error_dict.values() for e in errors]
+                if hasattr(error, "error_dict")
+                else []
+            )
+            code = "invalid_transition" if "invalid_transition" in codes else "invalid"
+            self._error(code, "; ".join(error.messages)[:500], ref)
+            return False, None
+        return True, result
+
+    async def _subscribe(self, message: dict[str, Any], ref: Any) -> None:
+        ok, pattern = await self._call(
+            services.subscription_check, ref, actor=self.actor, pattern=message.get("subject")
+        )
+        if not ok:
+            return
+        if pattern not in self.patterns:
+            if len(self.patterns) >= MAX_SUBSCRIPTIONS:
+                self._error("too_many_subscriptions", f"At most {MAX_SUBSCRIPTIONS}.", ref)
+                return
+            if subjects.is_literal(pattern):
+                group = events.group_name(self.tenant_id, pattern)
+            else:
+                group = events.group_name(
+                    self.tenant_id, subjects.literal_head(pattern), prefix=True
+                )
+            self.patterns[pattern] = group
+            self.group_refs[group] = self.group_refs.get(group, 0) + 1
+            if self.group_refs[group] == 1:
+                await self.channel_layer.group_add(group, self.channel_name)
+        self._emit({"op": "subscribed", "subject": pattern, "ref": ref})
+
+    async def _unsubscribe(self, message: dict[str, Any], ref: Any) -> None:
+        pattern = message.get("subject")
+        group = self.patterns.pop(pattern, None) if isinstance(pattern, str) else None
+        if group is not None:
+            self.group_refs[group] -= 1
+            if self.group_refs[group] == 0:
+                del self.group_refs[group]
+                await self.channel_layer.group_discard(group, self.channel_name)
+        self._emit({"op": "unsubscribed", "subject": pattern, "ref": ref})
+
+    async def _publish(self, message: dict[str, Any], ref: Any) -> None:
+        ok, layer_message = await self._call(
+            services.message_publish,
+            ref,
+            actor=self.actor,
+            subject=message.get("subject"),
+            data=message.get("data"),
+            connection_id=self.connection_id,
+            agent_id=self.agent_id,
+        )
+        if not ok:
+            return
+        await events.send(self.tenant_id, layer_message["subject"], layer_message)
+        if ref is not None:
+            self._emit({"op": "ack", "ref": ref, "id": layer_message["id"]})
+
+    async def _attach(self, message: dict[str, Any], ref: Any) -> None:
+        ok, view = await self._call(
+            services.instance_attach, ref, actor=self.actor, instance_id=message.get("instance")
+        )
+        if not ok:
+            return
+        self.instance_id, self.agent_id = view["instance"], view["agent"]["id"]
+        self._emit({"op": "attached", "ref": ref, **view})
+
+    async def _require_attached(self, ref: Any) -> bool:
+        if self.instance_id is None:
+            self._error("not_attached", "Attach to an instance first.", ref)
+            return False
+        return True
+
+    async def _heartbeat(self, message: dict[str, Any], ref: Any) -> None:
+        if not await self._require_attached(ref):
+            return
+        ok, instance = await self._call(
+            services.heartbeat_record,
+            ref,
+            actor=self.actor,
+            instance_id=self.instance_id,
+            metrics=message.get("metrics"),
+        )
+        if ok:
+            self._emit({"op": "heartbeat", "ref": ref, "status": instance.status})
+
+    async def _config(self, message: dict[str, Any], ref: Any) -> None:
+        if not await self._require_attached(ref):
+            return
+        ok, view = await self._call(
+            services.config_for, ref, actor=self.actor, instance_id=self.instance_id
+        )
+        if ok:
+            self._emit({"op": "config", "ref": ref, "config": view["config"]})
+
+    async def _detach(self, message: dict[str, Any], ref: Any) -> None:
+        if not await self._require_attached(ref):
+            return
+        ok, instance = await self._call(
+            services.instance_detach,
+            ref,
+            actor=self.actor,
+            instance_id=self.instance_id,
+            status=message.get("status", "stopped"),
+        )
+        if ok:
+            self.instance_id = self.agent_id = None
+            self._emit({"op": "detached", "ref": ref, "status": instance.status})
+
+    async def _ping(self, message: dict[str, Any], ref: Any) -> None:
+        self._emit({"op": "pong", "ref": ref})
+
+    # --- Events from the channel layer ---------------------------------------------------------
+
+    async def tenant_event(self, message: dict[str, Any]) -> None:
+        if message.get("tenant") != self.tenant_id or self.actor is None:
+            return  # never: group names carry the tenant; kept as a second lock
+        event_id = message.get("id")
+        if event_id in self.seen:
+            return  # delivered through another of this connection's groups
+        subject = message["subject"]
+        if not any(subjects.matches(pattern, subject) for pattern in self.patterns):
+            return
+        self.seen[event_id] = None
+        if len(self.seen) > SEEN_IDS:
+            self.seen.popitem(last=False)
+        self._emit(
+            {
+                "subject": subject,
+                "tenant": message["tenant"],
+                "timestamp": message["timestamp"],
+                "id": event_id,
+                "data": message["data"],
+            }
+        )
+
+    async def disconnect(self, code: int) -> None:
+        for timer in ("writer", "auth_timer", "recheck_timer"):
+            task = getattr(self, timer, None)
+            if task is not None:
+                task.cancel()
+        for group in list(getattr(self, "group_refs", {})):
+            await self.channel_layer.group_discard(group, self.channel_name)

@@ -1,0 +1,328 @@
+"""Every write and check of the gateway: publishes, tasks, agent attachment, heartbeats, metrics.
+
+These run in the organization's context (consumers enter it inside `database_sync_to_async`).
+A refusal is recorded as a denied audit event and raised as `Refused`; nothing refused reaches
+the channel layer. Messages count against the plan's monthly quota with one conditional UPDATE
+(agents.services.pool_consume_messages), publishes against per-connection and per-organization
+rate limits kept in Redis under the organization's id (tenants.ratelimit).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from agents import selectors as agent_selectors
+from agents import services as agent_services
+from agents.models import AgentInstance, InstanceStatus
+from audit import services as audit
+from audit.actors import Actor
+from audit.models import Result
+from gateway import subjects
+from gateway.models import InstanceMetric
+from tenants import context, events, ratelimit
+
+READ_PERMISSION = "agents:read"
+PUBLISH_PERMISSION = "tasks:publish"
+TASK_SUBJECT = "agents.task"
+METRIC_FIELDS = ("cpu_percent", "memory_mb", "queue_depth", "response_ms", "tasks_done")
+# Plans change rarely; reading the tenant row on every publish would double the work.
+LIMITS_TTL_SECONDS = 30.0
+_limits_cache: dict[int, tuple[float, int]] = {}
+
+
+class Refused(Exception):
+    """A refused operation: sent to the client as `{"error": {"code", "message"}}`."""
+
+    def __init__(self, code: str, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+def _tenant() -> Any:
+    tenant = context.current_tenant()
+    if tenant is None:
+        raise RuntimeError("the gateway works in an organization's context")
+    return tenant
+
+
+def _printable(value: object) -> str:
+    """A refused subject as the audit trail keeps it: cut, control characters (NUL, which
+    PostgreSQL text refuses, included) replaced."""
+    if not isinstance(value, str):
+        return ""
+    return "".join(c if c.isprintable() else "\ufffd" for c in value[:128])
+
+
+def _refuse(actor: Actor, action: str, subject: object, code: str, message: str, **extra) -> None:
+    audit.record(
+        actor=actor,
+        action=action,
+        resource_type="subject",
+        resource_id=_printable(subject),
+        result=Result.DENIED,
+        details={"reason": code},
+    )
+    raise Refused(code, message, **extra)
+
+
+def _monthly_quota(tenant: Any) -> int:
+    now = time.monotonic()
+    cached = _limits_cache.get(tenant.pk)
+    if cached is not None and now - cached[0] < LIMITS_TTL_SECONDS:
+        return cached[1]
+    quota = agent_selectors.limits_get(tenant=tenant).messages_per_month
+    _limits_cache[tenant.pk] = (now, quota)
+    return quota
+
+
+def _encoded_size(data: Any) -> int:
+    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _meter(actor: Actor, action: str, subject: str, *, connection_id: str | None) -> None:
+    """Rate limits (per connection, per organization), then the monthly quota."""
+    try:
+        if connection_id is not None:
+            ratelimit.hit(
+                scope="gateway.publish.connection",
+                key=connection_id,
+                rate=settings.GATEWAY_PUBLISH_RATE_PER_CONNECTION,
+                fail_closed=False,
+            )
+        ratelimit.hit(
+            scope="gateway.publish.organization",
+            key="all",
+            rate=settings.GATEWAY_PUBLISH_RATE_PER_ORGANIZATION,
+            fail_closed=False,
+        )
+    except ratelimit.RateLimited as error:
+        _refuse(
+            actor,
+            action,
+            subject,
+            "rate_limited",
+            "Too many messages: slow down.",
+            retry_after=error.retry_after,
+        )
+    tenant = _tenant()
+    if not agent_services.pool_consume_messages(
+        actor=Actor.system("gateway"), count=1, limit=_monthly_quota(tenant)
+    ):
+        _refuse(
+            actor,
+            action,
+            subject,
+            "message_quota_exceeded",
+            "The organization has used its plan's messages for this month.",
+        )
+
+
+def subscription_check(*, actor: Actor, pattern: object) -> str:
+    """The validated pattern, if `actor` may subscribe to it."""
+    try:
+        pattern = subjects.validate_pattern(pattern)
+    except subjects.InvalidSubject as error:
+        _refuse(actor, "gateway.subscribe", pattern, error.code, error.message)
+    if not actor.can(READ_PERMISSION):
+        _refuse(
+            actor,
+            "gateway.subscribe",
+            pattern,
+            "permission_denied",
+            f"Subscribing needs the “{READ_PERMISSION}” permission.",
+        )
+    return str(pattern)
+
+
+def agent_may_publish(agent_id: str | None, subject: str) -> bool:
+    """What an attached agent may publish without `tasks:publish`: its results, its subjects."""
+    if agent_id is None:
+        return False
+    return subjects.matches("agents.result.>", subject) or subjects.matches(
+        f"agents.{agent_id}.>", subject
+    )
+
+
+def message_publish(
+    *,
+    actor: Actor,
+    subject: object,
+    data: Any,
+    connection_id: str | None = None,
+    agent_id: str | None = None,
+) -> dict[str, Any]:
+    """Check, meter and stamp one message; returns the layer message to fan out."""
+    action = "gateway.publish"
+    try:
+        subject = subjects.validate_subject(subject)
+    except subjects.InvalidSubject as error:
+        _refuse(actor, action, subject, error.code, error.message)
+    subject = str(subject)
+    if not actor.can(PUBLISH_PERMISSION) and not agent_may_publish(agent_id, subject):
+        _refuse(
+            actor,
+            action,
+            subject,
+            "permission_denied",
+            f"Publishing here needs the “{PUBLISH_PERMISSION}” permission.",
+        )
+    if _encoded_size(data) > settings.GATEWAY_MAX_MESSAGE_BYTES:
+        _refuse(actor, action, subject, "message_too_large", "A message has at most 64 KB.")
+    _meter(actor, action, subject, connection_id=connection_id)
+    return events.event_message(str(_tenant().public_id), subject, data)
+
+
+def task_publish(*, actor: Actor, task: Any, agent_id: Any = None) -> dict[str, Any]:
+    """Publish a task to every agent (`agents.task`) or one agent (`agents.<id>.task`).
+
+    Audited as `task.published`; the task goes out after commit. Returns `{id, subject}`.
+    """
+    action = "task.published"
+    if not actor.can(PUBLISH_PERMISSION):
+        _refuse(
+            actor,
+            action,
+            TASK_SUBJECT,
+            "permission_denied",
+            f"This needs the “{PUBLISH_PERMISSION}” permission.",
+        )
+    subject = TASK_SUBJECT
+    if agent_id is not None:
+        agent = agent_selectors.agent_get(actor=actor, agent_id=agent_id)  # 404 when not ours
+        subject = f"agents.{agent.pk}.task"
+    if not isinstance(task, dict):
+        raise ValidationError({"task": ["Give the task as an object."]})
+    if _encoded_size(task) > settings.GATEWAY_MAX_MESSAGE_BYTES:
+        raise ValidationError({"task": ["A task has at most 64 KB."]})
+    _meter(actor, action, subject, connection_id=None)
+    task_id = uuid.uuid4().hex
+    payload = {**task, "id": task_id}
+    with transaction.atomic():
+        audit.record(
+            actor=actor,
+            action=action,
+            resource_type="task",
+            resource_id=task_id,
+            details={"subject": subject, "kind": str(task.get("kind", ""))[:64]},
+        )
+        events.publish_on_commit(_tenant(), subject, payload)
+    return {"id": task_id, "subject": subject}
+
+
+# --- Agent runtimes --------------------------------------------------------------------------
+
+
+def instance_attach(*, actor: Actor, instance_id: Any) -> dict[str, Any]:
+    """A runtime starts serving an instance: mark it running; return it, its agent, its config."""
+    instance = agent_services.instance_report(
+        actor=actor, instance_id=instance_id, status=InstanceStatus.RUNNING
+    )
+    return runtime_view(actor=actor, instance=instance)
+
+
+def runtime_view(*, actor: Actor, instance: AgentInstance) -> dict[str, Any]:
+    agent = agent_selectors.agent_get(actor=actor, agent_id=instance.agent_id)
+    resolution = agent_selectors.config_resolve(
+        actor=actor, agent_type=agent.type, definition=agent.config
+    )
+    return {
+        "instance": str(instance.pk),
+        "status": instance.status,
+        "agent": {
+            "id": str(agent.pk),
+            "name": agent.name,
+            "type": agent.type,
+            "tools": list(agent.tools),
+        },
+        "config": resolution.value,
+    }
+
+
+def config_for(*, actor: Actor, instance_id: Any) -> dict[str, Any]:
+    instance = AgentInstance.objects.filter(pk=agent_selectors.as_uuid(instance_id)).first()
+    if instance is None:
+        raise AgentInstance.DoesNotExist
+    return runtime_view(actor=actor, instance=instance)
+
+
+def _clean_metrics(metrics: Any) -> dict[str, float | int]:
+    if not isinstance(metrics, dict):
+        raise ValidationError({"metrics": ["Give metrics as an object."]})
+    unknown = sorted(str(name)[:32] for name in metrics if name not in METRIC_FIELDS)
+    if unknown:
+        raise ValidationError({"metrics": [f"Unknown metrics: {', '.join(unknown)}."]})
+    clean: dict[str, float | int] = {}
+    for name in METRIC_FIELDS:
+        value = metrics.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError({name: ["Must be a number."]})
+        if not math.isfinite(value) or value < 0 or value > 1e12:
+            raise ValidationError({name: ["Out of range."]})
+        clean[name] = int(value) if name in {"queue_depth", "tasks_done"} else float(value)
+    return clean
+
+
+def heartbeat_record(*, actor: Actor, instance_id: Any, metrics: Any) -> AgentInstance:
+    """A heartbeat: refresh the instance (agents' instance_report) and store this minute's
+    metrics (latest sample wins), then announce them on `agents.<agent_id>.metrics`."""
+    clean = _clean_metrics(metrics if metrics is not None else {})
+    instance = agent_services.instance_report(
+        actor=actor, instance_id=instance_id, status=InstanceStatus.RUNNING
+    )
+    minute = timezone.now().replace(second=0, microsecond=0)
+    with transaction.atomic():
+        InstanceMetric.objects.bulk_create(
+            [InstanceMetric(instance=instance, agent_id=instance.agent_id, minute=minute, **clean)],
+            update_conflicts=True,
+            unique_fields=["instance", "minute"],
+            update_fields=[*METRIC_FIELDS, "updated_at"],
+        )
+        events.publish_on_commit(
+            _tenant(),
+            f"agents.{instance.agent_id}.metrics",
+            {"instance": str(instance.pk), "minute": minute.isoformat(), **clean},
+        )
+    return instance
+
+
+def instance_detach(*, actor: Actor, instance_id: Any, status: str) -> AgentInstance:
+    """A runtime stopping on purpose reports `stopped` (or `failed`)."""
+    if status not in {InstanceStatus.STOPPED, InstanceStatus.FAILED}:
+        raise ValidationError({"status": ["Report `stopped` or `failed`."]})
+    return agent_services.instance_report(actor=actor, instance_id=instance_id, status=status)
+
+
+def instances_fail_stale(*, actor: Actor, timeout_seconds: int | None = None) -> list[str]:
+    """Mark failed every running instance whose last heartbeat is older than the timeout.
+
+    Returns the ids marked. Each goes through agents' instance_report (audit, pool, event).
+    """
+    if actor.kind != "system":
+        raise PermissionDenied("Only the platform fails instances.")
+    timeout = timeout_seconds or settings.GATEWAY_HEARTBEAT_TIMEOUT_SECONDS
+    cutoff = timezone.now() - timedelta(seconds=timeout)
+    stale = list(
+        AgentInstance.objects.filter(
+            status=InstanceStatus.RUNNING, last_heartbeat_at__lt=cutoff
+        ).values_list("pk", flat=True)
+    )
+    failed = []
+    for pk in stale:
+        try:
+            agent_services.instance_report(actor=actor, instance_id=pk, status="failed")
+        except ValidationError:
+            continue  # it changed status meanwhile (stopped, or reported in)
+        failed.append(str(pk))
+    return failed

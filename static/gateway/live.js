@@ -1,0 +1,198 @@
+// Live portal updates over the gateway (/ws/events/), authenticated by the page's session.
+// Elements with data-live-subjects name what to subscribe to; handlers below update instance
+// rows, config rows, the metrics panel and the activity feed. No build step, no dependencies.
+(function () {
+  "use strict";
+  if (window.agentplaneLive) return;
+  window.agentplaneLive = true;
+
+  var MAX_FEED = 20;
+  var WINDOW_MS = 15 * 60 * 1000;
+  var series = {}; // instance id -> [{t, cpu}]
+  var latest = {}; // instance id -> last metrics
+
+  function subjects() {
+    var wanted = {};
+    document.querySelectorAll("[data-live-subjects]").forEach(function (el) {
+      el.getAttribute("data-live-subjects").split(/\s+/).forEach(function (s) {
+        if (s) wanted[s] = true;
+      });
+    });
+    return Object.keys(wanted);
+  }
+
+  function setStatus(text, live) {
+    document.querySelectorAll("[data-live-status]").forEach(function (el) {
+      el.textContent = text;
+      el.className = "badge " + (live ? "badge-success" : "badge-muted");
+    });
+  }
+
+  function capitalise(text) {
+    return text.charAt(0).toUpperCase() + text.slice(1);
+  }
+
+  function onInstance(event) {
+    var data = event.data || {};
+    var row = document.querySelector('tr[data-instance="' + data.id + '"]');
+    if (!row || !data.status) return;
+    row.setAttribute("data-status", data.status);
+    var badge = row.querySelector(".badge");
+    if (badge) {
+      badge.className = "badge badge-" + data.status;
+      badge.setAttribute("data-status", data.status);
+      badge.innerHTML = '<span class="dot"></span>';
+      badge.appendChild(document.createTextNode(capitalise(data.status)));
+    }
+  }
+
+  function onConfig(event) {
+    var data = event.data || {};
+    var row = document.querySelector('tr[data-key="' + CSS.escape(String(data.key)) + '"]');
+    if (!row) return;
+    var pre = row.querySelector("pre");
+    if (pre) pre.textContent = data.value === null ? "(deleted)" : JSON.stringify(data.value, null, 2);
+    var version = row.querySelector("td.num");
+    if (version) version.textContent = data.version;
+    row.setAttribute("data-live-updated", String(data.version));
+  }
+
+  function drawChart(panel) {
+    var svg = panel.querySelector("[data-chart]");
+    if (!svg) return;
+    var now = Date.now();
+    var colours = ["#4f46e5", "#059669", "#d97706", "#dc2626", "#0891b2"];
+    var lines = Object.keys(series).map(function (instance, index) {
+      var points = series[instance]
+        .filter(function (p) { return now - p.t <= WINDOW_MS; })
+        .map(function (p) {
+          var x = 300 - ((now - p.t) / WINDOW_MS) * 300;
+          var y = 58 - Math.min(100, p.cpu) * 0.56;
+          return x.toFixed(1) + "," + y.toFixed(1);
+        });
+      var colour = colours[index % colours.length];
+      var last = points.length ? points[points.length - 1].split(",") : null;
+      return '<polyline fill="none" stroke-width="1.5" stroke="' + colour +
+        '" points="' + points.join(" ") + '"></polyline>' +
+        (last ? '<circle r="2.5" fill="' + colour + '" cx="' + last[0] + '" cy="' + last[1] + '"></circle>' : "");
+    });
+    svg.innerHTML = lines.join("");
+  }
+
+  function drawRows(panel) {
+    var body = panel.querySelector("[data-metric-rows]");
+    var empty = panel.querySelector("[data-metric-empty]");
+    if (!body) return;
+    var ids = Object.keys(latest);
+    if (empty) empty.hidden = ids.length > 0;
+    body.innerHTML = "";
+    ids.forEach(function (instance) {
+      var m = latest[instance];
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-metrics-instance", instance);
+      [instance.slice(0, 8), m.cpu_percent, m.memory_mb, m.queue_depth, m.response_ms, m.tasks_done,
+        new Date(m.minute).toLocaleTimeString()].forEach(function (value, i) {
+        var td = document.createElement("td");
+        if (i > 0 && i < 6) td.className = "num";
+        td.textContent = value;
+        if (i === 1) td.setAttribute("data-metric", "cpu_percent");
+        if (i === 5) td.setAttribute("data-metric", "tasks_done");
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+  }
+
+  function addPoint(point) {
+    var list = series[point.instance] || (series[point.instance] = []);
+    list.push({ t: Date.parse(point.minute) || Date.now(), cpu: point.cpu_percent });
+    latest[point.instance] = point;
+  }
+
+  function onMetrics(event, agentId) {
+    var panel = document.querySelector('[data-live-metrics="' + agentId + '"]');
+    if (!panel) return;
+    var point = Object.assign({}, event.data);
+    point.minute = event.timestamp;
+    addPoint(point);
+    drawRows(panel);
+    drawChart(panel);
+    var row = document.querySelector('tr[data-instance="' + point.instance + '"]');
+    var heartbeat = row && row.children[4];
+    if (heartbeat) heartbeat.textContent = new Date(event.timestamp).toLocaleString();
+  }
+
+  function onFeed(event) {
+    var feed = document.querySelector("[data-live-feed]");
+    if (!feed) return;
+    var empty = feed.querySelector("[data-live-feed-empty]");
+    if (empty) empty.remove();
+    var data = event.data || {};
+    var li = document.createElement("li");
+    li.style.padding = "10px 20px";
+    li.setAttribute("data-live-event", event.subject);
+    var what = data.name || data.key || (data.id ? String(data.id).slice(0, 8) : "");
+    var status = data.status ? " → " + data.status : "";
+    li.innerHTML = '<span class="muted small"></span> <code></code> <span></span>';
+    li.children[0].textContent = new Date(event.timestamp).toLocaleTimeString();
+    li.children[1].textContent = event.subject;
+    li.children[2].textContent = what + status;
+    feed.insertBefore(li, feed.firstChild);
+    while (feed.children.length > MAX_FEED) feed.removeChild(feed.lastChild);
+  }
+
+  function dispatch(event) {
+    var s = event.subject || "";
+    if (s.indexOf("instance.") === 0) onInstance(event);
+    if (s === "config.changed") onConfig(event);
+    var m = /^agents\.([0-9a-f-]+)\.metrics$/.exec(s);
+    if (m) onMetrics(event, m[1]);
+    else onFeed(event);
+  }
+
+  function loadInitial() {
+    var initial = document.getElementById("live-metrics-initial");
+    var panel = document.querySelector("[data-live-metrics]");
+    if (!initial || !panel) return;
+    JSON.parse(initial.textContent).forEach(addPoint);
+    drawRows(panel);
+    drawChart(panel);
+  }
+
+  var attempt = 0;
+  function connect() {
+    var wanted = subjects();
+    if (!wanted.length) return;
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + location.host + "/ws/events/");
+    var subscribed = 0;
+    socket.onmessage = function (message) {
+      var frame = JSON.parse(message.data);
+      if (frame.op === "ready") {
+        attempt = 0;
+        setStatus("Live", true);
+        wanted.forEach(function (subject) {
+          socket.send(JSON.stringify({ op: "subscribe", subject: subject }));
+        });
+      } else if (frame.op === "subscribed") {
+        subscribed += 1;
+        if (subscribed === wanted.length) document.body.setAttribute("data-live-ready", "1");
+      } else if (frame.error) {
+        if (window.console) console.warn("gateway:", frame.error.code, frame.error.message);
+      } else if (frame.subject) {
+        dispatch(frame);
+      }
+    };
+    socket.onclose = function () {
+      document.body.removeAttribute("data-live-ready");
+      setStatus("Reconnecting…", false);
+      attempt += 1;
+      setTimeout(connect, Math.min(30000, 500 * Math.pow(2, attempt)) * (0.5 + Math.random() / 2));
+    };
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    loadInitial();
+    connect();
+  });
+})();

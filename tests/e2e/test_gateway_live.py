@@ -1,0 +1,158 @@
+"""A real browser watches an agent live: the reference runtime attaches (the instance turns
+running without a reload), its metrics appear in the chart's table, and a config change shows at
+once in two browser pages. Served by uvicorn (HTTP and WebSocket) on the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from gateway.runtime import AgentRuntime
+from tests.conftest import PASSWORD
+from tests.e2e.test_agents_flow import CHROMIUM, CHROMIUM_ARGS, require_browser
+from tests.gateway.conftest import (  # noqa: F401 (fixtures)
+    api_key,
+    database_url,
+    in_org,
+    make_agent,
+    make_instance,
+    pair,
+    unblocked,
+)
+from tests.gateway.test_end_to_end import _wait_for_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("unblocked")]
+PORT = 8353
+ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "e2e-gateway"
+
+
+def _rehash_member_password(org) -> None:
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    from accounts.models import User
+
+    hasher = PBKDF2PasswordHasher()
+    in_org(
+        org,
+        lambda: User.objects.filter(pk=org.member.pk).update(
+            password=hasher.encode(PASSWORD, hasher.salt())
+        ),
+    )
+
+
+def test_the_agent_page_and_config_page_update_live(pair):  # noqa: F811
+    from playwright.sync_api import expect, sync_playwright
+
+    from agents import services
+    from audit.actors import Actor
+
+    require_browser()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    a, _ = pair
+    _rehash_member_password(a)
+    agent = make_agent(a, name="Live watcher", type="live")
+    instance = make_instance(a, agent)
+    in_org(a, services.config_set, actor=Actor.system("e2e"), key="agents.live", value={"v": 1})
+    runtime_key = api_key(a, ["agents:read", "agents:write"])
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "PORTAL_PORT": str(PORT),
+        "DEBUG": "1",
+        "TENANT_CONTEXT_GUARD": "1",
+        "SCHEMA_POOL_BACKGROUND_REFILL": "0",
+    }
+    log = (ARTIFACTS / "server.log").open("w")
+    server = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--port", str(PORT)]
+        + ["--ws", "websockets-sansio", "--log-level", "warning"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    runtime = AgentRuntime(
+        url=f"http://{a.tenant.host}:{PORT}",
+        key=runtime_key,
+        instance_id=str(instance.pk),
+        heartbeat_seconds=0.5,
+    )
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(runtime.run_forever(),))
+    base = f"http://{a.tenant.host}:{PORT}"
+    try:
+        _wait_for_port(PORT, server)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                pages = []
+                for _ in range(2):
+                    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+                    page.set_default_timeout(20_000)
+                    page.goto(f"{base}/login/")
+                    page.fill("input[name=username]", a.member.email)
+                    page.fill("input[name=password]", PASSWORD)
+                    page.click("form button[type=submit]")
+                    page.wait_for_url(f"{base}/")
+                    pages.append(page)
+                watcher, other = pages
+                expect(watcher.locator("[data-live-feed]")).to_be_visible()
+                watcher.goto(f"{base}/agents/{agent.pk}/")
+                row = watcher.locator(f'tr[data-instance="{instance.pk}"]')
+                expect(row).to_have_attribute("data-status", "pending")
+                expect(watcher.locator("body[data-live-ready]")).to_have_count(1)
+                thread.start()  # the runtime attaches now, while the page is open
+                expect(row).to_have_attribute("data-status", "running")
+                metrics = watcher.locator(f'[data-metrics-instance="{instance.pk}"]')
+                expect(metrics).to_have_count(1)
+                expect(watcher.locator("[data-chart] polyline")).to_have_count(1)
+                watcher.screenshot(path=str(ARTIFACTS / "01-agent-live.png"), full_page=True)
+
+                # A config change shows at once on two open config pages.
+                watcher.goto(f"{base}/config/")
+                other.goto(f"{base}/config/")
+                for page in (watcher, other):
+                    expect(page.locator("body[data-live-ready]")).to_have_count(1)
+
+                # Playwright's loop runs in this thread: Django writes from another one.
+                def change_config(**kwargs) -> None:
+                    from django.db import connection
+
+                    try:
+                        in_org(a, services.config_set, **kwargs)
+                    finally:
+                        connection.close()
+
+                writer = threading.Thread(
+                    target=change_config,
+                    kwargs={
+                        "actor": Actor.for_user(a.admin),
+                        "key": "agents.live",
+                        "value": {"v": 2},
+                    },
+                )
+                writer.start()
+                writer.join()
+                for page in (watcher, other):
+                    cell = page.locator('tr[data-key="agents.live"] pre')
+                    expect(cell).to_contain_text('"v": 2')
+                other.screenshot(path=str(ARTIFACTS / "02-config-live.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        if thread.is_alive():
+            loop.call_soon_threadsafe(runtime.stopping.set)
+            thread.join(timeout=15)
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()

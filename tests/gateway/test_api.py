@@ -1,0 +1,172 @@
+"""POST /api/v1/tasks/: roles, credentials, another organization's agent, quota, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from agents.models import ResourcePool
+from agents.selectors import current_month
+from audit.actors import Actor
+from audit.models import AuditEvent
+from tenants import context
+from tenants.events import group_name
+from tests.agents.conftest import make_agent
+
+URL = "/api/v1/tasks/"
+
+
+@pytest.fixture(autouse=True)
+def _settings(settings):
+    from tenants import keyring
+
+    settings.API_KEY_CREATE_RATE = "100000/h"
+    settings.GATEWAY_PUBLISH_RATE_PER_ORGANIZATION = "100000/s"
+    keyring.forget()
+    yield
+    keyring.forget()
+
+
+def post(client, data, **extra):
+    return client.post(URL, data=json.dumps(data), content_type="application/json", **extra)
+
+
+def listener(tenant, subject):
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(group_name(str(tenant.public_id), subject), channel)
+
+    def receive(timeout: float = 2.0):
+        async def get():
+            return await asyncio.wait_for(layer.receive(channel), timeout)
+
+        return async_to_sync(get)()
+
+    return receive
+
+
+def task_events(org) -> int:
+    with context.tenant_context(org.tenant):
+        return AuditEvent.objects.filter(action="task.published", result="success").count()
+
+
+@pytest.mark.parametrize(
+    ("role", "status"),
+    [(None, 401), ("viewer", 403), ("member", 202), ("admin", 202), ("owner", 202)],
+)
+def test_role_matrix(org, client_for, role, status, django_capture_on_commit_callbacks):
+    client = client_for(org, org.user(role)) if role else client_for(org)
+    client.logout() if role is None else None
+    before = task_events(org)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = post(client, {"task": {"kind": "echo", "input": "hi"}})
+    assert response.status_code == status
+    assert task_events(org) == before + (1 if status == 202 else 0)
+    assert len(callbacks) == (1 if status == 202 else 0)
+
+
+def test_other_organizations_admin_token_is_refused(org, other_org, client_for):
+    from credentials import services as credentials
+
+    with context.tenant_context(other_org.tenant):
+        pair = credentials.token_pair_issue(actor=Actor.system("t"), user=other_org.admin)
+    response = post(
+        client_for(org), {"task": {"kind": "echo"}}, HTTP_AUTHORIZATION=f"Bearer {pair.access}"
+    )
+    assert response.status_code == 401
+
+
+def test_a_task_reaches_the_agents_task_subject(
+    org, client_for, django_capture_on_commit_callbacks
+):
+    receive = listener(org.tenant, "agents.task")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client_for(org, org.member), {"task": {"kind": "echo", "input": "hi"}})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["subject"] == "agents.task"
+    message = receive()
+    assert message["subject"] == "agents.task"
+    assert message["tenant"] == str(org.tenant.public_id)
+    assert message["data"] == {"kind": "echo", "input": "hi", "id": body["id"]}
+
+
+def test_a_task_for_one_agent_goes_to_its_subject(
+    org, in_tenant, client_for, django_capture_on_commit_callbacks
+):
+    with in_tenant(org):
+        agent = make_agent("Tasked")
+    receive = listener(org.tenant, f"agents.{agent.pk}.task")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client_for(org, org.admin), {"agent": str(agent.pk), "task": {"n": 1}})
+    assert response.status_code == 202
+    assert response.json()["subject"] == f"agents.{agent.pk}.task"
+    assert receive()["data"]["n"] == 1
+
+
+def test_another_organizations_agent_is_not_found(
+    org, other_org, in_tenant, client_for, django_capture_on_commit_callbacks
+):
+    with in_tenant(other_org):
+        theirs = make_agent("Theirs")
+    before = task_events(org)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = post(client_for(org, org.admin), {"agent": str(theirs.pk), "task": {}})
+    assert response.status_code == 404
+    assert (task_events(org), len(callbacks)) == (before, 0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"task": "echo"},
+        {"task": ["echo"]},
+        {},
+        {"task": {}, "tenant": "x"},
+        {"task": {}, "agent": "not-a-uuid"},
+        {"task": {"blob": "x" * 70_000}},
+    ],
+)
+def test_bad_input_is_a_400_and_publishes_nothing(
+    org, client_for, body, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = post(client_for(org, org.admin), body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
+    assert len(callbacks) == 0
+
+
+def test_past_the_monthly_quota_is_a_409(org, client_for, django_capture_on_commit_callbacks):
+    from agents.selectors import limits_get
+
+    with context.tenant_context(org.tenant):
+        quota = limits_get().messages_per_month
+        ResourcePool.objects.filter(pk=1).update(
+            messages_this_month=quota, messages_month=current_month()
+        )
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = post(client_for(org, org.admin), {"task": {}})
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "message_quota_exceeded"
+    assert len(callbacks) == 0
+
+
+def test_an_api_key_needs_the_tasks_publish_scope(org, in_tenant, client_for):
+    from credentials import services as credentials
+
+    with in_tenant(org):
+        _, without = credentials.api_key_create(
+            actor=Actor.for_user(org.admin), name="r", scopes=["agents:read"]
+        )
+        _, with_scope = credentials.api_key_create(
+            actor=Actor.for_user(org.admin), name="p", scopes=["tasks:publish"]
+        )
+    client = client_for(org)
+    refused = post(client, {"task": {}}, HTTP_AUTHORIZATION=f"Api-Key {without}")
+    allowed = post(client, {"task": {}}, HTTP_AUTHORIZATION=f"Api-Key {with_scope}")
+    assert (refused.status_code, allowed.status_code) == (403, 202)

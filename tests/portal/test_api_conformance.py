@@ -1,0 +1,113 @@
+"""Schemathesis against the live app: no 5xx, every response as the OpenAPI document says."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from audit.actors import Actor
+from credentials import services
+from tenants import context, keyring
+from tests.credentials.helpers import api_key, token_pair
+from tests.portal.live_server import gunicorn
+
+PORT = 8201
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+        "negative_data_rejection",
+        "ignored_auth",
+    ]
+)
+
+
+def _get(url: str, host: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Host": host, **(headers or {})})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_schemathesis_finds_no_5xx_and_no_nonconforming_response(
+    scratch_org, django_db_blocker, tmp_path: Path
+):
+    keyring.forget()
+    with django_db_blocker.unblock():
+        access = token_pair(scratch_org, scratch_org.admin).access
+        key, raw_key = api_key(scratch_org, ["org:read"], user=scratch_org.admin)
+    host = scratch_org.host
+    env = {
+        "API_TOKEN_RATE_PER_IP": "100000/m",
+        "API_TOKEN_RATE_PER_ACCOUNT": "100000/m",
+        "API_KEY_CREATE_RATE": "100000/h",
+    }
+    with gunicorn(PORT, extra_env=env) as base_url:
+        status, schema = _get(f"{base_url}/api/schema/", host)
+        assert status == 200
+        (tmp_path / "schema.yaml").write_bytes(schema)
+        # Both schemes over the wire before the fuzzing.
+        for header in (f"Bearer {access}", f"Api-Key {raw_key}"):
+            assert (
+                _get(f"{base_url}/api/v1/organization/", host, {"Authorization": header})[0] == 200
+            )
+
+        result = subprocess.run(  # noqa: S603
+            [
+                str(Path(sys.executable).with_name("st")),
+                "run",
+                str(tmp_path / "schema.yaml"),
+                "--url",
+                base_url,
+                "-H",
+                f"Host: {host}",
+                "-H",
+                f"Authorization: Bearer {access}",
+                "--checks",
+                CHECKS,
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--max-examples",
+                "8",
+                "--seed",
+                "20261127",
+                "--workers",
+                "2",
+                "--request-timeout",
+                "10",
+                "--no-shrink",
+                "--suppress-health-check",
+                "all",
+                "--warnings",
+                "off",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        # Revoked here (another process), refused there at the very next request: keys are
+        # not cached by the server's workers.
+        with django_db_blocker.unblock(), context.tenant_context(scratch_org.tenant):
+            services.api_key_revoke(actor=Actor.system("tests"), key_id=key.pk)
+        for _ in range(4):  # both workers
+            status, body = _get(
+                f"{base_url}/api/v1/organization/", host, {"Authorization": f"Api-Key {raw_key}"}
+            )
+            assert (status, json.loads(body)["error"]["code"]) == (401, "api_key_revoked")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert "No issues found" in output or "passed" in output, output[-3000:]
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
