@@ -734,7 +734,7 @@ def organization_limits_set(
                     resource_id=str(current.public_id),
                     details=changes,
                 )
-        transaction.on_commit(lambda: routing.invalidate(current))
+        transaction.on_commit(routing.clear_everywhere)
     return current
 
 

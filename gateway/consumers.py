@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from typing import Any
@@ -154,6 +155,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.group_refs: dict[str, int] = {}  # group -> patterns using it
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.instance_id: str | None = None
+        self.last_heartbeat = float("-inf")
         self.agent_id: str | None = None
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.GATEWAY_QUEUE_SIZE)
         self.closing = False
@@ -377,6 +379,13 @@ class EventsConsumer(AsyncWebsocketConsumer):
     async def _heartbeat(self, message: dict[str, Any], ref: Any) -> None:
         if not await self._require_attached(ref):
             return
+        # A heartbeat locks the organization's pool row (agents' instance_report): a runtime
+        # beating in a loop must not queue everyone else's allocations behind it.
+        now = time.monotonic()
+        if now - self.last_heartbeat < settings.GATEWAY_MIN_HEARTBEAT_SECONDS:
+            self._error("rate_limited", "At most one heartbeat per second.", ref, retry_after=1)
+            return
+        self.last_heartbeat = now
         ok, instance = await self._call(
             services.heartbeat_record,
             ref,

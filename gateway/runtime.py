@@ -154,7 +154,7 @@ class AgentRuntime:
         self.endpoint = Endpoint(url)
         self.key = key
         self.instance_id = instance_id
-        self.heartbeat_seconds = heartbeat_seconds
+        self.heartbeat_seconds = max(1.0, heartbeat_seconds)  # the gateway refuses faster
         self.max_backoff_seconds = max_backoff_seconds
         self.on_event = on_event or (lambda kind, detail: None)
         self.config: dict[str, Any] = {}

@@ -271,3 +271,4 @@ GATEWAY_PUBLISH_RATE_PER_ORGANIZATION = os.environ.get(
 )
 # A running instance with no heartbeat for this long is marked failed (manage.py check_heartbeats).
 GATEWAY_HEARTBEAT_TIMEOUT_SECONDS = int(os.environ.get("GATEWAY_HEARTBEAT_TIMEOUT", "30"))
+GATEWAY_MIN_HEARTBEAT_SECONDS = 1.0

@@ -202,7 +202,7 @@ def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Te
                 resource_id=str(tenant.public_id),
                 details={"slug": tenant.slug},
             )
-        transaction.on_commit(lambda: routing.invalidate(tenant))
+        transaction.on_commit(routing.clear_everywhere)
     return tenant
 
 
@@ -229,7 +229,6 @@ def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
     with context.public_context(), transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
         public_id, slug, schema_name = str(tenant.public_id), tenant.slug, tenant.schema_name
-        hosts = list(tenant.domains.values_list("domain", flat=True))
         schema_pool.drop_schema(schema_name)
         Domain.objects.filter(tenant=tenant).delete()
         Tenant.objects.filter(pk=tenant.pk).delete()
@@ -240,7 +239,7 @@ def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
             resource_id=public_id,
             details={"slug": slug, "schema": schema_name},
         )
-        transaction.on_commit(lambda: routing.invalidate_hosts(hosts))
+        transaction.on_commit(routing.clear_everywhere)
 
 
 def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Tenant:
@@ -261,7 +260,7 @@ def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Ten
         current.plan = plan
         current.save(update_fields=["name", "plan"])
         _record_in_both_logs(actor, current, "organization.updated", changes)
-        transaction.on_commit(lambda: routing.invalidate(current))
+        transaction.on_commit(routing.clear_everywhere)
     return current
 
 

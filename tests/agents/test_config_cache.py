@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 
 from django.conf import settings
@@ -15,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from agents import config_cache, selectors, services
 from audit.actors import Actor
 from tenants import context
+from tests import live
 from tests.agents.conftest import system
 
 # A second process: reads the resolved config of `worker` agents for each line on stdin and
@@ -42,29 +41,8 @@ READER = textwrap.dedent(
 )
 
 
-def database_url() -> str:
-    db = settings.DATABASES["default"]
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
 def start_reader(slug: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "TENANT_CONTEXT_GUARD": "1",
-        "SCHEMA_POOL_BACKGROUND_REFILL": "0",
-    }
-    reader = subprocess.Popen(
-        [sys.executable, "-c", READER, slug],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=settings.BASE_DIR,
-    )
+    reader = live.python(READER, slug)
     assert reader.stdout.readline().strip() == "ready"
     return reader
 
@@ -89,8 +67,7 @@ def test_a_write_invalidates_the_cache_in_another_process(scratch_org):
             services.config_set(actor=admin, key="agents.worker", value={"timeout": 20})
         after_write, cached_again = read(reader), read(reader)
     finally:
-        reader.stdin.close()
-        reader.wait(timeout=10)
+        live.stop(reader)
 
     assert (first["value"], first["queries"] > 0) == ({"timeout": 10}, True)
     assert cached == {"value": {"timeout": 10}, "queries": 0}
@@ -109,8 +86,7 @@ def test_a_platform_default_written_by_staff_reaches_every_process(scratch_org):
         after = read(reader)
     finally:
         services.platform_config_default_delete(actor=system(), key="agents.worker")
-        reader.stdin.close()
-        reader.wait(timeout=10)
+        live.stop(reader)
 
     assert before["value"] == {}
     assert after["value"] == {"region_hint": "eu"}

@@ -2,68 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
 
+from tests import live
 from tests.conftest import PASSWORD
+from tests.live import CHROMIUM, require_browser  # also imported from here by test_gateway_live
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 PORTS = range(8310, 8350)
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "e2e-agents"
-
-
-@dataclass
-class Server:
-    port: int
-    log: Path
-
-    def url(self, slug: str, path: str = "/") -> str:
-        return f"http://{slug}.localhost:{self.port}{path}"
-
-
-def require_browser() -> None:
-    if os.path.exists(CHROMIUM):
-        return
-    if os.environ.get("REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{CHROMIUM} is missing and REQUIRE_BROWSER=1")
-    pytest.skip(f"{CHROMIUM} is missing")
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as candidate:
-            try:
-                candidate.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.fail(f"no free port in {PORTS}")
-
-
-def database_url() -> str:
-    database = settings.DATABASES["default"]
-    credentials = quote(database["USER"] or "", safe="")
-    if database.get("PASSWORD"):
-        credentials += ":" + quote(database["PASSWORD"], safe="")
-    return (
-        f"postgres://{credentials}@{database['HOST'] or '127.0.0.1'}:"
-        f"{database['PORT'] or 5432}/{database['NAME']}"
-    )
 
 
 @pytest.fixture
@@ -95,61 +48,14 @@ def small_org(scratch_org):
 
 
 @pytest.fixture
-def server(small_org, db) -> Iterator[Server]:
-    """The portal in a subprocess on the test database, serving `small_org`'s committed data.
-
-    `db` comes after `small_org` (fixtures are set up in that order): pytest-django then builds
-    the test database even when this test runs alone, and its transaction starts only after the
-    organization is committed. This process writes nothing afterwards.
-    """
+def server(small_org) -> Iterator[live.Server]:
+    """The portal in a subprocess on the test database, serving `small_org`'s committed data."""
     require_browser()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "PORTAL_PORT": str(port),
-        "DEBUG": "1",
-        "TENANT_CONTEXT_GUARD": "1",
-        "SCHEMA_POOL_BACKGROUND_REFILL": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
-    served = Server(port=port, log=ARTIFACTS / "server.log")
-    with served.log.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 45
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"the server exited:\n{served.log.read_text()[-3000:]}")
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/login/",
-                    headers={"Host": small_org.tenant.host + f":{port}"},
-                )
-                try:
-                    with urllib.request.urlopen(request, timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except (urllib.error.URLError, ConnectionError, TimeoutError):
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the server did not answer:\n{served.log.read_text()[-3000:]}")
-                time.sleep(0.2)
-            yield served
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with live.runserver(
+        PORTS, log=ARTIFACTS / "server.log", ready_host=small_org.tenant.host, ready_path="/login/"
+    ) as served:
+        yield served
 
 
 def test_create_an_agent_start_two_instances_watch_the_pool_and_stop_one(server, small_org):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -33,7 +34,8 @@ PORT = 8353
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "e2e-gateway"
 
 
-def _rehash_member_password(org) -> None:
+def _rehash_passwords(org) -> None:
+    """The test session hashes with MD5, which the server's settings do not accept."""
     from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
     from accounts.models import User
@@ -41,7 +43,7 @@ def _rehash_member_password(org) -> None:
     hasher = PBKDF2PasswordHasher()
     in_org(
         org,
-        lambda: User.objects.filter(pk=org.member.pk).update(
+        lambda: User.objects.filter(pk__in=[org.member.pk, org.admin.pk]).update(
             password=hasher.encode(PASSWORD, hasher.salt())
         ),
     )
@@ -56,7 +58,7 @@ def test_the_agent_page_and_config_page_update_live(pair):  # noqa: F811
     require_browser()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     a, _ = pair
-    _rehash_member_password(a)
+    _rehash_passwords(a)
     agent = make_agent(a, name="Live watcher", type="live")
     instance = make_instance(a, agent)
     in_org(a, services.config_set, actor=Actor.system("e2e"), key="agents.live", value={"v": 1})
@@ -96,16 +98,16 @@ def test_the_agent_page_and_config_page_update_live(pair):  # noqa: F811
             )
             try:
                 pages = []
-                for _ in range(2):
+                for user in (a.member, a.admin):
                     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
                     page.set_default_timeout(20_000)
                     page.goto(f"{base}/login/")
-                    page.fill("input[name=username]", a.member.email)
+                    page.fill("input[name=username]", user.email)
                     page.fill("input[name=password]", PASSWORD)
                     page.click("form button[type=submit]")
                     page.wait_for_url(f"{base}/")
                     pages.append(page)
-                watcher, other = pages
+                watcher, editor = pages
                 expect(watcher.locator("[data-live-feed]")).to_be_visible()
                 watcher.goto(f"{base}/agents/{agent.pk}/")
                 row = watcher.locator(f'tr[data-instance="{instance.pk}"]')
@@ -118,35 +120,20 @@ def test_the_agent_page_and_config_page_update_live(pair):  # noqa: F811
                 expect(watcher.locator("[data-chart] polyline")).to_have_count(1)
                 watcher.screenshot(path=str(ARTIFACTS / "01-agent-live.png"), full_page=True)
 
-                # A config change shows at once on two open config pages.
+                # A config change saved in one browser (the admin's) shows at once in the other.
                 watcher.goto(f"{base}/config/")
-                other.goto(f"{base}/config/")
-                for page in (watcher, other):
+                editor.goto(f"{base}/config/")
+                for page in (watcher, editor):
                     expect(page.locator("body[data-live-ready]")).to_have_count(1)
-
-                # Playwright's loop runs in this thread: Django writes from another one.
-                def change_config(**kwargs) -> None:
-                    from django.db import connection
-
-                    try:
-                        in_org(a, services.config_set, **kwargs)
-                    finally:
-                        connection.close()
-
-                writer = threading.Thread(
-                    target=change_config,
-                    kwargs={
-                        "actor": Actor.for_user(a.admin),
-                        "key": "agents.live",
-                        "value": {"v": 2},
-                    },
+                editor.fill("#id_key", "agents.live")
+                editor.fill("#id_value", '{"v": 2}')
+                editor.click("[data-config-form] button[type=submit]")
+                cell = watcher.locator('tr[data-key="agents.live"] pre')
+                expect(cell).to_contain_text('"v": 2')
+                expect(watcher.locator('tr[data-key="agents.live"]')).to_have_attribute(
+                    "data-live-updated", re.compile(r"^\d+$")
                 )
-                writer.start()
-                writer.join()
-                for page in (watcher, other):
-                    cell = page.locator('tr[data-key="agents.live"] pre')
-                    expect(cell).to_contain_text('"v": 2')
-                other.screenshot(path=str(ARTIFACTS / "02-config-live.png"), full_page=True)
+                watcher.screenshot(path=str(ARTIFACTS / "02-config-live.png"), full_page=True)
             finally:
                 browser.close()
     finally:

@@ -3,6 +3,8 @@ every database read a consumer makes (one worker serving A, then B)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.gateway.conftest import (
@@ -82,7 +84,11 @@ def test_heartbeats_store_metrics_per_minute_and_announce_them(pair, layer):
         beat = await runtime.request(op="heartbeat", metrics=metrics)
         assert beat == {"op": "heartbeat", "ref": beat["ref"], "status": "running"}
         event = await portal.next_event()
+        too_soon = await runtime.request(op="heartbeat", metrics=metrics)
+        assert too_soon["error"]["code"] == "rate_limited"
+        await asyncio.sleep(1.0)
         bad = await runtime.request(op="heartbeat", metrics={"cpu_percent": -1})
+        await asyncio.sleep(1.0)
         unknown = await runtime.request(op="heartbeat", metrics={"disk": 1})
         await runtime.close()
         await portal.close()

@@ -14,7 +14,7 @@ from audit.actors import Actor
 from credentials import services
 from tenants import context, keyring
 from tests.credentials.helpers import api_key, token_pair
-from tests.portal.live_server import gunicorn
+from tests.live import gunicorn
 
 PORT = 8201
 CHECKS = ",".join(

@@ -1,7 +1,6 @@
 """Cross-tenant probes at the HTTP layer: hosts, sessions, admin, headers, lifecycle."""
 
 import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -10,6 +9,7 @@ from django.test import Client, override_settings
 
 from audit.actors import Actor
 from tenants import context, services
+from tests import live
 from tests.conftest import PASSWORD
 
 PROBE = "tests.security.probe_urls"
@@ -172,18 +172,7 @@ ROUTING_PROBE = textwrap.dedent(
 
 def test_suspension_reaches_every_process_at_once(scratch_org, django_db_blocker):
     """Another process with a warm routing cache sees the suspension on its next lookup."""
-    env = {
-        **__import__("os").environ,
-        "DATABASE_URL": _database_url(),
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-    }
-    probe = subprocess.Popen(
-        [sys.executable, "-c", ROUTING_PROBE, scratch_org.host],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    probe = live.python(ROUTING_PROBE, scratch_org.host)
     try:
         assert _ask(probe, "active") == "active"  # cached from now on
         with django_db_blocker.unblock():
@@ -193,8 +182,7 @@ def test_suspension_reaches_every_process_at_once(scratch_org, django_db_blocker
             services.tenant_reactivate(actor=Actor.system(), tenant=scratch_org.tenant)
         assert _ask(probe, "active") == "active"
     finally:
-        probe.kill()
-        probe.wait()
+        live.stop(probe)
 
 
 def _ask(probe: subprocess.Popen, expected: str) -> str:
@@ -214,11 +202,6 @@ def _ask(probe: subprocess.Popen, expected: str) -> str:
             break
         time.sleep(0.01)
     return answer
-
-
-def _database_url() -> str:
-    db = settings.DATABASES["default"]
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
 @pytest.mark.parametrize("path", ["/", "/members/", "/login/"])
