@@ -78,7 +78,11 @@ def drop_schema(schema_name: str) -> None:
 
 
 def claim(schema_name: str) -> bool:
-    """Rename a current spare to `schema_name` in the caller's transaction; False if none."""
+    """Rename a current spare to `schema_name`; False if none.
+
+    Runs in the caller's transaction when there is one (provisioning claims and writes the
+    tenant's rows together), in its own otherwise.
+    """
     with context.public_context(), transaction.atomic():
         spare = (
             SpareSchema.objects.select_for_update(skip_locked=True)

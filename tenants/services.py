@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
@@ -98,9 +100,9 @@ def provision_tenant(
 ) -> Tenant:
     """Create an organization, its schema, its domain and its owner, ready to use at once.
 
-    All or nothing: the schema is claimed from the spare pool (or built), then the tenant row,
-    the domain and the owner are written in one transaction; if anything fails, the schema is
-    dropped and nothing is left behind.
+    All or nothing: a spare schema from the pool is claimed in the same transaction that writes
+    the tenant row, the domain and the owner; with no spare, the schema is built first and
+    dropped again if writing the rows fails. Nothing is left behind either way.
     """
     slug = slug.strip().lower()
     owner_email = owner_email.strip().lower()
@@ -114,54 +116,65 @@ def provision_tenant(
         plan_slug=plan_slug,
     )
     schema_name = schema_name_for(slug)
-    try:
-        claimed = schema_pool.claim(schema_name)
-        if not claimed:
-            schema_pool.build_schema(schema_name)
-    except DatabaseError as error:
-        if getattr(error.__cause__, "sqlstate", None) == DUPLICATE_SCHEMA:
-            # A concurrent signup claimed this slug's schema first.
-            raise ValidationError({"slug": ["That name is taken."]}) from error
-        raise
-    try:
-        with context.public_context(), transaction.atomic():
-            tenant = Tenant.objects.create(
-                schema_name=schema_name, slug=slug, name=name.strip(), plan=plan, region=region
+
+    def create_rows() -> Tenant:
+        tenant = Tenant.objects.create(
+            schema_name=schema_name, slug=slug, name=name.strip(), plan=plan, region=region
+        )
+        Domain.objects.create(domain=tenant.host, tenant=tenant, is_primary=True)
+        details = {"slug": slug, "plan": plan.slug, "region": region}
+        with context.tenant_context(tenant):
+            owner = account_services.user_create(
+                actor=actor, email=owner_email, password=owner_password, role=Role.OWNER
             )
-            Domain.objects.create(domain=tenant.host, tenant=tenant, is_primary=True)
-            with context.tenant_context(tenant):
-                owner = account_services.user_create(
-                    actor=actor, email=owner_email, password=owner_password, role=Role.OWNER
-                )
-                audit.record(
-                    actor=actor,
-                    action="organization.created",
-                    resource_type="organization",
-                    resource_id=str(tenant.public_id),
-                    details={
-                        "slug": slug,
-                        "plan": plan.slug,
-                        "region": region,
-                        "owner": owner.email,
-                    },
-                )
             audit.record(
                 actor=actor,
                 action="organization.created",
                 resource_type="organization",
                 resource_id=str(tenant.public_id),
-                details={"slug": slug, "plan": plan.slug, "region": region},
+                details={**details, "owner": owner.email},
             )
-    except IntegrityError as error:  # a concurrent signup won the race for the slug
-        schema_pool.drop_schema(schema_name)
-        raise ValidationError({"slug": ["That name is taken."]}) from error
-    except BaseException:
-        schema_pool.drop_schema(schema_name)
-        raise
-    if claimed:
-        transaction.on_commit(schema_pool.refill_in_background)
-    logger.info("provisioned organization %s (%s, fast path: %s)", slug, schema_name, claimed)
+        audit.record(
+            actor=actor,
+            action="organization.created",
+            resource_type="organization",
+            resource_id=str(tenant.public_id),
+            details=details,
+        )
+        return tenant
+
+    tenant = None
+    with _slug_races_reported(), context.public_context():
+        # Fast path: the claim (a rename) and the rows commit together or not at all; a
+        # failure puts the spare back in the pool untouched.
+        with transaction.atomic():
+            if schema_pool.claim(schema_name):
+                tenant = create_rows()
+                transaction.on_commit(schema_pool.refill_in_background)
+        if tenant is None:
+            # Slow path: migrations run outside the rows' transaction; a failure drops the schema.
+            schema_pool.build_schema(schema_name)
+            try:
+                with transaction.atomic():
+                    tenant = create_rows()
+            except BaseException:
+                schema_pool.drop_schema(schema_name)
+                raise
+    logger.info("provisioned organization %s (%s)", slug, schema_name)
     return tenant
+
+
+@contextmanager
+def _slug_races_reported() -> Iterator[None]:
+    """A concurrent signup that took the slug first (its schema, or its row) is a plain 'taken'."""
+    try:
+        yield
+    except IntegrityError as error:
+        raise ValidationError({"slug": ["That name is taken."]}) from error
+    except DatabaseError as error:
+        if getattr(error.__cause__, "sqlstate", None) == DUPLICATE_SCHEMA:
+            raise ValidationError({"slug": ["That name is taken."]}) from error
+        raise
 
 
 def _record_in_both_logs(actor: Actor, tenant: Tenant, action: str, details: dict) -> None:
