@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts import selectors as account_selectors
 from accounts.handoff import handoff_token_make
+from agents import selectors as agent_selectors
 from audit.actors import Actor
 from portal.forms import OrganizationJumpForm, SignupForm
 from tenants import context, routing
@@ -149,12 +150,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied
     tenant = request.tenant
     plan = tenant.plan
+    # The organization's effective limits: the plan's, unless staff set an override.
+    effective = agent_selectors.limits_of(tenant)
     limits = [
-        ("Agents", f"{plan.max_agents:,}"),
-        ("Running instances", f"{plan.max_instances:,}"),
-        ("CPU", _cores(plan.max_cpu_millicores)),
-        ("Memory", _memory(plan.max_memory_mb)),
-        ("Messages per month", f"{plan.messages_per_month:,}"),
+        ("Agents", f"{effective.max_agents:,}"),
+        ("Running instances", f"{effective.max_instances:,}"),
+        ("CPU", _cores(effective.max_cpu_millicores)),
+        ("Memory", _memory(effective.max_memory_mb)),
+        ("Messages per month", f"{effective.messages_per_month:,}"),
         ("API requests per minute", f"{plan.requests_per_minute:,}"),
         ("Audit retention", f"{plan.audit_retention_days:,} days"),
     ]

@@ -195,6 +195,17 @@ def test_the_dashboard_shows_the_organization_to_every_role(org, client_for, rol
     assert ("Invite a member" in response.text) is can_invite
 
 
+def test_the_dashboard_shows_limits_staff_overrode(org, client_for):
+    from tenants.models import Tenant
+
+    Tenant.objects.filter(pk=org.tenant.pk).update(max_agents_override=40)
+
+    response = client_for(org, org.owner).get("/")
+
+    assert dict(response.context["limits"])["Agents"] == "40"
+    assert dict(response.context["limits"])["Running instances"] == "50"  # the plan's
+
+
 def test_the_dashboard_counts_pending_invitations(org, client_for):
     client = client_for(org, org.owner)
     client.post("/members/invite/", {"email": "a@acme.test", "role": "member"})
