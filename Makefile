@@ -24,11 +24,15 @@ migrate: install
 	$(BIN)/python manage.py migrate_schemas --shared -v0
 	$(BIN)/python manage.py migrate_schemas --tenant -v0
 
+# One ASGI server for the portal, the API and the WebSocket gateway. Under ASGI every request runs
+# in its own thread, so persistent database connections would pile up: CONN_MAX_AGE=0.
 demo: export PORTAL_PORT = $(PORT)
+demo: export CONN_MAX_AGE = 0
 demo: migrate
 	$(BIN)/python manage.py refill_schema_pool
 	$(BIN)/python manage.py demo_setup
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	$(BIN)/python -m uvicorn portal.asgi:application --host $(HOST) --port $(PORT) \
+		--ws websockets-sansio
 
 demo-stop:
 	$(BIN)/python -c "from portal.devdata import stop_embedded_database; stop_embedded_database()"

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -95,8 +96,42 @@ def publish_on_commit(tenant: Tenant, subject: str, data: dict[str, Any]) -> Non
 
     def deliver() -> None:
         try:
-            async_to_sync(send)(tenant_id, subject, message)
+            send_from_sync(tenant_id, subject, message)
         except Exception:  # the change is committed; a lost live event must not fail it
             logger.warning("could not publish %s for %s", subject, tenant_id, exc_info=True)
 
     transaction.on_commit(deliver)
+
+
+_publisher: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+_publisher_lock = threading.Lock()
+PUBLISH_TIMEOUT_SECONDS = 5.0
+
+
+def send_from_sync(tenant_id: str, subject: str, message: dict[str, Any]) -> None:
+    """`send` from synchronous code (services): wait for the event to be handed to the layer.
+
+    `async_to_sync` would run each publish in a fresh event loop, and channels-redis keeps its
+    connections per loop: every publish would open new Redis connections (~6 ms). With the Redis
+    layer, publishes go through one long-lived loop per process instead, reusing them. The
+    in-memory layer (one process, development) is loop-bound and keeps `async_to_sync`.
+    """
+    from channels_redis.core import RedisChannelLayer
+
+    if not isinstance(get_channel_layer(), RedisChannelLayer):
+        async_to_sync(send)(tenant_id, subject, message)
+        return
+    future = asyncio.run_coroutine_threadsafe(send(tenant_id, subject, message), _publisher_loop())
+    future.result(timeout=PUBLISH_TIMEOUT_SECONDS)
+
+
+def _publisher_loop() -> asyncio.AbstractEventLoop:
+    """This process's publishing loop, started on first use (after a server forks its workers)."""
+    global _publisher
+    with _publisher_lock:
+        if _publisher is None or not _publisher[1].is_alive():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="event-publisher", daemon=True)
+            thread.start()
+            _publisher = (loop, thread)
+        return _publisher[0]
