@@ -244,7 +244,7 @@ SPECTACULAR_SETTINGS = {
 # JWTs: RS256 (pinned in tenants.tokens, not configurable), lifetimes from here.
 JWT_ACCESS_TOKEN_LIFETIME_SECONDS = int(os.environ.get("JWT_ACCESS_TOKEN_LIFETIME", "900"))
 JWT_REFRESH_TOKEN_LIFETIME_SECONDS = int(os.environ.get("JWT_REFRESH_TOKEN_LIFETIME", "86400"))
-# Wraps the signing keys' private halves at rest (base64 of 32 bytes; docs/adr/0005). Without
+# Wraps the signing keys' private halves at rest (base64 of 32 bytes; docs/adr/0003). Without
 # it, a key is derived from SECRET_KEY: acceptable in development, not in production.
 SIGNING_KEY_WRAPPING_KEY = os.environ.get("SIGNING_KEY_WRAPPING_KEY", "")
 # Keys the HMAC of API key secrets (any long random string). Falls back to one derived from

@@ -139,7 +139,7 @@ class SigningKey(models.Model):
     """An RSA key pair that signs the portal's JWTs, named by `kid` (see tenants.keyring).
 
     Only the active key keeps its private half, and only wrapped (AES-256-GCM under a key that is
-    not in the database; docs/adr/0005). A previous key keeps its public half to verify the tokens
+    not in the database; docs/adr/0003). A previous key keeps its public half to verify the tokens
     it signed until they expire; a retired key verifies nothing.
     """
 
