@@ -16,26 +16,12 @@ from accounts.models import Invitation, User
 from accounts.roles import RANK, Role
 from audit import services as audit
 from audit.actors import Actor
-from audit.models import Result
 
 INVITATION_LIFETIME = timedelta(days=7)
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _deny(actor: Actor, action: str, resource_type: str, resource_id: str, message: str) -> None:
-    """Record the refusal (it commits on its own) and raise PermissionDenied."""
-    audit.record(
-        actor=actor,
-        action=action,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        result=Result.DENIED,
-        details={"reason": message},
-    )
-    raise PermissionDenied(message)
 
 
 def user_create(*, actor: Actor, email: str, password: str, role: str, full_name: str = "") -> User:
@@ -65,13 +51,24 @@ def _check_may_assign(actor: Actor, role: str, action: str, resource_id: str) ->
     if role not in Role.values:
         raise ValidationError({"role": [f"Unknown role “{role}”."]})
     if role == Role.OWNER and not actor.can("members:grant_owner"):
-        _deny(actor, action, "user", resource_id, "Only an owner can grant the owner role.")
+        audit.deny(
+            actor=actor,
+            action=action,
+            resource_type="user",
+            resource_id=resource_id,
+            reason="Only an owner can grant the owner role.",
+        )
 
 
 def invitation_create(*, actor: Actor, email: str, role: str) -> tuple[Invitation, str]:
     """Invite `email` with `role`. Returns the invitation and its one-time token (for the link)."""
     if not actor.can("members:invite"):
-        _deny(actor, "invitation.created", "invitation", "", "You cannot invite members.")
+        audit.deny(
+            actor=actor,
+            action="invitation.created",
+            resource_type="invitation",
+            reason="You cannot invite members.",
+        )
     email = email.strip().lower()
     try:
         validate_email(email)
@@ -163,12 +160,12 @@ def invitation_accept(*, actor: Actor, token: str, password: str, full_name: str
 
 def invitation_revoke(*, actor: Actor, invitation_id: int) -> None:
     if not actor.can("members:invite"):
-        _deny(
-            actor,
-            "invitation.revoked",
-            "invitation",
-            str(invitation_id),
-            "You cannot manage invitations.",
+        audit.deny(
+            actor=actor,
+            action="invitation.revoked",
+            resource_type="invitation",
+            resource_id=str(invitation_id),
+            reason="You cannot manage invitations.",
         )
     with transaction.atomic():
         invitation = Invitation.objects.select_for_update().filter(pk=invitation_id).first()
@@ -223,7 +220,13 @@ def _check_member(actor: Actor, user_id: int, action: str) -> User:
         raise User.DoesNotExist
     reason = _refusal(actor, user)
     if reason:
-        _deny(actor, action, "user", str(user_id), reason)
+        audit.deny(
+            actor=actor,
+            action=action,
+            resource_type="user",
+            resource_id=str(user_id),
+            reason=reason,
+        )
     return user
 
 

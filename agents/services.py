@@ -72,17 +72,18 @@ def _tenant() -> Tenant:
     return tenant
 
 
+def _audit_resource_id(value: Any) -> str:
+    return str(value or "").replace("\x00", "")[:AUDIT_RESOURCE_ID_LENGTH]
+
+
 def _deny(actor: Actor, action: str, resource_type: str, resource_id: Any, message: str) -> None:
-    """Record the refusal (it commits on its own) and raise PermissionDenied."""
-    audit.record(
+    audit.deny(
         actor=actor,
         action=action,
         resource_type=resource_type,
-        resource_id=str(resource_id or "").replace("\x00", "")[:AUDIT_RESOURCE_ID_LENGTH],
-        result=Result.DENIED,
-        details={"reason": message},
+        resource_id=_audit_resource_id(resource_id),
+        reason=message,
     )
-    raise PermissionDenied(message)
 
 
 def _require(
@@ -100,7 +101,7 @@ def _refuse_quota(actor: Actor, action: str, resource_id: Any, error: QuotaExcee
         actor=actor,
         action=action,
         resource_type="agent",
-        resource_id=str(resource_id or "").replace("\x00", "")[:AUDIT_RESOURCE_ID_LENGTH],
+        resource_id=_audit_resource_id(resource_id),
         result=Result.DENIED,
         details={"reason": error.code, **error.detail},
     )

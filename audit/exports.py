@@ -40,24 +40,10 @@ FIELDS = [
 
 
 def event_record(event: AuditEvent) -> dict[str, Any]:
-    """An event as plain data, with the same field names its hash is computed over."""
-    return {
-        "tenant_id": event.tenant_id,
-        "sequence": event.sequence,
-        "occurred_at": event.occurred_at.isoformat(),
-        "actor_kind": event.actor_kind,
-        "actor_id": event.actor_id,
-        "actor_label": event.actor_label,
-        "action": event.action,
-        "resource_type": event.resource_type,
-        "resource_id": event.resource_id,
-        "result": event.result,
-        "ip": event.ip,
-        "user_agent": event.user_agent,
-        "details": event.details,
-        "previous_hash": event.previous_hash,
-        "hash": event.hash,
-    }
+    """An event as plain data: the fields its hash covers, under the same names, and the hash."""
+    from audit.services import hashed_fields  # audit.services imports this module
+
+    return {**hashed_fields(event), "hash": event.hash}
 
 
 def iter_events(

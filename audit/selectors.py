@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -159,16 +159,14 @@ def require_audit_read(actor: Actor, action: str) -> None:
     """Refuse (and record the refusal) unless `actor` may read the audit log."""
     if actor.can("audit:read"):
         return
-    from audit.services import record
+    from audit.services import deny
 
-    record(
+    deny(
         actor=actor,
         action=action,
         resource_type="audit_log",
-        result=Result.DENIED,
-        details={"reason": "You cannot read the audit log."},
+        reason="You cannot read the audit log.",
     )
-    raise PermissionDenied("You cannot read the audit log.")
 
 
 def event_list(

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -110,9 +110,9 @@ def _clean_details(details: dict[str, Any]) -> dict[str, Any]:
     return _clean_value(json.loads(json.dumps(redact(details), default=str)))
 
 
-def canonical_form(event: AuditEvent) -> bytes:
-    """The bytes that an event's hash covers: every recorded field, in a fixed order."""
-    payload = {
+def hashed_fields(event: AuditEvent) -> dict[str, Any]:
+    """Every recorded field of an event that its hash covers (all but the hash itself)."""
+    return {
         "tenant_id": event.tenant_id,
         "sequence": event.sequence,
         "occurred_at": event.occurred_at.isoformat(),
@@ -128,6 +128,11 @@ def canonical_form(event: AuditEvent) -> bytes:
         "details": event.details,
         "previous_hash": event.previous_hash,
     }
+
+
+def canonical_form(event: AuditEvent) -> bytes:
+    """The bytes that an event's hash covers, in a fixed order."""
+    payload = hashed_fields(event)
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
@@ -276,8 +281,11 @@ def failure_recorded(
         raise
 
 
-def _deny(actor: Actor, action: str, resource_type: str, resource_id: str, reason: str) -> None:
-    """Record a refusal (it commits on its own) and raise PermissionDenied."""
+def deny(
+    *, actor: Actor, action: str, resource_type: str, resource_id: str | int = "", reason: str
+) -> NoReturn:
+    """Record a refusal (outside a transaction it commits on its own) and raise
+    PermissionDenied with `reason`."""
     record(
         actor=actor,
         action=action,
@@ -407,7 +415,13 @@ def alert_rule_set_active(*, actor: Actor, rule_id: int, is_active: bool) -> Ale
     """Switch a compliance rule on or off (needs `settings:write`)."""
     action = "audit.rule_enabled" if is_active else "audit.rule_disabled"
     if not actor.can("settings:write"):
-        _deny(actor, action, "alert_rule", str(rule_id), "You cannot change alert rules.")
+        deny(
+            actor=actor,
+            action=action,
+            resource_type="alert_rule",
+            resource_id=str(rule_id),
+            reason="You cannot change alert rules.",
+        )
     with transaction.atomic():
         rule = AlertRule.objects.select_for_update().get(pk=rule_id)
         if rule.is_active == is_active:
@@ -444,7 +458,12 @@ def audit_retention_apply(*, actor: Actor, retention_days: int, now: Any = None)
     kept as a checkpoint, and the run is recorded as an event that repeats them.
     """
     if actor.kind not in {"system", "staff"}:
-        _deny(actor, RETENTION_ACTION, "audit_log", "", "Only the platform applies retention.")
+        deny(
+            actor=actor,
+            action=RETENTION_ACTION,
+            resource_type="audit_log",
+            reason="Only the platform applies retention.",
+        )
     if retention_days < 1:
         raise ValidationError({"retention_days": ["At least one day."]})
     now = now or timezone.now()

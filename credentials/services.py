@@ -52,18 +52,6 @@ def _tenant():
     return tenant
 
 
-def _deny(actor: Actor, action: str, resource_id: str, message: str) -> None:
-    audit.record(
-        actor=actor,
-        action=action,
-        resource_type="api_key",
-        resource_id=resource_id,
-        result=Result.DENIED,
-        details={"reason": message},
-    )
-    raise PermissionDenied(message)
-
-
 # Scopes --------------------------------------------------------------------------------------
 
 
@@ -106,7 +94,12 @@ def api_key_create(
     """Create a key. Returns it and its full text, which is never available again."""
     tenant = _tenant()
     if not actor.can(MANAGE_PERMISSION) or actor.user is None:
-        _deny(actor, "api_key.created", "", "You cannot manage API keys.")
+        audit.deny(
+            actor=actor,
+            action="api_key.created",
+            resource_type="api_key",
+            reason="You cannot manage API keys.",
+        )
     name = (name or "").strip()
     errors: dict[str, list[str]] = {}
     if not name:
@@ -158,7 +151,13 @@ def api_key_create(
 def api_key_revoke(*, actor: Actor, key_id: int) -> ApiKey:
     """Revoke a key: refused from the next request on, in every process (keys are not cached)."""
     if not actor.can(MANAGE_PERMISSION):
-        _deny(actor, "api_key.revoked", str(key_id), "You cannot manage API keys.")
+        audit.deny(
+            actor=actor,
+            action="api_key.revoked",
+            resource_type="api_key",
+            resource_id=str(key_id),
+            reason="You cannot manage API keys.",
+        )
     with transaction.atomic():
         key = ApiKey.objects.select_for_update().get(pk=key_id)
         if key.revoked_at is not None:

@@ -164,6 +164,41 @@ def in_tenant():
 
 
 @pytest.fixture
+def acme(org, in_tenant):
+    """Run the test inside organization A's schema."""
+    with in_tenant(org):
+        yield org
+
+
+@pytest.fixture
+def listen():
+    """`receive = listen(tenant, subject)`; then `receive()` returns the next message published
+    to that organization's subject on the real channel layer, or times out."""
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from tenants.events import group_name
+
+    layer = get_channel_layer()
+
+    def start(tenant, subject: str):
+        channel = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)(group_name(str(tenant.public_id), subject), channel)
+
+        def receive(timeout: float = 2.0) -> dict:
+            async def get() -> dict:
+                return await asyncio.wait_for(layer.receive(channel), timeout)
+
+            return async_to_sync(get)()
+
+        return receive
+
+    return start
+
+
+@pytest.fixture
 def client_for():
     """`client_for(org, user=None)`: a client on the organization's host, logged in if asked."""
     from tenants import context

@@ -17,12 +17,6 @@ def last_event():
     return AuditEvent.objects.order_by("-sequence").first()
 
 
-@pytest.fixture
-def acme(org, in_tenant):
-    with in_tenant(org):
-        yield org
-
-
 @pytest.mark.parametrize("role", ["admin", "owner"])
 def test_admins_and_owners_invite(acme, role, django_capture_on_commit_callbacks):
     actor = Actor.for_user(acme.user(role))

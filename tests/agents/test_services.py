@@ -11,7 +11,8 @@ from agents.errors import QuotaExceeded
 from agents.models import Agent, AgentInstance, ConfigKey, ResourcePool
 from audit.actors import Actor
 from audit.models import AuditEvent
-from tests.agents.conftest import events_after, head, make_agent, system
+from tests.agents.conftest import make_agent, system
+from tests.audit.conftest import events_after, head
 
 
 def pool() -> tuple[int, int, int, int]:

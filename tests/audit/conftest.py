@@ -1,15 +1,13 @@
-"""Helpers for the audit tests: entering an organization, reading its events, hearing its events."""
+"""Helpers for the audit tests: reading an organization's events, tampering with them as a
+superuser would, generous export limits."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from django.db import connection
 
+from audit import services
 from audit.models import AuditEvent
-from tenants.events import group_name
 
 
 def head() -> int:
@@ -22,34 +20,38 @@ def events_after(sequence: int) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(sequence__gt=sequence).order_by("sequence"))
 
 
+def tamper(sql: str, params: list | None = None) -> None:
+    """What a superuser can do: switch the (ordinary) triggers off for the transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(sql, params)
+        cursor.execute("SET LOCAL session_replication_role = origin")
+
+
+def backdate(days: int, *, through: int | None = None) -> None:
+    """Age the log (all of it, or the events up to sequence `through`) as a superuser would, and
+    re-seal the chain as it would have been: backdating changes what the hashes cover."""
+    where, params = ("", [days]) if through is None else (" WHERE sequence <= %s", [days, through])
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(
+            "UPDATE audit_auditevent SET occurred_at = occurred_at - make_interval(days => %s)"
+            + where,
+            params,
+        )
+        previous = services.GENESIS_HASH
+        for event in list(AuditEvent.objects.order_by("sequence")):
+            event.previous_hash = previous
+            event.hash = services.compute_hash(event)
+            cursor.execute(
+                "UPDATE audit_auditevent SET previous_hash = %s, hash = %s WHERE id = %s",
+                [event.previous_hash, event.hash, event.pk],
+            )
+            previous = event.hash
+        cursor.execute("SET LOCAL session_replication_role = origin")
+
+
 @pytest.fixture(autouse=True)
 def _generous_export_rate(settings):
     """Rate-limit counters live in Redis across tests: only the rate-limit tests set real ones."""
     settings.AUDIT_EXPORT_RATE = "100000/h"
-
-
-@pytest.fixture
-def acme(org, in_tenant):
-    """Run the test inside organization A's schema."""
-    with in_tenant(org):
-        yield org
-
-
-@pytest.fixture
-def listen():
-    """`receive = listen(tenant, subject)`; then `receive()` returns the next message or raises."""
-    layer = get_channel_layer()
-
-    def start(tenant, subject: str):
-        channel = async_to_sync(layer.new_channel)()
-        async_to_sync(layer.group_add)(group_name(str(tenant.public_id), subject), channel)
-
-        def receive(timeout: float = 2.0) -> dict:
-            async def get() -> dict:
-                return await asyncio.wait_for(layer.receive(channel), timeout)
-
-            return async_to_sync(get)()
-
-        return receive
-
-    return start

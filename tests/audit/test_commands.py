@@ -6,43 +6,23 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 from django.utils import timezone
 
 from audit import services
 from audit.actors import Actor
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.verify import verify_chain
-
-
-def backdate_all(days: int) -> None:
-    """Age the whole log (as a superuser would: triggers off) and re-seal it consistently."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL session_replication_role = replica")
-        cursor.execute(
-            "UPDATE audit_auditevent SET occurred_at = occurred_at - make_interval(days => %s)",
-            [days],
-        )
-        previous = services.GENESIS_HASH
-        for event in AuditEvent.objects.order_by("sequence"):
-            event.previous_hash = previous
-            event.hash = services.compute_hash(event)
-            cursor.execute(
-                "UPDATE audit_auditevent SET previous_hash = %s, hash = %s WHERE id = %s",
-                [event.previous_hash, event.hash, event.pk],
-            )
-            previous = event.hash
-        cursor.execute("SET LOCAL session_replication_role = origin")
+from tests.audit.conftest import backdate
 
 
 def test_retention_follows_each_organizations_plan(org, other_org, in_tenant, capsys):
     # Both organizations are on "team" (365 days). Acme's log is 400 days old, Globex's 100.
     with in_tenant(org):
-        backdate_all(400)
+        backdate(400)
         acme_count = AuditEvent.objects.count()
         acme_last = AuditEvent.objects.order_by("-sequence").first()
     with in_tenant(other_org):
-        backdate_all(100)
+        backdate(100)
         globex_count = AuditEvent.objects.count()
 
     call_command("audit_retention")
@@ -74,7 +54,7 @@ def test_retention_for_one_organization(org, other_org, in_tenant, capsys):
 
 def test_retention_twice_keeps_the_chain_verifiable(org, in_tenant):
     with in_tenant(org):
-        backdate_all(400)
+        backdate(400)
         services.audit_retention_apply(actor=Actor.system("tests"), retention_days=365)
         services.record(actor=Actor.system("tests"), action="test.between")
         later = timezone.now() + timedelta(days=400)

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from audit import services
@@ -14,7 +14,7 @@ from audit.actors import Actor
 from audit.models import AlertRule, AuditCheckpoint, AuditEvent
 from audit.verify import verify_chain
 from tenants import context
-from tests.audit.conftest import events_after, head
+from tests.audit.conftest import backdate, events_after, head
 
 SYSTEM = Actor.system("tests")
 
@@ -325,38 +325,12 @@ def test_verify_reports_and_records(acme):
 # --- Retention -----------------------------------------------------------------------------------
 
 
-def _age_events(days: int, through: int) -> None:
-    """Backdate events (as a superuser bypassing the trigger): test set-up for retention."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL session_replication_role = replica")
-        cursor.execute(
-            "UPDATE audit_auditevent SET occurred_at = occurred_at - make_interval(days => %s) "
-            "WHERE sequence <= %s",
-            [days, through],
-        )
-        cursor.execute("SET LOCAL session_replication_role = origin")
-    # Backdating changed what the hashes cover: re-seal the chain as it would have been.
-    previous = services.GENESIS_HASH
-    rows = list(AuditEvent.objects.order_by("sequence"))
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL session_replication_role = replica")
-        for event in rows:
-            event.previous_hash = previous
-            event.hash = services.compute_hash(event)
-            cursor.execute(
-                "UPDATE audit_auditevent SET previous_hash = %s, hash = %s WHERE id = %s",
-                [event.previous_hash, event.hash, event.pk],
-            )
-            previous = event.hash
-        cursor.execute("SET LOCAL session_replication_role = origin")
-
-
 def test_retention_removes_old_events_and_keeps_the_chain_verifiable(acme):
     for number in range(5):
         services.record(actor=SYSTEM, action="test.old", details={"n": number})
     old_through = head()
     services.record(actor=SYSTEM, action="test.recent")
-    _age_events(400, old_through)
+    backdate(400, through=old_through)
     last_removed = AuditEvent.objects.get(sequence=old_through)
     tenant_id = str(acme.tenant.public_id)
     assert verify_chain(tenant_id=tenant_id).is_intact
@@ -402,7 +376,7 @@ def test_retention_is_for_the_platform_only(acme):
 
 
 def test_a_log_emptied_by_retention_continues_from_its_checkpoint(acme):
-    _age_events(400, head())
+    backdate(400, through=head())
     services.audit_retention_apply(
         actor=SYSTEM, retention_days=30, now=timezone.now() + timedelta(days=60)
     )

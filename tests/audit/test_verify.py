@@ -6,23 +6,15 @@ import json
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
 from audit import services
 from audit.actors import Actor
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.verify import verify_chain
 from tenants import context
+from tests.audit.conftest import tamper
 
 SYSTEM = Actor.system("tests")
-
-
-def tamper(sql: str, params: list | None = None) -> None:
-    """What a superuser can do: switch the (ordinary) triggers off for the transaction."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL session_replication_role = replica")
-        cursor.execute(sql, params)
-        cursor.execute("SET LOCAL session_replication_role = origin")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from audit import services
 from audit.actors import Actor
 from audit.models import AlertRule, AuditEvent
 from audit.selectors import EventFilters
-from tests.audit.conftest import events_after, head
+from tests.audit.conftest import events_after, head, tamper
 
 SYSTEM = Actor.system("tests")
 PAGES = ["/audit/", "/audit/alerts/", "/audit/rules/"]
@@ -265,12 +265,10 @@ def test_verify_button_reports_an_intact_log(org, client_for, in_tenant):
 
 
 def test_verify_button_names_the_broken_event(org, client_for, in_tenant, logged):
-    with in_tenant(org), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL session_replication_role = replica")
-        cursor.execute(
+    with in_tenant(org):
+        tamper(
             "UPDATE audit_auditevent SET details = '{}' WHERE sequence = %s", [logged[2].sequence]
         )
-        cursor.execute("SET LOCAL session_replication_role = origin")
 
     page = client_for(org, org.owner).post("/audit/verify/").content.decode()
 

@@ -9,8 +9,6 @@ from audit.actors import Actor
 from credentials import services
 from tenants import context
 
-PASSWORD = "correct-horse-battery-staple"
-
 
 def post_json(client, path: str, data: Any, **extra):
     return client.post(path, data=json.dumps(data), content_type="application/json", **extra)

@@ -13,8 +13,8 @@ from accounts.models import User
 from audit.models import AuditEvent
 from credentials.models import ApiKey
 from tenants.authentication import CredentialRefused, verify_api_key
+from tests.conftest import PASSWORD
 from tests.credentials.helpers import (
-    PASSWORD,
     api_key,
     api_key_header,
     bearer,
