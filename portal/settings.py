@@ -85,7 +85,7 @@ SHARED_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.admin",
+    "portal.admin_site.PlatformAdminConfig",  # django.contrib.admin with a throttled sign-in
     # After admin: django-tenants' admin templates assume a tenant object on the public host,
     # where this project has none; Django's own admin templates are the ones wanted.
     "django_tenants",

@@ -69,5 +69,9 @@ LOGIN_LIMITS = (
     Limit("portal.login.ip", "30/5m", by_ip),
     Limit("portal.login.account", "10/5m", by_login),
 )
+STAFF_LOGIN_LIMITS = (
+    Limit("admin.login.ip", "20/5m", by_ip),
+    Limit("admin.login.account", "10/5m", by_login),
+)
 SIGNUP_LIMITS = (Limit("portal.signup.ip", "10/h", by_ip),)
 PASSWORD_RESET_LIMITS = (Limit("portal.password_reset.ip", "10/h", by_ip),)

@@ -64,3 +64,15 @@ def test_password_reset_is_throttled(org, client_for):
         client.post("/password-reset/", {"email": org.member.email})
 
     assert client.post("/password-reset/", {"email": org.member.email}).status_code == 429
+
+
+def test_the_staff_admin_sign_in_is_throttled(public_client, staff_user):
+    for _ in range(10):
+        public_client.post("/admin/login/", {"username": staff_user.email, "password": "wrong"})
+
+    refused = public_client.post(
+        "/admin/login/", {"username": staff_user.email, "password": PASSWORD}
+    )
+
+    assert refused.status_code == 429
+    assert "_auth_user_id" not in public_client.session
