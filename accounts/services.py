@@ -267,6 +267,7 @@ def member_change_role(*, actor: Actor, user_id: int, role: str) -> User:
             resource_type="user",
             resource_id=user.pk,
             details={"email": user.email, "from": previous, "to": role},
+            recheck=True,  # open sockets of the member (and of their keys) take it at once
         )
     return user
 
@@ -292,6 +293,7 @@ def member_deactivate(*, actor: Actor, user_id: int) -> User:
             resource_type="user",
             resource_id=user.pk,
             details={"email": user.email},
+            recheck=True,  # open sockets of the member (and of their keys) close at once
         )
     return user
 

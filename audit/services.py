@@ -236,12 +236,14 @@ def emit(
     resource_id: str | int = "",
     details: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
+    recheck: bool = False,
 ) -> AuditEvent:
     """Record a successful change and publish it as `action` to the organization's namespace.
 
     The audit event is written in the caller's transaction; the real-time event goes out only
     after that transaction commits (and never if it rolls back). `data` is the event payload
-    (defaults to the audit details).
+    (defaults to the audit details). `recheck=True` marks a change that can revoke credentials:
+    the organization's open sockets then check theirs again at once (tenants.events).
     """
     event = record(
         actor=actor,
@@ -253,7 +255,7 @@ def emit(
     tenant = context.current_tenant()
     if tenant is not None:
         events.publish_on_commit(
-            tenant, action, redact(data if data is not None else details or {})
+            tenant, action, redact(data if data is not None else details or {}), recheck=recheck
         )
     return event
 

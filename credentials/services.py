@@ -171,6 +171,7 @@ def api_key_revoke(*, actor: Actor, key_id: int) -> ApiKey:
             resource_type="api_key",
             resource_id=key.pk,
             details={"name": key.name, "prefix": key.prefix},
+            recheck=True,  # open sockets using the key close at once
         )
     return key
 

@@ -36,6 +36,8 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_TOO_LARGE = 1009
+CLOSE_TOO_MANY_REFUSALS = 4429
+MAX_REFUSALS = 50
 MAX_SUBSCRIPTIONS = 100
 SEEN_IDS = 1024
 
@@ -117,11 +119,20 @@ def _credential_actor(tenant: Any, raw: str) -> tuple[Actor | None, str, str]:
         return credential.actor(), "", ""
 
 
+def _status_now(tenant: Any) -> str | None:
+    """The organization's status in the database (None once deleted): a control event can
+    arrive before this process's routing cache has heard of the change."""
+    from tenants.models import Tenant
+
+    with context.public_context():
+        return Tenant.objects.filter(pk=tenant.pk).values_list("status", flat=True).first()
+
+
 def _recheck(host: str, scope: dict[str, Any], token: str | None) -> tuple[Actor | None, str]:
     """The connection's credential again, against the organization as it is now: a revoked
     key, a deactivated user, an ended session or a suspended organization ends the socket."""
     tenant = _resolve(host)
-    if tenant is None or tenant.status != TenantStatus.ACTIVE:
+    if tenant is None or _status_now(tenant) != TenantStatus.ACTIVE:
         return None, "organization_unavailable"
     if token is None:
         actor = _session_actor(tenant, scope)
@@ -156,18 +167,40 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.instance_id: str | None = None
         self.last_heartbeat = float("-inf")
+        self.refusals = 0
         self.agent_id: str | None = None
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.GATEWAY_QUEUE_SIZE)
         self.closing = False
+        self.recheck_now = asyncio.Event()
+        self.in_control_group = False
         await self.accept()
         self.writer = asyncio.ensure_future(self._write())
         self.token: str | None = None  # kept in memory only, to check it again (_recheck)
+        if _header(self.scope, b"cookie"):
+            await self._join_control_group()
         self.actor = await database_sync_to_async(_session_actor)(self.tenant, self.scope)
         if self.actor is not None:
             self._emit({"op": "ready", "tenant": self.tenant_id, "via": "session"})
             self.recheck_timer = asyncio.ensure_future(self._recheck_loop())
         else:
+            await self._leave_control_group()
             self.auth_timer = asyncio.ensure_future(self._auth_deadline())
+
+    async def _join_control_group(self) -> None:
+        """Join before the credential is checked: a revocation committed after that check is
+        then announced to this socket, whatever the order of the two."""
+        if not self.in_control_group:
+            self.in_control_group = True
+            await self.channel_layer.group_add(
+                events.control_group(self.tenant_id), self.channel_name
+            )
+
+    async def _leave_control_group(self) -> None:
+        if self.in_control_group:
+            self.in_control_group = False
+            await self.channel_layer.group_discard(
+                events.control_group(self.tenant_id), self.channel_name
+            )
 
     # --- Outgoing ------------------------------------------------------------------------------
 
@@ -264,8 +297,10 @@ class EventsConsumer(AsyncWebsocketConsumer):
             self._error("credentials_malformed", "Send {op: auth, token: <jwt or api key>}.", ref)
             await self._flush_and_close(CLOSE_UNAUTHENTICATED)
             return
+        await self._join_control_group()
         actor, code, text = await database_sync_to_async(_credential_actor)(self.tenant, token)
         if actor is None:
+            await self._leave_control_group()
             self._error(code, text, ref)
             await self._flush_and_close(CLOSE_UNAUTHENTICATED)
             return
@@ -277,8 +312,15 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.recheck_timer = asyncio.ensure_future(self._recheck_loop())
 
     async def _recheck_loop(self) -> None:
+        """Check the credential again on every control event of the organization (a revocation
+        was just committed), and every GATEWAY_RECHECK_SECONDS as a backstop (a lost event, an
+        expiry). Events arriving during a check make one more check, not one each."""
         while True:
-            await asyncio.sleep(settings.GATEWAY_RECHECK_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.recheck_now.wait(), timeout=settings.GATEWAY_RECHECK_SECONDS
+                )
+            self.recheck_now.clear()
             actor, code = await database_sync_to_async(_recheck)(
                 _host(self.scope), self.scope, self.token
             )
@@ -295,6 +337,11 @@ class EventsConsumer(AsyncWebsocketConsumer):
         except services.Refused as error:
             extra = {"retry_after": error.retry_after} if error.retry_after else {}
             self._error(error.code, error.message, ref, **extra)
+            # Each refusal writes an audit row: a client looping on refused frames is cut off.
+            self.refusals += 1
+            if self.refusals >= MAX_REFUSALS:
+                self._error("too_many_refusals", f"{MAX_REFUSALS} refused frames: goodbye.")
+                await self._flush_and_close(CLOSE_TOO_MANY_REFUSALS)
             return False, None
         except PermissionDenied as error:
             self._error("permission_denied", str(error) or "Not allowed.", ref)
@@ -446,6 +493,12 @@ class EventsConsumer(AsyncWebsocketConsumer):
             }
         )
 
+    async def tenant_control(self, message: dict[str, Any]) -> None:
+        """A server-only control event (tenants.events.recheck_on_commit): check again now."""
+        if message.get("tenant") != getattr(self, "tenant_id", None):
+            return  # never: the group name carries the tenant; kept as a second lock
+        self.recheck_now.set()
+
     async def disconnect(self, code: int) -> None:
         for timer in ("writer", "auth_timer", "recheck_timer"):
             task = getattr(self, timer, None)
@@ -453,3 +506,5 @@ class EventsConsumer(AsyncWebsocketConsumer):
                 task.cancel()
         for group in list(getattr(self, "group_refs", {})):
             await self.channel_layer.group_discard(group, self.channel_name)
+        if getattr(self, "in_control_group", False):
+            await self._leave_control_group()

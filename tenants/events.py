@@ -6,6 +6,11 @@ rest). An event on subject `a.b.c` is therefore sent to the exact group of `a.b.
 joins the prefix group of its literal head (`agents.*.metrics` -> prefix `agents`) and the
 consumer matches the pattern itself (gateway.subjects.matches). A publish costs one group_send
 per token plus one (at most 17), whatever the number of subscribers; docs/gateway.md measures it.
+
+Each organization also has one server-only *control group* (`control_group`), which every
+authenticated socket joins: `recheck_on_commit` tells them, in every process, to check their
+credential again at once after a change that can revoke it (a key revoked, a member deactivated
+or demoted, the organization suspended or deleted). No subject can name it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import re
 import threading
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
@@ -32,6 +38,7 @@ SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 # Channels refuses group names of 100 characters or more.
 MAX_GROUP_LENGTH = 99
 MESSAGE_TYPE = "tenant.event"
+CONTROL_MESSAGE_TYPE = "tenant.control"
 
 
 def _valid_tokens(subject: str) -> bool:
@@ -78,23 +85,50 @@ def event_message(tenant_id: str, subject: str, data: Any) -> dict[str, Any]:
     }
 
 
-async def send(tenant_id: str, subject: str, message: dict[str, Any]) -> None:
-    """Fan one event out to its groups (the only `group_send` of the project)."""
+def control_group(tenant_id: str) -> str:
+    """The organization's control group, `tenant.<id>...control`: joined by the server only.
+
+    Subject groups are `tenant.<id>.<tokens>`, `tenant.<id>.<tokens>..`, `tenant.<id>..` and
+    `tenant.<id>...<40 hex digits>`; a subject never has an empty token and `control` is not a
+    hex digest, so no subject or pattern a client sends can produce this name.
+    """
+    return f"tenant.{tenant_id}...control"
+
+
+async def _group_send(groups: list[str], message: dict[str, Any]) -> None:
+    """The only `group_send` of the project."""
     layer = get_channel_layer()
     if layer is None:
         return
-    await asyncio.gather(
-        *(layer.group_send(group, message) for group in groups_for(tenant_id, subject))
-    )
+    await asyncio.gather(*(layer.group_send(group, message) for group in groups))
 
 
-def publish_on_commit(tenant: Tenant, subject: str, data: dict[str, Any]) -> None:
-    """Send `data` to the tenant's `subject` group once the current transaction commits."""
+async def send(tenant_id: str, subject: str, message: dict[str, Any]) -> None:
+    """Fan one event out to its groups."""
+    await _group_send(groups_for(tenant_id, subject), message)
+
+
+async def send_control(tenant_id: str, reason: str) -> None:
+    """Tell every socket of the organization, in every process, to re-check its credential."""
+    message = {"type": CONTROL_MESSAGE_TYPE, "tenant": tenant_id, "reason": reason}
+    await _group_send([control_group(tenant_id)], message)
+
+
+def publish_on_commit(
+    tenant: Tenant, subject: str, data: dict[str, Any], *, recheck: bool = False
+) -> None:
+    """Send `data` to the tenant's `subject` group once the current transaction commits.
+
+    `recheck=True` (a change that can revoke credentials) also sends the control event of
+    `recheck_on_commit` first, in the same after-commit callback.
+    """
     tenant_id = str(tenant.public_id)
     groups_for(tenant_id, subject)  # an invalid subject fails now, in the caller, not later
     message = event_message(tenant_id, subject, data)
 
     def deliver() -> None:
+        if recheck:
+            _announce(tenant_id, subject)
         try:
             send_from_sync(tenant_id, subject, message)
         except Exception:  # the change is committed; a lost live event must not fail it
@@ -103,13 +137,41 @@ def publish_on_commit(tenant: Tenant, subject: str, data: dict[str, Any]) -> Non
     transaction.on_commit(deliver)
 
 
+def recheck_on_commit(tenant: Tenant | None, reason: str) -> None:
+    """Once the current transaction commits, make the organization's open sockets re-check their
+    credential at once (gateway.consumers), instead of at their next periodic check.
+
+    `reason` is the audit action that caused it (`api_key.revoked` ...), for logs only: every
+    socket re-checks whatever the reason, since one change can end several kinds of credential
+    (a deactivated member's keys stop working too). Outside an organization (the platform's
+    own users) there is no namespace and no socket: nothing to do.
+    """
+    public_id = getattr(tenant, "public_id", None)
+    if public_id is None:
+        return
+    tenant_id = str(public_id)
+    transaction.on_commit(lambda: _announce(tenant_id, reason))
+
+
+def _announce(tenant_id: str, reason: str) -> None:
+    try:
+        _await_from_sync(send_control, tenant_id, reason)
+    except Exception:  # committed; the periodic re-check remains the backstop
+        logger.warning("could not announce %s for %s", reason, tenant_id, exc_info=True)
+
+
 _publisher: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
 _publisher_lock = threading.Lock()
 PUBLISH_TIMEOUT_SECONDS = 5.0
 
 
 def send_from_sync(tenant_id: str, subject: str, message: dict[str, Any]) -> None:
-    """`send` from synchronous code (services): wait for the event to be handed to the layer.
+    """`send` from synchronous code (services): wait for the event to be handed to the layer."""
+    _await_from_sync(send, tenant_id, subject, message)
+
+
+def _await_from_sync(function: Callable[..., Awaitable[None]], *args: Any) -> None:
+    """Run a sending coroutine from synchronous code and wait until the layer has it.
 
     `async_to_sync` would run each publish in a fresh event loop, and channels-redis keeps its
     connections per loop: every publish would open new Redis connections (~6 ms). With the Redis
@@ -119,9 +181,9 @@ def send_from_sync(tenant_id: str, subject: str, message: dict[str, Any]) -> Non
     from channels_redis.core import RedisChannelLayer
 
     if not isinstance(get_channel_layer(), RedisChannelLayer):
-        async_to_sync(send)(tenant_id, subject, message)
+        async_to_sync(function)(*args)
         return
-    future = asyncio.run_coroutine_threadsafe(send(tenant_id, subject, message), _publisher_loop())
+    future = asyncio.run_coroutine_threadsafe(function(*args), _publisher_loop())
     future.result(timeout=PUBLISH_TIMEOUT_SECONDS)
 
 

@@ -20,7 +20,7 @@ from accounts.roles import Role
 from audit import services as audit
 from audit.actors import Actor
 from audit.models import Result
-from tenants import context, routing, schema_pool
+from tenants import context, events, routing, schema_pool
 from tenants.models import Domain, Plan, SigningKey, SigningKeyStatus, Tenant, TenantStatus
 from tenants.validators import schema_name_for, validate_region, validate_slug
 
@@ -216,6 +216,8 @@ def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Te
                 details={"slug": tenant.slug},
             )
         transaction.on_commit(routing.clear_everywhere)
+        # Open sockets re-check at once: a suspended organization's close (gateway.consumers).
+        events.recheck_on_commit(tenant, action)
     return tenant
 
 
@@ -253,6 +255,7 @@ def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
             details={"slug": slug, "schema": schema_name},
         )
         transaction.on_commit(routing.clear_everywhere)
+        events.recheck_on_commit(tenant, "organization.deleted")  # its open sockets close
 
 
 def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Tenant:

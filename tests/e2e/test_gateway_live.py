@@ -21,6 +21,7 @@ from tests.e2e.test_agents_flow import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.gateway.conftest import (  # noqa: F401 (fixtures)
     api_key,
     database_url,
+    free_ports,
     in_org,
     make_agent,
     make_instance,
@@ -30,7 +31,6 @@ from tests.gateway.conftest import (  # noqa: F401 (fixtures)
 from tests.gateway.test_end_to_end import _wait_for_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("unblocked")]
-PORT = 8353
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "e2e-gateway"
 
 
@@ -56,6 +56,7 @@ def test_the_agent_page_and_config_page_update_live(pair):  # noqa: F811
     from audit.actors import Actor
 
     require_browser()
+    (port,) = free_ports(1)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     a, _ = pair
     _rehash_passwords(a)
@@ -67,14 +68,14 @@ def test_the_agent_page_and_config_page_update_live(pair):  # noqa: F811
         **os.environ,
         "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL,
-        "PORTAL_PORT": str(PORT),
+        "PORTAL_PORT": str(port),
         "DEBUG": "1",
         "TENANT_CONTEXT_GUARD": "1",
         "SCHEMA_POOL_BACKGROUND_REFILL": "0",
     }
     log = (ARTIFACTS / "server.log").open("w")
     server = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--port", str(PORT)]
+        [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--port", str(port)]
         + ["--ws", "websockets-sansio", "--log-level", "warning"],
         cwd=settings.BASE_DIR,
         env=env,
@@ -82,16 +83,16 @@ def test_the_agent_page_and_config_page_update_live(pair):  # noqa: F811
         stderr=subprocess.STDOUT,
     )
     runtime = AgentRuntime(
-        url=f"http://{a.tenant.host}:{PORT}",
+        url=f"http://{a.tenant.host}:{port}",
         key=runtime_key,
         instance_id=str(instance.pk),
         heartbeat_seconds=0.5,
     )
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(runtime.run_forever(),))
-    base = f"http://{a.tenant.host}:{PORT}"
+    base = f"http://{a.tenant.host}:{port}"
     try:
-        _wait_for_port(PORT, server)
+        _wait_for_port(port, server)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS

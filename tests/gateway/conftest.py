@@ -64,6 +64,24 @@ def layer(request):
     channel_layers.backends.clear()
 
 
+def free_ports(count: int) -> list[int]:
+    """Ports of this suite's range (8350-8399) that nothing listens on right now."""
+    import socket
+
+    found = []
+    for port in range(8350, 8400):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise RuntimeError("no free ports in 8350-8399")
+
+
 def database_url() -> str:
     """The URL of this test process's database (pytest-django's `test_...`), for servers."""
     from urllib.parse import quote

@@ -294,7 +294,8 @@ def test_an_oversized_frame_is_refused_and_closes_with_1009(pair, layer):
 
 def test_publishes_past_the_connection_rate_are_refused(pair, layer, settings):
     a, _ = pair
-    settings.GATEWAY_PUBLISH_RATE_PER_CONNECTION = "5/m"
+    # Fixed windows: an hour, unlike a minute, practically never rolls over during the test.
+    settings.GATEWAY_PUBLISH_RATE_PER_CONNECTION = "5/h"
     key = api_key(a, ["agents:read", "tasks:publish"])
 
     async def body():
@@ -461,3 +462,25 @@ def test_a_socket_of_a_suspended_organization_is_closed(pair, layer, settings):
         routing.clear()
     assert refused["error"]["code"] == "organization_unavailable"
     assert code == 4401
+
+
+def test_a_client_looping_on_refused_frames_is_cut_off(pair, layer):
+    from gateway.consumers import MAX_REFUSALS
+
+    _, b = pair
+    key = api_key(b, ["agents:read"])
+    before = len(denied_events(b, "gateway.subscribe"))
+
+    async def body():
+        client = Client(host_of(b))
+        await client.connect()
+        await client.auth(key)
+        for _ in range(MAX_REFUSALS):
+            await client.send(op="subscribe", subject="tenant.x")
+        frames = [await client.receive() for _ in range(MAX_REFUSALS + 1)]
+        return frames, await client.closed_with()
+
+    frames, code = run(body)
+    assert frames[-1]["error"]["code"] == "too_many_refusals"
+    assert code == 4429
+    assert len(denied_events(b, "gateway.subscribe")) == before + MAX_REFUSALS

@@ -23,11 +23,10 @@ import pytest
 from django.conf import settings
 
 from gateway.runtime import AgentRuntime
-from tests.gateway.conftest import api_key, database_url, in_org, make_agent
+from tests.gateway.conftest import api_key, database_url, free_ports, in_org, make_agent
 
 pytestmark = pytest.mark.usefixtures("unblocked")
 ROOT = Path(__file__).resolve().parents[2]
-PORTS = (8351, 8352)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, seconds: float = 20) -> None:
@@ -83,8 +82,8 @@ def stop_server(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def servers() -> Iterator[list[subprocess.Popen]]:
-    processes = [start_server(port) for port in PORTS]
+def servers(ports: list[int]) -> Iterator[list[subprocess.Popen]]:
+    processes = [start_server(port) for port in ports]
     try:
         yield processes
     finally:
@@ -140,9 +139,10 @@ def test_tasks_config_and_reconnect_across_two_server_processes(pair):
     host = a.tenant.host
     events: queue.Queue = queue.Queue()
 
-    with servers() as processes:
+    ports = free_ports(2)
+    with servers(ports) as processes:
         runtime = AgentRuntime.for_new_instance(
-            url=f"http://{host}:{PORTS[1]}",
+            url=f"http://{host}:{ports[1]}",
             key=runtime_key,
             agent_id=str(agent.pk),
             heartbeat_seconds=0.5,
@@ -154,7 +154,7 @@ def test_tasks_config_and_reconnect_across_two_server_processes(pair):
             # A task published over the API of server 1 reaches the agent on server 2.
             published = call(
                 "POST",
-                PORTS[0],
+                ports[0],
                 host,
                 "/api/v1/tasks/",
                 operator_key,
@@ -165,7 +165,7 @@ def test_tasks_config_and_reconnect_across_two_server_processes(pair):
             # The tool placeholder answers honestly.
             tool = call(
                 "POST",
-                PORTS[0],
+                ports[0],
                 host,
                 "/api/v1/tasks/",
                 operator_key,
@@ -176,7 +176,7 @@ def test_tasks_config_and_reconnect_across_two_server_processes(pair):
             # A config change made through server 1 reaches the running agent.
             call(
                 "PUT",
-                PORTS[0],
+                ports[0],
                 host,
                 "/api/v1/config/agents.e2e/",
                 operator_key,
@@ -187,12 +187,12 @@ def test_tasks_config_and_reconnect_across_two_server_processes(pair):
             # Kill the agent's server: it reconnects once the server is back.
             stop_server(processes[1])
             wait_for(events, "disconnected")
-            processes[1] = start_server(PORTS[1])
+            processes[1] = start_server(ports[1])
             again = wait_for(events, "attached", timeout=20)
             assert again["connections"] == 2
             second = call(
                 "POST",
-                PORTS[0],
+                ports[0],
                 host,
                 "/api/v1/tasks/",
                 operator_key,
@@ -217,7 +217,8 @@ def test_the_run_agent_command_serves_an_instance_and_stops_cleanly(pair):
     a, _ = pair
     agent = make_agent(a, name="Command runner")
     key = api_key(a, ["agents:read", "agents:write"])
-    server = start_server(PORTS[0])
+    ports = free_ports(1)
+    server = start_server(ports[0])
     try:
         command = subprocess.Popen(  # noqa: S603
             [
@@ -225,7 +226,7 @@ def test_the_run_agent_command_serves_an_instance_and_stops_cleanly(pair):
                 "manage.py",
                 "run_agent",
                 "--url",
-                f"http://{a.tenant.host}:{PORTS[0]}",
+                f"http://{a.tenant.host}:{ports[0]}",
             ]
             + ["--key", key, "--agent", str(agent.pk), "--heartbeat", "0.5"],
             cwd=ROOT,
