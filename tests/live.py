@@ -23,6 +23,21 @@ import pytest
 from django.conf import settings
 
 CHROMIUM = "/usr/bin/chromium"
+# Debian's Chromium, headless, as root, without the background traffic this machine refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium(playwright):
+    """Launch Debian's Chromium through Playwright (skips or fails without it: require_browser)."""
+    require_browser()
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
 
 
 def require_browser() -> None:
@@ -156,6 +171,23 @@ def _wait_for_page(process: subprocess.Popen, server: Server, host: str, path: s
             pass
         time.sleep(0.2)
     pytest.fail(f"the server did not answer:\n{server.log.read_text()[-3000:]}")
+
+
+def uvicorn(port: int, *, log=None, **env: str) -> subprocess.Popen:
+    """The whole ASGI app (portal, API, WebSocket gateway) under uvicorn on `port`, answering.
+
+    Stop it with `stop`. `env` overrides the environment (for example PORTAL_PORT, DEBUG).
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1"]
+        + ["--port", str(port), "--ws", "websockets-sansio", "--log-level", "warning"],
+        cwd=settings.BASE_DIR,
+        env=environment(**env),
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+    )
+    wait_for_port(process, port)
+    return process
 
 
 @contextmanager

@@ -10,11 +10,9 @@ from django.conf import settings
 
 from tests import live
 from tests.conftest import PASSWORD
-from tests.live import CHROMIUM, require_browser  # also imported from here by test_gateway_live
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 PORTS = range(8310, 8350)
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "e2e-agents"
 
@@ -50,7 +48,7 @@ def small_org(scratch_org):
 @pytest.fixture
 def server(small_org) -> Iterator[live.Server]:
     """The portal in a subprocess on the test database, serving `small_org`'s committed data."""
-    require_browser()
+    live.require_browser()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with live.runserver(
         PORTS, log=ARTIFACTS / "server.log", ready_host=small_org.tenant.host, ready_path="/login/"
@@ -76,9 +74,7 @@ def test_create_an_agent_start_two_instances_watch_the_pool_and_stop_one(server,
         return page.locator('[data-meter="instances"]').first.get_attribute("data-used")
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+        browser = live.chromium(playwright)
         try:
             page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
             page.set_default_timeout(20_000)

@@ -5,10 +5,7 @@ once in two browser pages. Served by uvicorn (HTTP and WebSocket) on the real Re
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,11 +13,10 @@ import pytest
 from django.conf import settings
 
 from gateway.runtime import AgentRuntime
+from tests import live
 from tests.conftest import PASSWORD
-from tests.e2e.test_agents_flow import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.gateway.conftest import (  # noqa: F401 (fixtures)
     api_key,
-    database_url,
     free_ports,
     in_org,
     make_agent,
@@ -28,7 +24,6 @@ from tests.gateway.conftest import (  # noqa: F401 (fixtures)
     pair,
     unblocked,
 )
-from tests.gateway.test_end_to_end import _wait_for_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("unblocked")]
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "e2e-gateway"
@@ -55,7 +50,7 @@ def test_the_agent_page_and_config_page_update_live(pair):  # noqa: F811
     from agents import services
     from audit.actors import Actor
 
-    require_browser()
+    live.require_browser()
     (port,) = free_ports(1)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     a, _ = pair
@@ -64,24 +59,8 @@ def test_the_agent_page_and_config_page_update_live(pair):  # noqa: F811
     instance = make_instance(a, agent)
     in_org(a, services.config_set, actor=Actor.system("e2e"), key="agents.live", value={"v": 1})
     runtime_key = api_key(a, ["agents:read", "agents:write"])
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "PORTAL_PORT": str(port),
-        "DEBUG": "1",
-        "TENANT_CONTEXT_GUARD": "1",
-        "SCHEMA_POOL_BACKGROUND_REFILL": "0",
-    }
     log = (ARTIFACTS / "server.log").open("w")
-    server = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--port", str(port)]
-        + ["--ws", "websockets-sansio", "--log-level", "warning"],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    server = live.uvicorn(port, log=log, PORTAL_PORT=str(port), DEBUG="1")
     runtime = AgentRuntime(
         url=f"http://{a.tenant.host}:{port}",
         key=runtime_key,
@@ -92,11 +71,8 @@ def test_the_agent_page_and_config_page_update_live(pair):  # noqa: F811
     thread = threading.Thread(target=loop.run_until_complete, args=(runtime.run_forever(),))
     base = f"http://{a.tenant.host}:{port}"
     try:
-        _wait_for_port(port, server)
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-            )
+            browser = live.chromium(playwright)
             try:
                 pages = []
                 for user in (a.member, a.admin):
@@ -141,6 +117,5 @@ def test_the_agent_page_and_config_page_update_live(pair):  # noqa: F811
         if thread.is_alive():
             loop.call_soon_threadsafe(runtime.stopping.set)
             thread.join(timeout=15)
-        server.terminate()
-        server.wait(timeout=10)
+        live.stop(server)
         log.close()

@@ -17,14 +17,6 @@ from tests import live
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PORTS = range(8100, 8150)
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "e2e"
 PASSWORD = "e2e-long-passphrase-2024"
@@ -61,9 +53,7 @@ def test_sign_up_land_on_the_dashboard_invite_and_log_out(server, django_db_bloc
 
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=live.CHROMIUM, headless=True, args=CHROMIUM_ARGS
-            )
+            browser = live.chromium(playwright)
             try:
                 page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
                 page.set_default_timeout(20_000)

@@ -82,19 +82,6 @@ def free_ports(count: int) -> list[int]:
     raise RuntimeError("no free ports in 8350-8399")
 
 
-def database_url() -> str:
-    """The URL of this test process's database (pytest-django's `test_...`), for servers."""
-    from urllib.parse import quote
-
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    credentials = quote(db["USER"] or "", safe="")
-    if db.get("PASSWORD"):
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def in_org(org: Org, function, *args, **kwargs):
     from tenants import context
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,61 +21,26 @@ import pytest
 from django.conf import settings
 
 from gateway.runtime import AgentRuntime
-from tests.gateway.conftest import api_key, database_url, free_ports, in_org, make_agent
+from tests import live
+from tests.gateway.conftest import api_key, free_ports, in_org, make_agent
 
 pytestmark = pytest.mark.usefixtures("unblocked")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server on {port} did not start") from None
-            time.sleep(0.1)
-
-
 def start_server(port: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "DEBUG": "0",
-        "SECRET_KEY": settings.SECRET_KEY,
-        "PORTAL_SCHEME": settings.PORTAL_SCHEME,
-        "PORTAL_PORT": settings.PORTAL_PORT,
-        "TENANT_CONTEXT_GUARD": "1",
-        "SCHEMA_POOL_BACKGROUND_REFILL": "0",
-        "LOG_LEVEL": "ERROR",
-    }
-    process = subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "portal.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--ws",
-            "websockets-sansio",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
+    return live.uvicorn(
+        port,
+        DEBUG="0",
+        SECRET_KEY=settings.SECRET_KEY,
+        PORTAL_SCHEME=settings.PORTAL_SCHEME,
+        PORTAL_PORT=settings.PORTAL_PORT,
+        LOG_LEVEL="ERROR",
     )
-    _wait_for_port(port, process)
-    return process
 
 
 def stop_server(process: subprocess.Popen) -> None:
-    process.kill()
+    process.kill()  # abruptly, as a crash would: the runtime must reconnect
     process.wait(timeout=10)
 
 
@@ -230,7 +193,7 @@ def test_the_run_agent_command_serves_an_instance_and_stops_cleanly(pair):
             ]
             + ["--key", key, "--agent", str(agent.pk), "--heartbeat", "0.5"],
             cwd=ROOT,
-            env={**os.environ, "DATABASE_URL": database_url(), "LOG_LEVEL": "ERROR"},
+            env=live.environment(LOG_LEVEL="ERROR"),
             stdout=subprocess.PIPE,
             text=True,
         )
