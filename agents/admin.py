@@ -47,11 +47,6 @@ class PlatformConfigDefaultAdmin(admin.ModelAdmin):
         # A key is renamed by deleting it and adding another: the cache is keyed by name.
         return [*self.readonly_fields, "key"] if obj is not None else self.readonly_fields
 
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
-
     def save_model(self, request: HttpRequest, obj: PlatformConfigDefault, form, change: bool):
         saved = services.platform_config_default_set(
             actor=Actor.for_user(request.user, request), key=obj.key, value=obj.value

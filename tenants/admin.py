@@ -73,11 +73,6 @@ class TenantAdmin(admin.ModelAdmin):
         # Deletion drops a schema: only through the "Delete organizations" action's service.
         return False
 
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
-
     def save_model(self, request: HttpRequest, obj: Tenant, form, change: bool) -> None:
         services.tenant_update(
             actor=Actor.for_user(request.user, request),
@@ -190,11 +185,6 @@ class SigningKeyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: SigningKey | None = None) -> bool:
         return False
-
-    def get_actions(self, request: HttpRequest) -> dict:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
     def _rotate(self, request: HttpRequest, queryset: QuerySet, *, retire_now: bool) -> None:
         if not queryset.filter(status=SigningKeyStatus.ACTIVE).exists():

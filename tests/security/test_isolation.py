@@ -9,6 +9,7 @@ from django.test import Client, override_settings
 
 from audit.actors import Actor
 from tenants import context, services
+from tenants.models import Tenant
 from tests import live
 from tests.conftest import PASSWORD
 
@@ -209,3 +210,14 @@ def test_public_host_does_not_serve_tenant_pages(public_client, db, path):
     assert public_client.get(path).status_code in {404, 200}
     if path != "/":
         assert public_client.get(path).status_code == 404
+
+
+def test_staff_cannot_bulk_delete_organizations_around_the_service(org, staff_user, public_client):
+    public_client.force_login(staff_user)
+
+    public_client.post(
+        "/admin/tenants/tenant/",
+        {"action": "delete_selected", "_selected_action": [org.tenant.pk], "post": "yes"},
+    )
+
+    assert Tenant.objects.filter(pk=org.tenant.pk).exists()
