@@ -155,37 +155,24 @@ def test_a_demoted_member_cannot_publish_from_their_open_socket(scratch_org, pai
     assert open_ is True  # a viewer still holds a valid credential: only the rights changed
 
 
-def test_a_suspended_organization_loses_every_socket_at_once(scratch_org, pair, layer):
+@pytest.mark.parametrize(
+    ("change", "role"), [("tenant_suspend", "owner"), ("tenant_delete", "viewer")]
+)
+def test_an_unavailable_organization_loses_every_socket_at_once(
+    scratch_org, pair, layer, change, role
+):
+    """Suspended or deleted: every socket of the organization closes; another's stays."""
     from tenants import services
 
     org, (_, other) = scratch_org, pair
-    credentials = [api_key(org, ["agents:read"]), jwt_for(org, "owner")]
+    credentials = [api_key(org, ["agents:read"]), jwt_for(org, role)]
     elsewhere = api_key(other, ["agents:read"])
 
     async def body():
         sockets = [await opened(org, credential) for credential in credentials]
         stranger = await opened(other, elsewhere)
-        await database_sync_to_async(services.tenant_suspend)(actor=SYSTEM, tenant=org.tenant)
-        results = [await closed_at_once(socket) for socket in sockets]
-        return results, await still_open(stranger)
-
-    results, stranger_open = run(body)
-    assert [(code, close) for code, close, _ in results] == [("organization_unavailable", 4401)] * 2
-    assert all(took < 1.0 for _, _, took in results)
-    assert stranger_open is True
-
-
-def test_a_deleted_organization_loses_every_socket_at_once(scratch_org, pair, layer):
-    from tenants import services
-
-    org, (_, other) = scratch_org, pair
-    credentials = [api_key(org, ["agents:read"]), jwt_for(org, "viewer")]
-    elsewhere = api_key(other, ["agents:read"])
-
-    async def body():
-        sockets = [await opened(org, credential) for credential in credentials]
-        stranger = await opened(other, elsewhere)
-        await database_sync_to_async(services.tenant_delete)(actor=SYSTEM, tenant=org.tenant)
+        service = getattr(services, change)
+        await database_sync_to_async(service)(actor=SYSTEM, tenant=org.tenant)
         results = [await closed_at_once(socket) for socket in sockets]
         return results, await still_open(stranger)
 
