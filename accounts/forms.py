@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
-from accounts.roles import Role
+from core.roles import Role
 
 
 class LoginForm(AuthenticationForm):

@@ -7,7 +7,7 @@ from django.contrib.auth.models import PermissionsMixin
 from django.db import models
 from django.utils import timezone
 
-from accounts.roles import Role, has_permission
+from core.roles import Role, has_permission
 
 
 class UserManager(BaseUserManager["User"]):

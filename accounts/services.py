@@ -13,9 +13,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Invitation, User
-from accounts.roles import RANK, Role
 from audit import services as audit
-from audit.actors import Actor
+from core.actors import Actor
+from core.roles import RANK, Role
 
 INVITATION_LIFETIME = timedelta(days=7)
 

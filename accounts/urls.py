@@ -3,7 +3,7 @@
 from django.urls import path
 
 from accounts import views
-from portal.throttle import LOGIN_LIMITS, PASSWORD_RESET_LIMITS, throttle_posts
+from accounts.throttle import LOGIN_LIMITS, PASSWORD_RESET_LIMITS, throttle_posts
 
 app_name = "accounts"
 

@@ -22,9 +22,9 @@ from accounts import selectors, services
 from accounts.forms import InvitationAcceptForm, InvitationForm, LoginForm, RoleChangeForm
 from accounts.handoff import HandoffRefused, handoff_token_redeem
 from accounts.models import Invitation, User
-from accounts.roles import Role
 from audit import services as audit_services
-from audit.actors import Actor
+from core.actors import Actor
+from core.roles import Role
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Staff admin (public host): platform-wide config defaults. Limit overrides per organization are
-on the organization's page (tenants.admin), saved through agents.services."""
+on the organization's page (organizations.admin), saved through agents.services."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.http import HttpRequest
 
 from agents import services
 from agents.configuration import validate_entry
-from audit.actors import Actor
+from core.actors import Actor
 from tenants.models import PlatformConfigDefault
 
 

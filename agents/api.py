@@ -11,16 +11,10 @@ from rest_framework.response import Response
 
 from agents import selectors, services
 from agents.configuration import validate_agent_type
-from agents.errors import QuotaExceeded
 from agents.models import Agent, InstanceStatus
-from portal.api import ApiView, InputSerializer, Pagination, error_body, paginated
+from core.api import ApiView, InputSerializer, Pagination, paginated
 
 AGENT_OPTIONAL_DEFAULTS = {"description": "", "config": {}, "permissions": [], "tools": []}
-
-
-def quota_response(error: QuotaExceeded) -> Response:
-    """409, naming the limit: `{"error": {"code": "insufficient_cpu", "message", "detail"}}`."""
-    return Response(error_body(error.code, error.message, error.detail), status=409)
 
 
 class QuotaErrorSerializer(serializers.Serializer):
@@ -216,10 +210,7 @@ class AgentListApi(ApiView):
     def post(self, request: Request) -> Response:
         data = AgentInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            agent = services.agent_create(actor=self.actor, **data.validated_data)
-        except QuotaExceeded as error:
-            return quota_response(error)
+        agent = services.agent_create(actor=self.actor, **data.validated_data)
         agent = selectors.agent_get(actor=self.actor, agent_id=agent.pk)
         return Response(_agent_data(agent, selectors.limits_get()), status=status.HTTP_201_CREATED)
 
@@ -306,10 +297,7 @@ class InstanceListApi(ApiView):
         summary="Request an instance (checked against every limit of the pool)",
     )
     def post(self, request: Request, agent_id: Any) -> Response:
-        try:
-            instance = services.instance_request(actor=self.actor, agent_id=agent_id)
-        except QuotaExceeded as error:
-            return quota_response(error)
+        instance = services.instance_request(actor=self.actor, agent_id=agent_id)
         return Response(InstanceSerializer(instance).data, status=status.HTTP_201_CREATED)
 
 

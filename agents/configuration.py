@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.errors import field_error
+from core.errors import field_error
 
 # A key is 1 to 8 dot-separated segments; a segment starts with a lowercase letter and continues
 # with lowercase letters, digits, `_` or `-` (at most 40 characters). Examples: `agents.defaults`,

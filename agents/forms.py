@@ -8,10 +8,10 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from agents.agent_permissions import CATALOGUE
 from agents.configuration import BUILT_IN_AGENT_TYPES, parse_json_text
 from agents.models import Agent
 from agents.resources import format_cpu, format_memory
+from core.agent_permissions import CATALOGUE
 
 
 def pretty(value: Any) -> str:

@@ -12,7 +12,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from agents.errors import field_error
+from core.errors import field_error
 
 CPU_RE = re.compile(r"^(?:(?P<milli>[0-9]{1,9})m|(?P<cores>[0-9]{1,6}(?:\.[0-9]{1,6})?))$")
 MEMORY_RE = re.compile(r"^(?P<amount>[0-9]{1,9}(?:\.[0-9]{1,6})?)(?P<unit>Mi|MB|Gi|GB)$")

@@ -12,7 +12,6 @@ from django.db.models import Case, CharField, Count, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from agents import config_cache, resources
-from agents.agent_permissions import granted
 from agents.configuration import (
     DEFAULTS_KEY,
     Resolution,
@@ -30,7 +29,8 @@ from agents.models import (
     InstanceStatus,
     ResourcePool,
 )
-from audit.actors import Actor
+from core.actors import Actor
+from core.agent_permissions import granted
 from tenants import context
 
 if TYPE_CHECKING:
@@ -54,13 +54,6 @@ AGENT_STATUSES = ("running", "pending", "stopping", "idle")
 def _require(actor: Actor, permission: str) -> None:
     if not actor.can(permission):
         raise PermissionDenied(f"This needs the “{permission}” permission.")
-
-
-def _tenant() -> Tenant:
-    tenant = context.current_tenant()
-    if tenant is None:
-        raise RuntimeError("agents are read in an organization's context")
-    return tenant
 
 
 # --- Limits and the pool ---------------------------------------------------------------------
@@ -104,7 +97,7 @@ def limits_get(*, tenant: Tenant | None = None) -> Limits:
     """
     from tenants.models import Tenant
 
-    tenant = tenant or _tenant()
+    tenant = tenant or context.require_tenant()
     with context.public_context():
         row = Tenant.objects.select_related("plan").get(pk=tenant.pk)
     return limits_of(row)
@@ -346,7 +339,7 @@ def config_values(
     The organization's namespace in the cache is its public id: two organizations never share an
     entry, whatever their keys.
     """
-    tenant_id = str(_tenant().public_id)
+    tenant_id = str(context.require_tenant().public_id)
 
     def load(namespace: str, wanted: list[str]) -> dict[str, Any]:
         return (

@@ -13,7 +13,6 @@ same transaction, so concurrent requests queue on the row and can never over-all
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -22,7 +21,6 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from agents import config_cache, selectors
-from agents.agent_permissions import validate_permissions, validate_tools
 from agents.configuration import (
     encoded_size,
     validate_agent_type,
@@ -30,7 +28,6 @@ from agents.configuration import (
     validate_key,
     validate_value,
 )
-from agents.errors import QuotaExceeded, field_error
 from agents.models import (
     ACTIVE_STATUSES,
     SINGLETON_PK,
@@ -44,8 +41,10 @@ from agents.models import (
 from agents.resources import format_cpu, format_memory, parse_cpu, parse_memory
 from agents.selectors import LIMIT_NAMES, Limits
 from audit import services as audit
-from audit.actors import Actor
 from audit.models import Result
+from core.actors import Actor
+from core.agent_permissions import validate_permissions, validate_tools
+from core.errors import QuotaExceeded, field_error
 from tenants import context, events, routing
 
 if TYPE_CHECKING:
@@ -65,43 +64,13 @@ def same_json(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-def _tenant() -> Tenant:
-    tenant = context.current_tenant()
-    if tenant is None:
-        raise RuntimeError("agents are written in an organization's context")
-    return tenant
-
-
-def _audit_resource_id(value: Any) -> str:
-    return str(value or "").replace("\x00", "")[:AUDIT_RESOURCE_ID_LENGTH]
-
-
-def _deny(actor: Actor, action: str, resource_type: str, resource_id: Any, message: str) -> None:
-    audit.deny(
-        actor=actor,
-        action=action,
-        resource_type=resource_type,
-        resource_id=_audit_resource_id(resource_id),
-        reason=message,
-    )
-
-
-def _require(
-    actor: Actor, permission: str, action: str, resource_type: str, resource_id: Any = ""
-) -> None:
-    if not actor.can(permission):
-        _deny(
-            actor, action, resource_type, resource_id, f"This needs the “{permission}” permission."
-        )
-
-
 def _refuse_quota(actor: Actor, action: str, resource_id: Any, error: QuotaExceeded) -> None:
     """Record a quota refusal after the transaction rolled back, then re-raise it."""
     audit.record(
         actor=actor,
         action=action,
         resource_type="agent",
-        resource_id=_audit_resource_id(resource_id),
+        resource_id=str(resource_id or ""),
         result=Result.DENIED,
         details={"reason": error.code, **error.detail},
     )
@@ -216,7 +185,7 @@ def agent_create(*, actor: Actor, **data: Any) -> Agent:
     Fields: name, type, description, config (object), cpu (`0.5`, `500m`), memory (`512MB`),
     permissions (filtered against the plan), tools.
     """
-    _require(actor, "agents:write", "agent.created", "agent")
+    audit.require(actor, "agents:write", action="agent.created", resource_type="agent")
     limits = selectors.limits_get()
     cleaned = _clean_agent(data, limits, partial=False)
     try:
@@ -256,7 +225,9 @@ def agent_create(*, actor: Actor, **data: Any) -> Agent:
 def agent_update(*, actor: Actor, agent_id: Any, **data: Any) -> Agent:
     """Change the given fields of an agent. Running instances keep what they were allocated;
     new requests use the new resources."""
-    _require(actor, "agents:write", "agent.updated", "agent", agent_id)
+    audit.require(
+        actor, "agents:write", action="agent.updated", resource_type="agent", resource_id=agent_id
+    )
     limits = selectors.limits_get()
     cleaned = _clean_agent(data, limits, partial=True)
     pk = selectors.as_uuid(agent_id)
@@ -298,7 +269,9 @@ def agent_update(*, actor: Actor, agent_id: Any, **data: Any) -> Agent:
 def agent_delete(*, actor: Actor, agent_id: Any) -> None:
     """Delete an agent and its instances; active instances are stopped and their resources
     return to the pool."""
-    _require(actor, "agents:write", "agent.deleted", "agent", agent_id)
+    audit.require(
+        actor, "agents:write", action="agent.deleted", resource_type="agent", resource_id=agent_id
+    )
     pk = selectors.as_uuid(agent_id)
     with transaction.atomic():
         pool = _locked_pool()
@@ -415,7 +388,7 @@ def _check_room(pool: ResourcePool, limits: Limits, agent: Agent) -> None:
 
 def instance_namespace(agent_id: Any) -> str:
     """The instance's Channels namespace: `tenant.<tenant_id>.agents.<agent_id>`."""
-    return events.group_name(str(_tenant().public_id), f"agents.{agent_id}")
+    return events.group_name(str(context.require_tenant().public_id), f"agents.{agent_id}")
 
 
 def instance_request(*, actor: Actor, agent_id: Any) -> AgentInstance:
@@ -424,7 +397,13 @@ def instance_request(*, actor: Actor, agent_id: Any) -> AgentInstance:
     Under the pool row's lock: every limit is checked against the pool's counters and the
     allocation is added in the same transaction. Raises QuotaExceeded (409) naming the limit.
     """
-    _require(actor, "agents:write", "instance.requested", "agent", agent_id)
+    audit.require(
+        actor,
+        "agents:write",
+        action="instance.requested",
+        resource_type="agent",
+        resource_id=agent_id,
+    )
     limits = selectors.limits_get()
     pk = selectors.as_uuid(agent_id)
     try:
@@ -483,7 +462,13 @@ def instance_stop(*, actor: Actor, agent_id: Any, instance_id: Any) -> AgentInst
     A pending instance (no runtime has reported yet) is `stopped`; a running one is `stopping`
     until its runtime confirms (`instance_report`). Stopping a stopped instance changes nothing.
     """
-    _require(actor, "agents:write", "instance.stopped", "instance", instance_id)
+    audit.require(
+        actor,
+        "agents:write",
+        action="instance.stopped",
+        resource_type="instance",
+        resource_id=instance_id,
+    )
     agent_pk, pk = selectors.as_uuid(agent_id), selectors.as_uuid(instance_id)
     with transaction.atomic():
         _locked_pool()
@@ -527,7 +512,13 @@ def instance_report(*, actor: Actor, instance_id: Any, status: str) -> AgentInst
     or `failed` from an active status returns the resources to the pool. A change of status is
     audited and announced as `instance.<status>`; a plain heartbeat is not.
     """
-    _require(actor, "agents:write", "instance.reported", "instance", instance_id)
+    audit.require(
+        actor,
+        "agents:write",
+        action="instance.reported",
+        resource_type="instance",
+        resource_id=instance_id,
+    )
     pk = selectors.as_uuid(instance_id)
     if status not in InstanceStatus.values:
         raise field_error("status", "Unknown status.", "invalid")
@@ -591,9 +582,15 @@ def _invalidate_after_commit(namespace: str) -> None:
 def config_set(*, actor: Actor, key: Any, value: Any) -> ConfigKey:
     """Set a config key of the organization (JSON, 64 KB at most; key pattern in
     agents.configuration). Publishes `config.changed` {key, value, version} after commit."""
-    _require(actor, "config:write", "config.changed", "config", key if isinstance(key, str) else "")
+    audit.require(
+        actor,
+        "config:write",
+        action="config.changed",
+        resource_type="config",
+        resource_id=key if isinstance(key, str) else "",
+    )
     key, value = validate_entry(key, value)
-    tenant = _tenant()
+    tenant = context.require_tenant()
     with transaction.atomic():
         existing = ConfigKey.objects.select_for_update().filter(key=key).first()
         if existing is not None and same_json(existing.value, value):
@@ -621,9 +618,15 @@ def config_set(*, actor: Actor, key: Any, value: Any) -> ConfigKey:
 
 def config_delete(*, actor: Actor, key: Any) -> None:
     """Remove a config key: `config.changed` with a null value (the next layer down applies)."""
-    _require(actor, "config:write", "config.changed", "config", key if isinstance(key, str) else "")
+    audit.require(
+        actor,
+        "config:write",
+        action="config.changed",
+        resource_type="config",
+        resource_id=key if isinstance(key, str) else "",
+    )
     key = validate_key(key)
-    tenant = _tenant()
+    tenant = context.require_tenant()
     with transaction.atomic():
         entry = ConfigKey.objects.select_for_update().filter(key=key).first()
         if entry is None:
@@ -644,17 +647,11 @@ def config_delete(*, actor: Actor, key: Any) -> None:
 # --- Staff: platform defaults and limit overrides (public schema) ----------------------------
 
 
-def _require_staff(actor: Actor, action: str, resource_type: str, resource_id: Any) -> None:
-    if actor.kind not in {"staff", "system"}:
-        with context.public_context():
-            _deny(actor, action, resource_type, resource_id, "Only platform staff can do this.")
-
-
 def platform_config_default_set(*, actor: Actor, key: Any, value: Any) -> Any:
     """Set a platform-wide default (staff): the lowest layer of every organization's config."""
     from tenants.models import PlatformConfigDefault
 
-    _require_staff(actor, "platform_config.changed", "platform_config", key)
+    audit.require_staff(actor, "platform_config.changed", "platform_config", key)
     key, value = validate_entry(key, value)
     with context.public_context(), transaction.atomic():
         entry, created = PlatformConfigDefault.objects.update_or_create(
@@ -674,7 +671,7 @@ def platform_config_default_set(*, actor: Actor, key: Any, value: Any) -> Any:
 def platform_config_default_delete(*, actor: Actor, key: str) -> None:
     from tenants.models import PlatformConfigDefault
 
-    _require_staff(actor, "platform_config.changed", "platform_config", key)
+    audit.require_staff(actor, "platform_config.changed", "platform_config", key)
     with context.public_context(), transaction.atomic():
         deleted, _ = PlatformConfigDefault.objects.filter(key=key).delete()
         if not deleted:
@@ -689,13 +686,6 @@ def platform_config_default_delete(*, actor: Actor, key: str) -> None:
         _invalidate_after_commit(config_cache.PLATFORM)
 
 
-@dataclass(frozen=True)
-class LimitChange:
-    name: str
-    before: int | None
-    after: int | None
-
-
 def organization_limits_set(
     *, actor: Actor, tenant: Tenant, overrides: dict[str, int | None]
 ) -> Tenant:
@@ -706,7 +696,7 @@ def organization_limits_set(
     """
     from tenants.models import Tenant
 
-    _require_staff(actor, "organization.limits_changed", "organization", tenant.public_id)
+    audit.require_staff(actor, "organization.limits_changed", "organization", tenant.public_id)
     unknown = sorted(set(overrides) - set(LIMIT_NAMES))
     if unknown:
         raise ValidationError({name: ["Unknown limit."] for name in unknown})

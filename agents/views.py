@@ -17,17 +17,17 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from agents import selectors, services
-from agents.agent_permissions import CATALOGUE
 from agents.configuration import (
     AGENTS_NAMESPACE,
     BUILT_IN_AGENT_TYPES,
     validate_agent_type,
 )
-from agents.errors import QuotaExceeded
 from agents.forms import AgentForm, ConfigForm, apply_service_errors, pretty
 from agents.models import Agent, AgentInstance, ConfigKey
 from agents.resources import format_cpu, format_memory
-from audit.actors import Actor
+from core.actors import Actor
+from core.agent_permissions import CATALOGUE
+from core.errors import QuotaExceeded
 
 PAGE_SIZE = 20
 

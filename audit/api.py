@@ -12,11 +12,11 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from audit import exports, selectors, services
+from audit import exports, selectors
 from audit.models import AuditEvent, Result
 from audit.selectors import ACTOR_KINDS, EventFilters
 from audit.views import export_response
-from portal.api import ApiView
+from core.api import ApiView
 
 
 class AuditEventSerializer(serializers.Serializer):
@@ -138,7 +138,7 @@ class AuditExportApi(ApiView):
     )
     def get(self, request: Request):
         filters = EventFilters.from_params(request.query_params, strict=True)
-        recorded = services.audit_log_export(
+        recorded = exports.audit_log_export(
             actor=self.actor, format=request.query_params.get("format", ""), filters=filters
         )
         return export_response(request._request, recorded)

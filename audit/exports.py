@@ -12,12 +12,22 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from audit.chain import hashed_fields
 from audit.models import AuditEvent, Result
-from audit.selectors import EventFilters
+from audit.selectors import EventFilters, require_audit_read
+from audit.services import record
+from core import errors
+from core.actors import Actor
+from tenants import ratelimit
 
 CHUNK_SIZE = 2000
 FIELDS = [
@@ -41,8 +51,6 @@ FIELDS = [
 
 def event_record(event: AuditEvent) -> dict[str, Any]:
     """An event as plain data: the fields its hash covers, under the same names, and the hash."""
-    from audit.services import hashed_fields  # audit.services imports this module
-
     return {**hashed_fields(event), "hash": event.hash}
 
 
@@ -208,3 +216,67 @@ def render(
     """The export's text, chunk by chunk (one chunk per batch of events)."""
     formatter = FORMATS[format][0]
     return formatter(iter_events(filters, through_sequence=through_sequence, chunk_size=chunk_size))
+
+
+@dataclass(frozen=True)
+class Export:
+    """A recorded export request: `chunks()` produces its text lazily, chunk by chunk."""
+
+    format: str
+    filters: EventFilters
+    through_sequence: int
+    filename: str
+
+    @property
+    def content_type(self) -> str:
+        return FORMATS[self.format][1]
+
+    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[str]:
+        return render(
+            self.format, self.filters, through_sequence=self.through_sequence, chunk_size=chunk_size
+        )
+
+
+def audit_log_export(*, actor: Actor, format: str, filters: EventFilters) -> Export:
+    """Record an export of the log (it commits before any byte is sent) and describe it.
+
+    The export covers the events up to and including its own record, oldest first.
+    """
+    if format not in FORMATS:
+        raise ValidationError({"format": [f"One of: {', '.join(FORMATS)}."]}, code="invalid_format")
+    require_audit_read(actor, "audit.exported")
+    try:
+        # Fails closed: an export reads the whole log, an unmetered one is a denial of service.
+        ratelimit.hit(
+            scope="audit_export",
+            key=f"{actor.kind}:{actor.id or actor.label}",
+            rate=settings.AUDIT_EXPORT_RATE,
+            fail_closed=True,
+        )
+    except errors.RateLimited:
+        record(
+            actor=actor,
+            action="audit.exported",
+            resource_type="audit_log",
+            result=Result.DENIED,
+            details={"reason": "Too many exports.", "format": format},
+        )
+        raise
+    with transaction.atomic():
+        event = record(
+            actor=actor,
+            action="audit.exported",
+            resource_type="audit_log",
+            details={
+                "format": format,
+                "filters": filters.as_params(),
+                "whole_log": filters.is_empty,
+            },
+        )
+    stamp = event.occurred_at.strftime("%Y%m%dT%H%M%SZ")
+    return Export(
+        format=format,
+        filters=filters,
+        through_sequence=event.sequence,
+        filename=f"audit-{event.tenant_id}-{stamp}.{FORMATS[format][2]}",
+    )

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from audit.models import Alert, AlertRule, AuditEvent, Result
+from core.roles import delegable_scopes
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,6 @@ class Rule:
     code: str
     actions: frozenset[str]
     check: Callable[[AuditEvent, dict[str, Any]], Match | None]
-
-
-def all_scopes() -> frozenset[str]:
-    """Every scope an API key can hold (credentials decides which permissions are delegable)."""
-    from credentials.services import delegable_scopes
-
-    return delegable_scopes()
 
 
 def _failed_logins(event: AuditEvent, parameters: dict[str, Any]) -> Match | None:
@@ -69,7 +63,7 @@ def _api_key_every_scope(event: AuditEvent, parameters: dict[str, Any]) -> Match
     if not isinstance(scopes, list):
         return None
     granted = {str(scope) for scope in scopes}
-    if "*" not in granted and not all_scopes() <= granted:
+    if "*" not in granted and not delegable_scopes() <= granted:
         return None
     name = event.details.get("name") or event.resource_id
     return Match(

@@ -11,8 +11,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from audit.actors import Actor
 from audit.models import Alert, AlertRule, AuditEvent, Result
+from core.actors import Actor
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200

@@ -7,10 +7,13 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from audit.chain import GENESIS_HASH, RETENTION_ACTION, compute_hash
 from audit.models import AuditCheckpoint, AuditEvent
+from audit.selectors import require_audit_read
+from audit.services import current_tenant_id, record
+from core.actors import Actor
 
 CHUNK_SIZE = 2000
-RETENTION_ACTION = "audit.retention_applied"
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,6 @@ def verify_chain(*, tenant_id: str, chunk_size: int = CHUNK_SIZE) -> VerifyRepor
 
 
 def _walk(tenant_id: str, chunk_size: int) -> VerifyReport:
-    from audit.services import GENESIS_HASH, compute_hash
-
     checkpoint = AuditCheckpoint.objects.order_by("-sequence").first()
     expected_sequence, expected_previous = 1, GENESIS_HASH
     checkpoint_sequence = None
@@ -137,3 +138,22 @@ def _checkpoint_confirmed(checkpoint: AuditCheckpoint) -> bool:
         details__through_sequence=checkpoint.sequence,
         details__last_removed_hash=checkpoint.hash,
     ).exists()
+
+
+def audit_log_verify(*, actor: Actor) -> VerifyReport:
+    """Verify the current log's chain and record that it was verified (with the outcome)."""
+    require_audit_read(actor, "audit.verified")
+    report = verify_chain(tenant_id=current_tenant_id())
+    record(
+        actor=actor,
+        action="audit.verified",
+        resource_type="audit_log",
+        details={
+            "intact": report.is_intact,
+            "checked": report.checked,
+            "broken_sequence": report.broken_sequence,
+            "reason": report.reason,
+            "head_hash": report.head_hash,
+        },
+    )
+    return report

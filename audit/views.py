@@ -16,10 +16,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from audit import exports, selectors, services
-from audit.actors import Actor
+from audit import verify as audit_verify
 from audit.models import AlertRule, Result
 from audit.selectors import ACTOR_KINDS, EventFilters
-from tenants import context, ratelimit
+from core import errors
+from core.actors import Actor
+from tenants import context
 
 
 def _filter_context(request: HttpRequest, filters: EventFilters, errors: dict) -> dict:
@@ -72,7 +74,7 @@ def export(request: HttpRequest) -> HttpResponse:
     actor = Actor.from_request(request)
     try:
         filters = EventFilters.from_params(request.POST)
-        recorded = services.audit_log_export(
+        recorded = exports.audit_log_export(
             actor=actor, format=request.POST.get("format", ""), filters=filters
         )
     except ValidationError as error:
@@ -81,17 +83,17 @@ def export(request: HttpRequest) -> HttpResponse:
             for message in messages_:
                 messages.error(request, message)
         return redirect("audit:event-list")
-    except ratelimit.RateLimited as error:
+    except errors.RateLimited as error:
         minutes = max(1, round(error.retry_after / 60))
         messages.error(request, f"Too many exports: try again in {minutes} minute(s).")
         return redirect("audit:event-list")
-    except ratelimit.RateLimiterUnavailable:
+    except errors.RateLimiterUnavailable:
         messages.error(request, "Exports are unavailable right now: try again shortly.")
         return redirect("audit:event-list")
     return export_response(request, recorded)
 
 
-def export_response(request: HttpRequest, recorded: services.Export) -> StreamingHttpResponse:
+def export_response(request: HttpRequest, recorded: exports.Export) -> StreamingHttpResponse:
     """Stream an export: each chunk is produced on demand, in the organization's context.
 
     Under ASGI the body must be an async iterator, or Django would collect a sync one into a list
@@ -136,7 +138,7 @@ async def _async_body(step: Callable[[], str | None]) -> AsyncIterator[str]:
 @login_required
 @require_POST
 def verify(request: HttpRequest) -> HttpResponse:
-    report = services.audit_log_verify(actor=Actor.from_request(request))
+    report = audit_verify.audit_log_verify(actor=Actor.from_request(request))
     return render(request, "audit/verify.html", {"report": report})
 
 

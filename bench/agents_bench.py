@@ -46,8 +46,9 @@ import django
 django.setup()
 from agents import services
 from agents.models import Agent
-from audit.actors import Actor
-from tenants import context, services as tenant_services
+from core.actors import Actor
+from tenants import context
+from organizations import services as tenant_services
 from tenants.models import Tenant
 
 actor = Actor.system("bench")
@@ -84,9 +85,9 @@ import json, sys, time
 import django
 django.setup()
 from agents import services
-from agents.errors import QuotaExceeded
+from core.errors import QuotaExceeded
 from agents.models import Agent, ResourcePool
-from audit.actors import Actor
+from core.actors import Actor
 from tenants import context
 from tenants.models import Tenant
 
@@ -122,7 +123,7 @@ django.setup()
 from django.db import transaction
 from agents import services
 from agents.models import AgentInstance, ResourcePool
-from audit.actors import Actor
+from core.actors import Actor
 from tenants import context
 from tenants.models import Tenant
 
@@ -146,7 +147,7 @@ from django.conf import settings
 from django.test import Client
 from agents import config_cache, selectors
 from accounts.models import User
-from audit.actors import Actor
+from core.actors import Actor
 from tenants import context
 from tenants.models import Tenant
 
@@ -310,7 +311,7 @@ import django
 django.setup()
 from agents import services
 from agents.models import AgentInstance
-from audit.actors import Actor
+from core.actors import Actor
 from tenants import context
 from tenants.models import Tenant
 

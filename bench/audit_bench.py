@@ -60,8 +60,9 @@ def setup_django() -> None:
 
 
 def organization(slug: str):
-    from audit.actors import Actor
-    from tenants import context, services
+    from core.actors import Actor
+    from organizations import services
+    from tenants import context
     from tenants.models import Tenant
 
     with context.public_context():
@@ -106,7 +107,7 @@ def worker(mode: str, count: int, number: int) -> None:
     from django.utils import timezone
 
     from audit import services
-    from audit.actors import Actor
+    from core.actors import Actor
     from tenants import context
 
     tenant = organization(WRITES_SLUG)
@@ -213,7 +214,7 @@ def load_log(total: int) -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from audit import services
+    from audit.chain import GENESIS_HASH, compute_hash
     from audit.models import AuditEvent
     from audit.verify import verify_chain
     from tenants import context
@@ -228,7 +229,7 @@ def load_log(total: int) -> None:
         rng = random.Random(20261127)  # noqa: S311 (test data)
         actions = [action for action, weight in ACTIONS for _ in range(weight)]
         last = AuditEvent.objects.order_by("-sequence").first()
-        sequence, previous = (last.sequence, last.hash) if last else (0, services.GENESIS_HASH)
+        sequence, previous = (last.sequence, last.hash) if last else (0, GENESIS_HASH)
         start = timezone.now() - timedelta(days=365)
         step = timedelta(days=365) / total
         tenant_id = str(tenant.public_id)
@@ -264,7 +265,7 @@ def load_log(total: int) -> None:
                         details={"n": number, "changes": {"cpu": "500m"}, "note": "bench"},
                         previous_hash=previous,
                     )
-                    event.hash = services.compute_hash(event)
+                    event.hash = compute_hash(event)
                     previous = event.hash
                     copy.write_row(
                         [
@@ -302,9 +303,9 @@ def measure_lists(repeats: int) -> list[dict]:
     from django.db import connection
 
     from audit import selectors
-    from audit.actors import Actor
     from audit.models import AuditEvent
     from audit.selectors import EventFilters
+    from core.actors import Actor
     from tenants import context
 
     tenant = organization(LOG_SLUG)
@@ -379,11 +380,11 @@ def export_worker(fmt: str, limit: int) -> None:
     setup_django()
     from django.test import RequestFactory
 
-    from audit import services
-    from audit.actors import Actor
+    from audit.exports import audit_log_export
     from audit.models import AuditEvent
     from audit.selectors import EventFilters
     from audit.views import export_response
+    from core.actors import Actor
     from tenants import context
 
     tenant = organization(LOG_SLUG)
@@ -394,9 +395,7 @@ def export_worker(fmt: str, limit: int) -> None:
             filters = EventFilters(end=end)
         baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.perf_counter()
-        recorded = services.audit_log_export(
-            actor=Actor.system("bench"), format=fmt, filters=filters
-        )
+        recorded = audit_log_export(actor=Actor.system("bench"), format=fmt, filters=filters)
         response = export_response(RequestFactory().get("/audit/export/"), recorded)
         size = 0
         lines = 0

@@ -1,9 +1,9 @@
 """API identity benchmark: the cost of authenticating a request, per scheme.
 
 Part 1 (in one process, against a real PostgreSQL): the time to verify one request's credential
-  api_key   tenants.authentication.verify_api_key: checksum, one indexed lookup by the key's
+  api_key   credentials.authentication.verify_api_key: checksum, one indexed lookup by the key's
             public id (with its creator), HMAC-SHA-256 of the secret, constant-time comparison
-  jwt       tenants.authentication.verify_jwt: RS256 signature with the keyring's cached public
+  jwt       credentials.authentication.verify_jwt: RS256 signature with the keyring's cached public
             key, claims (aud, iss, exp, tenant, type), one query for the account
   bcrypt    the naive design it replaces: keys stored as bcrypt(cost 10) hashes, no lookup id,
             so a request scans all 100 of the organization's keys (a key that matches none,
@@ -54,9 +54,10 @@ import json
 import django
 django.setup()
 from accounts.models import User
-from audit.actors import Actor
+from core.actors import Actor
 from credentials import services as credentials
-from tenants import context, services
+from tenants import context
+from organizations import services
 from tenants.models import Tenant
 actor = Actor.system("bench")
 with context.public_context():
@@ -76,8 +77,9 @@ MEASURE = f"""
 import json, sys, time
 import bcrypt, django
 django.setup()
-from tenants import api_keys, context
-from tenants.authentication import verify_api_key, verify_jwt
+from tenants import context
+from credentials import api_keys
+from credentials.authentication import verify_api_key, verify_jwt
 from tenants.models import Tenant
 secrets = json.loads(sys.argv[1]); rounds = int(sys.argv[2]); per_round = int(sys.argv[3])
 with context.public_context():

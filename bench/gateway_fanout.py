@@ -63,9 +63,10 @@ import django
 django.setup()
 from accounts.models import User
 from agents.models import ResourcePool
-from audit.actors import Actor
+from core.actors import Actor
 from credentials import services as credentials
-from tenants import context, services
+from tenants import context
+from organizations import services
 from tenants.models import Tenant
 actor = Actor.system("bench")
 with context.public_context():

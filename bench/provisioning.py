@@ -1,7 +1,7 @@
 """Provisioning benchmark: time to a ready organization, spare-pool fast path beside migrate path.
 
-One sample = `tenants.services.provision_tenant` returns, then the owner logs in on the new host
-(a POST to /login/ through the full middleware stack, answered with the redirect and a session).
+One sample = `organizations.services.provision_tenant` returns, then the owner logs in on the new
+host (a POST to /login/ through the full middleware stack, answered with a redirect and a session).
 Each round takes one fast-path sample (a pre-migrated spare is claimed) and one migrate-path
 sample (the pool is empty, so `schema_pool.build_schema` runs every migration), in alternating
 order, for each password hasher. The pool is refilled (by the product's own `schema_pool.refill`)
@@ -146,8 +146,9 @@ def clone_spares(database: str, dump: str, count: int) -> None:
 
 def clean_leftovers() -> None:
     """Undo what an interrupted run left behind: sample organizations and unregistered clones."""
-    from audit.actors import Actor
-    from tenants import context, schema_pool, services
+    from core.actors import Actor
+    from organizations import services
+    from tenants import context, schema_pool
     from tenants.models import SpareSchema, Tenant
 
     with context.public_context():
@@ -164,8 +165,9 @@ def clean_leftovers() -> None:
 
 def populate(database: str, level: int) -> float:
     """Provision organizations (fast path, cloned spares) until `level` exist. Returns seconds."""
-    from audit.actors import Actor
-    from tenants import context, services
+    from core.actors import Actor
+    from organizations import services
+    from tenants import context
     from tenants.models import Tenant
 
     with context.public_context():
@@ -217,8 +219,9 @@ def sample(path: str, hasher: str, number: int) -> dict[str, float]:
     from django.test import Client
 
     from accounts.models import User
-    from audit.actors import Actor
-    from tenants import context, schema_pool, services
+    from core.actors import Actor
+    from organizations import services
+    from tenants import context, schema_pool
 
     pool_before = schema_pool.size()
     assert (pool_before > 0) if path == "fast" else (pool_before == 0), (path, pool_before)
@@ -255,8 +258,9 @@ def sample(path: str, hasher: str, number: int) -> dict[str, float]:
 
 
 def measure(level: int, rounds: int, hashers: list[str]) -> dict:
-    from audit.actors import Actor
-    from tenants import context, schema_pool, services
+    from core.actors import Actor
+    from organizations import services
+    from tenants import context, schema_pool
 
     samples: dict[str, list[dict[str, float]]] = {
         f"{path}/{hasher}": [] for hasher in hashers for path in ("fast", "migrate")

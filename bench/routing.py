@@ -58,8 +58,9 @@ import django
 django.setup()
 from accounts import services as accounts
 from accounts.models import User
-from audit.actors import Actor
-from tenants import context, services
+from core.actors import Actor
+from tenants import context
+from organizations import services
 from tenants.models import Tenant
 actor = Actor.system("bench")
 with context.public_context():

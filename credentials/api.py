@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from credentials import selectors, services
+from core.api import PUBLIC, ApiView, InputSerializer, paginated
+from core.errors import Unauthenticated
+from credentials import keyring, selectors, services
+from credentials.authentication import CredentialRefused
 from credentials.models import ApiKey
-from portal.api import PUBLIC, ApiView, InputSerializer, paginated
-from tenants.authentication import CredentialRefused
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -47,7 +50,7 @@ def _pair_response(pair: services.TokenPair) -> Response:
     return Response(body, headers=NO_STORE)
 
 
-def _refused(error: services.Refused) -> CredentialRefused:
+def _refused(error: Unauthenticated) -> CredentialRefused:
     return CredentialRefused(error.code, error.message)
 
 
@@ -72,7 +75,7 @@ class TokenObtainApi(ApiView):
                 password=data.validated_data["password"],
                 request=request._request,
             )
-        except services.Refused as error:
+        except Unauthenticated as error:
             raise _refused(error) from error
         return _pair_response(pair)
 
@@ -93,7 +96,7 @@ class TokenRefreshApi(ApiView):
         data.is_valid(raise_exception=True)
         try:
             pair = services.token_refresh(actor=self.actor, refresh=data.validated_data["refresh"])
-        except services.Refused as error:
+        except Unauthenticated as error:
             raise _refused(error) from error
         return _pair_response(pair)
 
@@ -114,7 +117,7 @@ class TokenRevokeApi(ApiView):
         data.is_valid(raise_exception=True)
         try:
             services.token_revoke(actor=self.actor, refresh=data.validated_data["refresh"])
-        except services.Refused as error:
+        except Unauthenticated as error:
             raise _refused(error) from error
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -213,3 +216,15 @@ class ApiKeyDetailApi(ApiView):
     def delete(self, request: Request, key_id: int) -> Response:
         services.api_key_revoke(actor=self.actor, key_id=key_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# The public keys -------------------------------------------------------------------------------
+
+
+@require_GET
+def jwks(request: HttpRequest) -> JsonResponse:
+    """`/.well-known/jwks.json`: the keys that verify tokens now (the active and previous ones)."""
+    response = JsonResponse(keyring.jwks())
+    # Verifiers may cache briefly; a rotation's new key is published before any token uses it.
+    response["Cache-Control"] = "public, max-age=300"
+    return response

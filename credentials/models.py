@@ -11,13 +11,13 @@ class ApiKey(models.Model):
     """An API key. Only a keyed hash of its secret is stored; the secret is shown once.
 
     The key acts for the organization within its `scopes`, and never beyond what its creator's
-    current role grants (see tenants.authentication).
+    current role grants (see credentials.authentication).
     """
 
     name = models.CharField(max_length=100)
     # The public part of the key (`agp_<lookup_id>...`): found by it through the unique index.
     lookup_id = models.CharField(max_length=16, unique=True)
-    # HMAC-SHA-256 of the secret, bound to the tenant and the lookup id (tenants.api_keys).
+    # HMAC-SHA-256 of the secret, bound to the tenant and the lookup id (credentials.api_keys).
     secret_hash = models.CharField(max_length=64)
     # The organization's public id, repeated in the row: checked against the host's tenant.
     tenant_id = models.CharField(max_length=64)
@@ -45,7 +45,7 @@ class ApiKey(models.Model):
 
     @property
     def prefix(self) -> str:
-        from tenants.api_keys import PREFIX
+        from credentials.api_keys import PREFIX
 
         return f"{PREFIX}{self.lookup_id}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from audit.actors import Actor
+from core.actors import Actor
 from credentials.models import ApiKey
 
 

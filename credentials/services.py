@@ -2,39 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import authenticate
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
 from django.utils import timezone
 
-from accounts.models import User
-from accounts.roles import ROLE_PERMISSIONS
 from audit import services as audit
-from audit.actors import Actor
 from audit.models import Result
+from core.actors import Actor
+from core.errors import Unauthenticated
+from core.roles import API_KEYS_MANAGE, delegable_scopes
+from credentials import api_keys, keyring, tokens
 from credentials.models import ApiKey, RefreshToken
-from tenants import api_keys, context, ratelimit, tokens
+from tenants import context, ratelimit
+from tenants.models import SigningKey, SigningKeyStatus
 
-MANAGE_PERMISSION = "api_keys:manage"
-# Powers a key never carries, whatever its creator holds: a key must not mint keys or owners.
-NON_DELEGABLE = frozenset({MANAGE_PERMISSION, "members:grant_owner"})
+MANAGE_PERMISSION = API_KEYS_MANAGE
 NAME_MAX_LENGTH = 100
 MAX_SCOPES = 64
 
-
-class Refused(Exception):
-    """A credential was refused: `code` is the stable API error code (a 401)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,20 +40,7 @@ class TokenPair:
     refresh_expires_at: datetime
 
 
-def _tenant():
-    tenant = context.current_tenant()
-    if tenant is None:
-        raise PermissionDenied("Credentials exist only inside an organization.")
-    return tenant
-
-
 # Scopes --------------------------------------------------------------------------------------
-
-
-def delegable_scopes() -> frozenset[str]:
-    """Every permission some role grants, less the ones a key may never carry."""
-    every = frozenset().union(*ROLE_PERMISSIONS.values())
-    return every - NON_DELEGABLE
 
 
 def grantable_scopes(actor: Actor) -> list[str]:
@@ -92,7 +74,7 @@ def api_key_create(
     *, actor: Actor, name: str, scopes: list[str], expires_at: datetime | None = None
 ) -> tuple[ApiKey, str]:
     """Create a key. Returns it and its full text, which is never available again."""
-    tenant = _tenant()
+    tenant = context.require_tenant()
     if not actor.can(MANAGE_PERMISSION) or actor.user is None:
         audit.deny(
             actor=actor,
@@ -204,9 +186,11 @@ def api_key_record_use(*, actor: Actor, key: ApiKey) -> bool:
 # Tokens --------------------------------------------------------------------------------------
 
 
-def _issue(*, actor: Actor, user: User, family: uuid.UUID, action: str) -> TokenPair:
+def _issue(*, actor: Actor, user: Any, family: uuid.UUID, action: str) -> TokenPair:
     """Sign a new pair for `user` in the current organization and remember the refresh token."""
-    tenant = _tenant()
+    tenant = context.require_tenant()
+    if keyring.current().active_kid is None:  # a fresh deployment's first token
+        signing_key_rotate(actor=Actor.system("keyring bootstrap"), only_if_none=True)
     access = tokens.new_access_token(tenant=tenant, user=user)
     refresh = tokens.new_refresh_token(tenant=tenant, user=user, family=family)
     issued_at = timezone.now()
@@ -233,10 +217,10 @@ def _issue(*, actor: Actor, user: User, family: uuid.UUID, action: str) -> Token
     )
 
 
-def token_pair_issue(*, actor: Actor, user: User) -> TokenPair:
+def token_pair_issue(*, actor: Actor, user: Any) -> TokenPair:
     """Issue a pair for `user`, a new sign-in (the caller has authenticated them)."""
     if not user.is_active:
-        raise Refused("user_inactive", "The account is deactivated.")
+        raise Unauthenticated("user_inactive", "The account is deactivated.")
     with transaction.atomic():
         return _issue(actor=actor, user=user, family=uuid.uuid4(), action="token.issued")
 
@@ -264,7 +248,7 @@ def token_obtain(*, actor: Actor, email: str, password: str, request=None) -> To
         # Recorded as a failed login (not a generic auth failure) so that the failed-logins
         # alert rule sees password guessing over the API as it sees it in the portal.
         audit.login_record(actor=actor, email=email, succeeded=False, method="api_token")
-        raise Refused("invalid_credentials", "The email or password is wrong.")
+        raise Unauthenticated("invalid_credentials", "The email or password is wrong.")
     return token_pair_issue(
         actor=Actor.for_user(user, request) if actor.kind == "anonymous" else actor, user=user
     )
@@ -276,12 +260,12 @@ def token_refresh(*, actor: Actor, refresh: str) -> TokenPair:
     A refresh token presented a second time was copied: the whole family (every token descended
     from the same sign-in) is revoked, and the caller gets 401.
     """
-    tenant = _tenant()
+    tenant = context.require_tenant()
     try:
         claims = tokens.verify_refresh_token(refresh, tenant=tenant)
     except tokens.TokenRefused as error:
         authentication_failure_record(actor=actor, scheme="refresh", code=error.code)
-        raise Refused(error.code, error.message) from error
+        raise Unauthenticated(error.code, error.message) from error
     now = timezone.now()
     outcome = None
     with transaction.atomic():
@@ -317,21 +301,21 @@ def token_refresh(*, actor: Actor, refresh: str) -> TokenPair:
     code, message = outcome
     if code != "token_reused":
         authentication_failure_record(actor=actor, scheme="refresh", code=code)
-    raise Refused(code, message)
+    raise Unauthenticated(code, message)
 
 
 def token_revoke(*, actor: Actor, refresh: str) -> None:
     """End a sign-in: the refresh token and every token of its family stop working."""
-    tenant = _tenant()
+    tenant = context.require_tenant()
     try:
         claims = tokens.verify_refresh_token(refresh, tenant=tenant)
     except tokens.TokenRefused as error:
         authentication_failure_record(actor=actor, scheme="refresh", code=error.code)
-        raise Refused(error.code, error.message) from error
+        raise Unauthenticated(error.code, error.message) from error
     with transaction.atomic():
         row = RefreshToken.objects.filter(jti=claims["jti"]).first()
         if row is None:
-            raise Refused("token_invalid", "The refresh token is unknown.")
+            raise Unauthenticated("token_invalid", "The refresh token is unknown.")
         revoked = RefreshToken.objects.filter(family=row.family, revoked_at__isnull=True).update(
             revoked_at=timezone.now()
         )
@@ -358,3 +342,130 @@ def authentication_failure_record(
         result=Result.FAILED,
         details=details,
     )
+
+
+# JWT signing keys (credentials.keyring), platform staff only ---------------------------------
+
+
+def signing_key_rotate(
+    *, actor: Actor, retire_previous_now: bool = False, only_if_none: bool = False
+) -> SigningKey | None:
+    """Make a new signing key active; the old one verifies until the tokens it signed expire.
+
+    `retire_previous_now` (a compromised key): the old key stops verifying at once, and every
+    token it signed with it. `only_if_none`: create the first key, unless one exists already.
+    Keys whose verification window has passed are retired on the way. Returns the new key.
+    """
+    audit.require_staff(actor, "signing_key.rotated", "signing_key")
+    new = keyring.generate()
+    now = timezone.now()
+    lifetime = max(
+        settings.JWT_ACCESS_TOKEN_LIFETIME_SECONDS, settings.JWT_REFRESH_TOKEN_LIFETIME_SECONDS
+    )
+    with context.public_context(), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('agentplane.signing-keys'))")
+        previous = SigningKey.objects.filter(status=SigningKeyStatus.ACTIVE).first()
+        if previous is not None and only_if_none:
+            return None
+        retired = _retire_expired_signing_keys(now)
+        if previous is not None:
+            previous.status = (
+                SigningKeyStatus.RETIRED if retire_previous_now else SigningKeyStatus.PREVIOUS
+            )
+            previous.private_key_wrapped = None
+            previous.rotated_at = now
+            previous.verify_until = (
+                now if retire_previous_now else now + timedelta(seconds=lifetime)
+            )
+            previous.retired_at = now if retire_previous_now else None
+            previous.save(
+                update_fields=[
+                    "status",
+                    "private_key_wrapped",
+                    "rotated_at",
+                    "verify_until",
+                    "retired_at",
+                ]
+            )
+        key = SigningKey.objects.create(
+            kid=new.kid,
+            status=SigningKeyStatus.ACTIVE,
+            public_key_pem=new.public_key_pem,
+            private_key_wrapped=new.private_key_wrapped,
+        )
+        audit.record(
+            actor=actor,
+            action="signing_key.rotated",
+            resource_type="signing_key",
+            resource_id=key.kid,
+            details={
+                "previous": previous.kid if previous is not None else None,
+                "previous_verifies_until": (
+                    previous.verify_until.isoformat() if previous is not None else None
+                ),
+                "retired": retired,
+            },
+        )
+        transaction.on_commit(keyring.publish_change)
+    logger.info("signing key rotated: %s is active", key.kid)
+    return key
+
+
+def signing_key_retire(*, actor: Actor, kid: str) -> SigningKey:
+    """Retire a previous key now: tokens it signed stop verifying (a compromised key)."""
+    audit.require_staff(actor, "signing_key.retired", "signing_key", kid)
+    with context.public_context(), transaction.atomic():
+        key = SigningKey.objects.select_for_update().get(kid=kid)
+        if key.status == SigningKeyStatus.ACTIVE:
+            raise ValidationError(
+                "The active key cannot be retired: rotate, retiring the previous key at once.",
+                code="signing_key_active",
+            )
+        if key.status == SigningKeyStatus.RETIRED:
+            return key
+        now = timezone.now()
+        key.status = SigningKeyStatus.RETIRED
+        key.retired_at = now
+        key.verify_until = min(key.verify_until or now, now)
+        key.save(update_fields=["status", "retired_at", "verify_until"])
+        audit.record(
+            actor=actor,
+            action="signing_key.retired",
+            resource_type="signing_key",
+            resource_id=key.kid,
+            details={"reason": "manual"},
+        )
+        transaction.on_commit(keyring.publish_change)
+    return key
+
+
+def signing_keys_retire_expired(*, actor: Actor) -> list[str]:
+    """Retire the previous keys whose tokens have all expired. Returns their kids."""
+    audit.require_staff(actor, "signing_key.retired", "signing_key")
+    with context.public_context(), transaction.atomic():
+        retired = _retire_expired_signing_keys(timezone.now())
+        for kid in retired:
+            audit.record(
+                actor=actor,
+                action="signing_key.retired",
+                resource_type="signing_key",
+                resource_id=kid,
+                details={"reason": "expired"},
+            )
+        if retired:
+            transaction.on_commit(keyring.publish_change)
+    return retired
+
+
+def _retire_expired_signing_keys(now) -> list[str]:
+    expired = list(
+        SigningKey.objects.select_for_update()
+        .filter(status=SigningKeyStatus.PREVIOUS, verify_until__lte=now)
+        .values_list("kid", flat=True)
+    )
+    if expired:
+        SigningKey.objects.filter(kid__in=expired).update(
+            status=SigningKeyStatus.RETIRED, retired_at=now
+        )
+    return expired

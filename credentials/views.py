@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from audit.actors import Actor
+from core.actors import Actor
 from credentials import selectors, services
 from credentials.forms import ApiKeyForm
 from credentials.models import ApiKey

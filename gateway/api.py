@@ -7,8 +7,8 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.api import ApiView, InputSerializer
 from gateway import services
-from portal.api import ApiView, InputSerializer, error_body
 
 
 class TaskInputSerializer(InputSerializer):
@@ -40,16 +40,9 @@ class TaskPublishApi(ApiView):
     def post(self, request: Request) -> Response:
         data = TaskInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            published = services.task_publish(
-                actor=self.actor,
-                task=data.validated_data["task"],
-                agent_id=data.validated_data.get("agent"),
-            )
-        except services.Refused as error:
-            status = {"rate_limited": 429, "message_quota_exceeded": 409}.get(error.code, 403)
-            response = Response(error_body(error.code, error.message), status=status)
-            if error.retry_after:
-                response["Retry-After"] = str(error.retry_after)
-            return response
+        published = services.task_publish(
+            actor=self.actor,
+            task=data.validated_data["task"],
+            agent_id=data.validated_data.get("agent"),
+        )
         return Response(published, status=202)

@@ -21,12 +21,15 @@ from urllib.parse import urlsplit
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 
-from audit.actors import Actor
+from core import errors
+from core.actors import Actor
+from credentials import services as credential_services
+from credentials.api_keys import looks_like_key
+from credentials.authentication import CredentialRefused, authenticate_credential
 from gateway import services, subjects
 from tenants import context, events, routing
-from tenants.models import TenantStatus
+from tenants.models import Tenant, TenantStatus
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +105,6 @@ def _session_actor(tenant: Any, scope: dict[str, Any]) -> Actor | None:
 
 
 def _credential_actor(tenant: Any, raw: str) -> tuple[Actor | None, str, str]:
-    from credentials import services as credential_services
-    from tenants.api_keys import looks_like_key
-    from tenants.authentication import CredentialRefused, authenticate_credential
-
     with context.tenant_context(tenant):
         try:
             credential = authenticate_credential(raw, tenant)
@@ -122,8 +121,6 @@ def _credential_actor(tenant: Any, raw: str) -> tuple[Actor | None, str, str]:
 def _status_now(tenant: Any) -> str | None:
     """The organization's status in the database (None once deleted): a control event can
     arrive before this process's routing cache has heard of the change."""
-    from tenants.models import Tenant
-
     with context.public_context():
         return Tenant.objects.filter(pk=tenant.pk).values_list("status", flat=True).first()
 
@@ -334,29 +331,19 @@ class EventsConsumer(AsyncWebsocketConsumer):
         """Run a service in the tenant's context; a refusal becomes an error frame."""
         try:
             result = await database_sync_to_async(_in_tenant)(self.tenant, function, **kwargs)
-        except services.Refused as error:
-            extra = {"retry_after": error.retry_after} if error.retry_after else {}
-            self._error(error.code, error.message, ref, **extra)
-            # Each refusal writes an audit row: a client looping on refused frames is cut off.
-            self.refusals += 1
-            if self.refusals >= MAX_REFUSALS:
-                self._error("too_many_refusals", f"{MAX_REFUSALS} refused frames: goodbye.")
-                await self._flush_and_close(CLOSE_TOO_MANY_REFUSALS)
-            return False, None
-        except PermissionDenied as error:
-            self._error("permission_denied", str(error) or "Not allowed.", ref)
-            return False, None
-        except ObjectDoesNotExist:
-            self._error("not_found", "Not found.", ref)
-            return False, None
-        except ValidationError as error:
-            codes = (
-                [e.code for errors in error.error_dict.values() for e in errors]
-                if hasattr(error, "error_dict")
-                else []
-            )
-            code = "invalid_transition" if "invalid_transition" in codes else "invalid"
-            self._error(code, "; ".join(error.messages)[:500], ref)
+        except Exception as error:
+            problem = errors.describe(error)
+            if problem is None:
+                raise
+            retry_after = getattr(error, "retry_after", None)
+            extra = {"retry_after": retry_after} if retry_after else {}
+            self._error(problem.code, problem.message, ref, **extra)
+            if isinstance(error, errors.DomainError):
+                # Each refusal writes an audit row: a client looping on refused frames is cut off.
+                self.refusals += 1
+                if self.refusals >= MAX_REFUSALS:
+                    self._error("too_many_refusals", f"{MAX_REFUSALS} refused frames: goodbye.")
+                    await self._flush_and_close(CLOSE_TOO_MANY_REFUSALS)
             return False, None
         return True, result
 

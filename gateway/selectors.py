@@ -8,7 +8,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from audit.actors import Actor
+from core.actors import Actor
 from gateway.models import InstanceMetric
 
 WINDOW_MINUTES = 15

@@ -14,7 +14,7 @@ import math
 import time
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -25,8 +25,9 @@ from agents import selectors as agent_selectors
 from agents import services as agent_services
 from agents.models import AgentInstance, InstanceStatus
 from audit import services as audit
-from audit.actors import Actor
 from audit.models import Result
+from core import errors
+from core.actors import Actor
 from gateway import subjects
 from gateway.models import InstanceMetric
 from tenants import context, events, ratelimit
@@ -40,23 +41,6 @@ LIMITS_TTL_SECONDS = 30.0
 _limits_cache: dict[int, tuple[float, int]] = {}
 
 
-class Refused(Exception):
-    """A refused operation: sent to the client as `{"error": {"code", "message"}}`."""
-
-    def __init__(self, code: str, message: str, *, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-
-
-def _tenant() -> Any:
-    tenant = context.current_tenant()
-    if tenant is None:
-        raise RuntimeError("the gateway works in an organization's context")
-    return tenant
-
-
 def _printable(value: object) -> str:
     """A refused subject as the audit trail keeps it: cut, control characters (NUL, which
     PostgreSQL text refuses, included) replaced."""
@@ -65,16 +49,17 @@ def _printable(value: object) -> str:
     return "".join(c if c.isprintable() else "\ufffd" for c in value[:128])
 
 
-def _refuse(actor: Actor, action: str, subject: object, code: str, message: str, **extra) -> None:
+def _refuse(actor: Actor, action: str, subject: object, error: errors.DomainError) -> NoReturn:
+    """Record the refusal in the organization's log, then raise it to the caller."""
     audit.record(
         actor=actor,
         action=action,
         resource_type="subject",
         resource_id=_printable(subject),
         result=Result.DENIED,
-        details={"reason": code},
+        details={"reason": error.code},
     )
-    raise Refused(code, message, **extra)
+    raise error
 
 
 def _monthly_quota(tenant: Any) -> int:
@@ -107,26 +92,24 @@ def _meter(actor: Actor, action: str, subject: str, *, connection_id: str | None
             rate=settings.GATEWAY_PUBLISH_RATE_PER_ORGANIZATION,
             fail_closed=False,
         )
-    except ratelimit.RateLimited as error:
-        _refuse(
-            actor,
-            action,
-            subject,
-            "rate_limited",
-            "Too many messages: slow down.",
+    except errors.RateLimited as error:
+        refusal = errors.RateLimited(
             retry_after=error.retry_after,
+            limit=error.limit,
+            scope=error.scope,
+            message="Too many messages: slow down.",
         )
-    tenant = _tenant()
+        _refuse(actor, action, subject, refusal)
+    tenant = context.require_tenant()
     if not agent_services.pool_consume_messages(
         actor=Actor.system("gateway"), count=1, limit=_monthly_quota(tenant)
     ):
-        _refuse(
-            actor,
-            action,
-            subject,
+        refusal = errors.QuotaExceeded(
             "message_quota_exceeded",
             "The organization has used its plan's messages for this month.",
+            limit="messages_per_month",
         )
+        _refuse(actor, action, subject, refusal)
 
 
 def subscription_check(*, actor: Actor, pattern: object) -> str:
@@ -134,14 +117,15 @@ def subscription_check(*, actor: Actor, pattern: object) -> str:
     try:
         pattern = subjects.validate_pattern(pattern)
     except subjects.InvalidSubject as error:
-        _refuse(actor, "gateway.subscribe", pattern, error.code, error.message)
+        _refuse(actor, "gateway.subscribe", pattern, errors.Forbidden(error.code, error.message))
     if not actor.can(READ_PERMISSION):
         _refuse(
             actor,
             "gateway.subscribe",
             pattern,
-            "permission_denied",
-            f"Subscribing needs the “{READ_PERMISSION}” permission.",
+            errors.Forbidden(
+                "permission_denied", f"Subscribing needs the “{READ_PERMISSION}” permission."
+            ),
         )
     return str(pattern)
 
@@ -168,20 +152,26 @@ def message_publish(
     try:
         subject = subjects.validate_subject(subject)
     except subjects.InvalidSubject as error:
-        _refuse(actor, action, subject, error.code, error.message)
+        _refuse(actor, action, subject, errors.Forbidden(error.code, error.message))
     subject = str(subject)
     if not actor.can(PUBLISH_PERMISSION) and not agent_may_publish(agent_id, subject):
         _refuse(
             actor,
             action,
             subject,
-            "permission_denied",
-            f"Publishing here needs the “{PUBLISH_PERMISSION}” permission.",
+            errors.Forbidden(
+                "permission_denied", f"Publishing here needs the “{PUBLISH_PERMISSION}” permission."
+            ),
         )
     if _encoded_size(data) > settings.GATEWAY_MAX_MESSAGE_BYTES:
-        _refuse(actor, action, subject, "message_too_large", "A message has at most 64 KB.")
+        _refuse(
+            actor,
+            action,
+            subject,
+            errors.Forbidden("message_too_large", "A message has at most 64 KB."),
+        )
     _meter(actor, action, subject, connection_id=connection_id)
-    return events.event_message(str(_tenant().public_id), subject, data)
+    return events.event_message(str(context.require_tenant().public_id), subject, data)
 
 
 def task_publish(*, actor: Actor, task: Any, agent_id: Any = None) -> dict[str, Any]:
@@ -195,8 +185,9 @@ def task_publish(*, actor: Actor, task: Any, agent_id: Any = None) -> dict[str, 
             actor,
             action,
             TASK_SUBJECT,
-            "permission_denied",
-            f"This needs the “{PUBLISH_PERMISSION}” permission.",
+            errors.Forbidden(
+                "permission_denied", f"This needs the “{PUBLISH_PERMISSION}” permission."
+            ),
         )
     subject = TASK_SUBJECT
     if agent_id is not None:
@@ -217,7 +208,7 @@ def task_publish(*, actor: Actor, task: Any, agent_id: Any = None) -> dict[str, 
             resource_id=task_id,
             details={"subject": subject, "kind": str(task.get("kind", ""))[:64]},
         )
-        events.publish_on_commit(_tenant(), subject, payload)
+        events.publish_on_commit(context.require_tenant(), subject, payload)
     return {"id": task_id, "subject": subject}
 
 
@@ -290,7 +281,7 @@ def heartbeat_record(*, actor: Actor, instance_id: Any, metrics: Any) -> AgentIn
             update_fields=[*METRIC_FIELDS, "updated_at"],
         )
         events.publish_on_commit(
-            _tenant(),
+            context.require_tenant(),
             f"agents.{instance.agent_id}.metrics",
             {"instance": str(instance.pk), "minute": minute.isoformat(), **clean},
         )

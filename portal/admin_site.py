@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
 from django.http import HttpRequest, HttpResponse
 
-from portal.throttle import STAFF_LOGIN_LIMITS, throttle_posts
+from accounts.throttle import STAFF_LOGIN_LIMITS, throttle_posts
 
 
 class PlatformAdminSite(admin.AdminSite):

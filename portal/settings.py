@@ -94,6 +94,8 @@ SHARED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Organization lifecycle (no models): provisioning, suspension, deletion, staff admin.
+    "organizations",
     "portal",
 ]
 TENANT_APPS = [
@@ -209,22 +211,22 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}, "pgserver": {"level": "WARNING"}},
 }
 
-# The API (portal/api.py, tenants/authentication.py; docs/api.md). Every API view derives from
-# portal.api.ApiView and declares its permission per method; RequiredPermission denies the rest.
+# The API (core/api.py, credentials/authentication.py; docs/api.md). Every API view derives from
+# core.api.ApiView and declares its permission per method; RequiredPermission denies the rest.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Bearer first: its WWW-Authenticate header makes a missing credential a 401.
-        "tenants.authentication.BearerTokenAuthentication",
-        "tenants.authentication.ApiKeyAuthentication",
-        "tenants.authentication.PortalSessionAuthentication",
+        "credentials.authentication.BearerTokenAuthentication",
+        "credentials.authentication.ApiKeyAuthentication",
+        "credentials.authentication.PortalSessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["portal.permissions.RequiredPermission"],
+    "DEFAULT_PERMISSION_CLASSES": ["core.permissions.RequiredPermission"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "portal.permissions.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "core.permissions.Pagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "portal.api.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "portal.api.ApiSchema",
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "core.api.ApiSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -241,7 +243,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
-# JWTs: RS256 (pinned in tenants.tokens, not configurable), lifetimes from here.
+# JWTs: RS256 (pinned in credentials.tokens, not configurable), lifetimes from here.
 JWT_ACCESS_TOKEN_LIFETIME_SECONDS = int(os.environ.get("JWT_ACCESS_TOKEN_LIFETIME", "900"))
 JWT_REFRESH_TOKEN_LIFETIME_SECONDS = int(os.environ.get("JWT_REFRESH_TOKEN_LIFETIME", "86400"))
 # Wraps the signing keys' private halves at rest (base64 of 32 bytes; docs/adr/0003). Without

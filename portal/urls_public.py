@@ -3,8 +3,8 @@
 from django.contrib import admin
 from django.urls import path
 
+from accounts.throttle import SIGNUP_LIMITS, throttle_posts
 from portal import views
-from portal.throttle import SIGNUP_LIMITS, throttle_posts
 
 urlpatterns = [
     path("", views.landing, name="landing"),

@@ -3,8 +3,8 @@
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from portal import api
-from tenants.api import jwks
+from core import api
+from credentials.api import jwks
 
 handler400 = api.bad_request
 handler403 = api.permission_denied

@@ -13,11 +13,11 @@ from django.views.decorators.http import require_GET, require_http_methods
 from accounts import selectors as account_selectors
 from accounts.handoff import handoff_token_make
 from agents import selectors as agent_selectors
-from audit.actors import Actor
+from core.actors import Actor
+from organizations.services import provision_tenant, validate_new_tenant
 from portal.forms import OrganizationJumpForm, SignupForm
 from tenants import context, routing
 from tenants.models import Tenant
-from tenants.services import provision_tenant, validate_new_tenant
 from tenants.validators import validate_slug
 
 

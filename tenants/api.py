@@ -1,16 +1,13 @@
-"""The API of the organization itself, and the public keys that verify its tokens (JWKS)."""
+"""The API of the organization itself."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from portal.api import ApiView
-from tenants import keyring
+from core.api import ApiView
 
 
 class OrganizationSerializer(serializers.Serializer):
@@ -30,12 +27,3 @@ class OrganizationApi(ApiView):
     @extend_schema(tags=["organization"], responses={200: OrganizationSerializer})
     def get(self, request: Request) -> Response:
         return Response(OrganizationSerializer(request.tenant).data)
-
-
-@require_GET
-def jwks(request: HttpRequest) -> JsonResponse:
-    """`/.well-known/jwks.json`: the keys that verify tokens now (the active and previous ones)."""
-    response = JsonResponse(keyring.jwks())
-    # Verifiers may cache briefly; a rotation's new key is published before any token uses it.
-    response["Cache-Control"] = "public, max-age=300"
-    return response

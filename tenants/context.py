@@ -30,6 +30,18 @@ def current_tenant() -> Tenant | None:
     return _current.get()
 
 
+class OutsideOrganization(RuntimeError):
+    """Code that works only inside an organization ran outside one (a programming error)."""
+
+
+def require_tenant() -> Tenant:
+    """The current organization; raises OutsideOrganization in the public context."""
+    tenant = _current.get()
+    if tenant is None:
+        raise OutsideOrganization("this works only inside an organization's context")
+    return tenant
+
+
 def expected_schema() -> str:
     tenant = _current.get()
     return tenant.schema_name if tenant is not None else settings.PUBLIC_SCHEMA_NAME

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django_tenants.models import DomainMixin, TenantMixin
 
-from agents.agent_permissions import validate_plan_permissions
+from core.agent_permissions import validate_plan_permissions
 
 
 class Plan(models.Model):
@@ -28,7 +28,7 @@ class Plan(models.Model):
     price_monthly_cents = models.PositiveIntegerField()
     price_per_thousand_messages_cents = models.PositiveIntegerField(default=0)
     is_public = models.BooleanField(default=True, help_text="Offered at signup.")
-    # Which agent permissions (agents.agent_permissions.CATALOGUE) a definition may ask for.
+    # Which agent permissions (core.agent_permissions.CATALOGUE) a definition may ask for.
     allowed_agent_permissions = models.JSONField(
         default=list,
         blank=True,
@@ -74,7 +74,7 @@ class Tenant(TenantMixin):
     max_instance_memory_mb_override = models.PositiveIntegerField(null=True, blank=True)
     messages_per_month_override = models.PositiveBigIntegerField(null=True, blank=True)
 
-    # Provisioning creates (or claims) the schema itself; see tenants.services.
+    # Provisioning creates (or claims) the schema itself; see organizations.services.
     auto_create_schema = False
     auto_drop_schema = False
 
@@ -136,7 +136,7 @@ class SigningKeyStatus(models.TextChoices):
 
 
 class SigningKey(models.Model):
-    """An RSA key pair that signs the portal's JWTs, named by `kid` (see tenants.keyring).
+    """An RSA key pair that signs the portal's JWTs, named by `kid` (see credentials.keyring).
 
     Only the active key keeps its private half, and only wrapped (AES-256-GCM under a key that is
     not in the database; docs/adr/0003). A previous key keeps its public half to verify the tokens

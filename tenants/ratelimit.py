@@ -12,27 +12,10 @@ from dataclasses import dataclass
 
 from django_ratelimit.core import get_usage
 
+from core.errors import RateLimited, RateLimiterUnavailable
 from tenants import context
 
 logger = logging.getLogger(__name__)
-
-UNAVAILABLE_RETRY_AFTER = 30
-
-
-class RateLimited(Exception):
-    """Too many requests: retry after `retry_after` seconds."""
-
-    def __init__(self, *, retry_after: int, limit: int, scope: str) -> None:
-        super().__init__(f"rate limit {scope} exceeded")
-        self.retry_after = max(retry_after, 1)
-        self.limit = limit
-        self.scope = scope
-
-
-class RateLimiterUnavailable(Exception):
-    """The counters cannot be reached and the limit fails closed."""
-
-    retry_after = UNAVAILABLE_RETRY_AFTER
 
 
 @dataclass(frozen=True)

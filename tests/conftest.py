@@ -54,8 +54,9 @@ def _fast_hasher() -> None:
 
 def build_org(slug: str, name: str) -> Org:
     from accounts import services as account_services
-    from audit.actors import Actor
-    from tenants import context, services
+    from core.actors import Actor
+    from organizations import services
+    from tenants import context
 
     system = Actor.system("tests")
     tenant = services.provision_tenant(
@@ -235,8 +236,9 @@ def scratch_org(django_db_setup, django_db_blocker) -> Iterator[Org]:
     """A committed, throwaway organization (provisioned for real, deleted afterwards)."""
     import uuid
 
-    from audit.actors import Actor
-    from tenants import context, services
+    from core.actors import Actor
+    from organizations import services
+    from tenants import context
     from tenants.models import Tenant
 
     with django_db_blocker.unblock():

@@ -6,7 +6,7 @@ from typing import Any
 
 from django import template
 
-from audit.actors import Actor
+from core.actors import Actor
 from gateway import selectors
 
 register = template.Library()

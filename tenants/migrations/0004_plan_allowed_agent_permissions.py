@@ -2,9 +2,9 @@
 
 from django.db import migrations, models
 
-import agents.agent_permissions
+import core.agent_permissions
 
-# What each default plan lets agent definitions ask for (agents.agent_permissions.CATALOGUE).
+# What each default plan lets agent definitions ask for (core.agent_permissions.CATALOGUE).
 ALLOWED = {
     "free": ["messages:read", "messages:publish", "tasks:receive", "config:read"],
     "team": [
@@ -46,7 +46,7 @@ class Migration(migrations.Migration):
                 blank=True,
                 default=list,
                 help_text="Agent permissions definitions may ask for.",
-                validators=[agents.agent_permissions.validate_plan_permissions],
+                validators=[core.agent_permissions.validate_plan_permissions],
             ),
         ),
         migrations.RunPython(set_allowed, migrations.RunPython.noop),

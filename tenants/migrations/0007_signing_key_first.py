@@ -4,7 +4,7 @@ from django.db import migrations
 
 
 def create_first_key(apps, schema_editor):
-    from tenants import keyring
+    from credentials import keyring
 
     SigningKey = apps.get_model("tenants", "SigningKey")
     if SigningKey.objects.filter(status="active").exists():

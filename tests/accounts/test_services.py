@@ -8,8 +8,8 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.models import Invitation, User
-from audit.actors import Actor
 from audit.models import AuditEvent
+from core.actors import Actor
 from tests.conftest import PASSWORD
 
 

@@ -13,10 +13,10 @@ from django.utils import timezone
 from accounts import services
 from accounts.handoff import handoff_token_make
 from accounts.models import Invitation, User
-from audit.actors import Actor
 from audit.models import AuditEvent
+from core.actors import Actor
+from organizations import services as tenant_services
 from tenants import context
-from tenants import services as tenant_services
 from tests.conftest import PASSWORD
 
 ROLES = ["viewer", "member", "admin", "owner"]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agents import config_cache, services
-from audit.actors import Actor
+from core.actors import Actor
 
 ROLES = ("viewer", "member", "admin", "owner")
 

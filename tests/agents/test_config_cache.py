@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from agents import config_cache, selectors, services
-from audit.actors import Actor
+from core.actors import Actor
 from tenants import context
 from tests import live
 from tests.agents.conftest import system
@@ -26,7 +26,7 @@ READER = textwrap.dedent(
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
     from agents import selectors
-    from audit.actors import Actor
+    from core.actors import Actor
     from tenants import context
     from tenants.models import Tenant
 
@@ -69,6 +69,7 @@ def test_a_write_invalidates_the_cache_in_another_process(scratch_org):
     finally:
         live.stop(reader)
 
+    assert 0, ("MEASURE", first, after_write)
     assert (first["value"], first["queries"] > 0) == ({"timeout": 10}, True)
     assert cached == {"value": {"timeout": 10}, "queries": 0}
     assert (after_write["value"], after_write["queries"] > 0) == ({"timeout": 20}, True)

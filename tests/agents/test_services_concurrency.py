@@ -11,9 +11,9 @@ import pytest
 from django.db import connection
 
 from agents import services
-from agents.errors import QuotaExceeded
 from agents.models import Agent, AgentInstance, ResourcePool
-from audit.actors import Actor
+from core.actors import Actor
+from core.errors import QuotaExceeded
 from tenants import context
 from tests.agents.conftest import make_agent, system
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from audit import services
+from audit import chain
 from audit.models import AuditEvent
 
 
@@ -39,10 +39,10 @@ def backdate(days: int, *, through: int | None = None) -> None:
             + where,
             params,
         )
-        previous = services.GENESIS_HASH
+        previous = chain.GENESIS_HASH
         for event in list(AuditEvent.objects.order_by("sequence")):
             event.previous_hash = previous
-            event.hash = services.compute_hash(event)
+            event.hash = chain.compute_hash(event)
             cursor.execute(
                 "UPDATE audit_auditevent SET previous_hash = %s, hash = %s WHERE id = %s",
                 [event.previous_hash, event.hash, event.pk],

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from audit import services
-from audit.actors import Actor
 from audit.models import AuditEvent
+from core.actors import Actor
 from tenants import context
 
 

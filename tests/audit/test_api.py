@@ -10,7 +10,7 @@ import pytest
 from django.http import StreamingHttpResponse
 
 from audit import services
-from audit.actors import Actor
+from core.actors import Actor
 from tests.audit.conftest import events_after, head
 
 EVENTS = "/api/v1/audit/events/"
@@ -20,7 +20,7 @@ SYSTEM = Actor.system("tests")
 
 @pytest.fixture(autouse=True)
 def _api_settings(settings):
-    from tenants import keyring
+    from credentials import keyring
 
     settings.API_KEY_CREATE_RATE = "100000/h"
     keyring.forget()

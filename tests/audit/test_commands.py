@@ -8,10 +8,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from audit import services
-from audit.actors import Actor
+from audit import retention, services
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.verify import verify_chain
+from core.actors import Actor
 from tests.audit.conftest import backdate
 
 
@@ -55,11 +55,11 @@ def test_retention_for_one_organization(org, other_org, in_tenant, capsys):
 def test_retention_twice_keeps_the_chain_verifiable(org, in_tenant):
     with in_tenant(org):
         backdate(400)
-        services.audit_retention_apply(actor=Actor.system("tests"), retention_days=365)
+        retention.audit_retention_apply(actor=Actor.system("tests"), retention_days=365)
         services.record(actor=Actor.system("tests"), action="test.between")
         later = timezone.now() + timedelta(days=400)
 
-        result = services.audit_retention_apply(
+        result = retention.audit_retention_apply(
             actor=Actor.system("tests"), retention_days=365, now=later
         )
 

@@ -7,9 +7,9 @@ import threading
 from django.db import connection, transaction
 
 from audit import services
-from audit.actors import Actor
 from audit.models import AuditEvent
 from audit.verify import verify_chain
+from core.actors import Actor
 from tenants import context
 
 WRITERS = 8

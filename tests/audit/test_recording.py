@@ -11,11 +11,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 from accounts import services as accounts
 from accounts.models import Invitation, User
-from audit.actors import Actor
 from audit.models import AuditEvent
 from audit.verify import verify_chain
+from core.actors import Actor
+from organizations import services as tenants
 from tenants import context
-from tenants import services as tenants
 from tenants.models import Plan, Tenant
 from tests.audit.conftest import events_after, head
 from tests.conftest import PASSWORD
@@ -171,7 +171,7 @@ def test_staff_user_create_is_in_the_platform_log(db):
     )
 
 
-# --- tenants.services (staff) --------------------------------------------------------------------
+# --- organizations.services (staff) --------------------------------------------------------------
 
 
 @pytest.fixture

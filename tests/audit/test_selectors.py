@@ -10,9 +10,9 @@ from django.db import connection
 from django.utils import timezone
 
 from audit import selectors, services
-from audit.actors import Actor
 from audit.models import AuditEvent
 from audit.selectors import EventFilters
+from core.actors import Actor
 from tests.audit.conftest import events_after, head
 
 SYSTEM = Actor.system("tests")

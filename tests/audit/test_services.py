@@ -9,10 +9,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from audit import services
-from audit.actors import Actor
+from audit import chain, exports, retention, services, verify
 from audit.models import AlertRule, AuditCheckpoint, AuditEvent
 from audit.verify import verify_chain
+from core.actors import Actor
 from tenants import context
 from tests.audit.conftest import backdate, events_after, head
 
@@ -29,7 +29,7 @@ def test_record_links_each_event_to_the_previous_one(acme):
     assert (first.sequence, second.sequence) == (start + 1, start + 2)
     assert first.previous_hash == previous.hash
     assert second.previous_hash == first.hash
-    assert second.hash == services.compute_hash(AuditEvent.objects.get(pk=second.pk))
+    assert second.hash == chain.compute_hash(AuditEvent.objects.get(pk=second.pk))
     assert second.result == "failed"
 
 
@@ -96,7 +96,7 @@ def test_secrets_are_redacted_by_field_name_at_any_depth(acme):
     }
     for secret in ("hunter2", "hunter3", "tok_123", "agp_abc", "s3cr3t", "xyz"):
         assert secret not in str(stored)
-    assert services.compute_hash(AuditEvent.objects.get(pk=event.pk)) == event.hash
+    assert chain.compute_hash(AuditEvent.objects.get(pk=event.pk)) == event.hash
 
 
 def test_hostile_input_is_cut_and_cleaned_not_refused(acme):
@@ -124,7 +124,7 @@ def test_hostile_input_is_cut_and_cleaned_not_refused(acme):
     assert stored.details["nan"] == "nan"
     assert stored.details["literal"] == "a \\u0000 stays"
     assert isinstance(stored.details["when"], str)
-    assert services.compute_hash(stored) == stored.hash
+    assert chain.compute_hash(stored) == stored.hash
 
 
 def test_an_unknown_result_is_refused(acme):
@@ -265,7 +265,7 @@ def test_an_export_is_recorded_before_it_streams(acme):
     from audit.selectors import EventFilters
 
     start = head()
-    export = services.audit_log_export(
+    export = exports.audit_log_export(
         actor=Actor.for_user(acme.admin), format="csv", filters=EventFilters(action="x.y")
     )
 
@@ -288,7 +288,7 @@ def test_an_export_without_audit_read_is_denied_and_recorded(acme, role):
 
     start = head()
     with pytest.raises(PermissionDenied):
-        services.audit_log_export(
+        exports.audit_log_export(
             actor=Actor.for_user(acme.user(role)), format="json", filters=EventFilters()
         )
 
@@ -301,7 +301,7 @@ def test_an_unknown_export_format_is_refused_and_changes_nothing(acme):
 
     start = head()
     with pytest.raises(ValidationError) as error:
-        services.audit_log_export(
+        exports.audit_log_export(
             actor=Actor.for_user(acme.admin), format="xml", filters=EventFilters()
         )
     assert "format" in error.value.message_dict
@@ -311,7 +311,7 @@ def test_an_unknown_export_format_is_refused_and_changes_nothing(acme):
 def test_verify_reports_and_records(acme):
     start = head()
 
-    report = services.audit_log_verify(actor=Actor.for_user(acme.owner))
+    report = verify.audit_log_verify(actor=Actor.for_user(acme.owner))
 
     assert report.is_intact and report.last_sequence == start
     [event] = events_after(start)
@@ -335,7 +335,7 @@ def test_retention_removes_old_events_and_keeps_the_chain_verifiable(acme):
     tenant_id = str(acme.tenant.public_id)
     assert verify_chain(tenant_id=tenant_id).is_intact
 
-    result = services.audit_retention_apply(actor=SYSTEM, retention_days=365)
+    result = retention.audit_retention_apply(actor=SYSTEM, retention_days=365)
 
     assert result.removed == old_through and result.through_sequence == old_through
     assert not AuditEvent.objects.filter(sequence__lte=old_through).exists()
@@ -358,7 +358,7 @@ def test_retention_removes_old_events_and_keeps_the_chain_verifiable(acme):
 def test_retention_with_nothing_old_only_records_that_it_ran(acme):
     start = head()
 
-    result = services.audit_retention_apply(actor=SYSTEM, retention_days=365)
+    result = retention.audit_retention_apply(actor=SYSTEM, retention_days=365)
 
     assert (result.removed, result.through_sequence) == (0, None)
     [event] = events_after(start)
@@ -369,7 +369,7 @@ def test_retention_with_nothing_old_only_records_that_it_ran(acme):
 def test_retention_is_for_the_platform_only(acme):
     start = head()
     with pytest.raises(PermissionDenied):
-        services.audit_retention_apply(actor=Actor.for_user(acme.owner), retention_days=1)
+        retention.audit_retention_apply(actor=Actor.for_user(acme.owner), retention_days=1)
     [event] = events_after(start)
     assert (event.action, event.result) == ("audit.retention_applied", "denied")
     assert AuditEvent.objects.filter(sequence=1).exists()
@@ -377,7 +377,7 @@ def test_retention_is_for_the_platform_only(acme):
 
 def test_a_log_emptied_by_retention_continues_from_its_checkpoint(acme):
     backdate(400, through=head())
-    services.audit_retention_apply(
+    retention.audit_retention_apply(
         actor=SYSTEM, retention_days=30, now=timezone.now() + timedelta(days=60)
     )
     # The retention event itself is recent; everything before it is gone.
@@ -404,4 +404,4 @@ def test_addresses_are_stored_as_the_database_returns_them_and_still_verify(acme
 
     reloaded = AuditEvent.objects.get(pk=event.pk)
     assert (event.ip, reloaded.ip) == (stored, stored)
-    assert services.compute_hash(reloaded) == event.hash
+    assert chain.compute_hash(reloaded) == event.hash

@@ -9,9 +9,9 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from audit import services
-from audit.actors import Actor
+from audit import retention, services
 from audit.models import AuditCheckpoint, AuditEvent
+from core.actors import Actor
 from tenants import context
 
 SYSTEM = Actor.system("tests")
@@ -98,7 +98,7 @@ def test_the_retention_setting_allows_deleting_only_up_to_its_bound(schema):
 def test_after_the_retention_service_nothing_else_may_delete(schema):
     """The service closes its window: later statements in the same transaction are refused."""
     later = timezone.now() + timedelta(days=2)
-    result = services.audit_retention_apply(actor=SYSTEM, retention_days=1, now=later)
+    result = retention.audit_retention_apply(actor=SYSTEM, retention_days=1, now=later)
     assert result.removed > 0
 
     refused("DELETE FROM audit_auditevent")

@@ -8,9 +8,10 @@ import pytest
 from django.core.management import call_command
 
 from audit import services
-from audit.actors import Actor
+from audit.chain import compute_hash
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.verify import verify_chain
+from core.actors import Actor
 from tenants import context
 from tests.audit.conftest import tamper
 
@@ -101,7 +102,7 @@ def test_a_rewritten_event_with_a_recomputed_hash_breaks_the_next_link(acme, cha
     """An attacker who knows the algorithm re-seals the event: its successor no longer links."""
     event = AuditEvent.objects.get(sequence=chain[2])
     event.details = {"n": "forged"}
-    event.hash = services.compute_hash(event)
+    event.hash = compute_hash(event)
     tamper(
         "UPDATE audit_auditevent SET details = %s, hash = %s WHERE id = %s",
         [json.dumps(event.details), event.hash, event.pk],
@@ -124,7 +125,7 @@ def test_an_inserted_event_is_found(acme, chain):
     forged.sequence = chain[2] + 1
     forged.action = "test.forged"
     forged.previous_hash = AuditEvent.objects.get(sequence=chain[2]).hash
-    forged.hash = services.compute_hash(forged)
+    forged.hash = compute_hash(forged)
     tamper(
         "INSERT INTO audit_auditevent (tenant_id, sequence, occurred_at, actor_kind, actor_id, "
         "actor_label, action, resource_type, resource_id, result, ip, user_agent, details, "
@@ -155,7 +156,7 @@ def test_an_event_copied_from_another_organization_is_found(acme, other_org, in_
     )
     copy.sequence = chain[-1]
     copy.previous_hash = AuditEvent.objects.get(sequence=chain[-2]).hash
-    copy.hash = services.compute_hash(copy)
+    copy.hash = compute_hash(copy)
     copy.save(force_insert=True)
 
     report = verify(acme)

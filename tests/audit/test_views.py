@@ -11,10 +11,10 @@ from django.http import StreamingHttpResponse
 from django.test import AsyncRequestFactory, Client
 from django.test.utils import CaptureQueriesContext
 
-from audit import services
-from audit.actors import Actor
+from audit import exports, services
 from audit.models import AlertRule, AuditEvent
 from audit.selectors import EventFilters
+from core.actors import Actor
 from tests.audit.conftest import events_after, head, tamper
 
 SYSTEM = Actor.system("tests")
@@ -236,7 +236,7 @@ def test_export_under_asgi_streams_an_async_body(org, in_tenant, logged):
 
     request = AsyncRequestFactory().post("/audit/export/", HTTP_HOST=org.host)
     with in_tenant(org):
-        export = services.audit_log_export(
+        export = exports.audit_log_export(
             actor=Actor.for_user(org.admin), format="cef", filters=EventFilters(action="test.view")
         )
         response = export_response(request, export)
@@ -285,11 +285,11 @@ def test_verify_is_refused_to_members(org, client_for):
 
 def test_alerts_page_lists_this_organizations_alerts(org, other_org, client_for, in_tenant):
     with in_tenant(other_org):
-        services.audit_log_export(
+        exports.audit_log_export(
             actor=Actor.for_user(other_org.admin), format="csv", filters=EventFilters()
         )
     with in_tenant(org):
-        services.audit_log_export(
+        exports.audit_log_export(
             actor=Actor.for_user(org.admin), format="csv", filters=EventFilters()
         )
 

@@ -14,7 +14,7 @@ def _generous_rate_limits(settings):
 @pytest.fixture(autouse=True)
 def _fresh_keyring():
     """Rotations inside a rolled-back test must not outlive it in this process's keyring."""
-    from tenants import keyring
+    from credentials import keyring
 
     keyring.forget()
     yield

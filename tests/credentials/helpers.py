@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from audit.actors import Actor
+from core.actors import Actor
 from credentials import services
 from tenants import context
 

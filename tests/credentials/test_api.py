@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from audit.models import AuditEvent
+from credentials.authentication import CredentialRefused, verify_api_key
 from credentials.models import ApiKey
-from tenants.authentication import CredentialRefused, verify_api_key
 from tests.conftest import PASSWORD
 from tests.credentials.helpers import (
     api_key,
@@ -417,7 +417,7 @@ def test_a_checksum_failure_is_refused_before_any_database_work(
 
 
 def test_a_wrong_secret_with_a_valid_checksum_is_refused(org, client_for):
-    from tenants import api_keys
+    from credentials import api_keys
 
     key, raw = api_key(org, ["org:read"])
     forged_body = api_keys.PREFIX + key.lookup_id + "A" * api_keys.SECRET_LENGTH

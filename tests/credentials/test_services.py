@@ -9,11 +9,12 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from django.utils import timezone
 
-from audit.actors import Actor
 from audit.models import AuditEvent
-from credentials import services
+from core import errors
+from core.actors import Actor
+from credentials import api_keys, services, tokens
 from credentials.models import ApiKey, RefreshToken
-from tenants import api_keys, events, ratelimit, tokens
+from tenants import events
 from tests.credentials.helpers import api_key, token_pair
 
 
@@ -152,7 +153,7 @@ def test_api_key_create_fails_closed_when_redis_is_down(org, in_tenant, settings
             "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
         }
     }
-    with in_tenant(org), pytest.raises(ratelimit.RateLimiterUnavailable):
+    with in_tenant(org), pytest.raises(errors.RateLimiterUnavailable):
         services.api_key_create(actor=Actor.for_user(org.admin), name="k", scopes=["org:read"])
     with in_tenant(org):
         assert not ApiKey.objects.exists()
@@ -171,7 +172,7 @@ def test_api_key_create_is_rate_limited_per_user(org, in_tenant, settings):
     with in_tenant(org):
         services.api_key_create(actor=actor, name="a", scopes=["org:read"])
         services.api_key_create(actor=actor, name="b", scopes=["org:read"])
-        with pytest.raises(ratelimit.RateLimited) as error:
+        with pytest.raises(errors.RateLimited) as error:
             services.api_key_create(actor=actor, name="c", scopes=["org:read"])
         assert ApiKey.objects.count() == 2
     assert 1 <= error.value.retry_after <= 3600
@@ -257,11 +258,11 @@ def test_refresh_rotates_and_a_reused_token_revokes_the_family(org, in_tenant):
         second = services.token_refresh(actor=actor, refresh=first.refresh)
         third = services.token_refresh(actor=actor, refresh=second.refresh)
 
-        with pytest.raises(services.Refused) as reused:
+        with pytest.raises(errors.Unauthenticated) as reused:
             services.token_refresh(actor=actor, refresh=first.refresh)
         assert reused.value.code == "token_reused"
         # The thief's replay also ended the legitimate holder's chain.
-        with pytest.raises(services.Refused) as revoked:
+        with pytest.raises(errors.Unauthenticated) as revoked:
             services.token_refresh(actor=actor, refresh=third.refresh)
         assert revoked.value.code == "token_revoked"
         assert not RefreshToken.objects.filter(revoked_at__isnull=True).exists()
@@ -273,7 +274,7 @@ def test_token_revoke_ends_the_family(org, in_tenant):
     with in_tenant(org):
         second = services.token_refresh(actor=Actor.anonymous(), refresh=first.refresh)
         services.token_revoke(actor=Actor.anonymous(), refresh=second.refresh)
-        with pytest.raises(services.Refused) as error:
+        with pytest.raises(errors.Unauthenticated) as error:
             services.token_refresh(actor=Actor.anonymous(), refresh=second.refresh)
         assert error.value.code == "token_revoked"
         (event,) = _events("token.revoked")
@@ -284,14 +285,14 @@ def test_refresh_for_a_deactivated_user_is_refused(org, in_tenant):
     pair = token_pair(org, org.viewer)
     with in_tenant(org):
         org.viewer.__class__.objects.filter(pk=org.viewer.pk).update(is_active=False)
-        with pytest.raises(services.Refused) as error:
+        with pytest.raises(errors.Unauthenticated) as error:
             services.token_refresh(actor=Actor.anonymous(), refresh=pair.refresh)
     assert error.value.code == "user_inactive"
 
 
 def test_an_access_token_is_not_a_refresh_token(org, in_tenant):
     pair = token_pair(org, org.viewer)
-    with in_tenant(org), pytest.raises(services.Refused) as error:
+    with in_tenant(org), pytest.raises(errors.Unauthenticated) as error:
         services.token_refresh(actor=Actor.anonymous(), refresh=pair.access)
     assert error.value.code == "token_wrong_type"
     with in_tenant(org):

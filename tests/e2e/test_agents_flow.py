@@ -29,7 +29,7 @@ def small_org(scratch_org):
 
     from accounts.models import User
     from agents import services
-    from audit.actors import Actor
+    from core.actors import Actor
     from tenants import context
 
     services.organization_limits_set(

@@ -48,7 +48,7 @@ def test_the_agent_page_and_config_page_update_live(pair):  # noqa: F811
     from playwright.sync_api import expect, sync_playwright
 
     from agents import services
-    from audit.actors import Actor
+    from core.actors import Actor
 
     live.require_browser()
     (port,) = free_ports(1)

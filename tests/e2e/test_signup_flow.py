@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from audit.actors import Actor
-from tenants import services
+from core.actors import Actor
+from organizations import services
 from tenants.models import Tenant
 from tests import live
 

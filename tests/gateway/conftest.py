@@ -18,7 +18,7 @@ from asgiref.testing import ApplicationCommunicator
 from channels.layers import channel_layers
 from django.test import override_settings
 
-from audit.actors import Actor
+from core.actors import Actor
 from tests.conftest import Org, build_org
 
 SYSTEM = Actor.system("tests")
@@ -27,7 +27,8 @@ SYSTEM = Actor.system("tests")
 @pytest.fixture(scope="module")
 def pair(django_db_setup, django_db_blocker) -> Iterator[tuple[Org, Org]]:
     """Organizations A and B, committed, with a user of every role each."""
-    from tenants import context, services
+    from organizations import services
+    from tenants import context
     from tenants.models import Tenant
 
     with django_db_blocker.unblock():

@@ -11,8 +11,8 @@ from channels.layers import get_channel_layer
 
 from agents.models import ResourcePool
 from agents.selectors import current_month
-from audit.actors import Actor
 from audit.models import AuditEvent
+from core.actors import Actor
 from tenants import context
 from tenants.events import group_name
 from tests.agents.conftest import make_agent
@@ -22,7 +22,7 @@ URL = "/api/v1/tasks/"
 
 @pytest.fixture(autouse=True)
 def _settings(settings):
-    from tenants import keyring
+    from credentials import keyring
 
     settings.API_KEY_CREATE_RATE = "100000/h"
     settings.GATEWAY_PUBLISH_RATE_PER_ORGANIZATION = "100000/s"

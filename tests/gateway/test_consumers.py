@@ -395,7 +395,7 @@ def test_a_subscriber_that_falls_behind_is_disconnected_with_4008(pair, layer, s
 
 
 def test_a_socket_loses_its_connection_when_its_key_is_revoked(pair, layer, settings):
-    from audit.actors import Actor
+    from core.actors import Actor
     from credentials import services as credential_services
     from tenants import context
 
@@ -436,8 +436,9 @@ def test_a_socket_loses_its_connection_when_its_key_is_revoked(pair, layer, sett
 
 
 def test_a_socket_of_a_suspended_organization_is_closed(pair, layer, settings):
-    from audit.actors import Actor
-    from tenants import routing, services
+    from core.actors import Actor
+    from organizations import services
+    from tenants import routing
 
     a, _ = pair
     settings.GATEWAY_RECHECK_SECONDS = 0.3

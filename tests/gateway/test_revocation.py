@@ -9,7 +9,7 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
-from audit.actors import Actor
+from core.actors import Actor
 from tests.gateway.conftest import Client, api_key, host_of, jwt_for, run
 
 pytestmark = pytest.mark.usefixtures("unblocked")
@@ -43,8 +43,9 @@ async def still_open(client: Client) -> bool:
 
 
 def _key_row(org, raw: str):
+    from credentials import api_keys
     from credentials.models import ApiKey
-    from tenants import api_keys, context
+    from tenants import context
 
     with context.tenant_context(org.tenant):
         return ApiKey.objects.get(lookup_id=api_keys.parse(raw).lookup_id)
@@ -162,7 +163,7 @@ def test_an_unavailable_organization_loses_every_socket_at_once(
     scratch_org, pair, layer, change, role
 ):
     """Suspended or deleted: every socket of the organization closes; another's stays."""
-    from tenants import services
+    from organizations import services
 
     org, (_, other) = scratch_org, pair
     credentials = [api_key(org, ["agents:read"]), jwt_for(org, role)]
@@ -371,7 +372,7 @@ def test_role_changes_and_deactivations_are_announced(scratch_org, layer):
 
 
 def test_suspension_and_reactivation_are_announced(scratch_org, layer):
-    from tenants import services
+    from organizations import services
 
     org = scratch_org
 

@@ -211,7 +211,7 @@ def test_stale_instances_are_marked_failed(pair):
     from django.utils import timezone
 
     from agents.models import AgentInstance
-    from audit.actors import Actor
+    from core.actors import Actor
     from gateway import services
 
     a, _ = pair

@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
 from agents import services
-from audit.actors import Actor
+from core.actors import Actor
 from gateway import selectors
 from gateway.models import InstanceMetric
 from tests.agents.conftest import make_agent, system

@@ -6,7 +6,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from accounts.models import User
-from portal.api import PUBLIC, ApiView, InputSerializer
+from core.api import PUBLIC, ApiView, InputSerializer
 from portal.urls_tenant import handler400, handler403, handler404, handler500  # noqa: F401
 
 

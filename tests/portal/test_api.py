@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from portal.api import ApiView
+from core.api import ApiView
 from tests.credentials.helpers import (
     api_key,
     api_key_header,

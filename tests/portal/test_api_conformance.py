@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from audit.actors import Actor
-from credentials import services
-from tenants import context, keyring
+from core.actors import Actor
+from credentials import keyring, services
+from tenants import context
 from tests.credentials.helpers import api_key, token_pair
 from tests.live import gunicorn
 

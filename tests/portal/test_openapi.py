@@ -6,7 +6,7 @@ import yaml
 from django.core.management import call_command
 from drf_spectacular.validation import validate_schema
 
-from portal.permissions import PUBLIC
+from core.permissions import PUBLIC
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 

@@ -7,8 +7,9 @@ import pytest
 from django.conf import settings
 from django.test import Client, override_settings
 
-from audit.actors import Actor
-from tenants import context, services
+from core.actors import Actor
+from organizations import services
+from tenants import context
 from tenants.models import Tenant
 from tests import live
 from tests.conftest import PASSWORD

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audit import services
-from audit.actors import Actor
+from audit import retention
+from core.actors import Actor
 from tenants import context
 from tenants.models import Tenant, TenantStatus
 
@@ -31,7 +31,7 @@ class Command(BaseCommand):
         for tenant in tenants:
             days = tenant.plan.audit_retention_days
             with context.tenant_context(tenant):
-                result = services.audit_retention_apply(actor=actor, retention_days=days)
+                result = retention.audit_retention_apply(actor=actor, retention_days=days)
             through = f" (through #{result.through_sequence})" if result.through_sequence else ""
             self.stdout.write(
                 f"{tenant.slug}: kept {days} days, removed {result.removed} events{through}."

@@ -6,8 +6,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audit import services
-from audit.actors import Actor
+from audit import verify
+from core.actors import Actor
 from tenants import context
 from tenants.models import Tenant
 
@@ -28,7 +28,7 @@ class Command(BaseCommand):
         actor = Actor.system("manage.py verify_audit")
         if options["platform"]:
             with context.public_context():
-                report = services.audit_log_verify(actor=actor)
+                report = verify.audit_log_verify(actor=actor)
             name = "platform"
         else:
             with context.public_context():
@@ -36,7 +36,7 @@ class Command(BaseCommand):
             if tenant is None:
                 raise CommandError(f"No organization with the slug “{options['tenant']}”.")
             with context.tenant_context(tenant):
-                report = services.audit_log_verify(actor=actor)
+                report = verify.audit_log_verify(actor=actor)
             name = tenant.slug
         if options["json"]:
             self.stdout.write(json.dumps(report.as_dict(), indent=2))

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from audit.actors import Actor
+from core.actors import Actor
 from gateway import services
 from tenants import context
 from tenants.models import Tenant, TenantStatus

@@ -7,9 +7,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, connection
 
 from accounts.models import User
-from audit.actors import Actor
 from audit.models import AuditEvent
-from tenants import context, schema_pool, services
+from core.actors import Actor
+from organizations import services
+from tenants import context, schema_pool
 from tenants.models import Domain, Tenant, TenantStatus
 from tests.conftest import PASSWORD
 

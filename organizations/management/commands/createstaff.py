@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts import services
-from audit.actors import Actor
+from core.actors import Actor
 
 
 class Command(BaseCommand):

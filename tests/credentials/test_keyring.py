@@ -13,9 +13,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import call_command
 from django.utils import timezone
 
-from audit.actors import Actor
 from audit.models import AuditEvent
-from tenants import context, invalidation, keyring, services, tokens
+from core.actors import Actor
+from credentials import keyring, services, tokens
+from tenants import context, invalidation
 from tenants.models import SigningKey, SigningKeyStatus
 from tests.credentials.helpers import bearer, error_code, token_pair
 

@@ -1,9 +1,9 @@
 """Who is calling the API: Bearer JWTs, `Api-Key` keys and the portal's own session.
 
 Each scheme yields a `Credential` (DRF's `request.auth`): the organization it is valid in, the
-permissions it carries, and the audit actor it acts as. portal.api.RequiredPermission checks a
+permissions it carries, and the audit actor it acts as. core.permissions.RequiredPermission checks a
 view's declared permission against `Credential.permissions`, the one check for every scheme:
-- session: the user's role (accounts.roles);
+- session: the user's role (core.roles);
 - JWT: the user's current role, intersected with the role the token was issued for (a demotion
   takes effect at once; a token never grows);
 - API key: the key's scopes, intersected with its creator's current role (a deactivated creator
@@ -13,14 +13,16 @@ Verification is also exposed as `authenticate_credential(raw, tenant)` for the W
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from accounts.roles import permissions_for
-from audit.actors import Actor
-from tenants import api_keys, context, tokens
+from core.actors import Actor, Credential
+from core.roles import permissions_for
+from credentials import api_keys, selectors, services, tokens
+from tenants import context
 
 BEARER = "Bearer"
 API_KEY = "Api-Key"
@@ -32,43 +34,6 @@ class CredentialRefused(exceptions.AuthenticationFailed):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(detail=message, code=code)
         self.error_code = code
-
-
-@dataclass(frozen=True)
-class Credential:
-    scheme: str  # "session" | "jwt" | "api_key"
-    tenant: Any
-    permissions: frozenset[str]
-    user: Any = field(default=None, repr=False)
-    api_key: Any = field(default=None, repr=False)
-    claims: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def actor(self, request: Any = None) -> Actor:
-        meta: dict[str, Any] = {}
-        if request is not None:
-            meta = {
-                "ip": request.META.get("REMOTE_ADDR"),
-                "user_agent": request.META.get("HTTP_USER_AGENT", "")[:256],
-            }
-        if self.scheme == "api_key":
-            key = self.api_key
-            return Actor(
-                kind="api_key",
-                id=str(key.pk),
-                label=f"{key.name} ({key.prefix})",
-                permissions=self.permissions,
-                **meta,
-            )
-        user = self.user
-        return Actor(
-            kind="staff" if user.is_staff else "user",
-            id=str(user.pk),
-            label=user.email,
-            role=user.role,
-            permissions=self.permissions,
-            user=user,
-            **meta,
-        )
 
 
 class ApiKeyPrincipal:
@@ -109,8 +74,6 @@ def _refuse_inactive(tenant: Any) -> None:
 
 
 def _record_failure(request: Any, scheme: str, code: str) -> None:
-    from credentials import services
-
     if context.current_tenant() is None:
         return
     services.authentication_failure_record(actor=Actor.anonymous(request), scheme=scheme, code=code)
@@ -118,8 +81,7 @@ def _record_failure(request: Any, scheme: str, code: str) -> None:
 
 def verify_jwt(raw: str, tenant: Any) -> Credential:
     """A Credential for a valid access token of `tenant`; raises CredentialRefused."""
-    from accounts.models import User
-
+    User = get_user_model()  # noqa: N806 (accounts' model, reached without importing accounts)
     _refuse_inactive(tenant)
     try:
         claims = tokens.verify_access_token(raw, tenant=tenant)
@@ -141,8 +103,6 @@ def verify_api_key(raw: str, tenant: Any, request: Any = None) -> Credential:
     A malformed key or a wrong checksum is refused before any database work; then one indexed
     lookup by the public id, and a constant-time comparison of the keyed hashes.
     """
-    from credentials import selectors, services
-
     _refuse_inactive(tenant)
     parsed = api_keys.parse(raw)
     if parsed is None:
@@ -239,6 +199,48 @@ class PortalSessionAuthentication(authentication.SessionAuthentication):
         return user, Credential(
             scheme="session", tenant=tenant, permissions=permissions_for(user.role), user=user
         )
+
+
+# OpenAPI security schemes for the classes above (drf-spectacular finds them by class path).
+
+
+class BearerScheme(OpenApiAuthenticationExtension):
+    target_class = "credentials.authentication.BearerTokenAuthentication"
+    name = "jwt"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "An access token from `POST /api/v1/auth/token` (RS256, 15 minutes).",
+        }
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "credentials.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Authorization: Api-Key agp_...` (keys: /api/v1/api-keys/).",
+        }
+
+
+class SessionScheme(OpenApiAuthenticationExtension):
+    target_class = "credentials.authentication.PortalSessionAuthentication"
+    name = "session"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": "sessionid",
+            "description": "The portal's own pages (with the CSRF token on writes).",
+        }
 
 
 __all__ = [

@@ -19,7 +19,7 @@ from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.exceptions import TokenBackendError, TokenBackendExpiredToken
 from rest_framework_simplejwt.tokens import Token
 
-from tenants import keyring
+from credentials import keyring
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -130,7 +130,7 @@ class RefreshToken(_OrganizationToken):
 
 
 def _claims_for(token: _OrganizationToken, *, tenant: Tenant, user: Any) -> None:
-    from accounts.roles import permissions_for
+    from core.roles import permissions_for
 
     token["sub"] = str(user.pk)
     token["tenant"] = str(tenant.public_id)

@@ -16,11 +16,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from accounts.models import User
-from audit.actors import Actor
 from audit.models import AuditEvent
-from tenants import keyring, tokens
-from tenants import services as tenant_services
-from tenants.authentication import CredentialRefused, authenticate_credential
+from core.actors import Actor
+from credentials import keyring, tokens
+from credentials.authentication import CredentialRefused, authenticate_credential
+from organizations import services as tenant_services
 from tests.credentials.helpers import bearer, error_code, token_pair
 
 ORGANIZATION = "/api/v1/organization/"

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from agents.errors import field_error
+from core.errors import field_error
 
 CATALOGUE: dict[str, str] = {
     "messages:read": "Receive messages in its organization's namespace",

@@ -9,8 +9,9 @@ from django.http import HttpRequest
 
 from agents import services as agent_services
 from agents.selectors import LIMIT_NAMES
-from audit.actors import Actor
-from tenants import services
+from core.actors import Actor
+from credentials import services as credential_services
+from organizations import services
 from tenants.models import (
     Domain,
     Plan,
@@ -172,7 +173,7 @@ class SpareSchemaAdmin(admin.ModelAdmin):
 
 @admin.register(SigningKey)
 class SigningKeyAdmin(admin.ModelAdmin):
-    """The JWT signing keys. Rotation and retirement go through tenants.services."""
+    """The JWT signing keys. Rotation and retirement go through organizations.services."""
 
     list_display = ["kid", "status", "created_at", "rotated_at", "verify_until", "retired_at"]
     list_filter = ["status"]
@@ -191,7 +192,7 @@ class SigningKeyAdmin(admin.ModelAdmin):
             self.message_user(request, "Select the active key to rotate it.", messages.ERROR)
             return
         try:
-            key = services.signing_key_rotate(
+            key = credential_services.signing_key_rotate(
                 actor=Actor.for_user(request.user, request), retire_previous_now=retire_now
             )
         except PermissionDenied as error:
@@ -218,6 +219,6 @@ class SigningKeyAdmin(admin.ModelAdmin):
         actor = Actor.for_user(request.user, request)
         retired = []
         for key in queryset.filter(status=SigningKeyStatus.PREVIOUS):
-            services.signing_key_retire(actor=actor, kid=key.kid)
+            credential_services.signing_key_retire(actor=actor, kid=key.kid)
             retired.append(key.kid)
         self.message_user(request, f"{len(retired)} key(s) retired.", messages.SUCCESS)

@@ -6,7 +6,7 @@ Every API view derives from `ApiView` and declares what each HTTP method needs:
         required = {"GET": "agents:read", "POST": "agents:write"}
 
 `RequiredPermission` is the one check for sessions, JWTs and API keys alike: the credential
-(tenants.authentication.Credential) must carry the declared permission. `ApiView` refuses, when
+(credentials.authentication.Credential) must carry the declared permission. `ApiView` refuses, when
 the class is defined, a subclass that overrides the check or its inputs, leaves a handler without
 an entry, or names a method it does not handle. Every error leaves as
 `{"error": {"code", "message", "detail"}}` (DESIGN.md, "HTTP contract").
@@ -24,18 +24,16 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
-from rest_framework import exceptions, serializers, status
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from audit.actors import Actor
-from portal.permissions import PUBLIC, Pagination, RequiredPermission
-from tenants import ratelimit
-from tenants.authentication import Credential
+from core import errors
+from core.actors import Actor, Credential
+from core.permissions import PUBLIC, Pagination, RequiredPermission
 
 PERMISSION_PATTERN = re.compile(r"^[a-z][a-z_]*:[a-z][a-z_]*$")
 HANDLED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -146,16 +144,14 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorBodySerializer()
 
 
-class RateLimitExceeded(exceptions.APIException):
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    default_detail = "Too many requests: slow down."
-    default_code = "rate_limited"
+class DomainApiError(exceptions.APIException):
+    """A `core.errors.DomainError` on its way through DRF's handler, with its status and code."""
 
-
-class ServiceUnavailable(exceptions.APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "This is unavailable right now: try again shortly."
-    default_code = "service_unavailable"
+    def __init__(self, problem: errors.Problem) -> None:
+        super().__init__(detail=problem.message, code=problem.code)
+        self.status_code = problem.status
+        self.error_code = problem.code
+        self.problem = problem
 
 
 def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
@@ -171,18 +167,10 @@ def _translate(exc: Exception) -> tuple[Exception, dict[str, str]]:
         return exceptions.NotFound(), {}
     if isinstance(exc, DjangoPermissionDenied):
         return exceptions.PermissionDenied(str(exc) or None), {}
-    if isinstance(exc, ratelimit.RateLimited):
-        headers = {
-            "Retry-After": str(exc.retry_after),
-            "RateLimit-Limit": str(exc.limit),
-            "RateLimit-Remaining": "0",
-            "RateLimit-Reset": str(exc.retry_after),
-        }
-        return RateLimitExceeded(), headers
-    if isinstance(exc, ratelimit.RateLimiterUnavailable):
-        return ServiceUnavailable(code="rate_limiter_unavailable"), {
-            "Retry-After": str(exc.retry_after)
-        }
+    if isinstance(exc, errors.DomainError):
+        problem = errors.describe(exc)
+        assert problem is not None
+        return DomainApiError(problem), problem.headers
     return exc, {}
 
 
@@ -204,6 +192,8 @@ def exception_handler(exc: Exception, context_: dict[str, Any]) -> Response | No
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         body = error_body("invalid", "The request is invalid.", detail)
+    elif isinstance(exc, DomainApiError):
+        body = error_body(exc.problem.code, exc.problem.message, exc.problem.detail)
     else:
         body = error_body(_code(exc), str(exc.detail))
     response.data = body
@@ -314,42 +304,3 @@ class ApiSchema(AutoSchema):
                     str(code),
                 )
         return responses
-
-
-class BearerScheme(OpenApiAuthenticationExtension):
-    target_class = "tenants.authentication.BearerTokenAuthentication"
-    name = "jwt"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "bearerFormat": "JWT",
-            "description": "An access token from `POST /api/v1/auth/token` (RS256, 15 minutes).",
-        }
-
-
-class ApiKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "tenants.authentication.ApiKeyAuthentication"
-    name = "apiKey"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
-        return {
-            "type": "apiKey",
-            "in": "header",
-            "name": "Authorization",
-            "description": "`Authorization: Api-Key agp_...` (keys: /api/v1/api-keys/).",
-        }
-
-
-class SessionScheme(OpenApiAuthenticationExtension):
-    target_class = "tenants.authentication.PortalSessionAuthentication"
-    name = "session"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
-        return {
-            "type": "apiKey",
-            "in": "cookie",
-            "name": "sessionid",
-            "description": "The portal's own pages (with the CSRF token on writes).",
-        }

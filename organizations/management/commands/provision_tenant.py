@@ -6,8 +6,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.actors import Actor
-from tenants import services
+from core.actors import Actor
+from organizations import services
 
 
 class Command(BaseCommand):

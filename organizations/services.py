@@ -5,44 +5,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from accounts import services as account_services
 from accounts.models import User
-from accounts.roles import Role
 from audit import services as audit
-from audit.actors import Actor
-from audit.models import Result
+from core.actors import Actor
+from core.roles import Role
 from tenants import context, events, routing, schema_pool
-from tenants.models import Domain, Plan, SigningKey, SigningKeyStatus, Tenant, TenantStatus
+from tenants.models import Domain, Plan, Tenant, TenantStatus
 from tenants.validators import schema_name_for, validate_region, validate_slug
 
 logger = logging.getLogger(__name__)
 
 DUPLICATE_SCHEMA = "42P06"
-
-
-def _require_staff(actor: Actor, action: str, resource_type: str, resource_id: str = "") -> None:
-    """Refuse anyone but staff and the system; the refusal is recorded in the platform's log."""
-    if actor.kind in {"staff", "system"}:
-        return
-    with context.public_context():
-        audit.record(
-            actor=actor,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            result=Result.DENIED,
-            details={"reason": "staff only"},
-        )
-    raise PermissionDenied("Only platform staff can do this.")
 
 
 def validate_new_tenant(
@@ -191,7 +173,7 @@ def _record_in_both_logs(actor: Actor, tenant: Tenant, action: str, details: dic
 
 
 def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Tenant:
-    _require_staff(actor, action, "organization", str(tenant.public_id))
+    audit.require_staff(actor, action, "organization", str(tenant.public_id))
     with context.public_context(), transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
         if tenant.status == status:
@@ -240,7 +222,7 @@ def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
     One transaction (PostgreSQL's DDL is transactional): it either all happens or none of it.
     Routing caches in every process are invalidated after commit, so the host stops answering.
     """
-    _require_staff(actor, "organization.deleted", "organization", str(tenant.public_id))
+    audit.require_staff(actor, "organization.deleted", "organization", str(tenant.public_id))
     with context.public_context(), transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
         public_id, slug, schema_name = str(tenant.public_id), tenant.slug, tenant.schema_name
@@ -260,7 +242,7 @@ def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
 
 def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Tenant:
     """Rename an organization or change its plan (staff). Both logs record the change."""
-    _require_staff(actor, "organization.updated", "organization", str(tenant.public_id))
+    audit.require_staff(actor, "organization.updated", "organization", str(tenant.public_id))
     if not name.strip():
         raise ValidationError({"name": ["Enter the organization's name."]})
     with context.public_context(), transaction.atomic():
@@ -282,7 +264,7 @@ def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Ten
 
 def plan_save(*, actor: Actor, plan: Plan, fields: list[str]) -> Plan:
     """Create or change a plan (staff); recorded in the platform's log."""
-    _require_staff(actor, "plan.updated", "plan", plan.slug)
+    audit.require_staff(actor, "plan.updated", "plan", plan.slug)
     with context.public_context(), transaction.atomic():
         is_new = plan.pk is None
         plan.full_clean()
@@ -297,136 +279,3 @@ def plan_save(*, actor: Actor, plan: Plan, fields: list[str]) -> Plan:
         # Tenants cache their plan with the routing entry: refresh them everywhere.
         transaction.on_commit(routing.clear_everywhere)
     return plan
-
-
-# JWT signing keys (tenants.keyring) ----------------------------------------------------------
-
-
-def signing_key_rotate(
-    *, actor: Actor, retire_previous_now: bool = False, only_if_none: bool = False
-) -> SigningKey | None:
-    """Make a new signing key active; the old one verifies until the tokens it signed expire.
-
-    `retire_previous_now` (a compromised key): the old key stops verifying at once, and every
-    token it signed with it. `only_if_none`: create the first key, unless one exists already.
-    Keys whose verification window has passed are retired on the way. Returns the new key.
-    """
-    from tenants import keyring
-
-    _require_staff(actor, "signing_key.rotated", "signing_key")
-    new = keyring.generate()
-    now = timezone.now()
-    lifetime = max(
-        settings.JWT_ACCESS_TOKEN_LIFETIME_SECONDS, settings.JWT_REFRESH_TOKEN_LIFETIME_SECONDS
-    )
-    with context.public_context(), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('agentplane.signing-keys'))")
-        previous = SigningKey.objects.filter(status=SigningKeyStatus.ACTIVE).first()
-        if previous is not None and only_if_none:
-            return None
-        retired = _retire_expired_signing_keys(now)
-        if previous is not None:
-            previous.status = (
-                SigningKeyStatus.RETIRED if retire_previous_now else SigningKeyStatus.PREVIOUS
-            )
-            previous.private_key_wrapped = None
-            previous.rotated_at = now
-            previous.verify_until = (
-                now if retire_previous_now else now + timedelta(seconds=lifetime)
-            )
-            previous.retired_at = now if retire_previous_now else None
-            previous.save(
-                update_fields=[
-                    "status",
-                    "private_key_wrapped",
-                    "rotated_at",
-                    "verify_until",
-                    "retired_at",
-                ]
-            )
-        key = SigningKey.objects.create(
-            kid=new.kid,
-            status=SigningKeyStatus.ACTIVE,
-            public_key_pem=new.public_key_pem,
-            private_key_wrapped=new.private_key_wrapped,
-        )
-        audit.record(
-            actor=actor,
-            action="signing_key.rotated",
-            resource_type="signing_key",
-            resource_id=key.kid,
-            details={
-                "previous": previous.kid if previous is not None else None,
-                "previous_verifies_until": (
-                    previous.verify_until.isoformat() if previous is not None else None
-                ),
-                "retired": retired,
-            },
-        )
-        transaction.on_commit(keyring.publish_change)
-    logger.info("signing key rotated: %s is active", key.kid)
-    return key
-
-
-def signing_key_retire(*, actor: Actor, kid: str) -> SigningKey:
-    """Retire a previous key now: tokens it signed stop verifying (a compromised key)."""
-    from tenants import keyring
-
-    _require_staff(actor, "signing_key.retired", "signing_key", kid)
-    with context.public_context(), transaction.atomic():
-        key = SigningKey.objects.select_for_update().get(kid=kid)
-        if key.status == SigningKeyStatus.ACTIVE:
-            raise ValidationError(
-                "The active key cannot be retired: rotate, retiring the previous key at once.",
-                code="signing_key_active",
-            )
-        if key.status == SigningKeyStatus.RETIRED:
-            return key
-        now = timezone.now()
-        key.status = SigningKeyStatus.RETIRED
-        key.retired_at = now
-        key.verify_until = min(key.verify_until or now, now)
-        key.save(update_fields=["status", "retired_at", "verify_until"])
-        audit.record(
-            actor=actor,
-            action="signing_key.retired",
-            resource_type="signing_key",
-            resource_id=key.kid,
-            details={"reason": "manual"},
-        )
-        transaction.on_commit(keyring.publish_change)
-    return key
-
-
-def signing_keys_retire_expired(*, actor: Actor) -> list[str]:
-    """Retire the previous keys whose tokens have all expired. Returns their kids."""
-    from tenants import keyring
-
-    _require_staff(actor, "signing_key.retired", "signing_key")
-    with context.public_context(), transaction.atomic():
-        retired = _retire_expired_signing_keys(timezone.now())
-        for kid in retired:
-            audit.record(
-                actor=actor,
-                action="signing_key.retired",
-                resource_type="signing_key",
-                resource_id=kid,
-                details={"reason": "expired"},
-            )
-        if retired:
-            transaction.on_commit(keyring.publish_change)
-    return retired
-
-
-def _retire_expired_signing_keys(now) -> list[str]:
-    expired = list(
-        SigningKey.objects.select_for_update()
-        .filter(status=SigningKeyStatus.PREVIOUS, verify_until__lte=now)
-        .values_list("kid", flat=True)
-    )
-    if expired:
-        SigningKey.objects.filter(kid__in=expired).update(
-            status=SigningKeyStatus.RETIRED, retired_at=now
-        )
-    return expired

@@ -3,7 +3,7 @@
 Every process keeps the keyring in memory (tokens are verified on every API request) and drops
 it when a key is rotated or retired anywhere (tenants.invalidation), or after MAX_AGE_SECONDS at
 the latest. It is read in `public_context()`: in a tenant's context `public` is not on the
-search_path. The writes (rotation, retirement) are services in tenants.services.
+search_path. The writes (rotation, retirement) are services in organizations.services.
 """
 
 from __future__ import annotations
@@ -121,14 +121,9 @@ def _load() -> Keyring:
 
 
 def signing_key() -> tuple[str, Any]:
-    """The active key's kid and private key; the first key is created on first use."""
+    """The active key's kid and private key (migrations create the first key; token issuance
+    creates one if it is missing: credentials.services)."""
     keyring = current()
-    if keyring.active_kid is None:
-        from audit.actors import Actor
-        from tenants import services
-
-        services.signing_key_rotate(actor=Actor.system("keyring bootstrap"), only_if_none=True)
-        keyring = _load()
     if keyring.active_kid is None or keyring.private_key is None:
         raise KeyringError("no active signing key")
     return keyring.active_kid, keyring.private_key

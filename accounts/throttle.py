@@ -9,6 +9,7 @@ from functools import wraps
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from core import errors
 from tenants import ratelimit
 
 
@@ -46,9 +47,9 @@ def throttle_posts(*limits: Limit) -> Callable:
                             rate=limit.rate,
                             fail_closed=True,
                         )
-                    except ratelimit.RateLimited as refusal:
+                    except errors.RateLimited as refusal:
                         return _too_many(request, refusal.retry_after, unavailable=False)
-                    except ratelimit.RateLimiterUnavailable as refusal:
+                    except errors.RateLimiterUnavailable as refusal:
                         return _too_many(request, refusal.retry_after, unavailable=True)
             return view(request, *args, **kwargs)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from audit.actors import Actor
-from tenants import services
+from core.actors import Actor
+from credentials import services
 from tenants.models import SigningKey, SigningKeyStatus
 
 

@@ -22,7 +22,8 @@ WRITE = READ | set()  # members write what later features add (agents:write, tas
 WRITE |= {"agents:write"}  # create/edit/delete agents, request and stop instances
 WRITE |= {"tasks:publish"}  # publish tasks and messages to the organization's agents (gateway)
 MANAGE = WRITE | {"members:invite", "members:manage", "settings:write", "audit:read"}
-MANAGE |= {"api_keys:manage"}  # create, list and revoke API keys (credentials)
+API_KEYS_MANAGE = "api_keys:manage"
+MANAGE |= {API_KEYS_MANAGE}  # create, list and revoke API keys (credentials)
 MANAGE |= {"config:write"}  # the organization's config keys (agents.defaults ...)
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
@@ -31,6 +32,16 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.ADMIN: frozenset(MANAGE),
     Role.OWNER: frozenset(MANAGE | {"members:grant_owner"}),
 }
+
+
+# Powers an API key never carries, whatever its creator holds: a key must not mint keys or owners.
+NON_DELEGABLE = frozenset({API_KEYS_MANAGE, "members:grant_owner"})
+
+
+def delegable_scopes() -> frozenset[str]:
+    """Every scope an API key can hold: every permission some role grants, less the ones a key
+    may never carry."""
+    return frozenset().union(*ROLE_PERMISSIONS.values()) - NON_DELEGABLE
 
 
 def permissions_for(role: str) -> frozenset[str]:

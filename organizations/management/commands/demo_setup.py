@@ -7,9 +7,10 @@ from django.core.management.base import BaseCommand
 
 from accounts import services as account_services
 from accounts.models import User
-from accounts.roles import Role
-from audit.actors import Actor
-from tenants import context, services
+from core.actors import Actor
+from core.roles import Role
+from organizations import services
+from tenants import context
 from tenants.models import Tenant
 
 DEMO_SLUG = "acme"

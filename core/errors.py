@@ -1,0 +1,142 @@
+"""The domain's errors: each carries a stable code, a message for people and an HTTP status, and
+`describe` turns them (and Django's own) into the one shape that HTTP and WebSocket clients get."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+from django.http import Http404
+
+
+def field_error(field: str, message: str, code: str) -> ValidationError:
+    """A ValidationError on one field that keeps its code (a plain dict would drop it)."""
+    return ValidationError({field: [ValidationError(message, code=code)]})
+
+
+class DomainError(Exception):
+    """A refusal a client can act on. Subclasses fix the status; `code` is stable."""
+
+    status: ClassVar[int] = 400
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        detail: dict[str, Any] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.detail = detail
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
+
+
+class Unauthenticated(DomainError):
+    """No credential, or a bad one (`token_invalid`, `api_key_revoked` ...): a 401."""
+
+    status = 401
+
+
+class Forbidden(DomainError):
+    """The caller may not do this (`permission_denied`, `subject_reserved` ...): a 403."""
+
+    status = 403
+
+
+class QuotaExceeded(DomainError):
+    """A limit of the organization would be exceeded: a 409 naming the limit.
+
+    `code` is one of `agent_limit_reached`, `instance_limit_reached`, `insufficient_cpu`,
+    `insufficient_memory`, `instance_too_large`, `message_quota_exceeded`; `limit` names the limit.
+    """
+
+    status = 409
+
+    def __init__(self, code: str, message: str, *, limit: str, **detail: Any) -> None:
+        super().__init__(code, message, detail={"limit": limit, **detail})
+        self.limit = limit
+
+
+class RateLimited(DomainError):
+    """Too many requests: retry after `retry_after` seconds (a 429 with rate-limit headers)."""
+
+    status = 429
+
+    def __init__(
+        self,
+        *,
+        retry_after: int,
+        limit: int,
+        scope: str,
+        message: str = "Too many requests: slow down.",
+    ) -> None:
+        super().__init__("rate_limited", message, retry_after=max(retry_after, 1))
+        self.limit = limit
+        self.scope = scope
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {
+            "Retry-After": str(self.retry_after),
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": str(self.retry_after),
+        }
+
+
+class Unavailable(DomainError):
+    """Something the request needs cannot be reached right now: a 503 with `Retry-After`."""
+
+    status = 503
+
+
+class RateLimiterUnavailable(Unavailable):
+    """The rate limiter's counters cannot be reached and the limit fails closed."""
+
+    RETRY_AFTER = 30
+
+    def __init__(self) -> None:
+        super().__init__(
+            "rate_limiter_unavailable",
+            "This is unavailable right now: try again shortly.",
+            retry_after=self.RETRY_AFTER,
+        )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An error as a client sees it: `{"error": {"code", "message", "detail"}}` plus a status."""
+
+    status: int
+    code: str
+    message: str
+    detail: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def describe(error: Exception) -> Problem | None:
+    """The client-facing form of a domain or Django error; None for anything unexpected."""
+    if isinstance(error, DomainError):
+        return Problem(error.status, error.code, error.message, error.detail, error.headers)
+    if isinstance(error, ValidationError):
+        codes = (
+            {item.code for items in error.error_dict.values() for item in items}
+            if hasattr(error, "error_dict")
+            else set()
+        )
+        detail = error.message_dict if hasattr(error, "error_dict") else error.messages
+        code = "invalid_transition" if "invalid_transition" in codes else "invalid"
+        return Problem(400, code, "; ".join(error.messages)[:500], detail)
+    if isinstance(error, PermissionDenied):
+        return Problem(403, "permission_denied", str(error) or "Not allowed.")
+    if isinstance(error, ObjectDoesNotExist | Http404):
+        return Problem(404, "not_found", "Not found.")
+    return None
