@@ -42,12 +42,14 @@ test: install
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) TENANT_CONTEXT_GUARD=1 \
 	SCHEMA_POOL_BACKGROUND_REFILL=0 $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
 
 format: install
 	$(BIN)/ruff check --fix .
