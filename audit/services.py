@@ -98,10 +98,14 @@ def record(
 
 
 def _publish_alert(alert: Alert) -> None:
-    tenant = context.current_tenant()
-    if tenant is None or getattr(tenant, "public_id", None) is None:
-        return  # the platform's log stores alerts; there is no namespace to publish them to
-    events.publish_on_commit(tenant, "audit.alert", alert_payload(alert))
+    # The platform's log stores alerts too; it has no namespace to publish them to.
+    emit(
+        actor=Actor.system("audit rules"),
+        action=None,
+        subject="audit.alert",
+        data=alert_payload(alert),
+        verbatim=True,
+    )
 
 
 def alert_payload(alert: Alert) -> dict[str, Any]:
@@ -121,33 +125,44 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
 def emit(
     *,
     actor: Actor,
-    action: str,
+    action: str | None,
+    subject: str | None = None,
     resource_type: str = "",
     resource_id: str | int = "",
     details: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
+    verbatim: bool = False,
     recheck: bool = False,
-) -> AuditEvent:
-    """Record a successful change and publish it as `action` to the organization's namespace.
+) -> AuditEvent | None:
+    """The one change-event path: record `action` in the audit log and publish on `subject`.
 
-    The audit event is written in the caller's transaction; the real-time event goes out only
-    after that transaction commits (and never if it rolls back). `data` is the event payload
-    (defaults to the audit details). `recheck=True` marks a change that can revoke credentials:
-    the organization's open sockets then check theirs again at once (tenants.events).
+    The audit event is written in the caller's transaction; the real-time event goes to the
+    organization's namespace only after that transaction commits (never if it rolls back).
+    `subject` defaults to the action's name. `action=None` publishes without recording, for
+    events that are not changes worth a log row (heartbeat metrics, alerts of a recorded event).
+    `data` is the payload (default: the audit details), redacted like audit details unless
+    `verbatim` (a task or a metric: the organization's own message, delivered as sent).
+    `recheck=True` marks a change that can revoke credentials: the organization's open sockets
+    then check theirs again at once (tenants.events).
     """
-    event = record(
-        actor=actor,
-        action=action,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        details=details,
-    )
+    if action is None and subject is None:
+        raise ValueError("emit needs an action to record or a subject to publish on")
+    event = None
+    if action is not None:
+        event = record(
+            actor=actor,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            details=details,
+        )
     tenant = context.current_tenant()
     if tenant is not None:
+        payload = data if data is not None else details or {}
         events.publish_on_commit(
             tenant,
-            action,
-            chain.redact(data if data is not None else details or {}),
+            subject or str(action),
+            payload if verbatim else chain.redact(payload),
             recheck=recheck,
         )
     return event

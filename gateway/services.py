@@ -201,14 +201,16 @@ def task_publish(*, actor: Actor, task: Any, agent_id: Any = None) -> dict[str, 
     task_id = uuid.uuid4().hex
     payload = {**task, "id": task_id}
     with transaction.atomic():
-        audit.record(
+        audit.emit(
             actor=actor,
             action=action,
+            subject=subject,
             resource_type="task",
             resource_id=task_id,
             details={"subject": subject, "kind": str(task.get("kind", ""))[:64]},
+            data=payload,
+            verbatim=True,
         )
-        events.publish_on_commit(context.require_tenant(), subject, payload)
     return {"id": task_id, "subject": subject}
 
 
@@ -280,10 +282,12 @@ def heartbeat_record(*, actor: Actor, instance_id: Any, metrics: Any) -> AgentIn
             unique_fields=["instance", "minute"],
             update_fields=[*METRIC_FIELDS, "updated_at"],
         )
-        events.publish_on_commit(
-            context.require_tenant(),
-            f"agents.{instance.agent_id}.metrics",
-            {"instance": str(instance.pk), "minute": minute.isoformat(), **clean},
+        audit.emit(
+            actor=actor,
+            action=None,
+            subject=f"agents.{instance.agent_id}.metrics",
+            data={"instance": str(instance.pk), "minute": minute.isoformat(), **clean},
+            verbatim=True,
         )
     return instance
 
