@@ -24,6 +24,7 @@ from accounts.handoff import HandoffRefused, handoff_token_redeem
 from accounts.models import Invitation, User
 from audit import services as audit_services
 from core.actors import Actor
+from core.pages import require, requires
 from core.roles import Role
 
 logger = logging.getLogger(__name__)
@@ -157,15 +158,9 @@ def _members_page(
     return render(request, "accounts/members.html", context, status=status)
 
 
-def _require(request: HttpRequest, permission: str) -> None:
-    if not request.user.can(permission):
-        raise PermissionDenied
-
-
-@login_required
 @require_GET
-def members(request: HttpRequest) -> HttpResponse:
-    _require(request, "members:read")
+@requires("members:read")
+def members(request: HttpRequest, actor: Actor) -> HttpResponse:
     return _members_page(request)
 
 
@@ -229,7 +224,7 @@ def invitation_create(request: HttpRequest) -> HttpResponse:
                     "be sent. Revoke it and try again later.",
                 )
             return redirect("accounts:members")
-    _require(request, "members:invite")
+    require(actor, "members:invite")
     form.set_roles(services.roles_assignable_by(actor=actor))
     return _members_page(request, form, status=400)
 
@@ -252,7 +247,7 @@ def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
 def member_change_role(request: HttpRequest, user_id: int) -> HttpResponse:
     form = RoleChangeForm(request.POST)
     if not form.is_valid():
-        _require(request, "members:manage")
+        require(Actor.from_request(request), "members:manage")
         messages.error(request, "Choose a valid role.")
         return redirect("accounts:members")
     try:

@@ -716,40 +716,19 @@ def organization_limits_set(
         if not changes:
             return current
         current.save(update_fields=[f"{name}_override" for name in changes])
-        for enter in (context.public_context, lambda: context.tenant_context(current)):
-            with enter():
-                audit.record(
-                    actor=actor,
-                    action="organization.limits_changed",
-                    resource_type="organization",
-                    resource_id=str(current.public_id),
-                    details=changes,
-                )
+        audit.record_in_both_logs(
+            actor=actor,
+            tenant=current,
+            action="organization.limits_changed",
+            resource_type="organization",
+            resource_id=str(current.public_id),
+            details=changes,
+        )
         transaction.on_commit(routing.clear_everywhere)
     return current
 
 
 # --- Metering --------------------------------------------------------------------------------
-
-
-def pool_record_messages(*, actor: Actor, count: int) -> None:
-    """Add `count` messages to this month's counter (the gateway, as the system actor).
-
-    One UPDATE: a new month restarts the counter. Not audited: it is metering, not a change.
-    """
-    if actor.kind != "system":
-        raise PermissionDenied("Only the platform meters messages.")
-    if count <= 0:
-        return
-    month = selectors.current_month()
-    selectors.pool_row()
-    ResourcePool.objects.filter(pk=SINGLETON_PK).update(
-        messages_this_month=Case(
-            When(messages_month=month, then=F("messages_this_month") + count),
-            default=Value(count),
-        ),
-        messages_month=month,
-    )
 
 
 def pool_consume_messages(*, actor: Actor, count: int, limit: int) -> bool:

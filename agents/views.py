@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
@@ -28,25 +25,9 @@ from agents.resources import format_cpu, format_memory
 from core.actors import Actor
 from core.agent_permissions import CATALOGUE
 from core.errors import QuotaExceeded
+from core.pages import requires
 
 PAGE_SIZE = 20
-
-
-def requires(permission: str) -> Callable:
-    """Signed in, and holding `permission` (else 403); the view gets the actor."""
-
-    def decorate(view: Callable) -> Callable:
-        @login_required
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            actor = Actor.from_request(request)
-            if not actor.can(permission):
-                raise PermissionDenied
-            return view(request, actor, *args, **kwargs)
-
-        return wrapper
-
-    return decorate
 
 
 def _agent_or_404(actor: Actor, agent_id: Any) -> Agent:

@@ -207,6 +207,22 @@ def deny(
     raise PermissionDenied(reason)
 
 
+def record_in_both_logs(
+    *, actor: Actor, tenant: Any, action: str, resource_type: str, resource_id: str, details: dict
+) -> None:
+    """A platform action on an organization: in the platform's log and in the organization's
+    own, so that it sees what was done to it. Runs in the caller's transaction."""
+    for enter in (context.public_context, lambda: context.tenant_context(tenant)):
+        with enter():
+            record(
+                actor=actor,
+                action=action,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                details=details,
+            )
+
+
 def require(
     actor: Actor, permission: str, *, action: str, resource_type: str, resource_id: str | int = ""
 ) -> None:

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from core.actors import Actor
+from core.pages import requires
 from credentials import selectors, services
 from credentials.forms import ApiKeyForm
 from credentials.models import ApiKey
 from tenants.ratelimit import RateLimited, RateLimiterUnavailable
-
-
-def _require_manage(request: HttpRequest) -> Actor:
-    actor = Actor.from_request(request)
-    if not actor.can(services.MANAGE_PERMISSION):
-        raise PermissionDenied
-    return actor
 
 
 def _page(
@@ -40,10 +33,9 @@ def _page(
 
 
 @never_cache
-@login_required
 @require_http_methods(["GET", "POST"])
-def api_key_list(request: HttpRequest) -> HttpResponse:
-    actor = _require_manage(request)
+@requires(services.MANAGE_PERMISSION)
+def api_key_list(request: HttpRequest, actor: Actor) -> HttpResponse:
     scopes = services.grantable_scopes(actor)
     if request.method == "GET":
         return _page(request, actor, ApiKeyForm(scopes=scopes))
@@ -71,10 +63,9 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
     return _page(request, actor, form, status=400)
 
 
-@login_required
 @require_POST
-def api_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
-    actor = _require_manage(request)
+@requires(services.MANAGE_PERMISSION)
+def api_key_revoke(request: HttpRequest, actor: Actor, key_id: int) -> HttpResponse:
     try:
         key = services.api_key_revoke(actor=actor, key_id=key_id)
     except ApiKey.DoesNotExist as error:

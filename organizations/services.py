@@ -159,19 +159,6 @@ def _slug_races_reported() -> Iterator[None]:
         raise
 
 
-def _record_in_both_logs(actor: Actor, tenant: Tenant, action: str, details: dict) -> None:
-    """Staff actions go to the platform's log and to the organization's own, so it sees them."""
-    for enter in (context.public_context, lambda: context.tenant_context(tenant)):
-        with enter():
-            audit.record(
-                actor=actor,
-                action=action,
-                resource_type="organization",
-                resource_id=str(tenant.public_id),
-                details=details,
-            )
-
-
 def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Tenant:
     audit.require_staff(actor, action, "organization", str(tenant.public_id))
     with context.public_context(), transaction.atomic():
@@ -181,22 +168,14 @@ def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Te
         tenant.status = status
         tenant.suspended_at = timezone.now() if status == TenantStatus.SUSPENDED else None
         tenant.save(update_fields=["status", "suspended_at"])
-        audit.record(
+        audit.record_in_both_logs(
             actor=actor,
+            tenant=tenant,
             action=action,
             resource_type="organization",
             resource_id=str(tenant.public_id),
             details={"slug": tenant.slug},
         )
-        # The organization sees in its own log what the platform did to it.
-        with context.tenant_context(tenant):
-            audit.record(
-                actor=actor,
-                action=action,
-                resource_type="organization",
-                resource_id=str(tenant.public_id),
-                details={"slug": tenant.slug},
-            )
         transaction.on_commit(routing.clear_everywhere)
         # Open sockets re-check at once: a suspended organization's close (gateway.consumers).
         events.recheck_on_commit(tenant, action)
@@ -257,7 +236,14 @@ def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Ten
         current.name = name.strip()
         current.plan = plan
         current.save(update_fields=["name", "plan"])
-        _record_in_both_logs(actor, current, "organization.updated", changes)
+        audit.record_in_both_logs(
+            actor=actor,
+            tenant=current,
+            action="organization.updated",
+            resource_type="organization",
+            resource_id=str(current.public_id),
+            details=changes,
+        )
         transaction.on_commit(routing.clear_everywhere)
     return current
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -14,6 +13,7 @@ from accounts import selectors as account_selectors
 from accounts.handoff import handoff_token_make
 from agents import selectors as agent_selectors
 from core.actors import Actor
+from core.pages import requires
 from organizations.services import provision_tenant, validate_new_tenant
 from portal.forms import OrganizationJumpForm, SignupForm
 from tenants import context, routing
@@ -24,11 +24,6 @@ from tenants.validators import validate_slug
 def _host_suffix() -> str:
     port = f":{settings.PORTAL_PORT}" if settings.PORTAL_PORT else ""
     return f".{settings.PORTAL_DOMAIN}{port}"
-
-
-def _tenant_link(tenant: Tenant, url_name: str) -> str:
-    """An absolute URL of a page on an organization's host (its URLs, not the public host's)."""
-    return tenant.url.rstrip("/") + reverse(url_name, urlconf=settings.ROOT_URLCONF)
 
 
 def _landing(request: HttpRequest, jump_form: OrganizationJumpForm, status: int) -> HttpResponse:
@@ -143,11 +138,9 @@ def _handoff_page(request: HttpRequest, tenant: Tenant, owner_email: str) -> Htt
     return response
 
 
-@login_required
 @require_GET
-def dashboard(request: HttpRequest) -> HttpResponse:
-    if not request.user.can("org:read"):
-        raise PermissionDenied
+@requires("org:read")
+def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
     tenant = request.tenant
     plan = tenant.plan
     # The organization's effective limits: the plan's, unless staff set an override.

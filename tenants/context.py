@@ -10,7 +10,7 @@ switched on, that every query runs in the schema this module says is current.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -107,19 +107,19 @@ def public_context() -> Iterator[None]:
         deactivate(token)
 
 
-@contextmanager
-def dangerously_schema_context(schema_name: str) -> Iterator[None]:
-    """Point the connection at a schema that belongs to no tenant (spare schemas, provisioning).
+def each_tenant(*, statuses: Iterable[str], slug: str | None = None) -> Iterator[Tenant]:
+    """Every organization with one of `statuses` (or only `slug`), by slug, each yielded inside
+    its own context: for commands and background work that visit organizations one by one."""
+    from tenants.models import Tenant  # models are not ready when this module is first imported
 
-    The guard is told too, so queries inside are not reported as leaks.
-    """
-    from django_tenants.postgresql_backend.base import FakeTenant
-
-    token = activate(FakeTenant(schema_name=schema_name))  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        deactivate(token)
+    with public_context():
+        tenants = Tenant.objects.select_related("plan").filter(status__in=list(statuses))
+        if slug is not None:
+            tenants = tenants.filter(slug=slug)
+        tenants = list(tenants.exclude(schema_name=settings.PUBLIC_SCHEMA_NAME).order_by("slug"))
+    for tenant in tenants:
+        with tenant_context(tenant):
+            yield tenant
 
 
 def database_schema() -> str:

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from audit import retention
 from core.actors import Actor
 from tenants import context
-from tenants.models import Tenant, TenantStatus
+from tenants.models import TenantStatus
 
 
 class Command(BaseCommand):
@@ -21,18 +21,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         actor = Actor.system("manage.py audit_retention")
-        with context.public_context():
-            tenants = Tenant.objects.select_related("plan").exclude(status=TenantStatus.DELETING)
-            if options["tenant"]:
-                tenants = tenants.filter(slug=options["tenant"])
-            tenants = list(tenants.exclude(schema_name="public").order_by("slug"))
-        if options["tenant"] and not tenants:
-            raise CommandError(f"No organization with the slug “{options['tenant']}”.")
-        for tenant in tenants:
+        statuses = [TenantStatus.ACTIVE, TenantStatus.SUSPENDED]
+        visited = 0
+        for tenant in context.each_tenant(statuses=statuses, slug=options["tenant"]):
+            visited += 1
             days = tenant.plan.audit_retention_days
-            with context.tenant_context(tenant):
-                result = retention.audit_retention_apply(actor=actor, retention_days=days)
+            result = retention.audit_retention_apply(actor=actor, retention_days=days)
             through = f" (through #{result.through_sequence})" if result.through_sequence else ""
             self.stdout.write(
                 f"{tenant.slug}: kept {days} days, removed {result.removed} events{through}."
             )
+        if options["tenant"] and not visited:
+            raise CommandError(f"No organization with the slug “{options['tenant']}”.")

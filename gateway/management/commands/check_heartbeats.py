@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand
 from core.actors import Actor
 from gateway import services
 from tenants import context
-from tenants.models import Tenant, TenantStatus
+from tenants.models import TenantStatus
 
 
 class Command(BaseCommand):
@@ -23,14 +23,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system("heartbeat-check")
         while True:
-            with context.public_context():
-                active = Tenant.objects.select_related("plan").filter(status=TenantStatus.ACTIVE)
-                tenants = list(active)
-            for tenant in tenants:
-                with context.tenant_context(tenant):
-                    failed = services.instances_fail_stale(
-                        actor=actor, timeout_seconds=options["timeout"]
-                    )
+            for tenant in context.each_tenant(statuses=[TenantStatus.ACTIVE]):
+                failed = services.instances_fail_stale(
+                    actor=actor, timeout_seconds=options["timeout"]
+                )
                 for instance_id in failed:
                     self.stdout.write(f"{tenant.slug}: {instance_id} failed (no heartbeat)")
             if not options["every"]:

@@ -1,0 +1,43 @@
+"""The portal pages' one permission gate: the same permission names the API's `required` maps use.
+
+    @requires("agents:read")
+    def agent_list(request, actor): ...
+
+Anonymous visitors go to sign in; a signed-in user without the permission gets a 403. The view
+receives the acting principal, ready for the services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+
+from core.actors import Actor
+
+
+def require(actor: Actor, permission: str) -> None:
+    """403 unless `actor` holds `permission` (pages whose writes a service checks and records,
+    but which must refuse before rendering, for example a form that failed to parse)."""
+    if not actor.can(permission):
+        raise PermissionDenied
+
+
+def requires(permission: str) -> Callable:
+    """Signed in, and holding `permission` (else 403); the view gets the actor."""
+
+    def decorate(view: Callable) -> Callable:
+        @login_required
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            actor = Actor.from_request(request)
+            require(actor, permission)
+            return view(request, actor, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
