@@ -160,6 +160,42 @@ def test_emit_publishes_after_commit_only(acme, django_capture_on_commit_callbac
     assert message["data"] == {"name": "x", "token": "[redacted]"}
 
 
+def test_emit_publishes_on_its_subject_and_records_its_action(
+    acme, django_capture_on_commit_callbacks, listen
+):
+    receive = listen(acme.tenant, "agents.task")
+    start = head()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.emit(
+            actor=SYSTEM,
+            action="task.published",
+            subject="agents.task",
+            details={"kind": "k"},
+            data={"kind": "k", "token": "kept"},
+            verbatim=True,
+        )
+
+    assert receive()["data"] == {"kind": "k", "token": "kept"}
+    assert [event.action for event in events_after(start)] == ["task.published"]
+
+
+def test_emit_without_an_action_publishes_and_records_nothing(
+    acme, django_capture_on_commit_callbacks, listen
+):
+    receive = listen(acme.tenant, "agents.1.metrics")
+    start = head()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        event = services.emit(actor=SYSTEM, action=None, subject="agents.1.metrics", data={"n": 1})
+
+    assert event is None
+    assert receive()["data"] == {"n": 1}
+    assert head() == start
+    with pytest.raises(ValueError):
+        services.emit(actor=SYSTEM, action=None)
+
+
 def test_failure_recorded_records_a_failed_event_and_keeps_no_change(acme):
     start = head()
 

@@ -67,3 +67,28 @@ def test_tenant_tables_are_not_read_from_public_in_a_tenant_context(org):
 
     with context.tenant_context(org.tenant), pytest.raises(Exception, match="does not exist"):
         Plan.objects.count()
+
+
+def test_each_tenant_visits_organizations_by_slug_inside_their_own_context(org, other_org):
+    visited = [
+        (tenant.slug, context.current_tenant().slug, context.database_schema())
+        for tenant in context.each_tenant(statuses=["active"])
+        if tenant.slug in {org.tenant.slug, other_org.tenant.slug}
+    ]
+
+    assert visited == sorted(
+        (t.slug, t.slug, t.schema_name) for t in (org.tenant, other_org.tenant)
+    )
+    assert context.current_tenant() is None
+    only = [
+        tenant.slug for tenant in context.each_tenant(statuses=["active"], slug=org.tenant.slug)
+    ]
+    assert only == [org.tenant.slug]
+    assert list(context.each_tenant(statuses=["suspended"], slug=org.tenant.slug)) == []
+
+
+def test_require_tenant_refuses_outside_an_organization(org):
+    with pytest.raises(context.OutsideOrganization):
+        context.require_tenant()
+    with context.tenant_context(org.tenant):
+        assert context.require_tenant() == org.tenant

@@ -1,0 +1,46 @@
+"""core.errors: every refusal reaches HTTP and WebSocket clients as one code, message and status."""
+
+import pytest
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+
+from core import errors
+from core.errors import Problem, describe
+
+
+def test_domain_errors_carry_their_status_code_and_headers():
+    assert describe(errors.QuotaExceeded("insufficient_cpu", "No CPU.", limit="cpu", in_use=3)) == (
+        Problem(409, "insufficient_cpu", "No CPU.", {"limit": "cpu", "in_use": 3}, {})
+    )
+    assert describe(errors.Forbidden("subject_reserved", "Reserved.")) == Problem(
+        403, "subject_reserved", "Reserved."
+    )
+    assert describe(errors.Unauthenticated("token_expired", "Expired.")).status == 401
+    limited = describe(errors.RateLimited(retry_after=0, limit=60, scope="api"))
+    assert (limited.status, limited.code) == (429, "rate_limited")
+    assert limited.headers == {
+        "Retry-After": "1",
+        "RateLimit-Limit": "60",
+        "RateLimit-Remaining": "0",
+        "RateLimit-Reset": "1",
+    }
+    unavailable = describe(errors.RateLimiterUnavailable())
+    assert (unavailable.status, unavailable.headers) == (503, {"Retry-After": "30"})
+
+
+def test_django_errors_are_described_too():
+    invalid = describe(ValidationError({"name": ["Required."], "cpu": ["Too much."]}))
+    assert (invalid.status, invalid.code, invalid.message) == (
+        400,
+        "invalid",
+        "Required.; Too much.",
+    )
+    assert invalid.detail == {"name": ["Required."], "cpu": ["Too much."]}
+    transition = describe(errors.field_error("status", "Already stopped.", "invalid_transition"))
+    assert transition.code == "invalid_transition"
+    assert describe(PermissionDenied("No.")) == Problem(403, "permission_denied", "No.")
+    assert describe(ObjectDoesNotExist()) == Problem(404, "not_found", "Not found.")
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyError("x")])
+def test_anything_else_is_not_described(error):
+    assert describe(error) is None
