@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
@@ -14,6 +14,9 @@ from audit import chain, rules
 from audit.models import Alert, AlertRule, AuditCheckpoint, AuditEvent, Result
 from core.actors import Actor
 from tenants import context, events
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
 
 PLATFORM_TENANT_ID = "platform"
 # Both halves of the chain's advisory lock key: a class of lock, then the schema.
@@ -208,7 +211,13 @@ def deny(
 
 
 def record_in_both_logs(
-    *, actor: Actor, tenant: Any, action: str, resource_type: str, resource_id: str, details: dict
+    *,
+    actor: Actor,
+    tenant: Tenant,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    details: dict,
 ) -> None:
     """A platform action on an organization: in the platform's log and in the organization's
     own, so that it sees what was done to it. Runs in the caller's transaction."""

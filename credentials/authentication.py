@@ -13,7 +13,7 @@ Verification is also exposed as `authenticate_credential(raw, tenant)` for the W
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -23,6 +23,9 @@ from core.actors import Actor, Credential
 from core.roles import permissions_for
 from credentials import api_keys, selectors, services, tokens
 from tenants import context
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
 
 BEARER = "Bearer"
 API_KEY = "Api-Key"
@@ -68,7 +71,7 @@ def _tenant_or_refuse() -> Any:
     return tenant
 
 
-def _refuse_inactive(tenant: Any) -> None:
+def _refuse_inactive(tenant: Tenant) -> None:
     if not tenant.is_active:
         raise CredentialRefused("organization_suspended", "This organization is suspended.")
 
@@ -79,7 +82,7 @@ def _record_failure(request: Any, scheme: str, code: str) -> None:
     services.authentication_failure_record(actor=Actor.anonymous(request), scheme=scheme, code=code)
 
 
-def verify_jwt(raw: str, tenant: Any) -> Credential:
+def verify_jwt(raw: str, tenant: Tenant) -> Credential:
     """A Credential for a valid access token of `tenant`; raises CredentialRefused."""
     User = get_user_model()  # noqa: N806 (accounts' model, reached without importing accounts)
     _refuse_inactive(tenant)
@@ -97,7 +100,7 @@ def verify_jwt(raw: str, tenant: Any) -> Credential:
     return Credential(scheme="jwt", tenant=tenant, permissions=granted, user=user, claims=claims)
 
 
-def verify_api_key(raw: str, tenant: Any, request: Any = None) -> Credential:
+def verify_api_key(raw: str, tenant: Tenant, request: Any = None) -> Credential:
     """A Credential for a valid API key of `tenant`; raises CredentialRefused.
 
     A malformed key or a wrong checksum is refused before any database work; then one indexed
@@ -128,7 +131,7 @@ def verify_api_key(raw: str, tenant: Any, request: Any = None) -> Credential:
     return credential
 
 
-def authenticate_credential(raw: str, tenant: Any, request: Any = None) -> Credential:
+def authenticate_credential(raw: str, tenant: Tenant, request: Any = None) -> Credential:
     """Verify a JWT or an API key (told apart by the key prefix); for the WebSocket gateway."""
     if api_keys.looks_like_key(raw):
         return verify_api_key(raw, tenant, request)

@@ -73,7 +73,7 @@ def _same_origin(scope: dict[str, Any]) -> bool:
     return bool(origin) and urlsplit(origin).netloc.lower() == host
 
 
-def _session_actor(tenant: Any, scope: dict[str, Any]) -> Actor | None:
+def _session_actor(tenant: Tenant, scope: dict[str, Any]) -> Actor | None:
     from http.cookies import SimpleCookie
 
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
@@ -104,7 +104,7 @@ def _session_actor(tenant: Any, scope: dict[str, Any]) -> Actor | None:
         return Actor.for_user(user)
 
 
-def _credential_actor(tenant: Any, raw: str) -> tuple[Actor | None, str, str]:
+def _credential_actor(tenant: Tenant, raw: str) -> tuple[Actor | None, str, str]:
     with context.tenant_context(tenant):
         try:
             credential = authenticate_credential(raw, tenant)
@@ -118,7 +118,7 @@ def _credential_actor(tenant: Any, raw: str) -> tuple[Actor | None, str, str]:
         return credential.actor(), "", ""
 
 
-def _status_now(tenant: Any) -> str | None:
+def _status_now(tenant: Tenant) -> str | None:
     """The organization's status in the database (None once deleted): a control event can
     arrive before this process's routing cache has heard of the change."""
     with context.public_context():
@@ -138,7 +138,7 @@ def _recheck(host: str, scope: dict[str, Any], token: str | None) -> tuple[Actor
     return actor, code
 
 
-def _in_tenant(tenant: Any, function: Any, **kwargs: Any) -> Any:
+def _in_tenant(tenant: Tenant, function: Any, **kwargs: Any) -> Any:
     with context.tenant_context(tenant):
         return function(**kwargs)
 
@@ -146,7 +146,7 @@ def _in_tenant(tenant: Any, function: Any, **kwargs: Any) -> Any:
 class EventsConsumer(AsyncWebsocketConsumer):
     """One client: authenticate, then subscribe, unsubscribe, publish; runtimes also attach."""
 
-    tenant: Any = None
+    tenant: Tenant | None = None
     actor: Actor | None = None
 
     async def connect(self) -> None:

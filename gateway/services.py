@@ -14,7 +14,7 @@ import math
 import time
 import uuid
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -31,6 +31,9 @@ from core.actors import Actor
 from gateway import subjects
 from gateway.models import InstanceMetric
 from tenants import context, events, ratelimit
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
 
 READ_PERMISSION = "agents:read"
 PUBLISH_PERMISSION = "tasks:publish"
@@ -62,7 +65,7 @@ def _refuse(actor: Actor, action: str, subject: object, error: errors.DomainErro
     raise error
 
 
-def _monthly_quota(tenant: Any) -> int:
+def _monthly_quota(tenant: Tenant) -> int:
     now = time.monotonic()
     cached = _limits_cache.get(tenant.pk)
     if cached is not None and now - cached[0] < LIMITS_TTL_SECONDS:
