@@ -8,7 +8,18 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Case, CharField, Count, Q, QuerySet, Value, When
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    IntegerField,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents import config_cache, resources
@@ -31,7 +42,7 @@ from agents.models import (
 )
 from core.actors import Actor
 from core.agent_permissions import granted
-from tenants import context
+from tenants import context, routing
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -90,17 +101,14 @@ def limits_of(tenant: Tenant) -> Limits:
 
 
 def limits_get(*, tenant: Tenant | None = None) -> Limits:
-    """The current limits of `tenant` (default: the current one), read fresh from `public`.
+    """The current limits of `tenant` (default: the current one), from the routing cache.
 
-    Fresh rather than from the routing cache: a plan change or a staff override applies to the
-    very next allocation.
+    The cache (tenants.routing) is dropped in every process when a plan or a staff override
+    changes (`clear_everywhere` after commit), so the change applies to the next allocation; it
+    saves every request switching to `public` and back.
     """
-    from tenants.models import Tenant
-
     tenant = tenant or context.require_tenant()
-    with context.public_context():
-        row = Tenant.objects.select_related("plan").get(pk=tenant.pk)
-    return limits_of(row)
+    return limits_of(routing.tenant_row(tenant.pk))
 
 
 @dataclass(frozen=True)
@@ -212,11 +220,24 @@ def pool_get(*, actor: Actor, limits: Limits | None = None) -> PoolUsage:
 # --- Agents and instances --------------------------------------------------------------------
 
 
+def _instances_in(status: str) -> Coalesce:
+    """How many of the agent's instances are in `status`: a correlated count over the
+    (agent, status) index, which reads only those rows (never the stopped history)."""
+    in_status = (
+        AgentInstance.objects.filter(agent=OuterRef("pk"), status=status)
+        .order_by()
+        .values("agent")
+        .annotate(total=Count("pk"))
+        .values("total")
+    )
+    return Coalesce(Subquery(in_status, output_field=IntegerField()), 0)
+
+
 def _with_status(queryset: QuerySet[Agent]) -> QuerySet[Agent]:
     return queryset.annotate(
-        running_instances=Count("instances", filter=Q(instances__status=InstanceStatus.RUNNING)),
-        pending_instances=Count("instances", filter=Q(instances__status=InstanceStatus.PENDING)),
-        stopping_instances=Count("instances", filter=Q(instances__status=InstanceStatus.STOPPING)),
+        running_instances=_instances_in(InstanceStatus.RUNNING),
+        pending_instances=_instances_in(InstanceStatus.PENDING),
+        stopping_instances=_instances_in(InstanceStatus.STOPPING),
     ).annotate(
         status=Case(
             When(running_instances__gt=0, then=Value("running")),

@@ -724,7 +724,7 @@ def organization_limits_set(
             resource_id=str(current.public_id),
             details=changes,
         )
-        transaction.on_commit(routing.clear_everywhere)
+        routing.clear_on_commit()
     return current
 
 

@@ -126,8 +126,12 @@ def publish_on_commit(
     groups_for(tenant_id, subject)  # an invalid subject fails now, in the caller, not later
     message = event_message(tenant_id, subject, data)
 
+    if recheck:
+        bump_credential_epoch(tenant_id)
+
     def deliver() -> None:
         if recheck:
+            bump_credential_epoch(tenant_id)
             _announce(tenant_id, subject)
         try:
             send_from_sync(tenant_id, subject, message)
@@ -150,7 +154,48 @@ def recheck_on_commit(tenant: Tenant | None, reason: str) -> None:
     if public_id is None:
         return
     tenant_id = str(public_id)
-    transaction.on_commit(lambda: _announce(tenant_id, reason))
+    bump_credential_epoch(tenant_id)
+
+    def announce() -> None:
+        bump_credential_epoch(tenant_id)
+        _announce(tenant_id, reason)
+
+    transaction.on_commit(announce)
+
+
+# --- Credential epoch -------------------------------------------------------------------------
+# Every change that can revoke a credential of an organization (the `recheck` changes above)
+# replaces the organization's *credential epoch*, a random token in the shared cache (Redis).
+# A process that caches verified credentials (credentials.authentication) keeps an entry only
+# while the epoch it was loaded under is still the current one, and reads the epoch on every
+# request: one Redis GET instead of the database lookup, and a revocation is refused from the
+# next request on in every process. The epoch is replaced twice: at once (so that the change's
+# own transaction, or a test without commits, sees it) and again after commit (so that an entry
+# reloaded between the two, from rows the change had not committed yet, is dropped too).
+
+
+def credential_epoch_key(tenant_id: str) -> str:
+    return f"credential-epoch:{tenant_id}"
+
+
+def credential_epoch(tenant_id: str) -> str | None:
+    """The organization's current credential epoch (None if never set or evicted).
+
+    Raises when the cache is unreachable: callers must then not trust what they cached.
+    """
+    from django.core.cache import cache
+
+    return cache.get(credential_epoch_key(tenant_id))
+
+
+def bump_credential_epoch(tenant_id: str) -> None:
+    from django.core.cache import cache
+
+    try:
+        cache.set(credential_epoch_key(tenant_id), uuid.uuid4().hex, timeout=None)
+    except Exception:
+        # Cached credentials then live until their maximum age (credentials.authentication).
+        logger.error("could not replace the credential epoch of %s", tenant_id, exc_info=True)
 
 
 def _announce(tenant_id: str, reason: str) -> None:
