@@ -2,7 +2,8 @@
 
 One uvicorn process serves the gateway (real Redis channel layer, real PostgreSQL); the clients
 run in this process (asyncio, `websockets`). Each gateway figure is measured beside its floor:
-raw Redis PUBLISH to the same number of plain Redis subscribers, in the same run.
+raw Redis PUBLISH to the same number of plain Redis subscribers, in the same run; the NATS
+server on the machine (BENCH_NATS_URL, default nats://127.0.0.1:4222) beside it as the reference.
 
   fan-out   one publish to N subscribers (1, 100, 1000) of one organization, subscribed to the
             same subject; latency from the publish frame's send to each subscriber's receipt
@@ -205,6 +206,68 @@ async def redis_fanout(subscribers: int, messages: int) -> list[float]:
     return latencies
 
 
+NATS_URL = os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222")
+
+
+async def nats_fanout(subscribers: int, messages: int) -> list[float]:
+    """The reference: the NATS server on this machine, one connection per subscriber."""
+    import nats
+
+    subject = "bench.raw.fanout"
+    subs = []
+    for _ in range(subscribers):
+        client = await nats.connect(NATS_URL)
+        subs.append((client, await client.subscribe(subject)))
+    publisher = await nats.connect(NATS_URL)
+    for client, _sub in subs:
+        await client.flush()
+    latencies: list[float] = []
+    try:
+        for n in range(messages):
+            sent = time.perf_counter()
+            await publisher.publish(subject, json.dumps({"n": n}).encode())
+            await publisher.flush()
+
+            async def receive(sub, n=n, sent=sent):
+                while True:
+                    message = await sub.next_msg(timeout=5)
+                    if json.loads(message.data)["n"] == n:
+                        return time.perf_counter() - sent
+
+            latencies.extend(await asyncio.gather(*(receive(sub) for _, sub in subs)))
+    finally:
+        for client, _sub in subs:
+            await client.close()
+        await publisher.close()
+    return latencies
+
+
+async def nats_rate(messages: int) -> float:
+    import nats
+
+    subscriber, publisher = await nats.connect(NATS_URL), await nats.connect(NATS_URL)
+    done = asyncio.Event()
+    got = 0
+
+    async def deliver(_message) -> None:
+        nonlocal got
+        got += 1
+        if got == messages:
+            done.set()
+
+    await subscriber.subscribe("bench.raw.rate", cb=deliver)
+    await subscriber.flush()
+    started = time.perf_counter()
+    for n in range(messages):
+        await publisher.publish("bench.raw.rate", json.dumps({"n": n}).encode())
+    await publisher.flush()
+    await asyncio.wait_for(done.wait(), timeout=60)
+    elapsed = time.perf_counter() - started
+    await subscriber.close()
+    await publisher.close()
+    return messages / elapsed
+
+
 async def gateway_rate(key: str, messages: int, window: int = 100) -> float:
     subscriber = await open_client(key, "bench.rate")
     publisher = await open_client(key, None)
@@ -306,6 +369,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--subscribers", default="1,100,1000")
+    parser.add_argument("--skip-http", action="store_true", help="only the gateway figures")
     options = parser.parse_args()
     if not REDIS_URL:
         sys.exit("the gateway bench needs Redis: set BENCH_REDIS_URL")
@@ -332,17 +396,35 @@ def main() -> None:
         for count in [int(n) for n in options.subscribers.split(",")]:
             gateway = asyncio.run(gateway_fanout(key, count, options.messages))
             raw = asyncio.run(redis_fanout(count, options.messages))
-            results["fanout"][count] = {"gateway": summary(gateway), "redis": summary(raw)}
+            reference = asyncio.run(nats_fanout(count, options.messages))
+            results["fanout"][count] = {
+                "gateway": summary(gateway),
+                "redis": summary(raw),
+                "nats": summary(reference),
+            }
             print(count, results["fanout"][count], flush=True)
-        rates = {"gateway": [], "redis": []}
-        for _ in range(options.rounds):
-            rates["gateway"].append(asyncio.run(gateway_rate(key, options.rate_messages)))
-            rates["redis"].append(asyncio.run(redis_rate(options.rate_messages)))
+        rates = {"gateway": [], "redis": [], "nats": []}
+        measures = {
+            "gateway": lambda: gateway_rate(key, options.rate_messages),
+            "redis": lambda: redis_rate(options.rate_messages),
+            "nats": lambda: nats_rate(options.rate_messages),
+        }
+        names = list(measures)
+        for round_ in range(options.rounds):  # alternating, in a rotating order
+            for name in names[round_ % 3 :] + names[: round_ % 3]:
+                rates[name].append(asyncio.run(measures[name]()))
         results["rate"] = {name: {"median": median(v), "runs": v} for name, v in rates.items()}
+        results["rate"]["gateway_over_redis"] = median(
+            [g / r for g, r in zip(rates["gateway"], rates["redis"], strict=True)]
+        )
         print("rate", results["rate"], flush=True)
     finally:
         stop(server)
 
+    if options.skip_http:
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2))
+        return
     # Django under ASGI runs each request's sync code in a thread of its own: persistent
     # connections would pile up (one per thread) until PostgreSQL refuses more. CONN_MAX_AGE=0
     # is how the ASGI server must run (docs/gateway.md); gunicorn keeps its persistent ones.

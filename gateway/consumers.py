@@ -18,7 +18,6 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -28,6 +27,7 @@ from credentials import services as credential_services
 from credentials.api_keys import looks_like_key
 from credentials.authentication import CredentialRefused, authenticate_credential
 from gateway import services, subjects
+from gateway.db import database_sync_to_async
 from tenants import context, events, routing
 from tenants.models import Tenant, TenantStatus
 
