@@ -160,8 +160,8 @@ async def gateway_fanout(key: str, subscribers: int, messages: int) -> list[floa
             )
 
             async def receive(client, n=n, sent=sent):
-                while True:
-                    frame = json.loads(await client.recv())
+                while True:  # a lost delivery fails the run instead of hanging it
+                    frame = json.loads(await asyncio.wait_for(client.recv(), 60))
                     if frame.get("data", {}).get("n") == n:
                         return time.perf_counter() - sent
 
