@@ -195,7 +195,11 @@ class WorkerProcess:
                 over_memory = True
                 self.kill()
 
-        self.send(job.frame())
+        try:
+            self.send(job.frame())
+        except OSError:
+            self.kill()
+            return _ended("error", "The sandbox worker crashed while running the tool.", 0.0)
         while True:
             frame = self._next_frame(deadline, watch)
             elapsed = round((time.monotonic() - started) * 1000, 3)
@@ -212,7 +216,10 @@ class WorkerProcess:
                     "error", "The sandbox worker crashed while running the tool.", elapsed
                 )
             if frame.get("op") == "call":
-                self.send(_answer(frame, host))
+                try:
+                    self.send(_answer(frame, host))
+                except OSError:
+                    continue  # the worker died: the next read says so
                 continue
             if frame.get("op") == "done":
                 frame["healthy"] = frame.get("status") in {"ok", "error"} and self.is_alive()
@@ -308,7 +315,10 @@ class Pool:
                 self.condition.wait(left)
             worker = self.idle.pop()
             self.busy += 1
-            return worker
+        if not worker.is_alive():  # died while idle: replace it, take another
+            self.release(worker, healthy=False)
+            return self.acquire(max(deadline - time.monotonic(), 0.001))
+        return worker
 
     def release(self, worker: WorkerProcess, *, healthy: bool) -> None:
         replace = not healthy or not worker.is_alive() or worker.runs >= self.recycle_after
