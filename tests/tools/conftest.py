@@ -34,3 +34,25 @@ def refuse(function, args):
     from tools.pool import HostError
 
     raise HostError("permission_denied", "nothing here")
+
+
+def system():
+    from core.actors import Actor
+
+    return Actor.system("tests")
+
+
+ECHO = "function run(input) { return {echo: input} }"
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 20}},
+    "required": ["name"],
+    "additionalProperties": False,
+}
+
+
+def make_tool(name: str = "echo", code: str = ECHO, **fields):
+    """A tool saved through the service (in the current organization's context)."""
+    from tools import services
+
+    return services.tool_create(actor=system(), name=name, code=code, **fields)
