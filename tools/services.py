@@ -381,7 +381,7 @@ def _organization_slot(tenant: Any, limit: int, hold_seconds: float) -> Iterator
             else:
                 if time.monotonic() >= deadline:
                     raise ConcurrencyLimited(limit=limit)
-                time.sleep(0.02)
+                time.sleep(0.05)
     except ConcurrencyLimited:
         raise
     except Exception as error:
