@@ -133,6 +133,8 @@ RUN_RESPONSES = {
 
 
 class ToolListApi(ApiView):
+    """The organization's custom tools."""
+
     required = {"GET": "tools:read", "POST": "tools:write"}
 
     @extend_schema(tags=["tools"], responses={200: paginated(ToolSerializer)}, summary="List tools")
@@ -157,6 +159,8 @@ class ToolListApi(ApiView):
 
 
 class ToolDetailApi(ApiView):
+    """One custom tool, with its current version's code, schema, limits and permissions."""
+
     required = {"GET": "tools:read", "PATCH": "tools:write", "DELETE": "tools:write"}
 
     @extend_schema(tags=["tools"], responses={200: ToolSerializer}, summary="Get a tool")
@@ -186,6 +190,8 @@ class ToolDetailApi(ApiView):
 
 
 class ToolVersionListApi(ApiView):
+    """A tool's saved versions (never edited)."""
+
     required = {"GET": "tools:read"}
 
     @extend_schema(
@@ -200,6 +206,8 @@ class ToolVersionListApi(ApiView):
 
 
 class ToolRunApi(ApiView):
+    """Run a tool in the sandbox: a V8 isolate in a worker process, within its limits."""
+
     required = {"POST": "tools:run"}
 
     @extend_schema(
@@ -221,6 +229,8 @@ class ToolRunApi(ApiView):
 
 
 class AgentToolRunApi(ApiView):
+    """What an agent's runtime calls: one of the agent's tools, by name."""
+
     required = {"POST": "tools:run"}
 
     @extend_schema(
