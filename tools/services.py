@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -372,6 +373,7 @@ def _organization_slot(tenant: Any, limit: int, hold_seconds: float) -> Iterator
     keys = [f"tools:running:{tenant.public_id}:{n}" for n in range(limit)]
     deadline = time.monotonic() + settings.TOOLS_CONCURRENCY_WAIT_SECONDS
     taken = None
+    pause = 0.01
     try:
         while taken is None:
             for key in keys:
@@ -381,7 +383,9 @@ def _organization_slot(tenant: Any, limit: int, hold_seconds: float) -> Iterator
             else:
                 if time.monotonic() >= deadline:
                     raise ConcurrencyLimited(limit=limit)
-                time.sleep(0.05)
+                # Back off (with jitter) so that many waiters do not hammer Redis in step.
+                time.sleep(pause * random.uniform(0.5, 1.5))  # noqa: S311
+                pause = min(pause * 2, 0.2)
     except ConcurrencyLimited:
         raise
     except Exception as error:

@@ -54,7 +54,7 @@ PRELUDE = r"""
 (() => {
   const stringify = JSON.stringify, parse = JSON.parse, StringCtor = String;
   const freeze = Object.freeze, defineProperty = Object.defineProperty;
-  const MAX_LOGS = %(max_logs)d, MAX_OUTPUT = %(max_output)d, MAX_CALL = %(max_call)d;
+  let MAX_LOGS = 0, MAX_OUTPUT = 0, MAX_CALL = 0, api = null;
   const logs = [];
   let logBytes = 0, truncated = false;
   const show = (value) => {
@@ -92,17 +92,22 @@ PRELUDE = r"""
     }
     return reply.value;
   };
-  const granted = parse(%(functions)s);
-  const tree = {};
-  for (const name of granted) {
-    const [group, verb] = name.split(".");
-    if (verb) { tree[group] = tree[group] || {}; tree[group][verb] = call(name); }
-    else { tree[group] = call(name); }
-  }
-  for (const group of Object.keys(tree)) {
-    if (typeof tree[group] === "object") freeze(tree[group]);
-  }
-  const api = freeze(tree);
+  // Called once by the worker before the tool's code runs, then gone.
+  defineProperty(globalThis, "__configure", {configurable: true, value: (encoded) => {
+    const config = parse(encoded);
+    MAX_LOGS = config.max_logs; MAX_OUTPUT = config.max_output; MAX_CALL = config.max_call;
+    const tree = {};
+    for (const name of config.functions) {
+      const [group, verb] = name.split(".");
+      if (verb) { tree[group] = tree[group] || {}; tree[group][verb] = call(name); }
+      else { tree[group] = call(name); }
+    }
+    for (const group of Object.keys(tree)) {
+      if (typeof tree[group] === "object") freeze(tree[group]);
+    }
+    api = freeze(tree);
+    delete globalThis.__configure;
+  }});
 
   const finish = (value) => {
     const out = stringify(value === undefined ? null : value);
@@ -175,6 +180,10 @@ class Worker:
         self.jobs: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.ids = itertools.count(1)
+        self.prepared: tuple[contextlib.AsyncExitStack, Any] | None = None
+        self.job: dict[str, Any] | None = None
+        self.disposing: contextlib.AsyncExitStack | None = None
+        self.calls = 0
 
     def serve(self) -> None:
         threading.Thread(target=self._read, daemon=True).start()
@@ -198,20 +207,45 @@ class Worker:
             future.set_result(frame)
 
     async def _serve(self) -> None:
+        self.prepared = await self._prepare()
         self.channel.write({"op": "ready", "pid": os.getpid()})
         while True:
+            if self.prepared is None:
+                self.prepared = await self._prepare()
             job = await self.jobs.get()
             if job is None:
                 return
             self.channel.write(await self.run(job))
+            disposing, self.disposing = self.disposing, None
+            if disposing is not None:
+                await disposing.aclose()
+
+    async def _prepare(self) -> tuple[contextlib.AsyncExitStack, Any]:
+        """A fresh isolate with the prelude evaluated, for the next run only. Built while the
+        worker waits for work, so a run does not wait for V8 to create an isolate."""
+        from py_mini_racer import mini_racer
+
+        stack = contextlib.AsyncExitStack()
+        try:
+            racer = stack.enter_context(mini_racer(self.loop))
+            host = await stack.enter_async_context(racer.wrap_py_function(self._host))
+            racer.eval("this")["__host"] = host
+            racer.eval(PRELUDE)
+        except BaseException:
+            await stack.aclose()
+            raise
+        return stack, racer
 
     async def run(self, job: dict[str, Any]) -> dict[str, Any]:
-        from py_mini_racer import JSOOMException, JSParseException, mini_racer
+        from py_mini_racer import JSOOMException, JSParseException
 
         started, cpu_started = time.monotonic(), time.process_time()
         outcome: dict[str, Any] = {"status": "error", "output": None, "logs": [], "error": None}
         memory_bytes = 0
-        with mini_racer(self.loop) as racer:
+        prepared, self.prepared = self.prepared, None
+        stack, racer = prepared or await self._prepare()
+        self.job, self.calls = job, 0
+        try:
             racer.set_hard_memory_limit(int(job["memory_bytes"]))
             try:
                 outcome = await asyncio.wait_for(
@@ -228,11 +262,17 @@ class Worker:
                     outcome = _outcome("memory_limit", "The tool ran out of memory.")
                 else:
                     outcome = _outcome("error", _first_lines(str(error)))
-            if outcome["status"] not in {"timeout"} and racer.was_hard_memory_limit_reached():
+            if outcome["status"] != "timeout" and racer.was_hard_memory_limit_reached():
                 outcome = _outcome("memory_limit", "The tool ran out of memory.", outcome["logs"])
             if outcome["status"] != "timeout":
                 with contextlib.suppress(Exception):  # statistics are best effort after a failure
                     memory_bytes = int(racer.heap_stats().get("used_heap_size", 0))
+        finally:
+            self.job = None
+            # Disposed of after the answer is sent (`_serve`). After a timeout or out of memory
+            # the isolate may still be busy: the parent replaces this worker instead.
+            if outcome["status"] in {"ok", "error"}:
+                self.disposing = stack
         return {
             "op": "done",
             **outcome,
@@ -244,49 +284,48 @@ class Worker:
     async def _execute(self, racer: Any, job: dict[str, Any]) -> dict[str, Any]:
         from py_mini_racer import JSPromise
 
-        async with racer.wrap_py_function(self._host_call(job)) as host:
-            racer.eval("this")["__host"] = host
-            await racer.eval_cancelable(
-                PRELUDE
-                % {
-                    "max_logs": int(job["max_logs"]),
-                    "max_output": int(job["max_output"]),
-                    "max_call": int(job["max_call_bytes"]),
-                    "functions": json.dumps(json.dumps(list(job["functions"]))),
-                }
-            )
-            await racer.eval_cancelable(job["code"])
-            if job.get("check_only"):
-                return {"status": "ok", "output": None, "logs": [], "error": None}
-            entry = racer.eval("__entry")
-            result = await entry.cancelable()(json.dumps(job["input"]))
-            if isinstance(result, JSPromise):
-                result = await result
+        config = {
+            "max_logs": int(job["max_logs"]),
+            "max_output": int(job["max_output"]),
+            "max_call": int(job["max_call_bytes"]),
+            "functions": list(job["functions"]),
+        }
+        # JSON text as a JavaScript string literal (valid JS since ES2019, U+2028 included).
+        await racer.eval_cancelable(f"__configure({_literal(config)})")
+        await racer.eval_cancelable(job["code"])
+        if job.get("check_only"):
+            return {"status": "ok", "output": None, "logs": [], "error": None}
+        result = await racer.eval_cancelable(f"__entry({_literal(job['input'])})")
+        if isinstance(result, JSPromise):
+            result = await result
         return _decode(result, job)
 
-    def _host_call(self, job: dict[str, Any]):
-        calls = itertools.count(1)
+    async def _host(self, name: Any, encoded: Any) -> str:
+        """A host API call of the current run: relayed to the parent, which decides."""
+        job = self.job
+        if job is None:  # a call after its run ended (a leftover promise): refused
+            return json.dumps({"error": {"code": "run_ended", "message": "The run has ended."}})
+        self.calls += 1
+        if self.calls > int(job.get("max_calls", 100)):
+            error = {"code": "too_many_calls", "message": "Too many host API calls."}
+            return json.dumps({"error": error})
+        call_id = next(self.ids)
+        future = self.loop.create_future()
+        self.pending[call_id] = future
+        self.channel.write(
+            {"op": "call", "id": call_id, "function": str(name), "args": json.loads(encoded)}
+        )
+        try:
+            reply = await future
+        finally:
+            self.pending.pop(call_id, None)
+        if "error" in reply:
+            return json.dumps({"error": reply["error"]})
+        return json.dumps({"value": reply.get("value")})
 
-        async def host(name: Any, encoded: Any) -> str:
-            if next(calls) > int(job.get("max_calls", 100)):
-                return json.dumps(
-                    {"error": {"code": "too_many_calls", "message": "Too many calls."}}
-                )
-            call_id = next(self.ids)
-            future = self.loop.create_future()
-            self.pending[call_id] = future
-            self.channel.write(
-                {"op": "call", "id": call_id, "function": str(name), "args": json.loads(encoded)}
-            )
-            try:
-                reply = await future
-            finally:
-                self.pending.pop(call_id, None)
-            if "error" in reply:
-                return json.dumps({"error": reply["error"]})
-            return json.dumps({"value": reply.get("value")})
 
-        return host
+def _literal(value: Any) -> str:
+    return json.dumps(json.dumps(value, separators=(",", ":")))
 
 
 def _decode(result: Any, job: dict[str, Any]) -> dict[str, Any]:
@@ -343,6 +382,8 @@ def main() -> None:
     from py_mini_racer import init_mini_racer
 
     init_mini_racer(flags=V8_FLAGS)
+    # The pipe's reader thread hands frames to the event loop: switch threads promptly.
+    sys.setswitchinterval(0.0005)
     read_fd, write_fd = int(sys.argv[1]), int(sys.argv[2])
     os.dup2(2, 1)  # stdout is not the protocol: anything printed goes to the log
     Worker(Channel(read_fd, write_fd)).serve()
