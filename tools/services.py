@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -234,7 +235,19 @@ def compile_check(code: str) -> str:
         return ""
     if result["status"] == "timeout":
         return "The code could not be checked in time."
-    return str((result.get("error") or {}).get("message", "Syntax error."))[:1000]
+    return _syntax_message(str((result.get("error") or {}).get("message", "")), code)
+
+
+def _syntax_message(message: str, code: str) -> str:
+    """V8's `<anonymous>:6: SyntaxError: ...` as `Line 6: SyntaxError: ...` (a line past the
+    code's last is the check's own closing line: the code ended too early)."""
+    match = re.match(r"^<anonymous>:(\d+): (.*)$", message.splitlines()[0] if message else "")
+    if match is None:
+        return message[:500] or "Syntax error."
+    line, text = int(match.group(1)), match.group(2)[:300]
+    if line > code.count("\n") + 1:
+        return f"At the end of the code: {text} (a bracket or brace is not closed?)"
+    return f"Line {line}: {text}"
 
 
 def _no_host(function: str, args: Any) -> Any:
