@@ -35,6 +35,14 @@ def limits_of(tenant: Tenant) -> ToolLimits:
     )
 
 
+def limits_cached(tenant: Tenant) -> ToolLimits:
+    """The limits from the tenant row the request was routed with, if its plan came with it (no
+    query: read before a run takes its slot), else fresh from `public`."""
+    if Tenant._meta.get_field("plan").is_cached(tenant):
+        return limits_of(tenant)
+    return limits_get()
+
+
 def limits_get() -> ToolLimits:
     """The current organization's tool limits, read fresh from `public` (a plan change applies
     at the next save or run)."""

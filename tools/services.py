@@ -456,7 +456,7 @@ def tool_run(
         actor, "tools:run", action="tool.run", resource_type="tool", resource_id=str(tool_id)
     )
     tenant = context.require_tenant()
-    plan_limits = selectors.limits_of(tenant)
+    plan_limits = selectors.limits_cached(tenant)
     hold = plan_limits.max_timeout_ms / 1000 + pool.KILL_GRACE_MS / 1000 + SLOT_HOLD_EXTRA_SECONDS
     with _organization_slot(tenant, plan_limits.concurrency, hold):
         pk = selectors.as_uuid(tool_id)
