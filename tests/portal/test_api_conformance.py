@@ -34,7 +34,7 @@ def _get(url: str, host: str, headers: dict[str, str] | None = None) -> tuple[in
     request = urllib.request.Request(url, headers={"Host": host, **(headers or {})})  # noqa: S310
     try:
         # The first request of a server process builds the OpenAPI document (seconds when loaded).
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
