@@ -1,5 +1,6 @@
 """A real browser writes a tool (a syntax error shown on save first), saves it, runs it with Test
-run, and sees output and logs; screenshots at desktop and phone widths."""
+run, and sees output and logs; screenshots at desktop and phone widths in test-artifacts/
+(docs/screenshots/tool*.png are copies of them)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ pytestmark = pytest.mark.e2e
 
 PORTS = range(8350, 8390)
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "e2e-tools"
-SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
 FIXED = (
     "async function run(input, api) {\n"
     "  console.log('greeting', input.name);\n"
@@ -78,7 +78,7 @@ def test_write_a_tool_fix_a_syntax_error_and_test_run_it(server, admin_org):
                 page.click("[data-tool-form] button[type=submit]")
                 expect(page.locator(".field.has-error")).to_contain_text("SyntaxError")
                 page.screenshot(
-                    path=str(SCREENSHOTS / f"tool-syntax-error-{suffix}.png"), full_page=True
+                    path=str(ARTIFACTS / f"tool-syntax-error-{suffix}.png"), full_page=True
                 )
 
                 page.fill("#id_code", FIXED)
@@ -90,13 +90,11 @@ def test_write_a_tool_fix_a_syntax_error_and_test_run_it(server, admin_org):
                 expect(result).to_have_attribute("data-run-status", "ok")
                 expect(result).to_contain_text("Hello, Ada")
                 expect(result).to_contain_text("greeting Ada")
-                page.screenshot(
-                    path=str(SCREENSHOTS / f"tool-test-run-{suffix}.png"), full_page=True
-                )
+                page.screenshot(path=str(ARTIFACTS / f"tool-test-run-{suffix}.png"), full_page=True)
 
                 page.goto(server.url(slug, "/tools/"))
                 expect(page.locator(f'tr[data-tool="{name}"]')).to_have_count(1)
-                page.screenshot(path=str(SCREENSHOTS / f"tools-{suffix}.png"), full_page=True)
+                page.screenshot(path=str(ARTIFACTS / f"tools-{suffix}.png"), full_page=True)
                 context.close()
         finally:
             browser.close()
