@@ -22,7 +22,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from core import errors
+from core import errors, strictjson
 from core.actors import Actor
 from credentials import services as credential_services
 from credentials.api_keys import looks_like_key
@@ -255,9 +255,10 @@ class EventsConsumer(AsyncWebsocketConsumer):
             await self._flush_and_close(CLOSE_TOO_LARGE)
             return
         try:
-            message = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            self._error("bad_request", "Frames are JSON objects.")
+            message = strictjson.loads(raw)
+        except strictjson.InvalidJson as error:
+            # The socket stays open: a bad frame is the client's mistake, answered like a 400.
+            self._error("parse_error", f"Bad JSON: {error.message}", reason=error.code)
             return
         if not isinstance(message, dict) or not isinstance(message.get("op"), str):
             self._error("bad_request", "Every frame is an object with an `op`.")

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+# Full matches only: `$` would also match before a trailing newline.
+SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 # Channels refuses group names of 100 characters or more.
 MAX_GROUP_LENGTH = 99
 MESSAGE_TYPE = "tenant.event"
@@ -42,7 +43,7 @@ CONTROL_MESSAGE_TYPE = "tenant.control"
 
 
 def _valid_tokens(subject: str) -> bool:
-    return all(SUBJECT_TOKEN.match(token) for token in subject.split("."))
+    return all(SUBJECT_TOKEN.fullmatch(token) for token in subject.split("."))
 
 
 def group_name(tenant_id: str, subject: str, *, prefix: bool = False) -> str:
