@@ -31,7 +31,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core import errors
+from core import errors, strictjson
 from core.actors import Actor, Credential
 from core.permissions import PUBLIC, Pagination, RequiredPermission
 
@@ -86,6 +86,10 @@ class ApiView(APIView):
             if callable(getattr(cls, method.lower(), None)) and method not in required:
                 raise TypeError(f"{cls.__name__} handles {method} without a `required` entry")
 
+    def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        check_query(request)
+        super().initial(request, *args, **kwargs)
+
     @property
     def actor(self) -> Actor:
         """The acting principal for services (the user, or the API key, and where from)."""
@@ -99,6 +103,30 @@ class ApiView(APIView):
         paginator = Pagination()
         page = paginator.paginate_queryset(items, self.request, view=self)
         return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+MAX_QUERY_VALUE_LENGTH = 2048
+
+
+def check_query(request: Any) -> None:
+    """Query values are text like any JSON string: no NUL, no lone surrogate, bounded; a 400
+    before any view code (or the database, which refuses NUL) sees them."""
+    problems: dict[str, list[str]] = {}
+    for name, values in request.GET.lists():
+        for value in [name, *values]:
+            try:
+                strictjson.check(value)
+            except strictjson.InvalidJson as error:
+                problems[str(name)[:64]] = [error.message]
+                break
+            if "\x00" in value:
+                problems[str(name)[:64]] = ["Contains a NUL character."]
+                break
+            if len(value) > MAX_QUERY_VALUE_LENGTH:
+                problems[str(name)[:64]] = [f"At most {MAX_QUERY_VALUE_LENGTH} characters."]
+                break
+    if problems:
+        raise exceptions.ValidationError(problems)
 
 
 class InputSerializer(serializers.Serializer):

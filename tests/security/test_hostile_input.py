@@ -126,3 +126,23 @@ def test_the_decoder_alone():
         strictjson.check(["\udc00"])
     with pytest.raises(strictjson.InvalidJson):
         strictjson.encoded_size({"a": float("nan")})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/audit/events/?cursor=%C2%B2",  # "²": str.isdigit() said yes, int() no (a 500)
+        "/api/v1/audit/events/?limit=%C2%B2",
+        "/api/v1/audit/events/?limit=%D9%A3",  # Arabic-Indic three
+        "/api/v1/agents/?search=%00",
+        "/api/v1/agents/?page_size=%00",
+        "/api/v1/api-keys/?x%00=1",
+        "/api/v1/agents/?search=" + "a" * 3000,
+    ],
+)
+def test_hostile_query_values_are_400s(org, client_for, caplog, url):
+    headers = bearer(token_pair(org, org.owner).access)
+    response = client_for(org).get(url, **headers)
+    assert response.status_code == 400, response.content[:200]
+    assert error_code(response) == "invalid"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
