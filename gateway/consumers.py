@@ -104,16 +104,21 @@ def _session_actor(tenant: Tenant, scope: dict[str, Any]) -> Actor | None:
         return Actor.for_user(user)
 
 
-def _credential_actor(tenant: Tenant, raw: str) -> tuple[Actor | None, str, str]:
+def _credential_actor(
+    tenant: Tenant, raw: str, scope: dict[str, Any] | None = None
+) -> tuple[Actor | None, str, str]:
     with context.tenant_context(tenant):
         try:
             credential = authenticate_credential(raw, tenant)
         except CredentialRefused as error:
-            credential_services.authentication_failure_record(
-                actor=Actor.anonymous(),
-                scheme="api_key" if looks_like_key(raw) else "jwt",
-                code=error.error_code,
-            )
+            try:
+                credential_services.authentication_failure_record(
+                    actor=Actor.anonymous(scope=scope),
+                    scheme="api_key" if looks_like_key(raw) else "jwt",
+                    code=error.error_code,
+                )
+            except errors.DomainError as throttled:  # too many failures from here: 429 / 503
+                return None, throttled.code, throttled.message
             return None, error.error_code, str(error.detail)
         return credential.actor(), "", ""
 
@@ -296,7 +301,9 @@ class EventsConsumer(AsyncWebsocketConsumer):
             await self._flush_and_close(CLOSE_UNAUTHENTICATED)
             return
         await self._join_control_group()
-        actor, code, text = await database_sync_to_async(_credential_actor)(self.tenant, token)
+        actor, code, text = await database_sync_to_async(_credential_actor)(
+            self.tenant, token, self.scope
+        )
         if actor is None:
             await self._leave_control_group()
             self._error(code, text, ref)

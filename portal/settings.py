@@ -256,6 +256,14 @@ API_KEY_HASH_KEY = os.environ.get("API_KEY_HASH_KEY", "")
 API_TOKEN_RATE_PER_IP = os.environ.get("API_TOKEN_RATE_PER_IP", "20/m")
 API_TOKEN_RATE_PER_ACCOUNT = os.environ.get("API_TOKEN_RATE_PER_ACCOUNT", "5/m")
 API_KEY_CREATE_RATE = os.environ.get("API_KEY_CREATE_RATE", "30/h")
+# Refused credentials (bad tokens and keys, refresh failures), per organization: per client
+# address and for the whole organization. Over either, a 429 with Retry-After; fails closed.
+AUTH_FAILURE_RATE_PER_IP = os.environ.get("AUTH_FAILURE_RATE_PER_IP", "60/m")
+AUTH_FAILURE_RATE_PER_ORGANIZATION = os.environ.get("AUTH_FAILURE_RATE_PER_ORGANIZATION", "600/m")
+# Failures from outside are recorded aggregated per source and window (audit.failures): a row
+# for the first, one when the window reaches ALERT_AT, and a summary when the window closes.
+AUDIT_FAILURE_WINDOW_SECONDS = int(os.environ.get("AUDIT_FAILURE_WINDOW_SECONDS", "60"))
+AUDIT_FAILURE_ALERT_AT = int(os.environ.get("AUDIT_FAILURE_ALERT_AT", "5"))
 # Audit log exports, per organization and actor (fails closed when Redis is down).
 AUDIT_EXPORT_RATE = os.environ.get("AUDIT_EXPORT_RATE", "20/h")
 

@@ -161,7 +161,8 @@ def test_forged_or_misused_tokens_are_401_without_any_outbound_request(
     assert all(str(address[0]) in {"127.0.0.1", "::1", "localhost"} for address in connections)
     with in_tenant(org):
         (event,) = AuditEvent.objects.filter(action="auth.failed")
-    assert event.details == {"scheme": "jwt", "code": EXPECTED_CODES.get(name, "token_invalid")}
+    expected = {"scheme": "jwt", "code": EXPECTED_CODES.get(name, "token_invalid"), "count": 1}
+    assert {key: event.details[key] for key in expected} == expected
     assert token not in json.dumps(event.details)
 
 

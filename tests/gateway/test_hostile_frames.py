@@ -142,3 +142,27 @@ def test_subject_patterns_full_match():
         subjects.validate_pattern("TENANT.>")
     assert subjects.validate_pattern("agents.*.metrics") == "agents.*.metrics"
     assert subjects.validate_subject("agents.task") == "agents.task"
+
+
+def test_bad_tokens_on_sockets_are_throttled_and_aggregated(pair, settings):
+    from audit.models import AuditEvent
+    from tenants import context
+
+    settings.AUTH_FAILURE_RATE_PER_IP = "3/m"
+    a, _ = pair
+    with context.tenant_context(a.tenant):
+        before = AuditEvent.objects.filter(action="auth.failed").count()
+
+    async def attempt() -> str:
+        client = Client(host_of(a))
+        await client.connect()
+        reply = await client.auth("agp_" + "B" * 50)
+        assert await client.closed_with() == 4401
+        return reply["error"]["code"]
+
+    async def body():
+        return [await attempt() for _ in range(5)]
+
+    assert run(body) == ["api_key_invalid"] * 3 + ["rate_limited"] * 2
+    with context.tenant_context(a.tenant):
+        assert AuditEvent.objects.filter(action="auth.failed").count() == before + 1
