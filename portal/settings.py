@@ -91,6 +91,7 @@ SHARED_APPS = [
     "django_tenants",
     "django.contrib.staticfiles",
     "channels",
+    "idempotency",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -110,6 +111,8 @@ TENANT_APPS = [
     "agents",
     # The real-time gateway: consumers, tasks, per-minute instance metrics (docs/gateway.md).
     "gateway",
+    # Responses kept 24 hours for `Idempotency-Key` retries (core.api.ApiView; docs/api.md).
+    "idempotency",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -243,6 +246,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+# `Idempotency-Key` on the API's POSTs (core.api.ApiView -> this module; docs/api.md).
+IDEMPOTENCY_STORE = "idempotency.store"
 # JWTs: RS256 (pinned in credentials.tokens, not configurable), lifetimes from here.
 JWT_ACCESS_TOKEN_LIFETIME_SECONDS = int(os.environ.get("JWT_ACCESS_TOKEN_LIFETIME", "900"))
 JWT_REFRESH_TOKEN_LIFETIME_SECONDS = int(os.environ.get("JWT_REFRESH_TOKEN_LIFETIME", "86400"))

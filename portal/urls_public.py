@@ -4,7 +4,10 @@ from django.contrib import admin
 from django.urls import path
 
 from accounts.throttle import SIGNUP_LIMITS, throttle_posts
+from core import api
 from portal import views
+
+handler500 = api.server_error
 
 urlpatterns = [
     path("", views.landing, name="landing"),
