@@ -31,6 +31,7 @@ from django.utils import timezone
 from audit import chain
 from audit.models import FailureWindow, Result
 from audit.services import record
+from core import metrics
 from core.actors import Actor
 
 FLUSH_BATCH = 100
@@ -99,6 +100,19 @@ def failure_record(
     Writes an audit row for the window's first failure and for the one reaching the alert
     threshold; the rest waits for the window's summary (module docstring).
     """
+    with metrics.FAILURE_RECORD.time():
+        return _failure_record(
+            actor=actor,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            details=details,
+        )
+
+
+def _failure_record(
+    *, actor: Actor, action: str, resource_type: str, resource_id: str, details: Any
+) -> int:
     details = chain.clean_details(details or {})
     resource_type = chain.clean_text(resource_type, 64)
     resource_id = chain.clean_text(resource_id, 128)
@@ -161,6 +175,15 @@ def failures_flush(*, now: datetime | None = None, batches: int | None = 1) -> i
     """
     now = now or timezone.now()
     cutoff = _window_start(now)
+    oldest = (
+        FailureWindow.objects.filter(window_start__lt=cutoff)
+        .order_by("window_start")
+        .values_list("window_start", flat=True)
+        .first()
+    )
+    if oldest is not None:  # how long the oldest closed window waited for its summary
+        closed_at = oldest + timedelta(seconds=_window_seconds())
+        metrics.JOB_LAG.labels("audit_flush_failures").set((now - closed_at).total_seconds())
     written = 0
     done = 0
     while batches is None or done < batches:

@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.http import Http404
 
+from core import metrics
+
 
 def field_error(field: str, message: str, code: str) -> ValidationError:
     """A ValidationError on one field that keeps its code (a plain dict would drop it)."""
@@ -93,6 +95,7 @@ class RateLimited(DomainError):
         super().__init__("rate_limited", message, retry_after=max(retry_after, 1))
         self.limit = limit
         self.scope = scope
+        metrics.RATE_LIMIT_REFUSALS.labels(scope[:64]).inc()
 
     @property
     def headers(self) -> dict[str, str]:

@@ -22,7 +22,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from core import errors, strictjson
+from core import errors, metrics, strictjson
 from core.actors import Actor
 from credentials import services as credential_services
 from credentials.api_keys import looks_like_key
@@ -176,6 +176,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.recheck_now = asyncio.Event()
         self.in_control_group = False
         await self.accept()
+        metrics.WEBSOCKET_CONNECTIONS.inc()
+        self.counted = True
         self.writer = asyncio.ensure_future(self._write())
         self.token: str | None = None  # kept in memory only, to check it again (_recheck)
         if _header(self.scope, b"cookie"):
@@ -210,6 +212,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         while True:
             frame = await self.outbox.get()
             await self.send(text_data=frame)
+            metrics.WEBSOCKET_FRAMES.labels("out", "all").inc()
 
     def _emit(self, payload: dict[str, Any]) -> None:
         if self.closing:
@@ -272,6 +275,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         if ref is not None and (not isinstance(ref, str | int) or len(str(ref)) > 64):
             ref = None
         op = message["op"]
+        metrics.WEBSOCKET_FRAMES.labels("in", metrics.frame_op(op)).inc()
         if self.actor is None:
             if op != "auth":
                 self._error("unauthenticated", "Authenticate first.", ref)
@@ -495,6 +499,9 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.recheck_now.set()
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            self.counted = False
+            metrics.WEBSOCKET_CONNECTIONS.dec()
         for timer in ("writer", "auth_timer", "recheck_timer"):
             task = getattr(self, timer, None)
             if task is not None:

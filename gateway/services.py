@@ -103,13 +103,8 @@ def _meter(actor: Actor, action: str, subject: str, *, connection_id: str | None
             fail_closed=False,
         )
     except errors.RateLimited as error:
-        refusal = errors.RateLimited(
-            retry_after=error.retry_after,
-            limit=error.limit,
-            scope=error.scope,
-            message="Too many messages: slow down.",
-        )
-        _refuse(actor, action, subject, refusal)
+        error.message = "Too many messages: slow down."  # the same refusal, counted once
+        _refuse(actor, action, subject, error)
     tenant = context.require_tenant()
     if not agent_services.pool_consume_messages(
         actor=Actor.system("gateway"), count=1, limit=_monthly_quota(tenant)

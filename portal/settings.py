@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from core import logs as core_logs
 from portal import devdata
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -117,6 +118,8 @@ TENANT_APPS = [
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
 MIDDLEWARE = [
+    # Health checks, the request id, the Host check and request metrics, before anything else.
+    "portal.operations.OperationsMiddleware",
     "tenants.middleware.TenantRoutingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -205,14 +208,39 @@ DEFAULT_REGION = "us-east-1"
 SCHEMA_POOL_SIZE = int(os.environ.get("SCHEMA_POOL_SIZE", "3"))
 SCHEMA_POOL_BACKGROUND_REFILL = env_bool("SCHEMA_POOL_BACKGROUND_REFILL", True)
 
+# Logs: one JSON object per line (core.logs), with the request id and the organization;
+# LOG_FORMAT=plain for people reading a terminal.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"organization": {"()": "tenants.logging.OrganizationFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": core_logs.json_formatter(),
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain" if LOG_FORMAT == "plain" else "json",
+            "filters": ["organization"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "pgserver": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "pgserver": {"level": "WARNING"},
+        # A bad Host is answered and logged as one warning line by portal.operations.
+        "django.security.DisallowedHost": {"level": "CRITICAL"},
+    },
 }
+# /metrics answers these addresses (an internal bind, the scraper's network) and signed-in staff
+# on the public host; everyone else gets a 404.
+METRICS_ALLOWED_NETWORKS = [
+    net.strip()
+    for net in os.environ.get("METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128").split(",")
+    if net.strip()
+]
 
 # The API (core/api.py, credentials/authentication.py; docs/api.md). Every API view derives from
 # core.api.ApiView and declares its permission per method; RequiredPermission denies the rest.

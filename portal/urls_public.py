@@ -5,7 +5,7 @@ from django.urls import path
 
 from accounts.throttle import SIGNUP_LIMITS, throttle_posts
 from core import api
-from portal import views
+from portal import operations, views
 
 handler500 = api.server_error
 
@@ -14,4 +14,5 @@ urlpatterns = [
     path("signup/", throttle_posts(*SIGNUP_LIMITS)(views.signup), name="signup"),
     path("go/", views.organization_go, name="organization-go"),
     path("admin/", admin.site.urls),
+    path("metrics", operations.metrics_view, name="metrics"),
 ]

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import api
 from credentials.api import jwks
+from portal import operations
 
 handler400 = api.bad_request
 handler403 = api.permission_denied
@@ -18,6 +19,7 @@ urlpatterns = [
     # Unknown API paths answer in the API's error shape, whatever DEBUG says.
     re_path(r"^api/", api.api_not_found),
     path(".well-known/jwks.json", jwks, name="jwks"),
+    path("metrics", operations.metrics_view, name="metrics"),
     path("", include("portal.urls")),
     path("", include("accounts.urls")),
     path("api-keys/", include("credentials.urls")),

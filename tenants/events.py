@@ -20,6 +20,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
+
+from core import metrics
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -101,7 +104,9 @@ async def _group_send(groups: list[str], message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    started = time.perf_counter()
     await asyncio.gather(*(layer.group_send(group, message) for group in groups))
+    metrics.CHANNEL_LAYER_SEND.observe(time.perf_counter() - started)
 
 
 async def send(tenant_id: str, subject: str, message: dict[str, Any]) -> None:
