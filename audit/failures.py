@@ -37,6 +37,19 @@ from core.actors import Actor
 FLUSH_BATCH = 100
 
 
+# The table name is the model's (never input); values are parameters.
+UPSERT = """
+INSERT INTO {table} AS w (source, window_start, action, resource_type,
+    resource_id, ip, user_agent, details, count, recorded, first_at, last_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1, 1, %s, %s)
+ON CONFLICT (source, window_start) DO UPDATE SET
+    count = w.count + 1,
+    recorded = CASE WHEN w.count + 1 = %s THEN w.count + 1 ELSE w.recorded END,
+    last_at = EXCLUDED.last_at
+RETURNING count, first_at
+"""
+
+
 def _window_seconds() -> int:
     return int(getattr(settings, "AUDIT_FAILURE_WINDOW_SECONDS", 60))
 
@@ -123,17 +136,9 @@ def _failure_record(
     table = FailureWindow._meta.db_table
     with transaction.atomic():
         with connection.cursor() as cursor:
+            statement = UPSERT.format(table=table)  # noqa: S608 # nosec B608 (the model's)
             cursor.execute(
-                f"""
-                INSERT INTO {table} AS w (source, window_start, action, resource_type,
-                    resource_id, ip, user_agent, details, count, recorded, first_at, last_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1, 1, %s, %s)
-                ON CONFLICT (source, window_start) DO UPDATE SET
-                    count = w.count + 1,
-                    recorded = CASE WHEN w.count + 1 = %s THEN w.count + 1 ELSE w.recorded END,
-                    last_at = EXCLUDED.last_at
-                RETURNING count, first_at
-                """,  # noqa: S608 (the table name is the model's, never input)
+                statement,
                 [
                     source,
                     start,

@@ -30,6 +30,15 @@ TTL = timedelta(hours=24)
 KEPT_HEADERS = ("Location",)
 
 
+# The table name is the model's (never input); values are parameters.
+CLAIM = """
+INSERT INTO {table} (key_id, fingerprint, status_code, body, headers, created_at, expires_at)
+VALUES (%s, %s, NULL, %s, '{{}}', %s, %s)
+ON CONFLICT (key_id) DO NOTHING
+RETURNING id
+"""
+
+
 @dataclass(frozen=True)
 class Stored:
     status: int
@@ -67,14 +76,9 @@ def begin(*, caller: str, key: str, request_fingerprint: str) -> Stored | None:
     identifier = key_id(caller=caller, key=key)
     table = IdempotencyRecord._meta.db_table
     with connection.cursor() as cursor:
+        statement = CLAIM.format(table=table)  # noqa: S608 # nosec B608 (the model's)
         cursor.execute(
-            f"""
-            INSERT INTO {table} (key_id, fingerprint, status_code, body, headers, created_at,
-                                 expires_at)
-            VALUES (%s, %s, NULL, %s, '{{}}', %s, %s)
-            ON CONFLICT (key_id) DO NOTHING
-            RETURNING id
-            """,  # noqa: S608 (the table name is the model's, never input)
+            statement,
             [identifier, request_fingerprint, b"", now, now + TTL],
         )
         claimed = cursor.fetchone() is not None

@@ -1,7 +1,7 @@
 """URLs of an organization's host: the portal, and later the API and the gateway."""
 
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from core import api
 from credentials.api import jwks
@@ -15,7 +15,7 @@ handler500 = api.server_error
 urlpatterns = [
     path("api/v1/", include("portal.urls_api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     # Unknown API paths answer in the API's error shape, whatever DEBUG says.
     re_path(r"^api/", api.api_not_found),
     path(".well-known/jwks.json", jwks, name="jwks"),

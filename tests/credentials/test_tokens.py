@@ -197,7 +197,7 @@ def test_a_demoted_users_token_loses_the_permissions_at_once(org, client_for, in
 
 def test_a_suspended_organizations_tokens_are_refused(org, client_for):
     pair = token_pair(org, org.owner)
-    tenant_services.tenant_suspend(actor=Actor.system("tests"), tenant=org.tenant)
+    tenant_services.tenant_suspend(actor=Actor.system("tests"), tenant=org.tenant, reason="tests")
     # Over HTTP the routing middleware refuses the whole organization before any credential.
     response = client_for(org).get(ORGANIZATION, **bearer(pair.access))
     assert response.status_code == 403
