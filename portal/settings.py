@@ -201,7 +201,12 @@ CONTENT_SECURITY_POLICY = {
         "font-src": ["'self'"],
         "object-src": ["'none'"],
         "base-uri": ["'self'"],
-        "form-action": ["'self'"],
+        # Signup and sign-in hand off between the public host and an organization's host.
+        "form-action": [
+            "'self'",
+            f"{PORTAL_SCHEME}://{PORTAL_DOMAIN}:*",
+            f"{PORTAL_SCHEME}://*.{PORTAL_DOMAIN}:*",
+        ],
         "frame-ancestors": ["'none'"],
     }
 }
