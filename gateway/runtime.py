@@ -69,6 +69,8 @@ class Endpoint:
     def post(self, path: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
         host, port = self.address
         scheme = self.parts.scheme or "http"
+        if scheme not in {"http", "https"}:
+            raise ValueError(f"the portal URL must be http or https, not {scheme!r}")
         request = urllib.request.Request(  # noqa: S310 (the operator's own URL)
             f"{scheme}://{host}:{port}{path}",
             data=json.dumps(body).encode(),
@@ -79,7 +81,8 @@ class Endpoint:
                 "Content-Type": "application/json",
             },
         )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        # http(s) only, checked above.
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 # nosec B310
             return json.loads(response.read())
 
 
