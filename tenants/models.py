@@ -73,6 +73,8 @@ class Tenant(TenantMixin):
     max_instance_cpu_millicores_override = models.PositiveIntegerField(null=True, blank=True)
     max_instance_memory_mb_override = models.PositiveIntegerField(null=True, blank=True)
     messages_per_month_override = models.PositiveBigIntegerField(null=True, blank=True)
+    # The shard (tenants.shards) whose database holds `schema_name`: `default` is DATABASE_URL's.
+    shard = models.CharField(max_length=40, default="default", db_index=True)
 
     # Provisioning creates (or claims) the schema itself; see organizations.services.
     auto_create_schema = False
@@ -127,6 +129,55 @@ class SpareSchema(models.Model):
 
     def __str__(self) -> str:
         return self.schema_name
+
+
+class Shard(models.Model):
+    """A PostgreSQL database that holds organizations' schemas (see tenants.shards).
+
+    The shard `default` (DATABASE_URL, DEFAULT_REGION) has no row: it is the database this table
+    lives in. `url` should carry no password (use ~/.pgpass or PGPASSFILE): it is shown to staff.
+    """
+
+    name = models.CharField(max_length=40, unique=True)
+    url = models.TextField()
+    region = models.CharField(max_length=32)
+    weight = models.PositiveIntegerField(default=100, help_text="Relative capacity.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(weight__gt=0), name="shard_weight_positive"),
+            models.CheckConstraint(
+                condition=~models.Q(name="default"), name="shard_default_has_no_row"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.region})"
+
+
+class SchemaMigrationState(models.Model):
+    """Which migrations a schema on a shard was last brought up to (manage.py migrate_fleet).
+
+    `fingerprint` is tenants.schema_pool.migrations_fingerprint() (or the shared apps' one for a
+    shard's `public`) at the time the schema was last migrated: equal to the code's means current,
+    so a no-op fleet run reads this table once instead of every schema's django_migrations.
+    """
+
+    shard = models.CharField(max_length=40)
+    schema_name = models.CharField(max_length=63)
+    fingerprint = models.CharField(max_length=64)
+    migrated_at = models.DateTimeField()
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["shard", "schema_name"], name="schema_state_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.shard}:{self.schema_name}"
 
 
 class SigningKeyStatus(models.TextChoices):
