@@ -18,7 +18,7 @@ from accounts.models import User
 from audit import services as audit
 from core.actors import Actor
 from core.roles import Role
-from tenants import context, events, routing, schema_pool
+from tenants import context, events, routing, schema_pool, shards
 from tenants.models import Domain, Plan, Tenant, TenantStatus
 from tenants.validators import schema_name_for, validate_region, validate_slug
 
@@ -98,13 +98,21 @@ def provision_tenant(
         plan_slug=plan_slug,
     )
     schema_name = schema_name_for(slug)
+    # Placement: a shard in one of the regions the organization's data may live in.
+    tenant = Tenant(schema_name=schema_name, slug=slug, name=name.strip(), plan=plan, region=region)
+    try:
+        tenant.shard = shards.place(str(tenant.public_id), shards.allowed_regions(region))
+    except shards.NoShardAvailable as error:
+        raise ValidationError({"region": [str(error)]}) from error
 
-    def create_rows() -> Tenant:
-        tenant = Tenant.objects.create(
-            schema_name=schema_name, slug=slug, name=name.strip(), plan=plan, region=region
-        )
-        Domain.objects.create(domain=tenant.host, tenant=tenant, is_primary=True)
-        details = {"slug": slug, "plan": plan.slug, "region": region}
+    def write(tenant: Tenant) -> None:
+        """The owner and the organization's first event on its shard, then the directory rows.
+
+        On `default` both are one transaction. On another shard the directory's commits first,
+        inside the shard's: a failure before that rolls both back, and a failed shard commit
+        afterwards is undone by `_undo_directory_rows`.
+        """
+        details = {"slug": slug, "plan": plan.slug, "region": region, "shard": tenant.shard}
         with context.tenant_context(tenant):
             owner = account_services.user_create(
                 actor=actor, email=owner_email, password=owner_password, role=Role.OWNER
@@ -116,34 +124,53 @@ def provision_tenant(
                 resource_id=str(tenant.public_id),
                 details={**details, "owner": owner.email},
             )
-        audit.record(
-            actor=actor,
-            action="organization.created",
-            resource_type="organization",
-            resource_id=str(tenant.public_id),
-            details=details,
-        )
-        return tenant
+        with context.public_context(), transaction.atomic():
+            tenant.save()
+            Domain.objects.create(domain=tenant.host, tenant=tenant, is_primary=True)
+            audit.record(
+                actor=actor,
+                action="organization.created",
+                resource_type="organization",
+                resource_id=str(tenant.public_id),
+                details=details,
+            )
 
-    tenant = None
-    with _slug_races_reported(), context.public_context():
+    shard = tenant.shard
+    with _slug_races_reported(), _undo_directory_rows(tenant), context.public_context(shard=shard):
         # Fast path: the claim (a rename) and the rows commit together or not at all; a
         # failure puts the spare back in the pool untouched.
+        claimed = False
         with transaction.atomic():
-            if schema_pool.claim(schema_name):
-                tenant = create_rows()
-                transaction.on_commit(schema_pool.refill_in_background)
-        if tenant is None:
+            if schema_pool.claim(schema_name, shard=shard):
+                claimed = True
+                write(tenant)
+                transaction.on_commit(lambda: schema_pool.refill_in_background(shard))
+        if not claimed:
             # Slow path: migrations run outside the rows' transaction; a failure drops the schema.
-            schema_pool.build_schema(schema_name)
+            schema_pool.build_schema(schema_name, shard=shard)
             try:
                 with transaction.atomic():
-                    tenant = create_rows()
+                    write(tenant)
             except BaseException:
-                schema_pool.drop_schema(schema_name)
+                schema_pool.drop_schema(schema_name, shard=shard)
                 raise
-    logger.info("provisioned organization %s (%s)", slug, schema_name)
+    logger.info("provisioned organization %s (%s on %s)", slug, schema_name, tenant.shard)
     return tenant
+
+
+@contextmanager
+def _undo_directory_rows(tenant: Tenant) -> Iterator[None]:
+    """When the shard's side fails after the directory's rows committed (another shard than
+    `default`), remove those rows again: nothing must route to a schema that does not exist."""
+    try:
+        yield
+    except BaseException:
+        if tenant.pk is not None and tenant.shard != shards.DEFAULT:
+            with context.public_context(), transaction.atomic():
+                Domain.objects.filter(tenant_id=tenant.pk).delete()
+                Tenant.objects.filter(pk=tenant.pk).delete()
+            tenant.pk = None
+        raise
 
 
 @contextmanager

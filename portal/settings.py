@@ -39,7 +39,8 @@ DATABASES = {
         "CONN_HEALTH_CHECKS": True,
     }
 }
-DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
+# Shared apps in `public`, tenant apps in organizations' schemas, on every shard (tenants.routers).
+DATABASE_ROUTERS = ["tenants.routers.ShardSyncRouter", "django_tenants.routers.TenantSyncRouter"]
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
@@ -96,6 +97,8 @@ SHARED_APPS = [
     "drf_spectacular_sidecar",
     # Organization lifecycle (no models): provisioning, suspension, deletion, staff admin.
     "organizations",
+    # Scale-out (no models): shards, moves, rebalancing, fleet migrations (docs/scaling.md).
+    "scaling",
     "portal",
 ]
 TENANT_APPS = [
@@ -196,7 +199,17 @@ REGIONS = {
     "eu-central-1": "EU (Frankfurt)",
     "ap-southeast-1": "Asia Pacific (Singapore)",
 }
-DEFAULT_REGION = "us-east-1"
+DEFAULT_REGION = os.environ.get("DEFAULT_REGION", "us-east-1")
+# The shard `default` (DATABASE_URL) is in DEFAULT_REGION. Until regional shards are added
+# (manage.py shard_add) it also holds every other region's organizations, as a single-database
+# deployment always did; list here the regions it may hold (DEFAULT_SHARD_REGIONS=us-east-1 once
+# every other region has its own shards). See docs/scaling.md.
+DEFAULT_SHARD_REGIONS = [
+    region.strip()
+    for region in os.environ.get("DEFAULT_SHARD_REGIONS", ",".join(REGIONS)).split(",")
+    if region.strip()
+]
+DEFAULT_SHARD_WEIGHT = int(os.environ.get("DEFAULT_SHARD_WEIGHT", "100"))
 
 # Spare, pre-migrated schemas that provisioning claims by renaming (see docs/adr/0002).
 SCHEMA_POOL_SIZE = int(os.environ.get("SCHEMA_POOL_SIZE", "3"))

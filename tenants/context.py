@@ -134,7 +134,12 @@ def _bind(alias: str) -> Any:
         real = connections[DEFAULT_DB_ALIAS]
         setattr(storage, _REAL_DEFAULT, real)
     target = real if alias == DEFAULT_DB_ALIAS else connections[alias]
-    if getattr(storage, DEFAULT_DB_ALIAS, None) is not target:
+    previous = getattr(storage, DEFAULT_DB_ALIAS, None)
+    if previous is not target:
+        if previous is not None and previous is not real:
+            # A shard's connection left unbound keeps no organization's schema (free: the
+            # `SET search_path` is only sent before its next query).
+            previous.set_schema_to_public()
         setattr(storage, DEFAULT_DB_ALIAS, target)
     return target
 
@@ -155,7 +160,8 @@ def directory_cursor() -> Iterator[Any]:
 def close_directory_if_obsolete(**kwargs: Any) -> None:
     """Django's request-end clean-up only sees the bound connection: also check the real one."""
     real = getattr(connections._connections, _REAL_DEFAULT, None)
-    if real is not None and real is not connections[DEFAULT_DB_ALIAS]:
+    # Never inside a transaction (the test client's requests run inside the test's).
+    if real is not None and real is not connections[DEFAULT_DB_ALIAS] and not real.in_atomic_block:
         real.close_if_unusable_or_obsolete()
 
 

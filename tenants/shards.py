@@ -56,6 +56,13 @@ class ShardInfo:
     region: str
     weight: int
     url: str
+    # Regions whose organizations it may hold: its own; `default` may be given more
+    # (settings.DEFAULT_SHARD_REGIONS: a single-database deployment serves every region).
+    extra_regions: frozenset[str] = frozenset()
+
+    @property
+    def regions(self) -> frozenset[str]:
+        return self.extra_regions | {self.region}
 
     @property
     def alias(self) -> str:
@@ -84,8 +91,9 @@ def _default_shard() -> ShardInfo:
     return ShardInfo(
         name=DEFAULT,
         region=settings.DEFAULT_REGION,
-        weight=getattr(settings, "DEFAULT_SHARD_WEIGHT", DEFAULT_WEIGHT),
+        weight=settings.DEFAULT_SHARD_WEIGHT,
         url=settings.DATABASE_URL,
+        extra_regions=frozenset(settings.DEFAULT_SHARD_REGIONS),
     )
 
 
@@ -187,7 +195,7 @@ def place(key: str, regions: Iterable[str], shards: Iterable[ShardInfo] | None =
     candidates = [
         shard
         for shard in (all_shards().values() if shards is None else shards)
-        if shard.region in regions
+        if shard.regions & regions
     ]
     if not candidates:
         raise NoShardAvailable(regions)

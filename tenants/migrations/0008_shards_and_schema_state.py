@@ -4,44 +4,68 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0007_signing_key_first'),
+        ("tenants", "0007_signing_key_first"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='tenant',
-            name='shard',
-            field=models.CharField(db_index=True, default='default', max_length=40),
+            model_name="tenant",
+            name="shard",
+            field=models.CharField(db_index=True, default="default", max_length=40),
         ),
         migrations.CreateModel(
-            name='SchemaMigrationState',
+            name="SchemaMigrationState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('shard', models.CharField(max_length=40)),
-                ('schema_name', models.CharField(max_length=63)),
-                ('fingerprint', models.CharField(max_length=64)),
-                ('migrated_at', models.DateTimeField()),
-                ('error', models.TextField(blank=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("shard", models.CharField(max_length=40)),
+                ("schema_name", models.CharField(max_length=63)),
+                ("fingerprint", models.CharField(max_length=64)),
+                ("migrated_at", models.DateTimeField()),
+                ("error", models.TextField(blank=True)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('shard', 'schema_name'), name='schema_state_unique')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("shard", "schema_name"), name="schema_state_unique"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Shard',
+            name="Shard",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=40, unique=True)),
-                ('url', models.TextField()),
-                ('region', models.CharField(max_length=32)),
-                ('weight', models.PositiveIntegerField(default=100, help_text='Relative capacity.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=40, unique=True)),
+                ("url", models.TextField()),
+                ("region", models.CharField(max_length=32)),
+                (
+                    "weight",
+                    models.PositiveIntegerField(default=100, help_text="Relative capacity."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['name'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('weight__gt', 0)), name='shard_weight_positive'), models.CheckConstraint(condition=models.Q(('name', 'default'), _negated=True), name='shard_default_has_no_row')],
+                "ordering": ["name"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("weight__gt", 0)), name="shard_weight_positive"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("name", "default"), _negated=True),
+                        name="shard_default_has_no_row",
+                    ),
+                ],
             },
         ),
     ]
