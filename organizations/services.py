@@ -18,7 +18,7 @@ from accounts.models import User
 from audit import services as audit
 from core.actors import Actor
 from core.roles import Role
-from tenants import context, events, routing, schema_pool, shards
+from tenants import context, events, migration_state, routing, schema_pool, shards
 from tenants.models import Domain, Plan, Tenant, TenantStatus
 from tenants.validators import schema_name_for, validate_region, validate_slug
 
@@ -127,6 +127,12 @@ def provision_tenant(
         with context.public_context(), transaction.atomic():
             tenant.save()
             Domain.objects.create(domain=tenant.host, tenant=tenant, is_primary=True)
+            # A claimed spare and a freshly built schema both have the code's migrations.
+            migration_state.record(
+                shard=tenant.shard,
+                schema_name=schema_name,
+                fingerprint=schema_pool.migrations_fingerprint(),
+            )
             audit.record(
                 actor=actor,
                 action="organization.created",
@@ -232,7 +238,9 @@ def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
     with context.public_context(), transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
         public_id, slug, schema_name = str(tenant.public_id), tenant.slug, tenant.schema_name
-        schema_pool.drop_schema(schema_name)
+        # On another shard the drop commits on its own: the directory's rows go just after.
+        schema_pool.drop_schema(schema_name, shard=tenant.shard)
+        migration_state.forget(shard=tenant.shard, schema_name=schema_name)
         Domain.objects.filter(tenant=tenant).delete()
         Tenant.objects.filter(pk=tenant.pk).delete()
         audit.record(

@@ -210,6 +210,9 @@ DEFAULT_SHARD_REGIONS = [
     if region.strip()
 ]
 DEFAULT_SHARD_WEIGHT = int(os.environ.get("DEFAULT_SHARD_WEIGHT", "100"))
+# The longest a move may pause an organization's writes (scaling.moves): a deadline, so that a
+# mover killed mid-switch never leaves it paused. A normal switch lifts the pause far earlier.
+MOVE_PAUSE_MAX_SECONDS = float(os.environ.get("MOVE_PAUSE_MAX_SECONDS", "10"))
 
 # Spare, pre-migrated schemas that provisioning claims by renaming (see docs/adr/0002).
 SCHEMA_POOL_SIZE = int(os.environ.get("SCHEMA_POOL_SIZE", "3"))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 
 from tenants import context, routing
 from tenants.models import TenantStatus
@@ -52,6 +54,18 @@ class TenantRoutingMiddleware:
             )
         context.activate(tenant)
         request.tenant = tenant
+        if tenant.writes_paused_until is not None:
+            remaining = tenant.pause_remaining(timezone.now())
+            if remaining > 0:
+                # Its schema is switching shards (scaling.moves): come back in a moment.
+                response = error_response(
+                    request,
+                    503,
+                    "organization_moving",
+                    "This organization is moving to another database; retry in a moment.",
+                )
+                response["Retry-After"] = str(max(1, math.ceil(min(remaining, 1.0))))
+                return response
         if tenant.status == TenantStatus.SUSPENDED:
             return error_response(
                 request,

@@ -75,6 +75,9 @@ class Tenant(TenantMixin):
     messages_per_month_override = models.PositiveBigIntegerField(null=True, blank=True)
     # The shard (tenants.shards) whose database holds `schema_name`: `default` is DATABASE_URL's.
     shard = models.CharField(max_length=40, default="default", db_index=True)
+    # A move's switch (scaling.moves): until then, requests get 503 with Retry-After. A deadline,
+    # not a flag, so that a mover killed mid-switch never leaves the organization paused.
+    writes_paused_until = models.DateTimeField(null=True, blank=True)
 
     # Provisioning creates (or claims) the schema itself; see organizations.services.
     auto_create_schema = False
@@ -98,6 +101,12 @@ class Tenant(TenantMixin):
     @property
     def is_public(self) -> bool:
         return self.schema_name == settings.PUBLIC_SCHEMA_NAME
+
+    def pause_remaining(self, now) -> float:
+        """Seconds left of a move's write pause (0: not paused)."""
+        if self.writes_paused_until is None:
+            return 0.0
+        return max(0.0, (self.writes_paused_until - now).total_seconds())
 
     @property
     def host(self) -> str:

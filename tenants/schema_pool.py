@@ -43,11 +43,23 @@ def migrations_fingerprint() -> str:
     It covers each migration's source as well as its name: a migration edited in place would
     otherwise leave spares that differ from what the migrate path builds.
     """
+    return _fingerprint(settings.TENANT_APPS)
+
+
+@cache
+def shared_migrations_fingerprint() -> str:
+    """The same digest for the shared apps: what a shard's `public` schema is migrated with."""
+    return _fingerprint(settings.SHARED_APPS)
+
+
+def _fingerprint(app_names: list[str]) -> str:
     loader = MigrationLoader(None, ignore_no_migrations=True, load=True)
-    tenant_apps = {app.rsplit(".", 1)[-1] for app in settings.TENANT_APPS}
+    labels = {app.rsplit(".", 1)[-1] for app in app_names}
+    # Dotted AppConfig paths (portal.admin_site.PlatformAdminConfig) name their app's label.
+    labels |= {"admin"} if any(app.endswith("AdminConfig") for app in app_names) else set()
     digest = hashlib.sha256()
     for (app, name), migration in sorted(loader.disk_migrations.items()):
-        if app in tenant_apps:
+        if app in labels:
             source = Path(sys.modules[type(migration).__module__].__file__).read_bytes()
             digest.update(f"{app}.{name}\n".encode() + hashlib.sha256(source).digest())
     return digest.hexdigest()
