@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from audit import services as audit
 from core.actors import Actor
-from tenants import context, guard, migration_state, routing, schema_pool, shards
+from tenants import context, guard, migration_state, residency, routing, schema_pool, shards
 from tenants.models import Tenant, TenantStatus
 
 STEPS = ("copy", "pause", "verify", "switch", "drop")
@@ -164,16 +164,14 @@ def tenant_move(
     source = tenant.shard
     if target.name == source:
         raise ValidationError({"to": [f"{slug} is already on {to}."]})
-    allowed = shards.allowed_regions(tenant.region)
-    if not (target.regions & allowed):
-        raise ValidationError(
-            {
-                "to": [
-                    f"{to} is in {target.region}; {slug}'s data may only live in "
-                    f"{', '.join(sorted(allowed))}."
-                ]
-            }
-        )
+    # The one placement check: a refusal is recorded in both logs and raised.
+    residency.check_placement(
+        actor=actor,
+        tenant=tenant,
+        region=target.region_for(tenant.region),
+        purpose=residency.Purpose.MOVE,
+        subject=target.name,
+    )
     schema = tenant.schema_name
     report = MoveReport(tenant=slug, source=source, target=target.name)
     details = {"slug": slug, "from": source, "to": target.name}

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
@@ -28,6 +29,9 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from tenants import invalidation
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
 
 DEFAULT = DEFAULT_DB_ALIAS
 INVALIDATION_TOPIC = "shard-map"
@@ -56,13 +60,17 @@ class ShardInfo:
     region: str
     weight: int
     url: str
-    # Regions whose organizations it may hold: its own; `default` may be given more
-    # (settings.DEFAULT_SHARD_REGIONS: a single-database deployment serves every region).
+    # Regions whose organizations it may hold besides its own: only `default` has any
+    # (settings.DEFAULT_SHARD_REGIONS, for a deployment with one database; docs/scaling.md).
     extra_regions: frozenset[str] = frozenset()
 
     @property
     def regions(self) -> frozenset[str]:
         return self.extra_regions | {self.region}
+
+    def region_for(self, home_region: str) -> str:
+        """The region it holds an organization of `home_region` in."""
+        return home_region if home_region in self.regions else self.region
 
     @property
     def alias(self) -> str:
@@ -173,11 +181,6 @@ def clear_everywhere() -> None:
 invalidation.register(INVALIDATION_TOPIC, clear)
 
 
-def allowed_regions(region: str) -> set[str]:
-    """The regions an organization whose home region is `region` may keep its data in."""
-    return {region}
-
-
 def _score(key: str, shard: ShardInfo) -> float:
     digest = hashlib.sha256(f"{key}\x00{shard.name}".encode()).digest()
     # 53 bits into (0, 1): never 0 (log) nor 1 (division by zero).
@@ -186,17 +189,59 @@ def _score(key: str, shard: ShardInfo) -> float:
     return -shard.weight / math.log(unit)
 
 
-def place(key: str, regions: Iterable[str], shards: Iterable[ShardInfo] | None = None) -> str:
-    """The shard (name) an organization keyed `key` belongs on, among shards in `regions`.
+def place(
+    key: str,
+    *,
+    home_region: str,
+    allowed_regions: Iterable[str],
+    shards: Iterable[ShardInfo] | None = None,
+) -> str:
+    """The shard (name) an organization keyed `key` belongs on.
 
-    Raises NoShardAvailable when no shard serves any of the regions.
+    Among the shards in its allowed regions, those in its home region if there are any (data
+    stays close to its users), else all of them; the highest weighted rendezvous score wins.
+    Raises NoShardAvailable when no shard is in any allowed region.
     """
-    regions = set(regions)
+    allowed = set(allowed_regions)
     candidates = [
         shard
         for shard in (all_shards().values() if shards is None else shards)
-        if shard.regions & regions
+        if shard.regions & allowed
     ]
     if not candidates:
-        raise NoShardAvailable(regions)
-    return max(candidates, key=lambda shard: (_score(key, shard), shard.name)).name
+        raise NoShardAvailable(allowed)
+    pool = [shard for shard in candidates if home_region in shard.regions] or candidates
+    return max(pool, key=lambda shard: (_score(key, shard), shard.name)).name
+
+
+def place_tenant(*, actor: Any, tenant: Tenant) -> str:
+    """The shard for a new organization, within its residency policy (tenants.residency).
+
+    No shard in any allowed region is a ValidationError on `region` (nothing recorded: it is a
+    matter of capacity, not of the organization's rules); the chosen shard then passes the one
+    placement check, which records and raises a refusal.
+    """
+    from django.core.exceptions import ValidationError
+
+    from tenants import residency
+
+    try:
+        name = place(
+            str(tenant.public_id),
+            home_region=tenant.region,
+            allowed_regions=residency.allowed_regions(tenant.residency_policy),
+        )
+    except NoShardAvailable as error:
+        raise ValidationError({"region": [str(error)]}) from error
+    chosen = get(name)
+    region = tenant.region if tenant.region in chosen.regions else chosen.region
+    if region not in residency.allowed_regions(tenant.residency_policy):
+        region = sorted(chosen.regions & set(residency.allowed_regions(tenant.residency_policy)))[0]
+    residency.check_placement(
+        actor=actor,
+        region=region,
+        policy=tenant.residency_policy,
+        purpose=residency.Purpose.SHARD,
+        subject=name,
+    )
+    return name

@@ -1,5 +1,5 @@
-"""Two shards: `default` (the test database) and `shard_b`, a second real database on the same
-server, in eu-central-1 (which `default` is then configured not to serve).
+"""Two shards: `default` (the test database, us-east-1) and `shard_b`, a second real database on
+the same server, in eu-central-1.
 
 The database is created, migrated and given a spare schema once per session (by the real
 `shard_add`); each test that asks for `shard_b` sees it in the map, and writes on it are rolled
@@ -43,10 +43,13 @@ def server_execute(sql: str) -> None:
         conn.execute(sql)
 
 
-def exclude_region_from_default(settings, region: str) -> None:
+EU = ("eu-west-1", "eu-central-1", "eu-north-1")
+
+
+def default_serves_only(settings, *regions: str) -> None:
     from tenants import shards
 
-    settings.DEFAULT_SHARD_REGIONS = [r for r in settings.REGIONS if r != region]
+    settings.DEFAULT_SHARD_REGIONS = list(regions)
     shards.clear()
 
 
@@ -80,13 +83,13 @@ def _shard_b_database(django_db_setup, django_db_blocker) -> Iterator[str]:
 
 @pytest.fixture
 def shard_b(_shard_b_database, db, settings):
-    """`shard_b` in the map (rolled back after the test), and `default` not serving its region."""
+    """`shard_b` in the map (rolled back after the test), and `default` holding no EU region."""
     from tenants import context, routing, shards
     from tenants.models import Shard
 
     with context.public_context():
         Shard.objects.create(name=SHARD_B, url=_shard_b_database, region=SHARD_B_REGION)
-    exclude_region_from_default(settings, SHARD_B_REGION)
+    default_serves_only(settings, *[region for region in settings.REGIONS if region not in EU])
     routing.clear()
     yield shards.get(SHARD_B)
     context.activate(None)

@@ -13,7 +13,6 @@ import time
 import uuid
 
 import pytest
-from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.test import Client
@@ -27,6 +26,7 @@ from organizations import services
 from scaling.moves import tenant_move
 from tenants import context, routing, shards
 from tenants.models import Shard, Tenant
+from tenants.residency import ResidencyViolation
 from tests.agents.conftest import make_agent
 from tests.conftest import PASSWORD
 from tests.credentials.helpers import api_key, api_key_header, post_json
@@ -56,7 +56,7 @@ def mover(committed_shard_b, django_db_blocker):
     ended up), with two agents."""
     made = []
 
-    def make(region: str = SHARD_B_REGION) -> Tenant:
+    def make(policy: str = "global") -> Tenant:
         slug = f"mv-{uuid.uuid4().hex[:8]}"
         tenant = services.provision_tenant(
             actor=SYSTEM,
@@ -64,14 +64,12 @@ def mover(committed_shard_b, django_db_blocker):
             name=f"Mover {slug}",
             owner_email=f"owner@{slug}.test",
             owner_password=PASSWORD,
-            region=region,
+            region="us-east-1",  # home region: placed on `default`
             plan_slug="team",
+            residency_policy=policy,
         )
         made.append(tenant)
-        if tenant.shard != "default":
-            # Placement chose shard_b (both serve the region): start from `default`.
-            tenant_move(actor=SYSTEM, slug=slug, to="default")
-            tenant = reload(tenant)
+        assert tenant.shard == "default"
         with context.tenant_context(tenant):
             make_agent("First")
             make_agent("Second")
@@ -169,15 +167,19 @@ def test_a_running_server_follows_the_move(mover):
     assert agent_names(tenant) == ["After", "First", "Second"]  # read on shard_b
 
 
-def test_a_move_outside_the_allowed_regions_is_refused(mover):
-    tenant = mover(region="us-east-1")
+def test_a_move_outside_the_allowed_regions_is_refused_and_recorded(mover):
+    tenant = mover(policy="us")
 
-    with pytest.raises(ValidationError) as refused:
+    with pytest.raises(ResidencyViolation) as refused:
         tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B)
 
-    assert "us-east-1" in refused.value.message_dict["to"][0]
+    assert refused.value.detail["region"] == SHARD_B_REGION
     assert reload(tenant).shard == "default"
     assert not schema_on(SHARD_B, tenant.schema_name)
+    with context.tenant_context(tenant):
+        assert AuditEvent.objects.filter(action="residency.refused").exists()
+    with pytest.raises(CommandError, match="Nothing was moved"):
+        call_command("move_tenant", tenant.slug, f"--to={SHARD_B}")
 
 
 @pytest.mark.parametrize(

@@ -20,13 +20,13 @@ from tenants.models import Shard, Tenant
 from tests.agents.conftest import make_agent
 from tests.conftest import PASSWORD
 from tests.credentials.helpers import api_key, api_key_header
-from tests.scaling.conftest import SHARD_B, SHARD_B_REGION, SHARDS, exclude_region_from_default
+from tests.scaling.conftest import SHARD_B, SHARD_B_REGION, SHARDS, default_serves_only
 
 pytestmark = pytest.mark.django_db(databases=SHARDS)
 SYSTEM = Actor.system("tests")
 
 
-def provision(slug: str, region: str) -> Tenant:
+def provision(slug: str, region: str, policy: str = "global") -> Tenant:
     return services.provision_tenant(
         actor=SYSTEM,
         slug=slug,
@@ -35,6 +35,7 @@ def provision(slug: str, region: str) -> Tenant:
         owner_password=PASSWORD,
         region=region,
         plan_slug="team",
+        residency_policy=policy,
     )
 
 
@@ -67,30 +68,39 @@ def test_a_new_organization_goes_to_a_shard_in_its_region(shard_b):
         ).exists()
 
 
-def test_no_shard_in_the_region_refuses_the_signup_and_creates_nothing(shard_b, settings):
-    exclude_region_from_default(settings, "ap-southeast-1")
-    before = (schemas_on("default"), schemas_on(SHARD_B))
+def test_an_eu_organization_without_a_home_region_shard_goes_to_another_eu_shard(shard_b):
+    tenant = provision("dub-corp", "eu-west-1", policy="eu")
+
+    assert tenant.shard == SHARD_B
+
+
+@pytest.mark.django_db
+def test_no_shard_in_the_allowed_regions_refuses_the_signup_and_creates_nothing(org, settings):
+    default_serves_only(settings, "us-east-1")
+    before = schemas_on("default")
 
     with pytest.raises(ValidationError) as refused:
-        provision("sg-corp", "ap-southeast-1")
+        provision("dub-corp", "eu-west-1", policy="eu")  # `default` is in us-east-1
 
-    assert "ap-southeast-1" in refused.value.message_dict["region"][0]
+    message = refused.value.message_dict["region"][0]
+    assert message.startswith("No database shard serves") and "eu-west-1" in message
     with context.public_context():
-        assert not Tenant.objects.filter(slug="sg-corp").exists()
-    assert (schemas_on("default"), schemas_on(SHARD_B)) == before
+        assert not Tenant.objects.filter(slug="dub-corp").exists()
+    assert schemas_on("default") == before
 
 
-def test_provision_tenant_command_refuses_a_region_without_shards(shard_b, settings):
-    exclude_region_from_default(settings, "ap-southeast-1")
-
+@pytest.mark.django_db
+def test_provision_tenant_command_refuses_when_no_shard_is_allowed(org, settings):
+    default_serves_only(settings, "us-east-1")
     with pytest.raises(CommandError, match="region: No database shard"):
         call_command(
             "provision_tenant",
-            "--slug=sg-corp",
-            "--name=SG",
-            "--owner-email=owner@sg.test",
+            "--slug=dub-corp",
+            "--name=Dub",
+            "--owner-email=owner@dub.test",
             f"--owner-password={PASSWORD}",
-            "--region=ap-southeast-1",
+            "--region=eu-west-1",
+            "--residency-policy=eu",
         )
 
 

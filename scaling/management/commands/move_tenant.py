@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.actors import Actor
 from scaling.moves import MoveFailed, tenant_move
+from tenants.residency import ResidencyViolation
 
 
 class Command(BaseCommand):
@@ -41,6 +42,8 @@ class Command(BaseCommand):
                 for message in messages
             ]
             raise CommandError("Nothing was moved.\n" + "\n".join(lines)) from error
+        except ResidencyViolation as error:
+            raise CommandError(f"Nothing was moved. {error.message}") from error
         except MoveFailed as error:
             raise CommandError(
                 f"The move failed; the organization stays where it was. {error}"
