@@ -370,3 +370,21 @@ def test_a_move_under_concurrent_writes_loses_nothing_and_pauses_only_it(mover, 
     assert set(moving_statuses) <= {200, 503}
     # Under the deadline (the figure for 100,000 rows is in bench/RESULTS.md).
     assert report.pause_seconds < settings.MOVE_PAUSE_MAX_SECONDS
+
+
+def test_rebalance_applies_its_plan_with_progress(mover):
+    from scaling import rebalance
+
+    movers = {mover().slug, mover().slug}
+    loads = rebalance.with_loads([o for o in rebalance.measure() if o.slug in movers])
+    moves = rebalance.plan_moves(loads, shards.all_shards())
+    seen = []
+
+    failures = rebalance.apply(
+        moves, actor=SYSTEM, progress=lambda index, move, state: seen.append((index, state))
+    )
+
+    assert failures == [] and len(moves) == 1 and moves[0].target == SHARD_B
+    assert seen == [(1, "moving"), (1, "moved")]
+    with context.public_context():
+        assert Tenant.objects.get(slug=moves[0].slug).shard == SHARD_B
