@@ -67,9 +67,7 @@ def expected_alias() -> str:
     from tenants import shards
 
     tenant = _current.get()
-    if tenant is None:
-        return _public_shard.get()
-    return shards.alias_for(tenant.shard)
+    return shards.alias_for(tenant.shard if tenant is not None else _public_shard.get())
 
 
 def activate(tenant: Tenant | None, *, shard: str | None = None) -> contextvars.Token:

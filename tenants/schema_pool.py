@@ -52,13 +52,17 @@ def shared_migrations_fingerprint() -> str:
     return _fingerprint(settings.SHARED_APPS)
 
 
+@cache
+def _disk_migrations() -> dict:
+    return MigrationLoader(None, ignore_no_migrations=True, load=True).disk_migrations
+
+
 def _fingerprint(app_names: list[str]) -> str:
-    loader = MigrationLoader(None, ignore_no_migrations=True, load=True)
     labels = {app.rsplit(".", 1)[-1] for app in app_names}
     # Dotted AppConfig paths (portal.admin_site.PlatformAdminConfig) name their app's label.
     labels |= {"admin"} if any(app.endswith("AdminConfig") for app in app_names) else set()
     digest = hashlib.sha256()
-    for (app, name), migration in sorted(loader.disk_migrations.items()):
+    for (app, name), migration in sorted(_disk_migrations().items()):
         if app in labels:
             source = Path(sys.modules[type(migration).__module__].__file__).read_bytes()
             digest.update(f"{app}.{name}\n".encode() + hashlib.sha256(source).digest())

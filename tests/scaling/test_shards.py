@@ -194,3 +194,14 @@ def test_shard_add_refuses_bad_input_and_records_nothing(db, arguments, field):
     with context.public_context():
         assert not Shard.objects.exists()
         assert AuditEvent.objects.count() == events_before
+
+
+def test_refill_schema_pool_fills_one_shards_pool(shard_b):
+    out = io.StringIO()
+
+    call_command("refill_schema_pool", f"--shard={SHARD_B}", "--size=1", stdout=out)
+
+    assert out.getvalue().strip().endswith("1 ready")
+    assert out.getvalue().startswith(f"{SHARD_B}: built ")
+    with pytest.raises(CommandError, match="No shard “nowhere”"):
+        call_command("refill_schema_pool", "--shard=nowhere")
