@@ -205,3 +205,25 @@ def test_refill_schema_pool_fills_one_shards_pool(shard_b):
     assert out.getvalue().startswith(f"{SHARD_B}: built ")
     with pytest.raises(CommandError, match="No shard “nowhere”"):
         call_command("refill_schema_pool", "--shard=nowhere")
+
+
+@pytest.mark.django_db
+def test_signup_without_an_allowed_shard_shows_the_refusal_on_region(org, public_client, settings):
+    default_serves_only(settings, "us-east-1")
+    form = {
+        "name": "Dub Corp",
+        "slug": "dub-corp",
+        "region": "eu-west-1",
+        "residency_policy": "eu",
+        "owner_email": "owner@dub.test",
+        "password": PASSWORD,
+        "password_confirm": PASSWORD,
+    }
+
+    response = public_client.post("/signup/", form)
+
+    assert response.status_code == 400
+    assert list(response.context["form"].errors) == ["region"]
+    assert "No database shard serves" in response.text
+    with context.public_context():
+        assert not Tenant.objects.filter(slug="dub-corp").exists()
