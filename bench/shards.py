@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/shards.py [--requests 2000] [--rounds 6] [--moves 5] [--rows 100000]
 
-Databases: `<prefix>_shards` (the shard `default`) and `<prefix>_shards_b` (the shard `shard_b`, added
-with the product's `shard_add`), on the same server. Everything runs in one process through the
-product's settings and middleware, with bench/routing_app's `/bench/query/` (one small query in the
-organization's schema) served by Django's test client (WSGI, no network).
+Databases: `<prefix>_shards` (the shard `default`) and `<prefix>_shards_b` (the shard
+`shard_b`, added with the product's `shard_add`), on the same server. Everything runs in one
+process through the product's settings and middleware, with bench/routing_app's `/bench/query/`
+(one small query in the organization's schema) served by Django's test client (WSGI, no
+network).
 
 Routing: requests alternate between organization A (on `default`) and B. Variant `one shard`: B is
 on `default` too, so every request switches the schema on one connection. Variant `two shards`: B

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
+from tenants import shards
+
 if TYPE_CHECKING:
     from tenants.models import Tenant
 
@@ -64,8 +66,6 @@ def expected_schema() -> str:
 
 def expected_alias() -> str:
     """The shard (database alias) the current context's queries must run on."""
-    from tenants import shards
-
     tenant = _current.get()
     return shards.alias_for(tenant.shard if tenant is not None else _public_shard.get())
 

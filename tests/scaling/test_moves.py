@@ -23,7 +23,7 @@ from agents.models import Agent, ConfigKey
 from audit.models import AuditEvent
 from core.actors import Actor
 from organizations import services
-from scaling.moves import tenant_move
+from scaling.moves import TRIGGER_NAME, tenant_move
 from tenants import context, routing, shards
 from tenants.models import Shard, Tenant
 from tenants.residency import ResidencyViolation
@@ -97,6 +97,16 @@ def schema_on(alias: str, schema: str) -> bool:
         return cursor.fetchone() is not None
 
 
+def triggers_on(alias: str, schema: str) -> int:
+    with context.public_context(shard=alias), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND t.tgname = %s",
+            [schema, TRIGGER_NAME],
+        )
+        return cursor.fetchone()[0]
+
+
 def reload(tenant: Tenant) -> Tenant:
     with context.public_context():
         return Tenant.objects.select_related("plan").get(pk=tenant.pk)
@@ -121,6 +131,7 @@ def test_a_move_copies_verifies_switches_and_drops_the_old_copy(mover):
     assert agent_names(tenant) == ["First", "Second"]
     assert [step for step in dict.fromkeys(steps)] == [
         "copy",
+        "check",
         "pause",
         "verify",
         "switch",
@@ -200,7 +211,7 @@ def test_the_command_refuses_bad_input_and_moves_nothing(mover, arguments, messa
     assert reload(tenant).shard == "default"
 
 
-@pytest.mark.parametrize("step", ["copy", "pause", "verify"])
+@pytest.mark.parametrize("step", ["copy", "check", "pause", "verify"])
 def test_a_move_failing_at_each_step_before_the_switch_leaves_it_on_its_shard(mover, step):
     tenant = mover()
 
@@ -220,12 +231,13 @@ def test_a_move_failing_at_each_step_before_the_switch_leaves_it_on_its_shard(mo
         assert AuditEvent.objects.filter(
             action="organization.move_failed", resource_id=str(tenant.public_id)
         ).exists()
+    assert triggers_on("default", tenant.schema_name) == 0  # change tracking removed
     # And the next attempt goes through.
     tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B)
     assert reload(tenant).shard == SHARD_B and agent_names(tenant) == ["First", "Second"]
 
 
-@pytest.mark.parametrize("step", ["copy", "pause", "verify"])
+@pytest.mark.parametrize("step", ["copy", "check", "pause", "verify"])
 def test_a_mover_killed_at_each_step_before_the_switch_recovers(mover, step, settings):
     """A kill skips every clean-up: the copy stays, the pause stays until its deadline."""
     settings.MOVE_PAUSE_MAX_SECONDS = 0.5
