@@ -293,8 +293,8 @@ def tenant_move(
             prints=prints,
             report=report,
             say=say,
+            pause_started=pause_started,
         )
-        report.pause_seconds = time.perf_counter() - pause_started
     except Exception as error:
         if not _switched(tenant, target.name):
             say("failed", f"{type(error).__name__}: {error}; {slug} stays on {source}")
@@ -349,7 +349,7 @@ def _verify_unpaused(schema: str, source: str, target: str) -> dict[str, tuple[i
     return copied
 
 
-def _switch(*, tenant, schema, source, target, prints, report, say) -> MoveReport:
+def _switch(*, tenant, schema, source, target, prints, report, say, pause_started) -> MoveReport:
     """Steps 2-4 under the source's table locks; returns after the old copy is dropped."""
     with guard.dangerously_unguarded():
         with (
@@ -405,6 +405,8 @@ def _switch(*, tenant, schema, source, target, prints, report, say) -> MoveRepor
                     fingerprint=schema_pool.migrations_fingerprint(),
                 )
             routing.clear_everywhere()
+            # What clients see as 503: from the pause to the switch (the drop comes after).
+            report.pause_seconds = time.perf_counter() - pause_started
             say("switch", f"{tenant.slug} now routes to {target}")
             src.execute("SET CONSTRAINTS ALL IMMEDIATE")
             src.execute(f"DROP SCHEMA {connection.ops.quote_name(schema)} CASCADE")
