@@ -112,24 +112,23 @@ def _load() -> dict[str, ShardInfo]:
     with guard.dangerously_unguarded(), context.directory_cursor() as cursor:
         cursor.execute("SELECT name, region, weight, url FROM public.tenants_shard ORDER BY name")
         rows = cursor.fetchall()
-    found = {DEFAULT: _default_shard()}
-    for name, region, weight, url in rows:
-        found[name] = ShardInfo(name=name, region=region, weight=weight, url=url)
-    return found
+    return {
+        name: ShardInfo(name=name, region=region, weight=weight, url=url)
+        for name, region, weight, url in rows
+    }
 
 
 def all_shards() -> dict[str, ShardInfo]:
-    """The map, by name (`default` first). Cached per process."""
+    """The map, by name (`default` first, from settings; the others cached per process)."""
     global _cache
     invalidation.ensure_listening()
     entry = _cache
     now = time.monotonic()
-    if entry is not None and now - entry[0] < MAX_AGE_SECONDS:
-        return entry[1]
-    found = _load()
-    with _lock:
-        _cache = (now, found)
-    return found
+    if entry is None or now - entry[0] >= MAX_AGE_SECONDS:
+        entry = (now, _load())
+        with _lock:
+            _cache = entry
+    return {DEFAULT: _default_shard(), **entry[1]}
 
 
 def get(name: str) -> ShardInfo:

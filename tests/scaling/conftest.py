@@ -53,6 +53,16 @@ def default_serves_only(settings, *regions: str) -> None:
     shards.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_shard_map():
+    """No test leaves a shard map (or `default`'s regions) cached for the next."""
+    from tenants import shards
+
+    shards.clear()
+    yield
+    shards.clear()
+
+
 @pytest.fixture(scope="session")
 def _shard_b_database(django_db_setup, django_db_blocker) -> Iterator[str]:
     from django.db import connections
