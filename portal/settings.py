@@ -296,3 +296,5 @@ GATEWAY_PUBLISH_RATE_PER_ORGANIZATION = os.environ.get(
 # A running instance with no heartbeat for this long is marked failed (manage.py check_heartbeats).
 GATEWAY_HEARTBEAT_TIMEOUT_SECONDS = int(os.environ.get("GATEWAY_HEARTBEAT_TIMEOUT", "30"))
 GATEWAY_MIN_HEARTBEAT_SECONDS = 1.0
+# The consumers' database connection is pinged (SELECT 1) at most this often (gateway.db).
+GATEWAY_DB_HEALTH_CHECK_SECONDS = float(os.environ.get("GATEWAY_DB_HEALTH_CHECK_SECONDS", "5"))
