@@ -139,8 +139,12 @@ def _copy_schema(schema_name: str, source: str, target: str) -> None:
 def _track_changes(schema_name: str, source: str) -> None:
     """Record, from now on, which of the schema's tables any statement changes (a statement
     trigger per table into `agentplane_moves.changes` on the source). Installed before the dump,
-    so every change the dump may miss is recorded."""
-    with context.public_context(shard=source), transaction.atomic(), connection.cursor() as cursor:
+    so every change the dump may miss is recorded.
+
+    Autocommit, one statement at a time: each CREATE TRIGGER locks one table briefly. Taking them
+    all in one transaction would deadlock with a writer touching two of the tables.
+    """
+    with context.public_context(shard=source), connection.cursor() as cursor:
         cursor.execute("CREATE SCHEMA IF NOT EXISTS agentplane_moves")
         cursor.execute(
             "CREATE TABLE IF NOT EXISTS agentplane_moves.changes (schema_name text, "
