@@ -18,7 +18,7 @@ from accounts.models import User
 from audit import services as audit
 from core.actors import Actor
 from core.roles import Role
-from tenants import context, events, routing, schema_pool
+from tenants import context, events, migration_state, residency, routing, schema_pool, shards
 from tenants.models import Domain, Plan, Tenant, TenantStatus
 from tenants.validators import schema_name_for, validate_region, validate_slug
 
@@ -28,7 +28,14 @@ DUPLICATE_SCHEMA = "42P06"
 
 
 def validate_new_tenant(
-    *, slug: str, name: str, owner_email: str, owner_password: str, region: str, plan_slug: str
+    *,
+    slug: str,
+    name: str,
+    owner_email: str,
+    owner_password: str,
+    region: str,
+    plan_slug: str,
+    residency_policy: str = residency.DEFAULT_POLICY,
 ) -> Plan:
     """Check everything before anything is written; raises ValidationError keyed by field."""
     errors: dict[str, list[ValidationError]] = {}
@@ -53,6 +60,14 @@ def validate_new_tenant(
     elif len(name) > 120:
         errors["name"] = [ValidationError("At most 120 characters.", code="max_length")]
     check("region", validate_region, region)
+    if residency_policy not in residency.Policy.values:
+        known = ", ".join(residency.Policy.values)
+        errors["residency_policy"] = [
+            ValidationError(
+                f"Unknown residency policy “{residency_policy}”. Known: {known}.",
+                code="invalid_residency_policy",
+            )
+        ]
     check("owner_email", validate_email, owner_email)
     check(
         "owner_password",
@@ -79,8 +94,12 @@ def provision_tenant(
     owner_password: str,
     region: str = "",
     plan_slug: str = "free",
+    residency_policy: str = residency.DEFAULT_POLICY,
 ) -> Tenant:
     """Create an organization, its schema, its domain and its owner, ready to use at once.
+
+    The home region must be one the residency policy allows (tenants.residency.check_placement:
+    a refusal is recorded and raised as ResidencyViolation before anything is written).
 
     All or nothing: a spare schema from the pool is claimed in the same transaction that writes
     the tenant row, the domain and the owner; with no spare, the schema is built first and
@@ -96,15 +115,41 @@ def provision_tenant(
         owner_password=owner_password,
         region=region,
         plan_slug=plan_slug,
+        residency_policy=residency_policy,
+    )
+    residency.check_placement(
+        actor=actor,
+        region=region,
+        policy=residency_policy,
+        purpose=residency.Purpose.SIGNUP,
+        subject=slug,
     )
     schema_name = schema_name_for(slug)
+    tenant = Tenant(
+        schema_name=schema_name,
+        slug=slug,
+        name=name.strip(),
+        plan=plan,
+        region=region,
+        residency_policy=residency_policy,
+    )
+    # Placement: a shard in the regions its residency policy allows, its home region first.
+    tenant.shard = shards.place_tenant(actor=actor, tenant=tenant)
 
-    def create_rows() -> Tenant:
-        tenant = Tenant.objects.create(
-            schema_name=schema_name, slug=slug, name=name.strip(), plan=plan, region=region
-        )
-        Domain.objects.create(domain=tenant.host, tenant=tenant, is_primary=True)
-        details = {"slug": slug, "plan": plan.slug, "region": region}
+    def write(tenant: Tenant) -> None:
+        """The owner and the organization's first event on its shard, then the directory rows.
+
+        On `default` both are one transaction. On another shard the directory's commits first,
+        inside the shard's: a failure before that rolls both back, and a failed shard commit
+        afterwards is undone by `_undo_directory_rows`.
+        """
+        details = {
+            "slug": slug,
+            "plan": plan.slug,
+            "region": region,
+            "residency_policy": residency_policy,
+            "shard": tenant.shard,
+        }
         with context.tenant_context(tenant):
             owner = account_services.user_create(
                 actor=actor, email=owner_email, password=owner_password, role=Role.OWNER
@@ -116,34 +161,59 @@ def provision_tenant(
                 resource_id=str(tenant.public_id),
                 details={**details, "owner": owner.email},
             )
-        audit.record(
-            actor=actor,
-            action="organization.created",
-            resource_type="organization",
-            resource_id=str(tenant.public_id),
-            details=details,
-        )
-        return tenant
+        with context.public_context(), transaction.atomic():
+            tenant.save()
+            Domain.objects.create(domain=tenant.host, tenant=tenant, is_primary=True)
+            # A claimed spare and a freshly built schema both have the code's migrations.
+            migration_state.record(
+                shard=tenant.shard,
+                schema_name=schema_name,
+                fingerprint=schema_pool.migrations_fingerprint(),
+            )
+            audit.record(
+                actor=actor,
+                action="organization.created",
+                resource_type="organization",
+                resource_id=str(tenant.public_id),
+                details=details,
+            )
 
-    tenant = None
-    with _slug_races_reported(), context.public_context():
+    shard = tenant.shard
+    with _slug_races_reported(), _undo_directory_rows(tenant), context.public_context(shard=shard):
         # Fast path: the claim (a rename) and the rows commit together or not at all; a
         # failure puts the spare back in the pool untouched.
+        claimed = False
         with transaction.atomic():
-            if schema_pool.claim(schema_name):
-                tenant = create_rows()
-                transaction.on_commit(schema_pool.refill_in_background)
-        if tenant is None:
+            if schema_pool.claim(schema_name, shard=shard):
+                claimed = True
+                write(tenant)
+                transaction.on_commit(lambda: schema_pool.refill_in_background(shard))
+        if not claimed:
             # Slow path: migrations run outside the rows' transaction; a failure drops the schema.
-            schema_pool.build_schema(schema_name)
+            schema_pool.build_schema(schema_name, shard=shard)
             try:
                 with transaction.atomic():
-                    tenant = create_rows()
+                    write(tenant)
             except BaseException:
-                schema_pool.drop_schema(schema_name)
+                schema_pool.drop_schema(schema_name, shard=shard)
                 raise
-    logger.info("provisioned organization %s (%s)", slug, schema_name)
+    logger.info("provisioned organization %s (%s on %s)", slug, schema_name, tenant.shard)
     return tenant
+
+
+@contextmanager
+def _undo_directory_rows(tenant: Tenant) -> Iterator[None]:
+    """When the shard's side fails after the directory's rows committed (another shard than
+    `default`), remove those rows again: nothing must route to a schema that does not exist."""
+    try:
+        yield
+    except BaseException:
+        if tenant.pk is not None and tenant.shard != shards.DEFAULT:
+            with context.public_context(), transaction.atomic():
+                Domain.objects.filter(tenant_id=tenant.pk).delete()
+                Tenant.objects.filter(pk=tenant.pk).delete()
+            tenant.pk = None
+        raise
 
 
 @contextmanager
@@ -222,7 +292,9 @@ def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
     with context.public_context(), transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
         public_id, slug, schema_name = str(tenant.public_id), tenant.slug, tenant.schema_name
-        schema_pool.drop_schema(schema_name)
+        # On another shard the drop commits on its own: the directory's rows go just after.
+        schema_pool.drop_schema(schema_name, shard=tenant.shard)
+        migration_state.forget(shard=tenant.shard, schema_name=schema_name)
         Domain.objects.filter(tenant=tenant).delete()
         Tenant.objects.filter(pk=tenant.pk).delete()
         audit.record(
@@ -262,6 +334,48 @@ def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Ten
             details=changes,
         )
         routing.clear_on_commit()
+    return current
+
+
+def tenant_residency_set(
+    *, actor: Actor, tenant: Tenant, region: str, residency_policy: str
+) -> Tenant:
+    """Change an organization's home region or residency policy (staff).
+
+    The new home region must be one the new policy allows (tenants.residency.check_placement,
+    which records a refusal). Moving data that already lives elsewhere is the shards' business;
+    this changes where new placements may go. Both logs record the change.
+    """
+    action = "organization.residency_changed"
+    audit.require_staff(actor, action, "organization", str(tenant.public_id))
+    residency.check_placement(
+        actor=actor,
+        tenant=tenant,
+        region=region,
+        policy=residency_policy,
+        purpose=residency.Purpose.REGION_CHANGE,
+    )
+    with context.public_context(), transaction.atomic():
+        current = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        changes = {}
+        if current.region != region:
+            changes["region"] = {"from": current.region, "to": region}
+        if current.residency_policy != residency_policy:
+            changes["residency_policy"] = {"from": current.residency_policy, "to": residency_policy}
+        if not changes:
+            return current
+        current.region = region
+        current.residency_policy = residency_policy
+        current.save(update_fields=["region", "residency_policy"])
+        audit.record_in_both_logs(
+            actor=actor,
+            tenant=current,
+            action=action,
+            resource_type="organization",
+            resource_id=str(current.public_id),
+            details=changes,
+        )
+        transaction.on_commit(routing.clear_everywhere)
     return current
 
 

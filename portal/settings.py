@@ -40,7 +40,8 @@ DATABASES = {
         "CONN_HEALTH_CHECKS": True,
     }
 }
-DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
+# Shared apps in `public`, tenant apps in organizations' schemas, on every shard (tenants.routers).
+DATABASE_ROUTERS = ["tenants.routers.ShardSyncRouter", "django_tenants.routers.TenantSyncRouter"]
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
@@ -99,6 +100,8 @@ SHARED_APPS = [
     "csp",
     # Organization lifecycle (no models): provisioning, suspension, deletion, staff admin.
     "organizations",
+    # Scale-out (no models): shards, moves, rebalancing, fleet migrations (docs/scaling.md).
+    "scaling",
     "portal",
 ]
 TENANT_APPS = [
@@ -231,15 +234,34 @@ WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Regions an organization's data may live in. Shard placement (a later issue) maps each to servers.
+# Regions an organization's data may live in; residency policies (tenants.residency) allow subsets.
+# Shard placement maps each to servers.
 REGIONS = {
     "us-east-1": "US East (N. Virginia)",
+    "us-east-2": "US East (Ohio)",
+    "us-west-1": "US West (N. California)",
     "us-west-2": "US West (Oregon)",
     "eu-west-1": "EU (Ireland)",
     "eu-central-1": "EU (Frankfurt)",
+    "eu-north-1": "EU (Stockholm)",
     "ap-southeast-1": "Asia Pacific (Singapore)",
 }
-DEFAULT_REGION = "us-east-1"
+DEFAULT_REGION = os.environ.get("DEFAULT_REGION", "us-east-1")
+# The shard `default` (DATABASE_URL) is in DEFAULT_REGION; others are added with
+# `manage.py shard_add` (docs/scaling.md). Until every region has its own shards, `default` also
+# holds the organizations of the regions listed here (all of them unless set, as a deployment with
+# one database always did). With residency rules that matter, list only the regions the database
+# really is in (DEFAULT_SHARD_REGIONS=us-east-1): organizations allowed nowhere else are refused.
+DEFAULT_SHARD_REGIONS = [
+    region.strip()
+    for region in os.environ.get("DEFAULT_SHARD_REGIONS", ",".join(REGIONS)).split(",")
+    if region.strip()
+]
+# Its share of new organizations, against other shards' weights:
+DEFAULT_SHARD_WEIGHT = int(os.environ.get("DEFAULT_SHARD_WEIGHT", "100"))
+# The longest a move may pause an organization's writes (scaling.moves): a deadline, so that a
+# mover killed mid-switch never leaves it paused. A normal switch lifts the pause far earlier.
+MOVE_PAUSE_MAX_SECONDS = float(os.environ.get("MOVE_PAUSE_MAX_SECONDS", "10"))
 
 # Spare, pre-migrated schemas that provisioning claims by renaming (see docs/adr/0002).
 SCHEMA_POOL_SIZE = int(os.environ.get("SCHEMA_POOL_SIZE", "3"))
