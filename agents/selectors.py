@@ -29,6 +29,7 @@ from agents.models import (
     InstanceStatus,
     ResourcePool,
 )
+from billing import selectors as billing_selectors
 from core.actors import Actor
 from core.agent_permissions import granted
 from tenants import context
@@ -198,7 +199,13 @@ def pool_get(*, actor: Actor, limits: Limits | None = None) -> PoolUsage:
     _require(actor, "agents:read")
     limits = limits or limits_get()
     pool = pool_row()
-    messages = pool.messages_this_month if pool.messages_month == current_month() else 0
+    # The month's messages come from the usage ledger (billing), the numbers the quota enforces.
+    tenant = context.require_tenant()
+    now = timezone.now()
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    messages = billing_selectors.meter_total(
+        tenant=tenant, meter="gateway_messages", start=start, end=now
+    )
     return PoolUsage(
         limits=limits,
         agents=pool.agents,

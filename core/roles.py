@@ -18,13 +18,18 @@ RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
 READ = {"org:read", "members:read"}
 READ |= {"agents:read", "config:read"}  # agents: definitions, instances, pool, config
+READ |= {"usage:read"}  # usage reports and invoices (billing)
 WRITE = READ | set()  # members write what later features add (agents:write, tasks:publish ...)
 WRITE |= {"agents:write"}  # create/edit/delete agents, request and stop instances
 WRITE |= {"tasks:publish"}  # publish tasks and messages to the organization's agents (gateway)
+WRITE |= {"usage:report"}  # report usage events (CloudEvents) for the organization's runtimes
 MANAGE = WRITE | {"members:invite", "members:manage", "settings:write", "audit:read"}
 API_KEYS_MANAGE = "api_keys:manage"
 MANAGE |= {API_KEYS_MANAGE}  # create, list and revoke API keys (credentials)
-MANAGE |= {"config:write"}  # the organization's config keys (agents.defaults ...)
+MANAGE |= {"config:write"}
+MANAGE |= {
+    "usage:manage"
+}  # the organization's custom meters  # the organization's config keys (agents.defaults ...)
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.VIEWER: frozenset(READ),

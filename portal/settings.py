@@ -81,6 +81,8 @@ SHARED_APPS = [
     "tenants",
     "accounts",
     "audit",
+    # Plan limits per resource, the usage ledger, meters (public tables, rows per organization).
+    "billing",
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
@@ -123,6 +125,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # RateLimit-Policy / RateLimit on every API response (set by billing's throttle).
+    "billing.middleware.rate_limit_headers",
 ]
 
 ROOT_URLCONF = "portal.urls_tenant"
@@ -224,6 +228,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "core.permissions.Pagination",
+    # Per-plan limits per resource and metering, in one Redis round trip (billing/throttles.py).
+    "DEFAULT_THROTTLE_CLASSES": ["billing.throttles.PlanThrottle"],
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "core.api.ApiSchema",
@@ -258,6 +264,13 @@ API_TOKEN_RATE_PER_ACCOUNT = os.environ.get("API_TOKEN_RATE_PER_ACCOUNT", "5/m")
 API_KEY_CREATE_RATE = os.environ.get("API_KEY_CREATE_RATE", "30/h")
 # Audit log exports, per organization and actor (fails closed when Redis is down).
 AUDIT_EXPORT_RATE = os.environ.get("AUDIT_EXPORT_RATE", "20/h")
+
+# Billing (billing/, docs/billing.md): metering on every request (off only for benchmarks),
+# how long Redis keeps hourly counters not yet rolled up and the ids of reported events.
+BILLING_METERING = env_bool("BILLING_METERING", True)
+BILLING_REDIS_TTL_SECONDS = int(os.environ.get("BILLING_REDIS_TTL", str(8 * 86400)))
+BILLING_EVENT_DEDUP_SECONDS = int(os.environ.get("BILLING_EVENT_DEDUP", str(7 * 86400)))
+BILLING_MAX_BATCH_EVENTS = 1000
 
 # The real-time gateway (gateway/, docs/gateway.md).
 GATEWAY_MAX_MESSAGE_BYTES = 64 * 1024

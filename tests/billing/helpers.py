@@ -1,0 +1,23 @@
+"""Helpers for tests that need usage on the ledger."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from billing import ledger, services
+from billing.ledger import Count
+
+
+def record_usage(tenant, meter: str, amount: int, groups=None, at=None) -> None:
+    """Put `amount` of `meter` on the ledger in PostgreSQL (as a rollup would) and drop the
+    month's quota counter in Redis, so that it is seeded again from the ledger."""
+    ledger.add_directly(tenant.pk, [Count(meter, amount, groups, at)], timezone.now())
+    services.quota_forget(tenant=tenant, meter=meter)
+
+
+def messages_used(tenant) -> int:
+    from billing import selectors
+
+    now = timezone.now()
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return selectors.meter_total(tenant=tenant, meter="gateway_messages", start=start, end=now)
