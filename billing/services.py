@@ -126,7 +126,11 @@ def message_admit(
             )
         )
     if count_publish_window:
-        windows.append(_window(org, limits.limit_for(tenant, Resource.PUBLISH)))
+        publish = limits.limit_for(tenant, Resource.PUBLISH)
+        if settings.GATEWAY_PUBLISH_RATE_PER_ORGANIZATION:
+            limit, seconds = ratelimit.parse_rate(settings.GATEWAY_PUBLISH_RATE_PER_ORGANIZATION)
+            publish = limits.Limit(Resource.PUBLISH, limit, seconds)
+        windows.append(_window(org, publish))
     groups = {"agent": agent_id} if agent_id else None
     if groups is None and actor.kind == "api_key":
         groups = {"api_key": actor.id}

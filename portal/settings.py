@@ -281,9 +281,9 @@ GATEWAY_AUTH_TIMEOUT_SECONDS = float(os.environ.get("GATEWAY_AUTH_TIMEOUT", "10"
 # a deactivated user or a suspended organization loses its sockets within this delay.
 GATEWAY_RECHECK_SECONDS = float(os.environ.get("GATEWAY_RECHECK_SECONDS", "30"))
 GATEWAY_PUBLISH_RATE_PER_CONNECTION = os.environ.get("GATEWAY_PUBLISH_RATE_PER_CONNECTION", "100/s")
-GATEWAY_PUBLISH_RATE_PER_ORGANIZATION = os.environ.get(
-    "GATEWAY_PUBLISH_RATE_PER_ORGANIZATION", "1000/s"
-)
+# Per organization, the plan's `publish` limit (billing.PlanLimit); set, this replaces it for every
+# organization (operators, benchmarks).
+GATEWAY_PUBLISH_RATE_PER_ORGANIZATION = os.environ.get("GATEWAY_PUBLISH_RATE_PER_ORGANIZATION", "")
 # A running instance with no heartbeat for this long is marked failed (manage.py check_heartbeats).
 GATEWAY_HEARTBEAT_TIMEOUT_SECONDS = int(os.environ.get("GATEWAY_HEARTBEAT_TIMEOUT", "30"))
 GATEWAY_MIN_HEARTBEAT_SECONDS = 1.0
