@@ -258,7 +258,11 @@ class MeterInputSerializer(InputSerializer):
     event_type = StrictRegexField(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
     aggregation = serializers.ChoiceField(Aggregation.values)
     value_path = StrictRegexField(
-        r"^[A-Za-z0-9_]{1,40}(\.[A-Za-z0-9_]{1,40}){0,4}$", required=False, default=""
+        r"^([A-Za-z0-9_]{1,40}(\.[A-Za-z0-9_]{1,40}){0,4})?$",
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="Where the value is in the event's data (SUM, MAX); empty for COUNT.",
     )
     group_by = serializers.ListField(
         child=StrictRegexField(r"^[A-Za-z0-9_]{1,40}(\.[A-Za-z0-9_]{1,40}){0,4}$"),

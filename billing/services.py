@@ -354,14 +354,18 @@ def usage_events_ingest(*, actor: Actor, events: list[Any]) -> Ingested:
     with context.public_context():
         meters = list(Meter.objects.filter(tenant_id=tenant.pk))
     counts: list[Count] = []
-    problems: dict[str, Any] = {}
+    problems: dict[str, list[str]] = {}
+    in_batch: set[str | None] = set()
     for index, event in enumerate(events):
         event_counts, event_problems = _event_counts(event, meters, org, now)
-        if event_problems:
-            problems[str(index)] = event_problems
-        counts += event_counts
+        for name, messages in event_problems.items():
+            problems[name if len(events) == 1 else f"{index}.{name}"] = messages
+        # A repeat inside the batch is a duplicate too (the script sees each key once per call).
+        if event_counts and event_counts[0].dedup_key not in in_batch:
+            in_batch.add(event_counts[0].dedup_key)
+            counts += event_counts
     if problems:
-        raise ValidationError(problems if len(events) > 1 else problems["0"])
+        raise ValidationError(problems)
     limit = limits.limit_for(tenant, Resource.USAGE_EVENTS)
     charge_list, index_sets = ledger.charges(org, counts, now)
     try:
