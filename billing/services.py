@@ -162,6 +162,9 @@ def message_admit(
                 limit="messages_per_month",
             ) from None
         if outcome.missing_quota is None:
+            _alert_thresholds(
+                tenant, "gateway_messages", quota.key, outcome.quota_values[0], 1, monthly_limit
+            )
             return Admission(usage=outcome.usages[-1] if outcome.usages else None)
         _seed_quota(tenant, quota, "gateway_messages", now)
     raise errors.RateLimiterUnavailable  # the counter vanished twice in a row: Redis is flapping
@@ -182,6 +185,53 @@ def _seed_quota(tenant: Any, quota: ratelimit.Quota, meter: str, now: datetime) 
             client.set(quota.key, used, nx=True, ex=quota.ttl_seconds)
         except ratelimit.unreachable_errors():
             raise errors.RateLimiterUnavailable from None
+
+
+ALERT_THRESHOLDS = (80, 100)
+
+
+def _alert_thresholds(
+    tenant: Any, meter: str, quota_key: str, used: int, amount: int, limit: int
+) -> None:
+    """Soft alerts: the request that takes a quota's counter across 80% or 100% announces it,
+    once per threshold and month (a Redis key guards against a re-seeded counter crossing again):
+    an audit event `usage.alert` and the same on the organization's `usage.alert` subject."""
+    if limit <= 0:
+        return
+    for percent in ALERT_THRESHOLDS:
+        threshold = -(-limit * percent // 100)
+        if not used - amount < threshold <= used:
+            continue
+        key = f"{quota_key}:alert:{percent}"
+        client = ratelimit.redis_client()
+        if client is None:
+            if ratelimit.memory_hash(key):
+                continue
+            ratelimit.memory_set(key, {"sent": 1}, QUOTA_TTL_SECONDS, only_if_missing=True)
+        else:
+            try:
+                if not client.set(key, 1, nx=True, ex=QUOTA_TTL_SECONDS):
+                    continue
+            except ratelimit.unreachable_errors():
+                logger.warning("usage alert %s %s%% not sent: Redis is unreachable", meter, percent)
+                continue
+        details = {
+            "meter": meter,
+            "threshold_percent": percent,
+            "used": used,
+            "quota": limit,
+            "period": quota_key.rsplit(":", 1)[1],
+        }
+        with transaction.atomic():
+            audit.emit(
+                actor=Actor.system("billing"),
+                action="usage.alert",
+                subject="usage.alert",
+                resource_type="meter",
+                resource_id=meter,
+                details=details,
+                data=details,
+            )
 
 
 def quota_forget(*, tenant: Any, meter: str = "gateway_messages") -> None:

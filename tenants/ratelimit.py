@@ -103,6 +103,7 @@ class Outcome:
     usages: list[Usage]
     counted: int  # charges applied (duplicates of reported events are not)
     new_dedup_keys: int = 0  # reported events seen for the first time
+    quota_values: tuple[int, ...] = ()  # each quota's counter after this request
     missing_quota: Quota | None = None  # a quota counter that must be seeded first
 
 
@@ -116,9 +117,10 @@ class _Plan:
 # ARGV: nw, [limit, window_ms]*nw, nq, [limit, amount, ttl_s]*nq, hash_ttl_s, dedup_ttl_s,
 #       nc, [hash_index, op, field, amount, dedup_index(0 = none)]*nc,
 #       ni, [set_index, member]*ni   (index sets: which hashes exist, for the rollup)
-# Returns {1, counted, new_dedup_keys, remaining_1, ttl_1, ...} when allowed; {0, window_index,
-# ttl} when a window is full; {-1, quota_index, current} when a quota would be passed;
-# {-2, quota_index} when a quota counter does not exist yet (the caller seeds it, then retries).
+# Returns {1, counted, new_dedup_keys, remaining_1, ttl_1, ..., quota_value_1, ...} when
+# allowed; {0, window_index, ttl} when a window is full; {-1, quota_index, current} when a
+# quota would be passed; {-2, quota_index} when a quota counter does not exist yet (the caller
+# seeds it, then retries).
 SCRIPT = """
 local nw = tonumber(ARGV[1])
 local a = 2
@@ -158,7 +160,7 @@ for i = 1, nw do
 end
 a = qa
 for j = 1, nq do
-  redis.call('INCRBY', KEYS[nw + j], ARGV[a + 1])
+  result[#result + 1] = redis.call('INCRBY', KEYS[nw + j], ARGV[a + 1])
   redis.call('EXPIRE', KEYS[nw + j], ARGV[a + 2])
   a = a + 3
 end
@@ -332,6 +334,7 @@ def _run_in_memory(keys: list[str], args: list[Any]) -> list[int]:
             key = keys[nw + j]
             _memory[key] = int(_memory[key]) + int(args[a + 1])
             _expiry[key] = now + int(args[a + 2])
+            result.append(_memory[key])
             a += 3
         hash_ttl, dedup_ttl, nc = int(args[a]), int(args[a + 1]), int(args[a + 2])
         a += 3
@@ -480,7 +483,13 @@ def consume(
                 window=window.seconds,
             )
         )
-    return Outcome(usages=usages, counted=int(reply[1]), new_dedup_keys=int(reply[2]))
+    first_quota = 3 + 2 * len(windows)
+    return Outcome(
+        usages=usages,
+        counted=int(reply[1]),
+        new_dedup_keys=int(reply[2]),
+        quota_values=tuple(int(value) for value in reply[first_quota:]),
+    )
 
 
 class QuotaPassed(Exception):
