@@ -96,17 +96,6 @@ class SummarySerializer(serializers.Serializer):
     meters = SummaryItemSerializer(many=True)
 
 
-def _quotas() -> dict[str, int]:
-    """Monthly quotas per meter (the plan's messages; staff overrides included)."""
-    from tenants import context
-
-    tenant = context.require_tenant()
-    override = getattr(tenant, "messages_per_month_override", None)
-    return {
-        "gateway_messages": override if override is not None else tenant.plan.messages_per_month
-    }
-
-
 def report_body(report: selectors.Report) -> dict[str, Any]:
     return {
         "meter": report.meter.slug,
@@ -148,7 +137,7 @@ class UsageReportApi(ApiView):
         query.is_valid(raise_exception=True)
         values = query.validated_data
         if "meter" not in values:
-            summary = selectors.usage_summary(actor=self.actor, quotas=_quotas())
+            summary = selectors.usage_summary(actor=self.actor, quotas=selectors.monthly_quotas())
             now = timezone.now()
             return Response(
                 SummarySerializer(

@@ -82,7 +82,11 @@ def _rows(
     # Schema-qualified, so a report from an organization's context needs no search_path switch.
     with connection.cursor() as cursor:
         cursor.execute(ROWS_SQL, [tenant.pk, meter, ledger.hour_of(start), end])
-        rows = [(hour, groups, int(value)) for hour, groups, value in cursor.fetchall()]
+        # Django's psycopg set-up may hand jsonb back as text (JSONField decodes it itself).
+        rows = [
+            (hour, groups if isinstance(groups, dict) else json.loads(groups), int(value))
+            for hour, groups, value in cursor.fetchall()
+        ]
     prefix = f"{meter}\t"
     for hour, fields in ledger.live_hashes(
         str(tenant.public_id), ledger.hour_of(start), end
@@ -179,6 +183,16 @@ def usage_report(
         bucket += step
     report.total = _combine(all_values, info.aggregation)
     return report
+
+
+def monthly_quotas() -> dict[str, int]:
+    """The current organization's monthly quotas per meter: the plan's messages, or staff's
+    override of them (the same number the gateway enforces)."""
+    tenant = context.require_tenant()
+    override = getattr(tenant, "messages_per_month_override", None)
+    return {
+        "gateway_messages": override if override is not None else tenant.plan.messages_per_month
+    }
 
 
 @dataclass(frozen=True)

@@ -22,5 +22,6 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("api-keys/", include("credentials.urls")),
     path("audit/", include("audit.urls")),
+    path("usage/", include("billing.urls")),
     path("", include("agents.urls")),
 ]
