@@ -294,3 +294,48 @@ class MeterListApi(ApiView):
         data.is_valid(raise_exception=True)
         meter = services.meter_create(actor=self.actor, **data.validated_data)
         return Response(MeterSerializer(_meter_body(meter)).data, status=201)
+
+
+# Invoices ----------------------------------------------------------------------------------------
+
+
+class InvoiceLineSerializer(serializers.Serializer):
+    description = serializers.CharField()
+    meter = serializers.CharField(help_text="Empty for the plan fee.")
+    quantity = serializers.DecimalField(max_digits=20, decimal_places=6, coerce_to_string=True)
+    unit = serializers.CharField()
+    unit_price = serializers.DecimalField(max_digits=12, decimal_places=6, coerce_to_string=True)
+    amount = serializers.DecimalField(max_digits=14, decimal_places=2, coerce_to_string=True)
+
+
+class InvoiceSerializer(serializers.Serializer):
+    number = serializers.CharField()
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField()
+    currency = serializers.CharField()
+    total = serializers.DecimalField(max_digits=14, decimal_places=2, coerce_to_string=True)
+    issued_at = serializers.DateTimeField()
+    lines = InvoiceLineSerializer(many=True)
+
+
+class InvoiceListApi(ApiView):
+    """Closed months, newest first: numbered invoices with their lines (amounts are decimal
+    strings in the invoice's currency)."""
+
+    required = {"GET": "billing:read"}
+
+    @extend_schema(responses={200: InvoiceSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        invoices = selectors.invoice_list(actor=self.actor)
+        return Response(InvoiceSerializer(invoices, many=True).data)
+
+
+class InvoiceDetailApi(ApiView):
+    """One invoice by its number."""
+
+    required = {"GET": "billing:read"}
+
+    @extend_schema(responses={200: InvoiceSerializer})
+    def get(self, request: Request, number: str) -> Response:
+        invoice = selectors.invoice_get(actor=self.actor, number=number)
+        return Response(InvoiceSerializer(invoice).data)

@@ -101,3 +101,83 @@ class RollupBatch(models.Model):
 
     def __str__(self) -> str:
         return self.generation
+
+
+class Price(models.Model):
+    """What one unit of a meter costs (staff's price table): `unit_price` per `per_units` units;
+    for `llm_tokens`, per model (an empty model prices every model without its own row)."""
+
+    meter = models.CharField(max_length=40)
+    model = models.CharField(max_length=128, blank=True, help_text="llm_tokens only.")
+    per_units = models.PositiveIntegerField(default=1000)
+    unit_price = models.DecimalField(max_digits=12, decimal_places=6)
+    currency = models.CharField(max_length=3, default="USD")
+
+    class Meta:
+        ordering = ["meter", "model"]
+        constraints = [
+            models.UniqueConstraint(fields=["meter", "model"], name="price_meter_model_unique"),
+            models.CheckConstraint(
+                condition=models.Q(unit_price__gte=0), name="price_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        model = f" ({self.model})" if self.model else ""
+        return f"{self.meter}{model}: {self.unit_price} {self.currency} per {self.per_units}"
+
+
+class PlanChange(models.Model):
+    """An organization's plan from `at` on: the plan fee on an invoice is prorated across these."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    plan = models.ForeignKey("tenants.Plan", on_delete=models.PROTECT, related_name="+")
+    at = models.DateTimeField()
+    changed_by = models.CharField(max_length=254)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["tenant", "at"], name="plan_change_tenant_at")]
+
+    def __str__(self) -> str:
+        return f"{self.plan_id} from {self.at:%Y-%m-%d %H:%M}"
+
+
+class Invoice(models.Model):
+    """A closed month of one organization. Written once by close_billing_period; never changed."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    number = models.CharField(max_length=32, unique=True)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    currency = models.CharField(max_length=3)
+    total = models.DecimalField(max_digits=14, decimal_places=2)
+    issued_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-period_start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "period_start"], name="invoice_one_per_period"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class InvoiceLine(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveSmallIntegerField()
+    description = models.CharField(max_length=200)
+    meter = models.CharField(max_length=40, blank=True)
+    quantity = models.DecimalField(max_digits=20, decimal_places=6)
+    unit = models.CharField(max_length=40)
+    unit_price = models.DecimalField(max_digits=12, decimal_places=6)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+
+    class Meta:
+        ordering = ["position"]
+
+    def __str__(self) -> str:
+        return self.description

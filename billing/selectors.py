@@ -97,6 +97,13 @@ def _rows(
     return rows
 
 
+def meter_rows(
+    *, tenant: Any, meter: str, start: datetime, end: datetime
+) -> list[tuple[datetime, dict[str, str], int]]:
+    """Every (hour, groups, value) of a meter in [start, end): what invoices price."""
+    return _rows(tenant, meter, start, end)
+
+
 def _combine(values: list[int], aggregation: str) -> int:
     if not values:
         return 0
@@ -214,3 +221,23 @@ def usage_summary(*, actor: Actor, quotas: dict[str, int]) -> list[MeterSummary]
         )
         summary.append(MeterSummary(meter, used, quotas.get(meter.slug)))
     return summary
+
+
+def invoice_list(*, actor: Actor) -> list[Any]:
+    """The current organization's invoices, newest first, with their lines."""
+    from billing.models import Invoice
+
+    _require(actor, "billing:read")
+    tenant = context.require_tenant()
+    with context.public_context():
+        return list(Invoice.objects.filter(tenant_id=tenant.pk).prefetch_related("lines"))
+
+
+def invoice_get(*, actor: Actor, number: str) -> Any:
+    """One invoice of the current organization (DoesNotExist for another's, as for none)."""
+    from billing.models import Invoice
+
+    _require(actor, "billing:read")
+    tenant = context.require_tenant()
+    with context.public_context():
+        return Invoice.objects.prefetch_related("lines").get(tenant_id=tenant.pk, number=number)

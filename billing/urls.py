@@ -7,6 +7,8 @@ from billing import views
 app_name = "billing"
 
 urlpatterns = [
-    path("", views.usage, name="usage"),
-    path("download", views.usage_download, name="usage-download"),
+    path("usage/", views.usage, name="usage"),
+    path("usage/download", views.usage_download, name="usage-download"),
+    path("billing/", views.billing, name="billing"),
+    path("billing/invoices/<str:number>", views.invoice, name="invoice"),
 ]

@@ -7,11 +7,12 @@ import csv
 import io
 import json
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -155,3 +156,72 @@ def usage_download(request: HttpRequest, actor: Actor) -> HttpResponse:
     response = HttpResponse(out.getvalue(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
     return response
+
+
+# The Billing page ---------------------------------------------------------------------------------
+
+
+def _plan_card(plan: Any, current: bool) -> dict[str, Any]:
+    from billing import limits as plan_limits
+
+    per_resource = plan_limits.plan_limits(plan.pk)
+    rows = [
+        ("Price", f"{Decimal(plan.price_monthly_cents) / 100:,.2f} USD a month"),
+        ("API requests", f"{plan.requests_per_minute:,} a minute"),
+        ("Tasks", _rate(per_resource["tasks"])),
+        (
+            "Gateway messages",
+            f"{plan.messages_per_month:,} a month, {_rate(per_resource['publish'])}",
+        ),
+        ("Usage reports", _rate(per_resource["usage_events"])),
+        ("Agents", f"{plan.max_agents:,}"),
+        ("Running instances", f"{plan.max_instances:,}"),
+    ]
+    return {"plan": plan, "rows": rows, "is_current": current}
+
+
+def _rate(value: tuple[int, int]) -> str:
+    limit, seconds = value
+    unit = {1: "a second", 60: "a minute", 3600: "an hour"}.get(seconds, f"per {seconds} s")
+    return f"{limit:,} {unit}"
+
+
+@requires("billing:read")
+def billing(request: HttpRequest, actor: Actor) -> HttpResponse:
+    from tenants import context as tenant_context
+    from tenants.models import Plan
+
+    tenant = tenant_context.require_tenant()
+    with tenant_context.public_context():
+        plans = list(Plan.objects.filter(is_public=True).order_by("price_monthly_cents"))
+        if tenant.plan_id not in {plan.pk for plan in plans}:
+            plans.insert(0, Plan.objects.get(pk=tenant.plan_id))
+    return render(
+        request,
+        "billing/billing.html",
+        {
+            "plans": [_plan_card(plan, plan.pk == tenant.plan_id) for plan in plans],
+            "invoices": selectors.invoice_list(actor=actor),
+            "can_change": actor.can("billing:manage"),
+        },
+    )
+
+
+@requires("billing:read")
+def invoice(request: HttpRequest, actor: Actor, number: str) -> HttpResponse:
+    """One invoice: printable HTML, or JSON (the API's shape) with ?format=json."""
+    from billing.api import InvoiceSerializer
+    from billing.models import Invoice
+
+    try:
+        found = selectors.invoice_get(actor=actor, number=number)
+    except Invoice.DoesNotExist as error:
+        raise Http404("No such invoice.") from error
+    if request.GET.get("format") == "json":
+        response = HttpResponse(
+            json.dumps(InvoiceSerializer(found).data, cls=DjangoJSONEncoder, indent=2),
+            content_type="application/json",
+        )
+        response["Content-Disposition"] = f'attachment; filename="{found.number}.json"'
+        return response
+    return render(request, "billing/invoice.html", {"invoice": found, "lines": found.lines.all()})

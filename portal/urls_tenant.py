@@ -22,6 +22,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("api-keys/", include("credentials.urls")),
     path("audit/", include("audit.urls")),
-    path("usage/", include("billing.urls")),
+    path("", include("billing.urls")),
+    path("billing/plan", include("organizations.urls")),
     path("", include("agents.urls")),
 ]
