@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
 
 from billing.models import PlanLimit, Resource
 from tenants import context
@@ -61,9 +64,36 @@ def plan_limits(plan_id: int) -> dict[str, tuple[int, int]]:
 
 
 def forget() -> None:
+    """Drop this process's cached limits (staff changed them; tests)."""
     _cache.clear()
+    _overrides.clear()
+
+
+_overrides: dict[int, tuple[float, dict[str, tuple[int, int, datetime]]]] = {}
+
+
+def overrides_of(tenant_id: int) -> dict[str, tuple[int, int, datetime]]:
+    """Staff's unexpired overrides of one organization: resource -> (limit, window, expiry)."""
+    from billing.models import LimitOverride
+
+    now = time.monotonic()
+    cached = _overrides.get(tenant_id)
+    if cached is None or now - cached[0] >= TTL_SECONDS:
+        with context.public_context():
+            rows = LimitOverride.objects.filter(
+                tenant_id=tenant_id, expires_at__gt=timezone.now()
+            ).order_by("created_at")
+            found = {r.resource: (r.limit, r.window_seconds, r.expires_at) for r in rows}
+        cached = (now, found)
+        _overrides[tenant_id] = cached
+    moment = timezone.now()
+    return {name: value for name, value in cached[1].items() if value[2] > moment}
 
 
 def limit_for(tenant, resource: str) -> Limit:  # noqa: ANN001 - a tenants.models.Tenant
+    """The limit in force: staff's unexpired override, else the plan's."""
+    override = overrides_of(tenant.pk).get(resource)
+    if override is not None:
+        return Limit(resource=resource, limit=override[0], window_seconds=override[1])
     limit, window = plan_limits(tenant.plan_id)[resource]
     return Limit(resource=resource, limit=limit, window_seconds=window)

@@ -181,3 +181,29 @@ class InvoiceLine(models.Model):
 
     def __str__(self) -> str:
         return self.description
+
+
+class LimitOverride(models.Model):
+    """Staff's temporary limit for one organization and resource, until `expires_at`."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    resource = models.CharField(max_length=32, choices=Resource.choices)
+    limit = models.PositiveIntegerField()
+    window_seconds = models.PositiveIntegerField(default=60)
+    expires_at = models.DateTimeField()
+    reason = models.CharField(max_length=500)
+    created_by = models.CharField(max_length=254, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "expires_at"], name="limit_override_active")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(window_seconds__gte=1), name="limit_override_window_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        until = f"{self.expires_at:%Y-%m-%d %H:%M}"
+        return f"{self.resource} {self.limit}/{self.window_seconds}s until {until}"

@@ -522,3 +522,106 @@ def rollup(*, actor: Actor, include_current: bool = False) -> ledger.RollupResul
         raise PermissionDenied("Only the platform rolls usage up.")
     with context.public_context():
         return ledger.rollup(include_current=include_current)
+
+
+# Staff: price table, plan limits, temporary overrides --------------------------------------------
+
+
+def limit_override_create(
+    *,
+    actor: Actor,
+    tenant: Any,
+    resource: str,
+    limit: int,
+    window_seconds: int,
+    expires_at: datetime,
+    reason: str,
+) -> Any:
+    """A temporary limit for one organization (staff), with an expiry and a mandatory reason;
+    recorded in the platform's log and the organization's. Applies within limits.TTL_SECONDS in
+    every process."""
+    from billing.models import LimitOverride
+
+    audit.require_staff(actor, "limit_override.created", "organization", str(tenant.public_id))
+    problems: dict[str, list[str]] = {}
+    if resource not in Resource.values:
+        problems["resource"] = [f"One of: {', '.join(Resource.values)}."]
+    if not isinstance(limit, int) or limit < 0:
+        problems["limit"] = ["A whole number, 0 or more."]
+    if not isinstance(window_seconds, int) or not 1 <= window_seconds <= 86400:
+        problems["window_seconds"] = ["From 1 to 86,400 seconds."]
+    if expires_at is None or expires_at <= timezone.now():
+        problems["expires_at"] = ["The expiry must be in the future."]
+    elif expires_at > timezone.now() + timedelta(days=90):
+        problems["expires_at"] = ["At most 90 days ahead: overrides are temporary."]
+    reason = (reason or "").strip()
+    if not reason:
+        problems["reason"] = ["Say why (it goes into both audit logs)."]
+    if problems:
+        raise ValidationError(problems)
+    with transaction.atomic():
+        with context.public_context():
+            override = LimitOverride.objects.create(
+                tenant_id=tenant.pk,
+                resource=resource,
+                limit=limit,
+                window_seconds=window_seconds,
+                expires_at=expires_at,
+                reason=reason[:500],
+                created_by=actor.label[:254],
+            )
+        audit.record_in_both_logs(
+            actor=actor,
+            tenant=tenant,
+            action="limit_override.created",
+            resource_type="organization",
+            resource_id=str(tenant.public_id),
+            details={
+                "resource": resource,
+                "limit": limit,
+                "window_seconds": window_seconds,
+                "expires_at": expires_at.isoformat(),
+                "reason": reason[:500],
+            },
+        )
+    limits.forget()
+    return override
+
+
+def price_save(*, actor: Actor, price: Any, fields: Sequence[str]) -> Any:
+    """Create or change a price (staff); recorded in the platform's log. Invoices already closed
+    keep the prices they were issued with."""
+    audit.require_staff(actor, "price.updated", "price", str(price))
+    with context.public_context(), transaction.atomic():
+        is_new = price.pk is None
+        price.full_clean()
+        price.save()
+        audit.record(
+            actor=actor,
+            action="price.created" if is_new else "price.updated",
+            resource_type="price",
+            resource_id=f"{price.meter}:{price.model}",
+            details={name: str(getattr(price, name)) for name in fields},
+        )
+    return price
+
+
+def plan_limit_save(*, actor: Actor, plan_limit: Any, fields: Sequence[str]) -> Any:
+    """Create or change a plan's limit for a resource (staff); in the platform's log."""
+    audit.require_staff(actor, "plan_limit.updated", "plan", str(plan_limit.plan_id))
+    with context.public_context(), transaction.atomic():
+        is_new = plan_limit.pk is None
+        plan_limit.full_clean()
+        plan_limit.save()
+        audit.record(
+            actor=actor,
+            action="plan_limit.created" if is_new else "plan_limit.updated",
+            resource_type="plan",
+            resource_id=str(plan_limit.plan_id),
+            details={
+                "resource": plan_limit.resource,
+                **{name: str(getattr(plan_limit, name)) for name in fields},
+            },
+        )
+    limits.forget()
+    return plan_limit
