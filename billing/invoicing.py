@@ -3,7 +3,6 @@ quotas use), the plan fee prorated across plan changes, money in Decimal with it
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -127,11 +126,9 @@ def invoice_lines(tenant: Any, start: datetime, end: datetime) -> list[Line]:
                 money(Decimal(messages) * per_message),
             )
         )
-    by_model: dict[str, int] = defaultdict(int)
-    for _, groups, value in selectors.meter_rows(
-        tenant=tenant, meter="llm_tokens", start=start, end=end
-    ):
-        by_model[str(groups.get("model", ""))] += value
+    by_model = selectors.meter_group_totals(
+        tenant=tenant, meter="llm_tokens", start=start, end=end, group_by="model"
+    )
     for model, tokens in sorted(by_model.items()):
         price = _price_for(prices, "llm_tokens", model)
         if price is None or not tokens:

@@ -318,12 +318,12 @@ def rollup(*, include_current: bool = False, batch_size: int = 500) -> RollupRes
                 result.skipped += 1
                 continue
             tenant_id = tenant_ids[org]
+            moment = parse_hour(hour)
             for name, value in values.items():
-                meter, groups = parse_field(name)
-                op = ops.get((tenant_id, meter), "sum")
-                rows[op].append(
-                    (tenant_id, meter, parse_hour(hour), json.dumps(groups, sort_keys=True), value)
-                )
+                # The field's groups are JSON already (field_of): PostgreSQL parses them as jsonb.
+                meter, _, groups = name.partition("\t")
+                op = ops.get((tenant_id, meter), "sum") if ops else "sum"
+                rows[op].append((tenant_id, meter, moment, groups or "{}", value))
                 result.counters += 1
             result.hashes += 1
         with transaction.atomic():

@@ -17,10 +17,6 @@ from billing.models import Aggregation, Meter
 from core.actors import Actor
 from tenants import context
 
-ROWS_SQL = (
-    "SELECT hour, groups, value FROM public.billing_usagebucket "
-    "WHERE tenant_id = %s AND meter = %s AND hour >= %s AND hour < %s"
-)
 GRANULARITIES = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 MAX_RANGE = {"hour": timedelta(days=93), "day": timedelta(days=367)}
 
@@ -75,45 +71,105 @@ def meter_get(*, actor: Actor, slug: str) -> MeterInfo:
     raise Meter.DoesNotExist
 
 
-def _rows(
-    tenant: Any, meter: str, start: datetime, end: datetime
-) -> list[tuple[datetime, dict[str, str], int]]:
-    """Every (hour, groups, value) of `meter` in [start, end): PostgreSQL plus live hours."""
-    # Schema-qualified, so a report from an organization's context needs no search_path switch.
+_BUCKET = {
+    "hour": "hour",
+    "day": "date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+    None: "NULL::timestamptz",
+}
+_GROUP = {True: "groups ->> %s", False: "NULL::text"}
+_AGGREGATE = {True: "MAX(value)", False: "SUM(value)"}
+# Every variant of the one aggregate query, built from the fixed fragments above only.
+_QUERIES = {
+    (granularity, grouped, is_max): (
+        f"SELECT {_BUCKET[granularity]} AS bucket, {_GROUP[grouped]} AS grp, "  # noqa: S608
+        f"{_AGGREGATE[is_max]} FROM public.billing_usagebucket "
+        "WHERE tenant_id = %s AND meter = %s AND hour >= %s AND hour < %s GROUP BY 1, 2"
+    )
+    for granularity in _BUCKET
+    for grouped in (True, False)
+    for is_max in (True, False)
+}
+
+
+def _floor(moment: datetime, granularity: str | None) -> datetime | None:
+    if granularity is None:
+        return None
+    moment = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0) if granularity == "day" else moment
+
+
+def _aggregate(
+    tenant: Any,
+    meter: str,
+    start: datetime,
+    end: datetime,
+    *,
+    aggregation: str,
+    granularity: str | None = None,
+    group_by: str | None = None,
+) -> dict[tuple[datetime | None, str | None], int]:
+    """(bucket, group) -> value of `meter` over the hours in [start, end): PostgreSQL aggregates
+    the rolled-up hours (schema-qualified: no search_path switch from an organization's context),
+    the hours still in Redis are added here."""
+    is_max = aggregation == Aggregation.MAX
+    sql = _QUERIES[(granularity, group_by is not None, is_max)]
+    params: list[Any] = [group_by] if group_by is not None else []
+    params += [tenant.pk, meter, ledger.hour_of(start), end]
     with connection.cursor() as cursor:
-        cursor.execute(ROWS_SQL, [tenant.pk, meter, ledger.hour_of(start), end])
-        # Django's psycopg set-up may hand jsonb back as text (JSONField decodes it itself).
-        rows = [
-            (hour, groups if isinstance(groups, dict) else json.loads(groups), int(value))
-            for hour, groups, value in cursor.fetchall()
-        ]
+        cursor.execute(sql, params)
+        found: dict[tuple[datetime | None, str | None], int] = {
+            (_floor(bucket, granularity) if bucket else None, group): int(value)
+            for bucket, group, value in cursor.fetchall()
+        }
     prefix = f"{meter}\t"
-    for hour, fields in ledger.live_hashes(
-        str(tenant.public_id), ledger.hour_of(start), end
-    ).items():
+    live = ledger.live_hashes(str(tenant.public_id), ledger.hour_of(start), end)
+    for hour, fields in live.items():
         for name, value in fields.items():
-            if name.startswith(prefix):
-                rows.append((hour, json.loads(name[len(prefix) :]), value))
-    return rows
+            if not name.startswith(prefix):
+                continue
+            group = None
+            if group_by is not None:
+                raw = json.loads(name[len(prefix) :]).get(group_by)
+                group = None if raw is None else str(raw)
+            key = (_floor(hour, granularity), group)
+            if key in found:
+                found[key] = max(found[key], value) if is_max else found[key] + value
+            else:
+                found[key] = value
+    return found
 
 
-def meter_rows(
-    *, tenant: Any, meter: str, start: datetime, end: datetime
-) -> list[tuple[datetime, dict[str, str], int]]:
-    """Every (hour, groups, value) of a meter in [start, end): what invoices price."""
-    return _rows(tenant, meter, start, end)
+def _aggregation_of(tenant: Any, meter: str) -> str:
+    if meter in ledger.BUILTIN_METERS:
+        return ledger.BUILTIN_METERS[meter].aggregation
+    with context.public_context():
+        custom = Meter.objects.filter(tenant_id=tenant.pk, slug=meter).first()
+    return custom.aggregation if custom is not None else Aggregation.SUM
+
+
+def meter_total(*, tenant: Any, meter: str, start: datetime, end: datetime) -> int:
+    """A meter's total over [start, end) for quotas and invoices: the reports' numbers."""
+    aggregation = _aggregation_of(tenant, meter)
+    values = list(_aggregate(tenant, meter, start, end, aggregation=aggregation).values())
+    return _combine(values, aggregation)
+
+
+def meter_group_totals(
+    *, tenant: Any, meter: str, start: datetime, end: datetime, group_by: str
+) -> dict[str, int]:
+    """A meter's totals per value of one group key (empty string: events without it)."""
+    aggregation = _aggregation_of(tenant, meter)
+    totals: dict[str, list[int]] = {}
+    found = _aggregate(tenant, meter, start, end, aggregation=aggregation, group_by=group_by)
+    for (_, group), value in found.items():
+        totals.setdefault(group or "", []).append(value)
+    return {group: _combine(values, aggregation) for group, values in totals.items()}
 
 
 def _combine(values: list[int], aggregation: str) -> int:
     if not values:
         return 0
     return max(values) if aggregation == Aggregation.MAX else sum(values)
-
-
-def meter_total(*, tenant: Any, meter: str, start: datetime, end: datetime) -> int:
-    """A meter's total over [start, end) for quotas: the same numbers as the reports."""
-    aggregation = ledger.BUILTIN_METERS[meter].aggregation if meter in ledger.BUILTIN_METERS else ""
-    return _combine([value for _, _, value in _rows(tenant, meter, start, end)], aggregation)
 
 
 @dataclass
@@ -125,11 +181,6 @@ class Report:
     group_by: str | None
     buckets: list[dict[str, Any]] = field(default_factory=list)
     total: int = 0
-
-
-def _floor(moment: datetime, granularity: str) -> datetime:
-    moment = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    return moment.replace(hour=0) if granularity == "day" else moment
 
 
 def usage_report(
@@ -162,14 +213,21 @@ def usage_report(
         raise ValidationError({"end": [f"At most {days} days at {granularity} granularity."]})
     step = GRANULARITIES[granularity]
     first = _floor(start, granularity)
+    found = _aggregate(
+        tenant,
+        meter,
+        first,
+        end,
+        aggregation=info.aggregation,
+        granularity=granularity,
+        group_by=group_by,
+    )
     series: dict[datetime, list[int]] = {}
     groups: dict[datetime, dict[str, list[int]]] = {}
-    for hour, row_groups, value in _rows(tenant, meter, first, end):
-        bucket = _floor(hour, granularity)
+    for (bucket, group), value in found.items():
         series.setdefault(bucket, []).append(value)
         if group_by is not None:
-            name = str(row_groups.get(group_by, ""))
-            groups.setdefault(bucket, {}).setdefault(name, []).append(value)
+            groups.setdefault(bucket, {}).setdefault(group or "", []).append(value)
     report = Report(info, granularity, first, end, group_by)
     bucket = first
     all_values: list[int] = []
@@ -197,9 +255,10 @@ def monthly_quotas() -> dict[str, int]:
     override of them (the same number the gateway enforces)."""
     tenant = context.require_tenant()
     override = getattr(tenant, "messages_per_month_override", None)
-    return {
-        "gateway_messages": override if override is not None else tenant.plan.messages_per_month
-    }
+    if override is None:
+        with context.public_context():
+            override = tenant.plan.messages_per_month
+    return {"gateway_messages": override}
 
 
 @dataclass(frozen=True)
@@ -216,9 +275,8 @@ def usage_summary(*, actor: Actor, quotas: dict[str, int]) -> list[MeterSummary]
     start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     summary = []
     for meter in meters_list(actor=actor):
-        used = _combine(
-            [value for _, _, value in _rows(tenant, meter.slug, start, now)], meter.aggregation
-        )
+        found = _aggregate(tenant, meter.slug, start, now, aggregation=meter.aggregation)
+        used = _combine(list(found.values()), meter.aggregation)
         summary.append(MeterSummary(meter, used, quotas.get(meter.slug)))
     return summary
 

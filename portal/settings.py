@@ -265,7 +265,8 @@ API_KEY_CREATE_RATE = os.environ.get("API_KEY_CREATE_RATE", "30/h")
 # Audit log exports, per organization and actor (fails closed when Redis is down).
 AUDIT_EXPORT_RATE = os.environ.get("AUDIT_EXPORT_RATE", "20/h")
 
-# Billing (billing/, docs/billing.md): metering on every request (off only for benchmarks),
+# Billing (billing/, docs/billing.md): the API's rate limit and metering on every request (off
+# only to measure their cost in benchmarks: never in production),
 # how long Redis keeps hourly counters not yet rolled up and the ids of reported events.
 BILLING_METERING = env_bool("BILLING_METERING", True)
 BILLING_REDIS_TTL_SECONDS = int(os.environ.get("BILLING_REDIS_TTL", str(8 * 86400)))

@@ -316,7 +316,7 @@ def test_publishes_past_the_connection_rate_are_refused(pair, layer, settings):
 
 def test_the_monthly_message_quota_is_enforced(pair, layer):
     from gateway import services
-    from tests.billing.helpers import messages_used, record_usage
+    from tests.billing.helpers import clear_usage, messages_used, record_usage
 
     a, _ = pair
     key = api_key(a, ["agents:read", "tasks:publish"])
@@ -335,9 +335,12 @@ def test_the_monthly_message_quota_is_enforced(pair, layer):
         ]
         await client.close()
 
-    run(body)
-    assert messages_used(a.tenant) == quota
-    assert denied_events(a, "gateway.publish")[-1][1] == {"reason": "message_quota_exceeded"}
+    try:
+        run(body)
+        assert messages_used(a.tenant) == quota
+        assert denied_events(a, "gateway.publish")[-1][1] == {"reason": "message_quota_exceeded"}
+    finally:
+        clear_usage(a.tenant)
 
 
 def test_a_subscriber_that_falls_behind_is_disconnected_with_4008(pair, layer, settings):
