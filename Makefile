@@ -31,6 +31,11 @@ demo: export CONN_MAX_AGE = 0
 demo: migrate
 	$(BIN)/python manage.py refill_schema_pool
 	$(BIN)/python manage.py demo_setup
+	# With Redis, the usage ledger's periodic rollup runs beside the server (docs/billing.md);
+	# without it, usage is counted in the server's own memory and read there.
+	if [ -n "$$REDIS_URL" ]; then \
+		$(BIN)/python manage.py rollup_usage --include-current --every 5 > /dev/null & \
+		ROLLUP=$$!; trap 'kill $$ROLLUP' EXIT INT TERM; fi; \
 	$(BIN)/python -m uvicorn portal.asgi:application --host $(HOST) --port $(PORT) \
 		--ws websockets-sansio
 
