@@ -13,13 +13,13 @@ from drf_spectacular.utils import (
     extend_schema,
 )
 from rest_framework import serializers
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing import selectors, services
 from billing.models import Aggregation, Meter
 from core.api import ApiView, InputSerializer
+from core.parsers import StrictJSONParser
 
 CLOUDEVENT = "application/cloudevents+json"
 CLOUDEVENT_BATCH = "application/cloudevents-batch+json"
@@ -41,13 +41,14 @@ class StrictRegexField(serializers.RegexField):
         return super().to_internal_value(data)
 
 
-class CloudEventParser(JSONParser):
-    """One CloudEvent in structured mode (the project's JSON decoder, another media type)."""
+class CloudEventParser(StrictJSONParser):
+    """One CloudEvent in structured mode (the project's strict JSON decoder, another media
+    type)."""
 
     media_type = CLOUDEVENT
 
 
-class CloudEventBatchParser(JSONParser):
+class CloudEventBatchParser(StrictJSONParser):
     """A batch of CloudEvents: a JSON array."""
 
     media_type = CLOUDEVENT_BATCH

@@ -9,7 +9,6 @@ the organization's id, with no database write (billing.services.message_admit).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import uuid
@@ -27,7 +26,7 @@ from agents.models import AgentInstance, InstanceStatus
 from audit import services as audit
 from audit.models import Result
 from billing import services as billing
-from core import errors
+from core import errors, strictjson
 from core.actors import Actor
 from gateway import subjects
 from gateway.models import InstanceMetric
@@ -76,8 +75,16 @@ def _monthly_quota(tenant: Tenant) -> int:
     return quota
 
 
-def _encoded_size(data: Any) -> int:
-    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+def _checked_size(data: Any, field_name: str) -> int:
+    """The encoded size of a message or task, once it passed the strict JSON checks (depth,
+    finite numbers, no lone surrogates): what a subscriber's strict parser can read back."""
+    try:
+        strictjson.check(data, max_depth=strictjson.MAX_VALUE_DEPTH)
+        return strictjson.encoded_size(data)
+    except strictjson.InvalidJson as error:
+        raise ValidationError(
+            {field_name: [ValidationError(error.message, code=error.code)]}
+        ) from error
 
 
 def _meter(
@@ -101,14 +108,8 @@ def _meter(
             meters=meters,
         )
     except errors.RateLimited as error:
-        refusal = errors.RateLimited(
-            retry_after=error.retry_after,
-            limit=error.limit,
-            scope=error.scope,
-            message="Too many messages: slow down.",
-            window=error.window,
-        )
-        _refuse(actor, action, subject, refusal)
+        error.message = "Too many messages: slow down."  # the same refusal, counted once
+        _refuse(actor, action, subject, error)
     except (errors.QuotaExceeded, errors.RateLimiterUnavailable) as error:
         _refuse(actor, action, subject, error)
 
@@ -164,7 +165,7 @@ def message_publish(
                 "permission_denied", f"Publishing here needs the “{PUBLISH_PERMISSION}” permission."
             ),
         )
-    if _encoded_size(data) > settings.GATEWAY_MAX_MESSAGE_BYTES:
+    if _checked_size(data, "data") > settings.GATEWAY_MAX_MESSAGE_BYTES:
         _refuse(
             actor,
             action,
@@ -196,7 +197,7 @@ def task_publish(*, actor: Actor, task: Any, agent_id: Any = None) -> dict[str, 
         subject = f"agents.{agent.pk}.task"
     if not isinstance(task, dict):
         raise ValidationError({"task": ["Give the task as an object."]})
-    if _encoded_size(task) > settings.GATEWAY_MAX_MESSAGE_BYTES:
+    if _checked_size(task, "task") > settings.GATEWAY_MAX_MESSAGE_BYTES:
         raise ValidationError({"task": ["A task has at most 64 KB."]})
     _meter(actor, action, subject, connection_id=None, meters=("gateway_messages", "tasks"))
     task_id = uuid.uuid4().hex

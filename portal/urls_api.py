@@ -9,4 +9,5 @@ urlpatterns = [
     path("", include("audit.api_urls")),
     path("", include("gateway.api_urls")),
     path("", include("billing.api_urls")),
+    path("", include("tools.api_urls")),
 ]

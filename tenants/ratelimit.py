@@ -463,7 +463,7 @@ def consume(
         raise RateLimited(
             retry_after=retry_after,
             limit=window.limit,
-            scope=window.name or window.key,
+            scope=window.name or "limit",
             window=window.seconds,
         )
     if status == -1:
@@ -476,7 +476,7 @@ def consume(
         remaining, ttl_ms = int(reply[3 + 2 * index]), int(reply[4 + 2 * index])
         usages.append(
             Usage(
-                name=window.name or window.key,
+                name=window.name or "limit",
                 limit=window.limit,
                 remaining=max(remaining, 0),
                 reset=max(0, -(-ttl_ms // 1000)),
@@ -512,7 +512,9 @@ def hit(*, scope: str, key: str, rate: str, fail_closed: bool) -> Usage | None:
     and `fail_closed`; returns the usage (None when failing open).
     """
     limit, seconds = parse_rate(rate)
-    window = Window(key=f"{PREFIX}:{namespace()}:{scope}:{key}", limit=limit, seconds=seconds)
+    window = Window(
+        key=f"{PREFIX}:{namespace()}:{scope}:{key}", limit=limit, seconds=seconds, name=scope
+    )
     try:
         outcome = consume(windows=[window])
     except Unreachable:
