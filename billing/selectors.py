@@ -81,7 +81,7 @@ _AGGREGATE = {True: "MAX(value)", False: "SUM(value)"}
 # Every variant of the one aggregate query, built from the fixed fragments above only.
 _QUERIES = {
     (granularity, grouped, is_max): (
-        f"SELECT {_BUCKET[granularity]} AS bucket, {_GROUP[grouped]} AS grp, "  # noqa: S608
+        f"SELECT {_BUCKET[granularity]} AS bucket, {_GROUP[grouped]} AS grp, "  # noqa: S608 # nosec B608
         f"{_AGGREGATE[is_max]} FROM public.billing_usagebucket "
         "WHERE tenant_id = %s AND meter = %s AND hour >= %s AND hour < %s GROUP BY 1, 2"
     )
