@@ -118,8 +118,7 @@ class AgentInstance(models.Model):
 class ResourcePool(models.Model):
     """What the organization has allocated: the row every allocation locks (one per schema).
 
-    `messages_this_month` is the metering counter the message gateway increments; it counts for
-    the calendar month (UTC) that starts on `messages_month`.
+    Messages are metered on billing's usage ledger (Redis, rolled up into PostgreSQL), not here.
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_PK)
@@ -127,8 +126,6 @@ class ResourcePool(models.Model):
     instances = models.PositiveIntegerField(default=0)
     cpu_millicores = models.PositiveBigIntegerField(default=0)
     memory_mb = models.PositiveBigIntegerField(default=0)
-    messages_this_month = models.PositiveBigIntegerField(default=0)
-    messages_month = models.DateField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -30,6 +30,7 @@ from agents.models import (
     InstanceStatus,
     ResourcePool,
 )
+from billing import selectors as billing_selectors
 from core.actors import Actor
 from core.agent_permissions import granted
 from tenants import context, routing
@@ -196,7 +197,13 @@ def pool_get(*, actor: Actor, limits: Limits | None = None) -> PoolUsage:
     _require(actor, "agents:read")
     limits = limits or limits_get()
     pool = pool_row()
-    messages = pool.messages_this_month if pool.messages_month == current_month() else 0
+    # The month's messages come from the usage ledger (billing), the numbers the quota enforces.
+    tenant = context.require_tenant()
+    now = timezone.now()
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    messages = billing_selectors.meter_total(
+        tenant=tenant, meter="gateway_messages", start=start, end=now
+    )
     return PoolUsage(
         limits=limits,
         agents=pool.agents,
@@ -234,12 +241,12 @@ _STATUS_SQL = (
 def _with_status(queryset: QuerySet[Agent]) -> QuerySet[Agent]:
     """`status` (AGENT_STATUSES) and `active_instances` (pending + running) on each agent."""
     return queryset.annotate(
-        active_instances=RawSQL(  # noqa: S611 (constant SQL, values as parameters)
+        active_instances=RawSQL(  # noqa: S611 # nosec B611 (constant SQL, values as parameters)
             _ACTIVE_INSTANCES_SQL,
             (InstanceStatus.PENDING.value, InstanceStatus.RUNNING.value),
             output_field=IntegerField(),
         ),
-        status=RawSQL(  # noqa: S611 (constant SQL, values as parameters)
+        status=RawSQL(  # noqa: S611 # nosec B611 (constant SQL, values as parameters)
             _STATUS_SQL,
             (
                 InstanceStatus.RUNNING.value,

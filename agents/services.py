@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import F
 from django.utils import timezone
 
 from agents import config_cache, selectors
@@ -737,36 +737,3 @@ def organization_limits_set(
         )
         routing.clear_on_commit()
     return current
-
-
-# --- Metering --------------------------------------------------------------------------------
-
-
-def pool_consume_messages(*, actor: Actor, count: int, limit: int) -> bool:
-    """Count `count` messages against the monthly `limit`, all or nothing (the gateway).
-
-    One conditional UPDATE: concurrent publishers can never take the counter past the limit.
-    False when the messages do not fit (nothing is counted). A new month restarts the counter.
-    """
-    if actor.kind != "system":
-        raise PermissionDenied("Only the platform meters messages.")
-    if count <= 0:
-        return True
-    if count > limit:
-        return False
-    month = selectors.current_month()
-    selectors.pool_row()
-    new_month = Q(messages_month__isnull=True) | ~Q(messages_month=month)
-    fits = Q(messages_month=month, messages_this_month__lte=limit - count)
-    updated = (
-        ResourcePool.objects.filter(pk=SINGLETON_PK)
-        .filter(new_month | fits)
-        .update(
-            messages_this_month=Case(
-                When(messages_month=month, then=F("messages_this_month") + count),
-                default=Value(count),
-            ),
-            messages_month=month,
-        )
-    )
-    return updated == 1

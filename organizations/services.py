@@ -15,7 +15,9 @@ from django.utils import timezone
 
 from accounts import services as account_services
 from accounts.models import User
+from agents import selectors as agent_selectors
 from audit import services as audit
+from billing import invoicing
 from core.actors import Actor
 from core.roles import Role
 from tenants import context, events, migration_state, residency, routing, schema_pool, shards
@@ -164,6 +166,10 @@ def provision_tenant(
         with context.public_context(), transaction.atomic():
             tenant.save()
             Domain.objects.create(domain=tenant.host, tenant=tenant, is_primary=True)
+            # The plan from the first moment: invoices prorate the fee across later changes.
+            invoicing.plan_change_record(
+                tenant=tenant, plan=plan, changed_by=actor.label, at=tenant.created_at
+            )
             # A claimed spare and a freshly built schema both have the code's migrations.
             migration_state.record(
                 shard=tenant.shard,
@@ -325,6 +331,8 @@ def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Ten
         current.name = name.strip()
         current.plan = plan
         current.save(update_fields=["name", "plan"])
+        if "plan" in changes:
+            invoicing.plan_change_record(tenant=current, plan=plan, changed_by=actor.label)
         audit.record_in_both_logs(
             actor=actor,
             tenant=current,
@@ -396,3 +404,70 @@ def plan_save(*, actor: Actor, plan: Plan, fields: list[str]) -> Plan:
         # Tenants cache their plan with the routing entry: refresh them everywhere.
         routing.clear_on_commit()
     return plan
+
+
+def plan_change(*, actor: Actor, plan_slug: str) -> Tenant:
+    """The owner moves the current organization to another public plan.
+
+    A downgrade that what the organization uses now would exceed is refused, naming each limit
+    (staff overrides still apply on the new plan). Recorded in both logs; the invoice prorates the
+    plan fee from this moment.
+    """
+    tenant = context.require_tenant()
+    audit.require(
+        actor, "billing:manage", action="organization.plan_changed", resource_type="organization"
+    )
+    with context.public_context():
+        plan = Plan.objects.filter(slug=plan_slug, is_public=True).first()
+    if plan is None:
+        raise ValidationError({"plan": [f"Unknown plan “{plan_slug}”."]})
+    with transaction.atomic():
+        with context.public_context():
+            current = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+        if current.plan_id == plan.pk:
+            raise ValidationError({"plan": [f"{tenant.name} is on the {plan.name} plan already."]})
+        pool = agent_selectors.pool_get(actor=Actor.system("plan_change"))
+        problems = []
+        for name, label, used in (
+            ("max_agents", "agents", pool.agents),
+            ("max_instances", "running instances", pool.instances),
+            ("max_cpu_millicores", "CPU (millicores)", pool.cpu_millicores),
+            ("max_memory_mb", "memory (MB)", pool.memory_mb),
+            ("messages_per_month", "messages this month", pool.messages_this_month),
+        ):
+            override = getattr(current, f"{name}_override", None)
+            limit = override if override is not None else getattr(plan, name)
+            if used > limit:
+                problems.append(f"{label}: {used:,} in use, the {plan.name} plan allows {limit:,}")
+        if problems:
+            refusal = ValidationError({"plan": problems}, code="downgrade_exceeds_usage")
+        else:
+            refusal = None
+    if refusal is not None:
+        audit.record(
+            actor=actor,
+            action="organization.plan_changed",
+            resource_type="organization",
+            resource_id=str(tenant.public_id),
+            result="denied",
+            details={"reason": "; ".join(problems)[:500], "plan": plan.slug},
+        )
+        raise refusal
+    with transaction.atomic():
+        with context.public_context():
+            current = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+        changes = {"plan": {"from": current.plan.slug, "to": plan.slug}}
+        with context.public_context():
+            current.plan = plan
+            current.save(update_fields=["plan"])
+        invoicing.plan_change_record(tenant=current, plan=plan, changed_by=actor.label)
+        audit.record_in_both_logs(
+            actor=actor,
+            tenant=current,
+            action="organization.plan_changed",
+            resource_type="organization",
+            resource_id=str(current.public_id),
+            details=changes,
+        )
+        transaction.on_commit(routing.clear_everywhere)
+    return current

@@ -83,6 +83,8 @@ SHARED_APPS = [
     "tenants",
     "accounts",
     "audit",
+    # Plan limits per resource, the usage ledger, meters (public tables, rows per organization).
+    "billing",
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
@@ -136,6 +138,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # RateLimit-Policy / RateLimit on every API response (set by billing's throttle).
+    "billing.middleware.rate_limit_headers",
 ]
 
 ROOT_URLCONF = "portal.urls_tenant"
@@ -314,6 +318,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "core.permissions.Pagination",
+    # Per-plan limits per resource and metering, in one Redis round trip (billing/throttles.py).
+    "DEFAULT_THROTTLE_CLASSES": ["billing.throttles.PlanThrottle"],
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "core.api.ApiSchema",
@@ -359,6 +365,14 @@ AUDIT_FAILURE_ALERT_AT = int(os.environ.get("AUDIT_FAILURE_ALERT_AT", "5"))
 # Audit log exports, per organization and actor (fails closed when Redis is down).
 AUDIT_EXPORT_RATE = os.environ.get("AUDIT_EXPORT_RATE", "20/h")
 
+# Billing (billing/, docs/billing.md): the API's rate limit and metering on every request (off
+# only to measure their cost in benchmarks: never in production),
+# how long Redis keeps hourly counters not yet rolled up and the ids of reported events.
+BILLING_METERING = env_bool("BILLING_METERING", True)
+BILLING_REDIS_TTL_SECONDS = int(os.environ.get("BILLING_REDIS_TTL", str(8 * 86400)))
+BILLING_EVENT_DEDUP_SECONDS = int(os.environ.get("BILLING_EVENT_DEDUP", str(7 * 86400)))
+BILLING_MAX_BATCH_EVENTS = 1000
+
 # The real-time gateway (gateway/, docs/gateway.md).
 GATEWAY_MAX_MESSAGE_BYTES = 64 * 1024
 # Frames waiting for a connection's socket; a subscriber this far behind is disconnected (4008).
@@ -368,9 +382,9 @@ GATEWAY_AUTH_TIMEOUT_SECONDS = float(os.environ.get("GATEWAY_AUTH_TIMEOUT", "10"
 # a deactivated user or a suspended organization loses its sockets within this delay.
 GATEWAY_RECHECK_SECONDS = float(os.environ.get("GATEWAY_RECHECK_SECONDS", "30"))
 GATEWAY_PUBLISH_RATE_PER_CONNECTION = os.environ.get("GATEWAY_PUBLISH_RATE_PER_CONNECTION", "100/s")
-GATEWAY_PUBLISH_RATE_PER_ORGANIZATION = os.environ.get(
-    "GATEWAY_PUBLISH_RATE_PER_ORGANIZATION", "1000/s"
-)
+# Per organization, the plan's `publish` limit (billing.PlanLimit); set, this replaces it for every
+# organization (operators, benchmarks).
+GATEWAY_PUBLISH_RATE_PER_ORGANIZATION = os.environ.get("GATEWAY_PUBLISH_RATE_PER_ORGANIZATION", "")
 # A running instance with no heartbeat for this long is marked failed (manage.py check_heartbeats).
 GATEWAY_HEARTBEAT_TIMEOUT_SECONDS = int(os.environ.get("GATEWAY_HEARTBEAT_TIMEOUT", "30"))
 GATEWAY_MIN_HEARTBEAT_SECONDS = 1.0

@@ -8,5 +8,6 @@ urlpatterns = [
     path("", include("agents.api_urls")),
     path("", include("audit.api_urls")),
     path("", include("gateway.api_urls")),
+    path("", include("billing.api_urls")),
     path("", include("tools.api_urls")),
 ]
