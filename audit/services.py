@@ -13,7 +13,7 @@ from django.utils import timezone
 from audit import chain, rules
 from audit.models import Alert, AlertRule, AuditCheckpoint, AuditEvent, Result
 from core.actors import Actor
-from tenants import context, events
+from tenants import context, events, residency
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -260,6 +260,32 @@ def require_staff(
             resource_id=resource_id,
             reason="Only platform staff can do this.",
         )
+
+
+def residency_refusal_record(
+    *,
+    actor: Actor,
+    tenant: Tenant | None,
+    violation: residency.ResidencyViolation,
+    subject: str = "",
+) -> None:
+    """Record a placement refused by tenants.residency: in the platform's log, and in the
+    organization's own when there is one. Registered with tenants.residency (audit.apps)."""
+    details = residency.refusal_details(violation, subject)
+    resource_id = str(tenant.public_id) if tenant is not None else subject
+    logs = [context.public_context]
+    if tenant is not None:
+        logs.append(lambda: context.tenant_context(tenant))
+    for enter in logs:
+        with enter():
+            record(
+                actor=actor,
+                action="residency.refused",
+                resource_type="organization",
+                resource_id=resource_id,
+                result=Result.DENIED,
+                details=details,
+            )
 
 
 # --- Logins --------------------------------------------------------------------------------------

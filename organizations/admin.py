@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -12,6 +14,7 @@ from agents.selectors import LIMIT_NAMES
 from core.actors import Actor
 from credentials import services as credential_services
 from organizations import services
+from tenants import residency
 from tenants.models import (
     Domain,
     Plan,
@@ -35,16 +38,46 @@ class DomainInline(admin.TabularInline):
         return False
 
 
+class TenantAdminForm(forms.ModelForm):
+    region = forms.ChoiceField(label="Home region")
+
+    class Meta:
+        model = Tenant
+        fields = ["name", "plan", "region", "residency_policy", *LIMIT_OVERRIDE_FIELDS]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["region"].choices = list(settings.REGIONS.items())
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        region, policy = cleaned.get("region"), cleaned.get("residency_policy")
+        changed = {"region", "residency_policy"} & set(self.changed_data)
+        if region and policy and changed:
+            # The one placement check: it records the refusal in both logs.
+            try:
+                residency.check_placement(
+                    actor=Actor.for_user(self.request.user, self.request),
+                    tenant=self.instance,
+                    region=region,
+                    policy=policy,
+                    purpose=residency.Purpose.REGION_CHANGE,
+                )
+            except residency.ResidencyViolation as error:
+                raise ValidationError({"region": error.message}) from error
+        return cleaned
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "plan", "region", "status", "created_at"]
-    list_filter = ["plan", "region", "status"]
+    form = TenantAdminForm
+    list_display = ["name", "slug", "plan", "region", "residency_policy", "status", "created_at"]
+    list_filter = ["plan", "region", "residency_policy", "status"]
     search_fields = ["name", "slug", "domains__domain", "public_id"]
     readonly_fields = [
         "public_id",
         "slug",
         "schema_name",
-        "region",
         "status",
         "created_at",
         "suspended_at",
@@ -56,6 +89,7 @@ class TenantAdmin(admin.ModelAdmin):
         "slug",
         "schema_name",
         "region",
+        "residency_policy",
         "status",
         "created_at",
         "suspended_at",
@@ -74,7 +108,19 @@ class TenantAdmin(admin.ModelAdmin):
         # Deletion drops a schema: only through the "Delete organizations" action's service.
         return False
 
+    def get_form(self, request: HttpRequest, obj: Tenant | None = None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.request = request
+        return form
+
     def save_model(self, request: HttpRequest, obj: Tenant, form, change: bool) -> None:
+        if {"region", "residency_policy"} & set(form.changed_data):
+            services.tenant_residency_set(
+                actor=Actor.for_user(request.user, request),
+                tenant=obj,
+                region=form.cleaned_data["region"],
+                residency_policy=form.cleaned_data["residency_policy"],
+            )
         services.tenant_update(
             actor=Actor.for_user(request.user, request),
             tenant=obj,

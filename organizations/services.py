@@ -18,7 +18,7 @@ from accounts.models import User
 from audit import services as audit
 from core.actors import Actor
 from core.roles import Role
-from tenants import context, events, routing, schema_pool
+from tenants import context, events, residency, routing, schema_pool
 from tenants.models import Domain, Plan, Tenant, TenantStatus
 from tenants.validators import schema_name_for, validate_region, validate_slug
 
@@ -28,7 +28,14 @@ DUPLICATE_SCHEMA = "42P06"
 
 
 def validate_new_tenant(
-    *, slug: str, name: str, owner_email: str, owner_password: str, region: str, plan_slug: str
+    *,
+    slug: str,
+    name: str,
+    owner_email: str,
+    owner_password: str,
+    region: str,
+    plan_slug: str,
+    residency_policy: str = residency.DEFAULT_POLICY,
 ) -> Plan:
     """Check everything before anything is written; raises ValidationError keyed by field."""
     errors: dict[str, list[ValidationError]] = {}
@@ -53,6 +60,14 @@ def validate_new_tenant(
     elif len(name) > 120:
         errors["name"] = [ValidationError("At most 120 characters.", code="max_length")]
     check("region", validate_region, region)
+    if residency_policy not in residency.Policy.values:
+        known = ", ".join(residency.Policy.values)
+        errors["residency_policy"] = [
+            ValidationError(
+                f"Unknown residency policy “{residency_policy}”. Known: {known}.",
+                code="invalid_residency_policy",
+            )
+        ]
     check("owner_email", validate_email, owner_email)
     check(
         "owner_password",
@@ -79,8 +94,12 @@ def provision_tenant(
     owner_password: str,
     region: str = "",
     plan_slug: str = "free",
+    residency_policy: str = residency.DEFAULT_POLICY,
 ) -> Tenant:
     """Create an organization, its schema, its domain and its owner, ready to use at once.
+
+    The home region must be one the residency policy allows (tenants.residency.check_placement:
+    a refusal is recorded and raised as ResidencyViolation before anything is written).
 
     All or nothing: a spare schema from the pool is claimed in the same transaction that writes
     the tenant row, the domain and the owner; with no spare, the schema is built first and
@@ -96,15 +115,33 @@ def provision_tenant(
         owner_password=owner_password,
         region=region,
         plan_slug=plan_slug,
+        residency_policy=residency_policy,
+    )
+    residency.check_placement(
+        actor=actor,
+        region=region,
+        policy=residency_policy,
+        purpose=residency.Purpose.SIGNUP,
+        subject=slug,
     )
     schema_name = schema_name_for(slug)
 
     def create_rows() -> Tenant:
         tenant = Tenant.objects.create(
-            schema_name=schema_name, slug=slug, name=name.strip(), plan=plan, region=region
+            schema_name=schema_name,
+            slug=slug,
+            name=name.strip(),
+            plan=plan,
+            region=region,
+            residency_policy=residency_policy,
         )
         Domain.objects.create(domain=tenant.host, tenant=tenant, is_primary=True)
-        details = {"slug": slug, "plan": plan.slug, "region": region}
+        details = {
+            "slug": slug,
+            "plan": plan.slug,
+            "region": region,
+            "residency_policy": residency_policy,
+        }
         with context.tenant_context(tenant):
             owner = account_services.user_create(
                 actor=actor, email=owner_email, password=owner_password, role=Role.OWNER
@@ -240,6 +277,48 @@ def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Ten
             actor=actor,
             tenant=current,
             action="organization.updated",
+            resource_type="organization",
+            resource_id=str(current.public_id),
+            details=changes,
+        )
+        transaction.on_commit(routing.clear_everywhere)
+    return current
+
+
+def tenant_residency_set(
+    *, actor: Actor, tenant: Tenant, region: str, residency_policy: str
+) -> Tenant:
+    """Change an organization's home region or residency policy (staff).
+
+    The new home region must be one the new policy allows (tenants.residency.check_placement,
+    which records a refusal). Moving data that already lives elsewhere is the shards' business;
+    this changes where new placements may go. Both logs record the change.
+    """
+    action = "organization.residency_changed"
+    audit.require_staff(actor, action, "organization", str(tenant.public_id))
+    residency.check_placement(
+        actor=actor,
+        tenant=tenant,
+        region=region,
+        policy=residency_policy,
+        purpose=residency.Purpose.REGION_CHANGE,
+    )
+    with context.public_context(), transaction.atomic():
+        current = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        changes = {}
+        if current.region != region:
+            changes["region"] = {"from": current.region, "to": region}
+        if current.residency_policy != residency_policy:
+            changes["residency_policy"] = {"from": current.residency_policy, "to": residency_policy}
+        if not changes:
+            return current
+        current.region = region
+        current.residency_policy = residency_policy
+        current.save(update_fields=["region", "residency_policy"])
+        audit.record_in_both_logs(
+            actor=actor,
+            tenant=current,
+            action=action,
             resource_type="organization",
             resource_id=str(current.public_id),
             details=changes,

@@ -188,12 +188,16 @@ WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Regions an organization's data may live in. Shard placement (a later issue) maps each to servers.
+# Regions an organization's data may live in; residency policies (tenants.residency) allow subsets.
+# Shard placement maps each to servers.
 REGIONS = {
     "us-east-1": "US East (N. Virginia)",
+    "us-east-2": "US East (Ohio)",
+    "us-west-1": "US West (N. California)",
     "us-west-2": "US West (Oregon)",
     "eu-west-1": "EU (Ireland)",
     "eu-central-1": "EU (Frankfurt)",
+    "eu-north-1": "EU (Stockholm)",
     "ap-southeast-1": "Asia Pacific (Singapore)",
 }
 DEFAULT_REGION = "us-east-1"

@@ -16,7 +16,7 @@ from core.actors import Actor
 from core.pages import requires
 from organizations.services import provision_tenant, validate_new_tenant
 from portal.forms import OrganizationJumpForm, SignupForm
-from tenants import context, routing
+from tenants import context, residency, routing
 from tenants.models import Tenant
 from tenants.validators import validate_slug
 
@@ -83,6 +83,7 @@ def _check_with_the_service(form: SignupForm) -> None:
             owner_password=data.get("password", ""),
             region=data.get("region", ""),
             plan_slug=SIGNUP_PLAN,
+            residency_policy=data.get("residency_policy") or residency.DEFAULT_POLICY,
         )
     except ValidationError as error:
         _show_service_errors(form, error)
@@ -104,7 +105,10 @@ def signup(request: HttpRequest) -> HttpResponse:
                 owner_password=data["password"],
                 region=data["region"],
                 plan_slug=SIGNUP_PLAN,
+                residency_policy=data["residency_policy"],
             )
+        except residency.ResidencyViolation as error:
+            form.add_error("region", error.message)
         except ValidationError as error:
             _show_service_errors(form, error)
         else:

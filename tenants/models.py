@@ -9,6 +9,7 @@ from django.db import models
 from django_tenants.models import DomainMixin, TenantMixin
 
 from core.agent_permissions import validate_plan_permissions
+from tenants.residency import DEFAULT_POLICY, Policy
 
 
 class Plan(models.Model):
@@ -58,7 +59,15 @@ class Tenant(TenantMixin):
     slug = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=120)
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenants")
-    region = models.CharField(max_length=32)
+    # The home region, and the residency policy naming every region its data may be placed in
+    # (tenants.residency: every placement is checked there).
+    region = models.CharField(max_length=32, help_text="Home region.")
+    residency_policy = models.CharField(
+        max_length=16,
+        choices=Policy.choices,
+        default=DEFAULT_POLICY,
+        help_text="The regions this organization's data may live in.",
+    )
     status = models.CharField(
         max_length=16, choices=TenantStatus.choices, default=TenantStatus.ACTIVE
     )
@@ -83,7 +92,11 @@ class Tenant(TenantMixin):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(status__in=TenantStatus.values), name="tenant_status_valid"
-            )
+            ),
+            models.CheckConstraint(
+                condition=models.Q(residency_policy__in=Policy.values),
+                name="tenant_residency_policy_valid",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -64,6 +64,8 @@ def test_staff_override_an_organizations_limits_on_its_page(staff_client, org, i
     form = {
         "name": org.tenant.name,
         "plan": org.tenant.plan_id,
+        "region": org.tenant.region,
+        "residency_policy": org.tenant.residency_policy,
         "max_agents_override": "2",
         "max_instances_override": "",
         "max_cpu_millicores_override": "1500",
