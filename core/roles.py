@@ -21,21 +21,28 @@ READ |= {"agents:read", "config:read"}  # agents: definitions, instances, pool, 
 WRITE = READ | set()  # members write what later features add (agents:write, tasks:publish ...)
 WRITE |= {"agents:write"}  # create/edit/delete agents, request and stop instances
 WRITE |= {"tasks:publish"}  # publish tasks and messages to the organization's agents (gateway)
+READ |= {"knowledge:read"}  # knowledge documents, their text included (vault)
+WRITE |= {"knowledge:read", "knowledge:write", "secrets:read"}  # secrets: names, masked only
 MANAGE = WRITE | {"members:invite", "members:manage", "settings:write", "audit:read"}
 API_KEYS_MANAGE = "api_keys:manage"
 MANAGE |= {API_KEYS_MANAGE}  # create, list and revoke API keys (credentials)
 MANAGE |= {"config:write"}  # the organization's config keys (agents.defaults ...)
+MANAGE |= {"secrets:write"}  # set, replace and delete secrets (never read them back)
+# Receive the referenced secrets' values when attaching a runtime (gateway): put on a runtime's
+# API key. Members, who define agents, cannot hold it, so they cannot read values through one.
+MANAGE |= {"secrets:use"}
+DATA_KEYS_ROTATE = "data_keys:rotate"  # the organization's data key (owner only, vault)
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.VIEWER: frozenset(READ),
     Role.MEMBER: frozenset(WRITE),
     Role.ADMIN: frozenset(MANAGE),
-    Role.OWNER: frozenset(MANAGE | {"members:grant_owner"}),
+    Role.OWNER: frozenset(MANAGE | {"members:grant_owner", DATA_KEYS_ROTATE}),
 }
 
 
 # Powers an API key never carries, whatever its creator holds: a key must not mint keys or owners.
-NON_DELEGABLE = frozenset({API_KEYS_MANAGE, "members:grant_owner"})
+NON_DELEGABLE = frozenset({API_KEYS_MANAGE, "members:grant_owner", DATA_KEYS_ROTATE})
 
 
 def delegable_scopes() -> frozenset[str]:

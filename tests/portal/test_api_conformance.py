@@ -14,9 +14,10 @@ from core.actors import Actor
 from credentials import keyring, services
 from tenants import context
 from tests.credentials.helpers import api_key, token_pair
-from tests.live import gunicorn
+from tests.live import free_port, gunicorn
 
-PORT = 8201
+# A free port of this range: two checkouts running the suite at once must not share a server.
+PORTS = range(8200, 8300)
 CHECKS = ",".join(
     [
         "not_a_server_error",
@@ -52,7 +53,7 @@ def test_schemathesis_finds_no_5xx_and_no_nonconforming_response(
         "API_TOKEN_RATE_PER_ACCOUNT": "100000/m",
         "API_KEY_CREATE_RATE": "100000/h",
     }
-    with gunicorn(PORT, extra_env=env) as base_url:
+    with gunicorn(free_port(PORTS), extra_env=env) as base_url:
         status, schema = _get(f"{base_url}/api/schema/", host)
         assert status == 200
         (tmp_path / "schema.yaml").write_bytes(schema)
