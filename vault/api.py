@@ -137,9 +137,7 @@ class SecretDetailApi(ApiView):
 
 class KnowledgeInputSerializer(InputSerializer):
     title = TextField(max_length=services.TITLE_MAX_LENGTH)
-    text = TextField(
-        max_length=services.TEXT_MAX_LENGTH, trim_whitespace=False, allow_blank=True
-    )
+    text = TextField(max_length=services.TEXT_MAX_LENGTH, trim_whitespace=False, allow_blank=True)
     tags = serializers.ListField(
         child=PatternField(services.TAG_PATTERN.pattern, max_length=40),
         max_length=services.MAX_TAGS,

@@ -300,3 +300,23 @@ def test_a_tampered_document_answers_in_the_error_shape(org, admin_api):
     assert response.status_code == 500
     assert error_code(response) == "data_unreadable"
     assert "private" not in response.text and "Traceback" not in response.text
+
+
+def test_agent_definitions_reference_secrets_by_name(org, other_org, client_for):
+    with context.tenant_context(org.tenant):
+        services.secret_set(actor=SYSTEM, name="ACME_TOKEN", value=VALUE)
+    with context.tenant_context(other_org.tenant):
+        services.secret_set(actor=SYSTEM, name="GLOBEX_TOKEN", value=VALUE)
+    api = as_role(org, client_for, "member")
+    agent = {"name": "Payer", "type": "worker", "cpu": "100m", "memory": "64MB"}
+
+    created = api("post", "/api/v1/agents/", {**agent, "secrets": ["ACME_TOKEN"]})
+    foreign = api("post", "/api/v1/agents/", {**agent, "name": "B", "secrets": ["GLOBEX_TOKEN"]})
+    malformed = api("post", "/api/v1/agents/", {**agent, "name": "C", "secrets": ["bad name"]})
+
+    assert created.status_code == 201
+    assert created.json()["secrets"] == ["ACME_TOKEN"]
+    assert VALUE not in created.text
+    assert foreign.status_code == 400
+    assert foreign.json()["error"]["detail"]["secrets"] == ["No such secret: GLOBEX_TOKEN."]
+    assert malformed.status_code == 400
