@@ -23,7 +23,10 @@ SECTIONS: list[Section] = [
     Section("Resources", "agents:pool-detail", "agents:read"),
     Section("Config", "agents:config-list", "config:read"),
     Section("Audit", "audit:event-list", "audit:read"),
+    Section("Knowledge", "vault:knowledge-list", "knowledge:read"),
+    Section("Secrets", "vault:secret-list", "secrets:read"),
     Section("API keys", "credentials:api-key-list", "api_keys:manage"),
+    Section("Settings", "vault:settings", "settings:write"),
 ]
 
 

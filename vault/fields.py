@@ -55,7 +55,10 @@ class EncryptedTextField(models.TextField):
 
     def contribute_to_class(self, cls: type[models.Model], name: str, **kwargs: Any) -> None:
         super().contribute_to_class(cls, name, **kwargs)
-        if not cls._meta.abstract:
+        from django.apps import apps
+
+        # Real models only: migrations render historical copies of them in their own registry.
+        if not cls._meta.abstract and cls._meta.apps is apps:
             ENCRYPTED_MODELS.setdefault(cls, []).append(name)
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:

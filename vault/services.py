@@ -432,16 +432,17 @@ def _reencrypt(max_batches: int | None) -> bool:
         if not state.is_rotating:
             return True
         version = state.active_version
-        done = 0
+        done, budget = 0, ROTATION_BATCH
         for model, fields in ENCRYPTED_MODELS.items():
             rows = list(
                 model.objects.filter(_stale_filter(model, fields, version))
                 .order_by("pk")
-                .only("pk", *fields)[:ROTATION_BATCH]
+                .only("pk", *fields)[:budget]
             )
             for row in rows:
                 done += _reencrypt_row(model, fields, row, version)
-            if rows:
+            budget -= len(rows)
+            if budget <= 0:
                 break
         if done == 0 and not _rows_to_reencrypt(version):
             _finish(version)
