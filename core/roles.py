@@ -32,17 +32,21 @@ MANAGE |= {"secrets:write"}  # set, replace and delete secrets (never read them 
 # API key. Members, who define agents, cannot hold it, so they cannot read values through one.
 MANAGE |= {"secrets:use"}
 DATA_KEYS_ROTATE = "data_keys:rotate"  # the organization's data key (owner only, vault)
+# Request the organization's deletion, and download its full export (owner only).
+ORGANIZATION_DELETE = "organization:delete"
+ORGANIZATION_EXPORT = "organization:export"
+OWNER_ONLY = {DATA_KEYS_ROTATE, ORGANIZATION_DELETE, ORGANIZATION_EXPORT}
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.VIEWER: frozenset(READ),
     Role.MEMBER: frozenset(WRITE),
     Role.ADMIN: frozenset(MANAGE),
-    Role.OWNER: frozenset(MANAGE | {"members:grant_owner", DATA_KEYS_ROTATE}),
+    Role.OWNER: frozenset(MANAGE | {"members:grant_owner"} | OWNER_ONLY),
 }
 
 
 # Powers an API key never carries, whatever its creator holds: a key must not mint keys or owners.
-NON_DELEGABLE = frozenset({API_KEYS_MANAGE, "members:grant_owner", DATA_KEYS_ROTATE})
+NON_DELEGABLE = frozenset({API_KEYS_MANAGE, "members:grant_owner", *OWNER_ONLY})
 
 
 def delegable_scopes() -> frozenset[str]:

@@ -268,6 +268,11 @@ VAULT_GENERATE_MASTER_KEY = DEBUG
 # class with the same interface (vault.keystore.KeyStore).
 VAULT_KEYSTORE = os.environ.get("AGENTPLANE_KEYSTORE", "vault.keystore.LocalKeyStore")
 VAULT_KEYSTORE_DIR = os.environ.get("AGENTPLANE_KEYSTORE_DIR", str(DATA_DIR / "keystore"))
+# Two-phase deletion: days between the owner's request and the purge (the owner can export
+# meanwhile; staff can cancel). Exports are written in EXPORT_REGION (default: the organization's
+# home region), which its residency policy must allow.
+DELETION_GRACE_DAYS = int(os.environ.get("DELETION_GRACE_DAYS", "14"))
+EXPORT_REGION = os.environ.get("EXPORT_REGION", "")
 # Keys the HMAC of API key secrets (any long random string). Falls back to one derived from
 # SECRET_KEY; changing it invalidates every API key.
 API_KEY_HASH_KEY = os.environ.get("API_KEY_HASH_KEY", "")

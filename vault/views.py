@@ -162,6 +162,7 @@ def settings_page(request: HttpRequest, actor: Actor) -> HttpResponse:
         "state": state,
         "stalled": services.rotation_is_stalled(state),
         "can_rotate": actor.can("data_keys:rotate"),
+        "perms_delete": actor.can("organization:delete"),
     }
     return render(request, "vault/settings.html", context)
 
