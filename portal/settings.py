@@ -271,6 +271,15 @@ VAULT_KEYSTORE_DIR = os.environ.get("AGENTPLANE_KEYSTORE_DIR", str(DATA_DIR / "k
 # Two-phase deletion: days between the owner's request and the purge (the owner can export
 # meanwhile; staff can cancel). Exports are written in EXPORT_REGION (default: the organization's
 # home region), which its residency policy must allow.
+# Retention per data class (vault.models.Classification), applied by `manage.py data_retention`:
+# documents not changed for this many days are deleted; empty keeps them.
+DATA_RETENTION_DAYS = {
+    "general": int(os.environ["RETENTION_GENERAL_DAYS"])
+    if os.environ.get("RETENTION_GENERAL_DAYS")
+    else None,
+    "confidential": int(os.environ.get("RETENTION_CONFIDENTIAL_DAYS", "730")),
+    "restricted": int(os.environ.get("RETENTION_RESTRICTED_DAYS", "365")),
+}
 DELETION_GRACE_DAYS = int(os.environ.get("DELETION_GRACE_DAYS", "14"))
 EXPORT_REGION = os.environ.get("EXPORT_REGION", "")
 # Keys the HMAC of API key secrets (any long random string). Falls back to one derived from

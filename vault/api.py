@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from core.api import ApiView, InputSerializer, paginated
 from vault import selectors, services
-from vault.models import SECRET_NAME_PATTERN, KnowledgeDocument, Secret
+from vault.models import SECRET_NAME_PATTERN, Classification, KnowledgeDocument, Secret
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -143,6 +143,11 @@ class KnowledgeInputSerializer(InputSerializer):
         max_length=services.MAX_TAGS,
         required=False,
     )
+    classification = serializers.ChoiceField(
+        choices=Classification.values,
+        required=False,
+        help_text="Sets the document's retention (default `general`).",
+    )
 
 
 class KnowledgePatchSerializer(KnowledgeInputSerializer):
@@ -159,6 +164,7 @@ class KnowledgeSummarySerializer(serializers.Serializer):
     id = serializers.UUIDField()
     title = serializers.CharField()
     tags = serializers.ListField(child=serializers.CharField())
+    classification = serializers.ChoiceField(choices=Classification.values)
     size = serializers.IntegerField(help_text="Characters of text.")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from vault import services
-from vault.models import SECRET_NAME_PATTERN
+from vault.models import SECRET_NAME_PATTERN, Classification
 
 
 class SecretForm(forms.Form):
@@ -35,6 +35,12 @@ class KnowledgeForm(forms.Form):
         help_text="Separated by commas: policy, sales.",
         widget=forms.TextInput(attrs={"spellcheck": "false"}),
     )
+    classification = forms.ChoiceField(
+        choices=Classification.choices,
+        initial=Classification.GENERAL,
+        required=False,
+        help_text="Sets how long the document is kept (your platform's retention per class).",
+    )
     text = forms.CharField(
         max_length=services.TEXT_MAX_LENGTH,
         strip=False,
@@ -42,6 +48,9 @@ class KnowledgeForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 14}),
         help_text="Encrypted with your organization's key.",
     )
+
+    def clean_classification(self) -> str:
+        return self.cleaned_data.get("classification") or Classification.GENERAL
 
     def clean_tags(self) -> list[str]:
         text = self.cleaned_data.get("tags", "")

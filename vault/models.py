@@ -80,6 +80,15 @@ class Secret(models.Model):
         return "••••" + self.hint
 
 
+class Classification(models.TextChoices):
+    """How sensitive a piece of data is; each class has its retention (settings.DATA_RETENTION_DAYS,
+    applied by `manage.py data_retention`)."""
+
+    GENERAL = "general", "General"
+    CONFIDENTIAL = "confidential", "Confidential"
+    RESTRICTED = "restricted", "Restricted"
+
+
 class KnowledgeDocument(models.Model):
     """A document the organization's agents may read: title and tags in clear (for listing and
     search), the text encrypted."""
@@ -88,6 +97,9 @@ class KnowledgeDocument(models.Model):
     title = models.CharField(max_length=200)
     tags = models.JSONField(default=list, blank=True)
     text = EncryptedTextField()
+    classification = models.CharField(
+        max_length=16, choices=Classification.choices, default=Classification.GENERAL
+    )
     size = models.PositiveIntegerField(default=0, help_text="Characters of text.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -95,7 +107,18 @@ class KnowledgeDocument(models.Model):
 
     class Meta:
         ordering = ["title"]
-        indexes = [models.Index(Lower("title"), name="knowledge_title_lower_idx")]
+        indexes = [
+            models.Index(Lower("title"), name="knowledge_title_lower_idx"),
+            models.Index(
+                fields=["classification", "updated_at"], name="knowledge_class_updated_idx"
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(classification__in=Classification.values),
+                name="knowledge_classification_valid",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.title

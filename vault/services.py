@@ -20,7 +20,14 @@ from core.roles import DATA_KEYS_ROTATE
 from tenants import context
 from vault import crypto, keys, keystore
 from vault.fields import ENCRYPTED_MODELS, reencrypt
-from vault.models import SECRET_NAME_PATTERN, SINGLETON_PK, KeyState, KnowledgeDocument, Secret
+from vault.models import (
+    SECRET_NAME_PATTERN,
+    SINGLETON_PK,
+    Classification,
+    KeyState,
+    KnowledgeDocument,
+    Secret,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +190,9 @@ def validate_secret_references(value: Any) -> list[str]:
 
 
 def _clean_document(data: dict[str, Any], *, partial: bool) -> dict[str, Any]:
-    unknown = sorted(str(name) for name in data if name not in {"title", "text", "tags"})
+    unknown = sorted(
+        str(name) for name in data if name not in {"title", "text", "tags", "classification"}
+    )
     if unknown:
         raise ValidationError({name: ["Unknown field."] for name in unknown})
     errors: dict[str, list] = {}
@@ -220,6 +229,11 @@ def _clean_document(data: dict[str, Any], *, partial: bool) -> dict[str, Any]:
             cleaned["tags"] = sorted(set(tags))
     elif not partial:
         cleaned["tags"] = []
+    if "classification" in data:
+        if data["classification"] not in Classification.values:
+            errors["classification"] = [f"One of: {', '.join(Classification.values)}."]
+        else:
+            cleaned["classification"] = data["classification"]
     if errors:
         raise ValidationError(errors)
     return cleaned
@@ -303,6 +317,7 @@ def _document_payload(document: KnowledgeDocument) -> dict[str, Any]:
         "id": str(document.pk),
         "title": document.title,
         "tags": list(document.tags),
+        "classification": document.classification,
         "size": document.size,
     }
 

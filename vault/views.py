@@ -125,7 +125,12 @@ def knowledge_edit(request: HttpRequest, actor: Actor, document_id) -> HttpRespo
     except KnowledgeDocument.DoesNotExist as error:
         raise Http404("No such document.") from error
     if request.method == "GET":
-        initial = {"title": document.title, "tags": ", ".join(document.tags), "text": document.text}
+        initial = {
+            "title": document.title,
+            "tags": ", ".join(document.tags),
+            "classification": document.classification,
+            "text": document.text,
+        }
         return _document_form_page(request, KnowledgeForm(initial=initial), document)
     form = KnowledgeForm(request.POST)
     if form.is_valid():
