@@ -11,11 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import re
 import secrets
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from core.errors import DomainError
 from vault import keystore
@@ -25,7 +23,6 @@ logger = logging.getLogger(__name__)
 FORMAT = "ap1"
 NONCE_BYTES = 12
 TAG_BYTES = 16
-STORED = re.compile(r"^ap1\$([1-9][0-9]{0,8})\$([A-Za-z0-9+/=]+)$")
 
 
 class DataUnreadable(DomainError):
@@ -47,15 +44,26 @@ def prefix(version: int) -> str:
     return f"{FORMAT}${version}$"
 
 
+def _parse(stored: str) -> tuple[int, bytes]:
+    """(key version, nonce | ciphertext | tag) of a stored value; ValueError if malformed."""
+    head, version, body = stored.split("$", 2)
+    if head != FORMAT or not version.isascii() or not version.isdigit() or len(version) > 9:
+        raise ValueError("not an encrypted value")
+    if version.startswith("0"):
+        raise ValueError("not an encrypted value")
+    return int(version), binascii.a2b_base64(body, strict_mode=True)
+
+
 def stored_version(stored: str) -> int | None:
-    match = STORED.match(stored)
-    return int(match.group(1)) if match else None
+    try:
+        return _parse(stored)[0]
+    except (ValueError, binascii.Error):
+        return None
 
 
 def encrypt(plaintext: str, *, owner: str, table: str, row: str, column: str, version: int) -> str:
-    key = keystore.data_key(owner, version)
     nonce = secrets.token_bytes(NONCE_BYTES)
-    sealed = AESGCM(key).encrypt(
+    sealed = keystore.cipher(owner, version).encrypt(
         nonce,
         plaintext.encode("utf-8", "surrogatepass"),
         associated_data(owner=owner, table=table, row=row, column=column, version=version),
@@ -66,15 +74,10 @@ def encrypt(plaintext: str, *, owner: str, table: str, row: str, column: str, ve
 def decrypt(stored: str, *, owner: str, table: str, row: str, column: str) -> str:
     """The plaintext, or DataUnreadable (logged with where it happened, nothing else)."""
     try:
-        match = STORED.match(stored)
-        if match is None:
-            raise ValueError("not an encrypted value")
-        version = int(match.group(1))
-        blob = base64.b64decode(match.group(2), validate=True)
+        version, blob = _parse(stored)
         if len(blob) < NONCE_BYTES + TAG_BYTES:
             raise ValueError("truncated")
-        key = keystore.data_key(owner, version)
-        plaintext = AESGCM(key).decrypt(
+        plaintext = keystore.cipher(owner, version).decrypt(
             blob[:NONCE_BYTES],
             blob[NONCE_BYTES:],
             associated_data(owner=owner, table=table, row=row, column=column, version=version),

@@ -265,6 +265,7 @@ class LocalKeyStore:
 
 _store: KeyStore | None = None
 _cache: dict[tuple[str, int], tuple[bytes, float]] = {}
+_ciphers: dict[tuple[str, int], tuple[AESGCM, float]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -281,12 +282,15 @@ def reset() -> None:
     _store = None
     with _cache_lock:
         _cache.clear()
+        _ciphers.clear()
 
 
 def forget(owner: str) -> None:
     with _cache_lock:
         for cached in [item for item in _cache if item[0] == owner]:
             del _cache[cached]
+        for cached in [item for item in _ciphers if item[0] == owner]:
+            del _ciphers[cached]
 
 
 def data_key(owner: str, version: int) -> bytes:
@@ -300,6 +304,18 @@ def data_key(owner: str, version: int) -> bytes:
     with _cache_lock:
         _cache[(owner, version)] = (key, now + CACHE_SECONDS)
     return key
+
+
+def cipher(owner: str, version: int) -> AESGCM:
+    """AES-256-GCM under the data key (the key schedule computed once per cache period)."""
+    now = time.monotonic()
+    hit = _ciphers.get((owner, version))
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    made = AESGCM(data_key(owner, version))
+    with _cache_lock:
+        _ciphers[(owner, version)] = (made, now + CACHE_SECONDS)
+    return made
 
 
 def create_data_key(owner: str, version: int) -> bytes:

@@ -448,23 +448,31 @@ def _reencrypt(max_batches: int | None) -> bool:
             return True
         version = state.active_version
         done, budget = 0, ROTATION_BATCH
-        for model, fields in ENCRYPTED_MODELS.items():
-            rows = list(
-                model.objects.filter(_stale_filter(model, fields, version))
-                .order_by("pk")
-                .only("pk", *fields)[:budget]
-            )
-            for row in rows:
-                done += _reencrypt_row(model, fields, row, version)
-            budget -= len(rows)
-            if budget <= 0:
-                break
+        # One commit per batch (its rows and its progress), not one per row.
+        with transaction.atomic():
+            for model, fields in ENCRYPTED_MODELS.items():
+                # Locked for the batch (rows a writer holds are skipped, and picked up by a
+                # later batch): nobody changes them between their read and their rewrite.
+                rows = list(
+                    model.objects.select_for_update(skip_locked=True)
+                    .filter(_stale_filter(model, fields, version))
+                    .order_by("pk")
+                    .only("pk", *fields)[:budget]
+                )
+                changed = [row for row in rows if _reencrypt_row(fields, row, version)]
+                if changed:
+                    model.objects.bulk_update(changed, fields, batch_size=ROTATION_BATCH)
+                done += len(changed)
+                budget -= len(rows)
+                if budget <= 0:
+                    break
+            if done:
+                KeyState.objects.filter(pk=SINGLETON_PK).update(
+                    rows_done=_progress(done), rotation_heartbeat_at=timezone.now()
+                )
         if done == 0 and not _rows_to_reencrypt(version):
             _finish(version)
             return True
-        KeyState.objects.filter(pk=SINGLETON_PK).update(
-            rows_done=_progress(done), rotation_heartbeat_at=timezone.now()
-        )
         batches += 1
         if max_batches is not None and batches >= max_batches:
             return False
@@ -477,20 +485,18 @@ def _progress(done: int) -> Any:
     return Least(F("rows_done") + done, F("rows_total"))
 
 
-def _reencrypt_row(model: type, fields: list[str], row: Any, version: int) -> int:
+def _reencrypt_row(fields: list[str], row: Any, version: int) -> bool:
+    """Put the row's columns, encrypted again under `version`, in its attributes (stored form)."""
     current = crypto.prefix(version)
-    updates: dict[str, str] = {}
-    unchanged = Q(pk=row.pk)
+    changed = False
     for name in fields:
         stored = row.__dict__.get(name)
         if stored is None or str(stored).startswith(current):
+            row.__dict__[name] = None if stored is None else str(stored)
             continue
-        updates[name] = reencrypt(row, name, str(stored), version)
-        unchanged &= Q(**{name: str(stored)})
-    if not updates:
-        return 0
-    # Only if nobody wrote the row meanwhile (a write after the switch already used `version`).
-    return 1 if model.objects.filter(unchanged).update(**updates) else 0
+        row.__dict__[name] = reencrypt(row, name, str(stored), version)
+        changed = True
+    return changed
 
 
 def _finish(version: int) -> None:

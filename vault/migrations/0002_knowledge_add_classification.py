@@ -4,23 +4,37 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('vault', '0001_vault_initial'),
+        ("vault", "0001_vault_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='knowledgedocument',
-            name='classification',
-            field=models.CharField(choices=[('general', 'General'), ('confidential', 'Confidential'), ('restricted', 'Restricted')], default='general', max_length=16),
+            model_name="knowledgedocument",
+            name="classification",
+            field=models.CharField(
+                choices=[
+                    ("general", "General"),
+                    ("confidential", "Confidential"),
+                    ("restricted", "Restricted"),
+                ],
+                default="general",
+                max_length=16,
+            ),
         ),
         migrations.AddIndex(
-            model_name='knowledgedocument',
-            index=models.Index(fields=['classification', 'updated_at'], name='knowledge_class_updated_idx'),
+            model_name="knowledgedocument",
+            index=models.Index(
+                fields=["classification", "updated_at"], name="knowledge_class_updated_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='knowledgedocument',
-            constraint=models.CheckConstraint(condition=models.Q(('classification__in', ['general', 'confidential', 'restricted'])), name='knowledge_classification_valid'),
+            model_name="knowledgedocument",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("classification__in", ["general", "confidential", "restricted"])
+                ),
+                name="knowledge_classification_valid",
+            ),
         ),
     ]
