@@ -74,7 +74,7 @@ def knowledge_list(request: HttpRequest, actor: Actor) -> HttpResponse:
         actor=actor,
         search=query.get("search", ""),
         tags=[query["tag"]] if query.get("tag") else [],
-    )[:200]
+    )[:50]
     context = {
         "documents": list(documents),
         "search": search,
