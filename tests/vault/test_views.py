@@ -113,3 +113,19 @@ def test_only_the_owner_rotates_the_data_key(org, client_for):
     assert "Only an owner can rotate" in page.text
     assert refused.status_code == 403
     assert client_for(org, org.member).get("/settings/").status_code == 403
+
+
+def test_staff_admin_exposes_no_secret_or_document(org, public_client, staff_user, client_for):
+    with context.tenant_context(org.tenant):
+        services.secret_set(actor=SYSTEM, name="ADMIN_PROOF", value=VALUE)
+    with context.public_context():
+        public_client.force_login(staff_user)
+
+    index = public_client.get("/admin/")
+
+    assert index.status_code == 200
+    assert "vault" not in index.text.lower() and "Secret" not in index.text
+    for path in ("/admin/vault/secret/", "/admin/vault/knowledgedocument/"):
+        assert public_client.get(path).status_code == 404
+    # An organization's host serves no admin at all.
+    assert client_for(org, org.owner).get("/admin/").status_code == 404
