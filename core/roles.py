@@ -18,11 +18,13 @@ RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
 READ = {"org:read", "members:read"}
 READ |= {"agents:read", "config:read"}  # agents: definitions, instances, pool, config
+READ |= {"tools:read"}  # custom tools: list, code, versions
 WRITE = READ | set()  # members write what later features add (agents:write, tasks:publish ...)
 WRITE |= {"agents:write"}  # create/edit/delete agents, request and stop instances
 WRITE |= {"tasks:publish"}  # publish tasks and messages to the organization's agents (gateway)
 READ |= {"knowledge:read"}  # knowledge documents, their text included (vault)
 WRITE |= {"knowledge:read", "knowledge:write", "secrets:read"}  # secrets: names, masked only
+WRITE |= {"tools:run"}  # run custom tools (API, portal's Test run, agents' runtimes)
 MANAGE = WRITE | {"members:invite", "members:manage", "settings:write", "audit:read"}
 API_KEYS_MANAGE = "api_keys:manage"
 MANAGE |= {API_KEYS_MANAGE}  # create, list and revoke API keys (credentials)
@@ -36,6 +38,7 @@ DATA_KEYS_ROTATE = "data_keys:rotate"  # the organization's data key (owner only
 ORGANIZATION_DELETE = "organization:delete"
 ORGANIZATION_EXPORT = "organization:export"
 OWNER_ONLY = {DATA_KEYS_ROTATE, ORGANIZATION_DELETE, ORGANIZATION_EXPORT}
+MANAGE |= {"tools:write"}  # write custom tools: code, schema, limits, host API permissions
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.VIEWER: frozenset(READ),

@@ -23,5 +23,6 @@ urlpatterns = [
     path("api-keys/", include("credentials.urls")),
     path("audit/", include("audit.urls")),
     path("", include("agents.urls")),
+    path("tools/", include("tools.urls")),
     path("", include("vault.urls")),
 ]
