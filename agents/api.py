@@ -208,6 +208,7 @@ def _agent_data(agent: Agent, limits: selectors.Limits) -> dict[str, Any]:
         "permissions": [str(name) for name in agent.permissions],
         "granted_permissions": selectors.granted_permissions(agent=agent, limits=limits),
         "tools": [str(name) for name in agent.tools],
+        "secrets": [str(name) for name in agent.secrets],
         "config": agent.config,
         "created_at": _DATETIME.to_representation(agent.created_at),
         "updated_at": _DATETIME.to_representation(agent.updated_at),
