@@ -41,6 +41,8 @@ class Agent(models.Model):
     memory_mb = models.PositiveIntegerField(help_text="Requested per instance, in MiB.")
     permissions = models.JSONField(default=list, blank=True)
     tools = models.JSONField(default=list, blank=True)
+    # Names of the organization's secrets (vault) its runtimes receive when they attach.
+    secrets = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     created_by = models.CharField(max_length=254, blank=True)

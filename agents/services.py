@@ -46,11 +46,22 @@ from core.actors import Actor
 from core.agent_permissions import validate_permissions, validate_tools
 from core.errors import QuotaExceeded, field_error
 from tenants import context, events, routing
+from vault import services as vault_services
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
 
-AGENT_FIELDS = ("name", "type", "description", "config", "cpu", "memory", "permissions", "tools")
+AGENT_FIELDS = (
+    "name",
+    "type",
+    "description",
+    "config",
+    "cpu",
+    "memory",
+    "permissions",
+    "tools",
+    "secrets",
+)
 MAX_NAME_LENGTH = 80
 MAX_DESCRIPTION_LENGTH = 2000
 
@@ -145,6 +156,7 @@ def _clean_agent(data: dict[str, Any], limits: Limits, *, partial: bool) -> dict
         lambda v: validate_permissions(v, allowed=limits.allowed_agent_permissions),
     )
     check("tools", validate_tools)
+    check("secrets", vault_services.validate_secret_references)
     if errors:
         raise ValidationError(errors)
     columns = {"cpu": "cpu_millicores", "memory": "memory_mb"}

@@ -180,6 +180,7 @@ class AgentRuntime:
         self.max_backoff_seconds = max_backoff_seconds
         self.on_event = on_event or (lambda kind, detail: None)
         self.config: dict[str, Any] = {}
+        self.secrets: dict[str, str] = {}
         self.agent: dict[str, Any] = {}
         self.stats = Stats()
         self.connections = 0
@@ -222,6 +223,8 @@ class AgentRuntime:
                 {"op": "attach", "instance": self.instance_id}, expect="attached"
             )
             self.agent, self.config = attached["agent"], attached["config"]
+            # The referenced secrets' values: kept in memory for the handler, never logged.
+            self.secrets = dict(attached.get("secrets") or {})
             for subject in ("agents.task", f"agents.{self.agent['id']}.task", "config.changed"):
                 await self._request({"op": "subscribe", "subject": subject}, expect="subscribed")
             self.connections += 1

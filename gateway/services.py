@@ -31,6 +31,7 @@ from core.actors import Actor
 from gateway import subjects
 from gateway.models import InstanceMetric
 from tenants import context, events
+from vault import services as vault_services
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -220,11 +221,31 @@ def task_publish(*, actor: Actor, task: Any, agent_id: Any = None) -> dict[str, 
 
 
 def instance_attach(*, actor: Actor, instance_id: Any) -> dict[str, Any]:
-    """A runtime starts serving an instance: mark it running; return it, its agent, its config."""
+    """A runtime starts serving an instance: mark it running; return it, its agent, its config,
+    and the values of the secrets its agent references (only those; `secrets:use` needed when
+    there are any, checked before anything changes; each delivery audited by the vault)."""
+    pk = agent_selectors.as_uuid(instance_id)
+    found = AgentInstance.objects.select_related("agent").filter(pk=pk).first() if pk else None
+    names = list(found.agent.secrets) if found is not None else []
+    if names and actor.can("agents:write"):
+        audit.require(
+            actor,
+            "secrets:use",
+            action="secret.delivered",
+            resource_type="instance",
+            resource_id=str(pk),
+        )
     instance = agent_services.instance_report(
         actor=actor, instance_id=instance_id, status=InstanceStatus.RUNNING
     )
-    return runtime_view(actor=actor, instance=instance)
+    view = runtime_view(actor=actor, instance=instance)
+    delivered = vault_services.secrets_deliver(
+        actor=actor, names=names, agent_id=view["agent"]["id"], instance_id=view["instance"]
+    )
+    # Never logged, published or stored: the attach reply goes to this socket only.
+    view["secrets"] = delivered["values"]
+    view["missing_secrets"] = delivered["missing"]
+    return view
 
 
 def runtime_view(*, actor: Actor, instance: AgentInstance) -> dict[str, Any]:

@@ -82,6 +82,9 @@ class TenantAdmin(admin.ModelAdmin):
         "status",
         "created_at",
         "suspended_at",
+        "deletion_requested_at",
+        "deletion_requested_by",
+        "deletion_scheduled_for",
     ]
     fields = [
         "name",
@@ -94,11 +97,14 @@ class TenantAdmin(admin.ModelAdmin):
         "status",
         "created_at",
         "suspended_at",
+        "deletion_requested_at",
+        "deletion_requested_by",
+        "deletion_scheduled_for",
         # Staff overrides of the plan's limits (empty: the plan's); see agents.services.
         *LIMIT_OVERRIDE_FIELDS,
     ]
     inlines = [DomainInline]
-    actions = ["suspend", "reactivate", "delete_organizations"]
+    actions = ["suspend", "reactivate", "cancel_deletion", "delete_organizations"]
     list_select_related = ["plan"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -180,8 +186,15 @@ class TenantAdmin(admin.ModelAdmin):
     def reactivate(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._each(request, queryset, services.tenant_reactivate, "reactivated")
 
+    @admin.action(description="Cancel the requested deletion", permissions=["change"])
+    def cancel_deletion(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._each(
+            request, queryset, services.organization_deletion_cancel, "kept (deletion cancelled)"
+        )
+
     @admin.action(
-        description="Delete selected organizations (drops their data)", permissions=["change"]
+        description="Delete selected organizations now (destroys their keys, drops their data)",
+        permissions=["change"],
     )
     def delete_organizations(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._each(request, queryset, services.tenant_delete, "deleted")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
@@ -19,10 +20,13 @@ from agents import selectors as agent_selectors
 from audit import services as audit
 from billing import invoicing
 from core.actors import Actor
-from core.roles import Role
+from core.errors import field_error
+from core.roles import ORGANIZATION_DELETE, ORGANIZATION_EXPORT, Role
+from organizations import exports
 from tenants import context, events, migration_state, residency, routing, schema_pool, shards
 from tenants.models import Domain, Plan, Tenant, TenantStatus
 from tenants.validators import schema_name_for, validate_region, validate_slug
+from vault import keystore
 
 logger = logging.getLogger(__name__)
 
@@ -289,12 +293,24 @@ def tenant_reactivate(*, actor: Actor, tenant: Tenant) -> Tenant:
 
 
 def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
-    """Delete an organization: its schema and every row in it, its domains, then the tenant row.
+    """Delete an organization: its data keys first (crypto-shredding), then its schema and every
+    row in it, its domains, then the tenant row.
 
-    One transaction (PostgreSQL's DDL is transactional): it either all happens or none of it.
+    The keys go first and on their own: whatever happens next, every encrypted value of the
+    organization, in the database or in any earlier dump of it, is unreadable from then on. The
+    rest is one transaction (PostgreSQL's DDL is transactional): all of it happens or none.
     Routing caches in every process are invalidated after commit, so the host stops answering.
     """
     audit.require_staff(actor, "organization.deleted", "organization", str(tenant.public_id))
+    keystore.store().destroy(owner=str(tenant.public_id))
+    with context.public_context(), transaction.atomic():
+        audit.record(
+            actor=actor,
+            action="organization.keys_destroyed",
+            resource_type="organization",
+            resource_id=str(tenant.public_id),
+            details={"slug": tenant.slug},
+        )
     with context.public_context(), transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
         public_id, slug, schema_name = str(tenant.public_id), tenant.slug, tenant.schema_name
@@ -312,6 +328,150 @@ def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
         )
         routing.clear_on_commit()
         events.recheck_on_commit(tenant, "organization.deleted")  # its open sockets close
+
+
+# --- Two-phase deletion --------------------------------------------------------------------------
+
+
+def organization_deletion_request(*, actor: Actor, tenant: Tenant, confirm_slug: str) -> Tenant:
+    """The owner asks for the organization's deletion, typing its slug to confirm.
+
+    The organization is suspended at once (users, API clients and sockets are refused), except
+    that its owner may still sign in to download the export; staff may cancel until
+    `deletion_scheduled_for` (now + DELETION_GRACE_DAYS), when `purge_organizations` deletes it.
+    Recorded in both logs.
+    """
+    action = "organization.deletion_requested"
+    audit.require(
+        actor,
+        ORGANIZATION_DELETE,
+        action=action,
+        resource_type="organization",
+        resource_id=str(tenant.public_id),
+    )
+    if not isinstance(confirm_slug, str) or confirm_slug.strip().lower() != tenant.slug:
+        raise field_error(
+            "confirm_slug",
+            f"Type “{tenant.slug}”, the organization's address, to confirm.",
+            "confirmation_mismatch",
+        )
+    with context.public_context(), transaction.atomic():
+        current = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        if current.is_deletion_pending:
+            return current
+        now = timezone.now()
+        current.status = TenantStatus.SUSPENDED
+        current.suspended_at = now
+        current.deletion_requested_at = now
+        current.deletion_requested_by = actor.label
+        current.deletion_scheduled_for = now + timedelta(days=settings.DELETION_GRACE_DAYS)
+        current.save(
+            update_fields=[
+                "status",
+                "suspended_at",
+                "deletion_requested_at",
+                "deletion_requested_by",
+                "deletion_scheduled_for",
+            ]
+        )
+        audit.record_in_both_logs(
+            actor=actor,
+            tenant=current,
+            action=action,
+            resource_type="organization",
+            resource_id=str(current.public_id),
+            details={
+                "slug": current.slug,
+                "scheduled_for": current.deletion_scheduled_for.isoformat(),
+            },
+        )
+        transaction.on_commit(routing.clear_everywhere)
+        events.recheck_on_commit(current, action)
+    return current
+
+
+def organization_deletion_cancel(*, actor: Actor, tenant: Tenant) -> Tenant:
+    """Staff cancel a pending deletion: the organization is active again, nothing was lost."""
+    action = "organization.deletion_cancelled"
+    audit.require_staff(actor, action, "organization", str(tenant.public_id))
+    with context.public_context(), transaction.atomic():
+        current = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        if not current.is_deletion_pending:
+            return current
+        scheduled = current.deletion_scheduled_for
+        current.status = TenantStatus.ACTIVE
+        current.suspended_at = None
+        current.deletion_requested_at = None
+        current.deletion_requested_by = ""
+        current.deletion_scheduled_for = None
+        current.save(
+            update_fields=[
+                "status",
+                "suspended_at",
+                "deletion_requested_at",
+                "deletion_requested_by",
+                "deletion_scheduled_for",
+            ]
+        )
+        audit.record_in_both_logs(
+            actor=actor,
+            tenant=current,
+            action=action,
+            resource_type="organization",
+            resource_id=str(current.public_id),
+            details={"slug": current.slug, "was_scheduled_for": scheduled.isoformat()},
+        )
+        transaction.on_commit(routing.clear_everywhere)
+    return current
+
+
+def organization_export(*, actor: Actor, tenant: Tenant) -> Iterator[str]:
+    """The organization's full export (JSON, secrets excluded) for its owner, recorded first.
+
+    The archive's storage region (EXPORT_REGION, default the home region) is a placement: the
+    residency policy must allow it (refused and recorded otherwise). Run in the organization's
+    context; the returned pieces are read there too.
+    """
+    action = "organization.exported"
+    audit.require(
+        actor,
+        ORGANIZATION_EXPORT,
+        action=action,
+        resource_type="organization",
+        resource_id=str(tenant.public_id),
+    )
+    region = settings.EXPORT_REGION or tenant.region
+    residency.check_placement(
+        actor=actor,
+        tenant=tenant,
+        region=region,
+        purpose=residency.Purpose.EXPORT,
+        subject="organization export",
+    )
+    with transaction.atomic():
+        audit.record(
+            actor=actor,
+            action=action,
+            resource_type="organization",
+            resource_id=str(tenant.public_id),
+            details={"storage_region": region, "tables": exports.tables()},
+        )
+    return exports.export_chunks(region=region)
+
+
+def organizations_purge_due(*, actor: Actor) -> list[str]:
+    """Delete every organization whose deletion grace period is over (staff or the system);
+    returns their slugs. Each is crypto-shredded first (tenant_delete)."""
+    audit.require_staff(actor, "organization.deleted", "organization")
+    with context.public_context():
+        due = list(
+            Tenant.objects.filter(
+                deletion_scheduled_for__isnull=False, deletion_scheduled_for__lte=timezone.now()
+            ).order_by("deletion_scheduled_for")
+        )
+    for tenant in due:
+        tenant_delete(actor=actor, tenant=tenant)
+    return [tenant.slug for tenant in due]
 
 
 def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Tenant:

@@ -26,7 +26,10 @@ SECTIONS: list[Section] = [
     Section("Usage", "billing:usage", "usage:read"),
     Section("Billing", "billing:billing", "billing:read"),
     Section("Audit", "audit:event-list", "audit:read"),
+    Section("Knowledge", "vault:knowledge-list", "knowledge:read"),
+    Section("Secrets", "vault:secret-list", "secrets:read"),
     Section("API keys", "credentials:api-key-list", "api_keys:manage"),
+    Section("Settings", "vault:settings", "settings:write"),
 ]
 
 

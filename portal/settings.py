@@ -113,6 +113,8 @@ TENANT_APPS = [
     "accounts",
     "audit",
     "credentials",
+    # Secrets and knowledge documents, encrypted with the organization's data key (vault/).
+    "vault",
     # Agents, instances, the resource pool and config keys: tenant-only (platform defaults and
     # limit overrides are in `tenants`, in public).
     "agents",
@@ -347,6 +349,33 @@ JWT_REFRESH_TOKEN_LIFETIME_SECONDS = int(os.environ.get("JWT_REFRESH_TOKEN_LIFET
 # Wraps the signing keys' private halves at rest (base64 of 32 bytes; docs/adr/0003). Without
 # it, a key is derived from SECRET_KEY: acceptable in development, not in production.
 SIGNING_KEY_WRAPPING_KEY = os.environ.get("SIGNING_KEY_WRAPPING_KEY", "")
+# Envelope encryption (vault/, docs/data-protection.md): each organization's data keys are stored
+# only wrapped by the platform master key (base64 of 32 bytes), outside the database. Previous
+# master keys (comma-separated) keep unwrapping until `manage.py rotate_master_key` re-wrapped all.
+# In development (DEBUG) a master key is generated into .data/master_key on first use.
+DATA_DIR = devdata.DATA_DIR
+VAULT_MASTER_KEY = os.environ.get("AGENTPLANE_MASTER_KEY", "")
+VAULT_MASTER_KEY_PREVIOUS = os.environ.get("AGENTPLANE_MASTER_KEY_PREVIOUS", "")
+VAULT_MASTER_KEY_FILE = os.environ.get("AGENTPLANE_MASTER_KEY_FILE", "")
+VAULT_GENERATE_MASTER_KEY = DEBUG
+# The wrapped data keys: a directory (shared by every server of a deployment), or a KMS-backed
+# class with the same interface (vault.keystore.KeyStore).
+VAULT_KEYSTORE = os.environ.get("AGENTPLANE_KEYSTORE", "vault.keystore.LocalKeyStore")
+VAULT_KEYSTORE_DIR = os.environ.get("AGENTPLANE_KEYSTORE_DIR", str(DATA_DIR / "keystore"))
+# Two-phase deletion: days between the owner's request and the purge (the owner can export
+# meanwhile; staff can cancel). Exports are written in EXPORT_REGION (default: the organization's
+# home region), which its residency policy must allow.
+# Retention per data class (vault.models.Classification), applied by `manage.py data_retention`:
+# documents not changed for this many days are deleted; empty keeps them.
+DATA_RETENTION_DAYS = {
+    "general": int(os.environ["RETENTION_GENERAL_DAYS"])
+    if os.environ.get("RETENTION_GENERAL_DAYS")
+    else None,
+    "confidential": int(os.environ.get("RETENTION_CONFIDENTIAL_DAYS", "730")),
+    "restricted": int(os.environ.get("RETENTION_RESTRICTED_DAYS", "365")),
+}
+DELETION_GRACE_DAYS = int(os.environ.get("DELETION_GRACE_DAYS", "14"))
+EXPORT_REGION = os.environ.get("EXPORT_REGION", "")
 # Keys the HMAC of API key secrets (any long random string). Falls back to one derived from
 # SECRET_KEY; changing it invalidates every API key.
 API_KEY_HASH_KEY = os.environ.get("API_KEY_HASH_KEY", "")

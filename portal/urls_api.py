@@ -4,6 +4,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("", include("credentials.api_urls")),
+    path("", include("vault.api_urls")),
     path("", include("tenants.api_urls")),
     path("", include("agents.api_urls")),
     path("", include("audit.api_urls")),

@@ -28,4 +28,5 @@ urlpatterns = [
     path("billing/plan", include("organizations.urls")),
     path("", include("agents.urls")),
     path("tools/", include("tools.urls")),
+    path("", include("vault.urls")),
 ]

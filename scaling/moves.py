@@ -212,10 +212,10 @@ def _fingerprint(cursor, schema_name: str, table: str) -> tuple[int, str]:
     The checksum is the sum of the first 64 bits of each row's md5: independent of row order, so
     no sort (this runs while the organization's writes are paused).
     """
-    qualified = f"{connection.ops.quote_name(schema_name)}.{connection.ops.quote_name(table)}"
+    qualified = _qualified(schema_name, table)
     row_hash = "('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint"
     # `qualified` is quoted identifiers from the catalog, never user input.
-    query = f"SELECT count(*), coalesce(sum({row_hash}), 0)::text FROM {qualified} t"  # noqa: S608
+    query = f"SELECT count(*), coalesce(sum({row_hash}), 0)::text FROM {qualified} t"  # noqa: S608  # nosec B608
     cursor.execute(query)
     count, digest = cursor.fetchone()
     return count, digest
@@ -368,7 +368,7 @@ def _switch(*, tenant, schema, source, target, prints, report, say, pause_starte
             changed = _changed_tables(src, schema)
             counts = {}
             for table in tables:
-                src.execute(f"SELECT count(*) FROM {_qualified(schema, table)}")  # noqa: S608
+                src.execute(f"SELECT count(*) FROM {_qualified(schema, table)}")  # noqa: S608  # nosec B608
                 counts[table] = src.fetchone()[0]
             with (
                 context.public_context(shard=target),
@@ -386,7 +386,7 @@ def _switch(*, tenant, schema, source, target, prints, report, say, pause_starte
                         prints[table] = expected
                 for sequence in _sequences(src, schema):
                     name = _qualified(schema, sequence)
-                    src.execute(f"SELECT last_value, is_called FROM {name}")  # noqa: S608
+                    src.execute(f"SELECT last_value, is_called FROM {name}")  # noqa: S608  # nosec B608
                     last_value, is_called = src.fetchone()
                     dst.execute("SELECT setval(%s, %s, %s)", [name, last_value, is_called])
                 for table in tables:

@@ -24,6 +24,15 @@ def error_response(request: HttpRequest, status: int, code: str, message: str) -
     )
 
 
+# While a deletion is pending, an organization is suspended except for these pages: its owner
+# signs in to download the export (the pages themselves check who asks).
+PATHS_OPEN_WHILE_DELETING = ("/login/", "/logout/", "/deletion/", "/static/")
+
+
+def _open_while_deleting(request: HttpRequest, tenant) -> bool:
+    return tenant.is_deletion_pending and request.path.startswith(PATHS_OPEN_WHILE_DELETING)
+
+
 class TenantRoutingMiddleware:
     """Resolve the tenant from the host (cached), enter its context once, refuse suspended ones.
 
@@ -56,7 +65,7 @@ class TenantRoutingMiddleware:
         if tenant.writes_paused_until is not None and tenant.pause_remaining(timezone.now()) > 0:
             # Its schema is switching shards (scaling.moves): come back in a moment.
             return moving_response(request)
-        if tenant.status == TenantStatus.SUSPENDED:
+        if tenant.status == TenantStatus.SUSPENDED and not _open_while_deleting(request, tenant):
             return error_response(
                 request,
                 403,

@@ -90,6 +90,11 @@ class Tenant(TenantMixin):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     suspended_at = models.DateTimeField(null=True, blank=True)
+    # Two-phase deletion (organizations.services): requested by the owner, the organization is
+    # suspended (its owner may still export) until `deletion_scheduled_for`, then purged.
+    deletion_requested_at = models.DateTimeField(null=True, blank=True)
+    deletion_requested_by = models.CharField(max_length=254, blank=True)
+    deletion_scheduled_for = models.DateTimeField(null=True, blank=True)
     # Staff overrides of the plan's limits for this organization (empty: the plan's limit).
     # Read through agents.selectors.limits_get; changed through agents.services.
     max_agents_override = models.PositiveIntegerField(null=True, blank=True)
@@ -127,6 +132,10 @@ class Tenant(TenantMixin):
     @property
     def is_active(self) -> bool:
         return self.status == TenantStatus.ACTIVE
+
+    @property
+    def is_deletion_pending(self) -> bool:
+        return self.deletion_scheduled_for is not None
 
     @property
     def is_public(self) -> bool:

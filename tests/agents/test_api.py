@@ -103,6 +103,7 @@ def test_create_read_update_and_delete_an_agent(org, client_for, in_tenant):
         "permissions": ["messages:read"],
         "granted_permissions": ["messages:read"],
         "tools": ["search"],
+        "secrets": [],
         "config": {"model": "small"},
         "created_by": org.member.email,
     }
