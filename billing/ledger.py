@@ -56,6 +56,8 @@ BUILTIN_METERS: dict[str, BuiltinMeter] = {
         BuiltinMeter("tasks", "Tasks", "tasks", "COUNT", ("api_key",)),
         BuiltinMeter("llm_tokens", "LLM tokens", "tokens", "SUM", ("model", "direction")),
         BuiltinMeter("usage_events", "Reported usage events", "events", "COUNT", ("type",)),
+        BuiltinMeter("tool_runs", "Custom tool runs", "runs", "COUNT", ("tool",)),
+        BuiltinMeter("tool_cpu_ms", "Custom tool CPU time", "ms", "SUM", ("tool",)),
     )
 }
 

@@ -93,6 +93,25 @@ def request_admit(*, resource: str, counts: Sequence[Count] = ()) -> Admission:
     return Admission(usage=outcome.usages[0])
 
 
+def usage_add(*, tenant: Any, counts: Sequence[Count]) -> None:
+    """Meter platform-measured usage that no limit gates (custom tool runs and their CPU time).
+
+    The same ledger as every other count: one Redis call; Redis unreachable, the counts go to
+    PostgreSQL directly, so nothing is lost.
+    """
+    now = timezone.now()
+    charge_list, index_sets = ledger.charges(str(tenant.public_id), counts, now)
+    try:
+        ratelimit.consume(
+            charges=charge_list,
+            index_sets=index_sets,
+            hash_ttl_seconds=settings.BILLING_REDIS_TTL_SECONDS,
+        )
+    except ratelimit.Unreachable:
+        logger.warning("usage of %s written to PostgreSQL: Redis is unreachable", tenant.slug)
+        ledger.add_directly(tenant.pk, counts, now)
+
+
 def message_admit(
     *,
     actor: Actor,
