@@ -386,6 +386,19 @@ def _check_room(pool: ResourcePool, limits: Limits, agent: Agent) -> None:
         )
 
 
+def instance_room(*, pool: Any, agent: Agent) -> str | None:
+    """Why a new instance of `agent` would be refused now (the message), or None when it fits.
+
+    A read for pages (the Start button follows the pool): `pool` is a selectors.PoolUsage. The
+    rule is `_check_room`'s, the one instance_request enforces under the pool's lock.
+    """
+    try:
+        _check_room(pool, pool.limits, agent)
+    except QuotaExceeded as error:
+        return error.message
+    return None
+
+
 def instance_namespace(agent_id: Any) -> str:
     """The instance's Channels namespace: `tenant.<tenant_id>.agents.<agent_id>`."""
     return events.group_name(str(context.require_tenant().public_id), f"agents.{agent_id}")

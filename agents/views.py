@@ -28,6 +28,7 @@ from core.errors import QuotaExceeded
 from core.pages import requires
 
 PAGE_SIZE = 20
+STOPPED_SHOWN = 10
 
 
 def _agent_or_404(actor: Actor, agent_id: Any) -> Agent:
@@ -168,12 +169,24 @@ def agent_detail(request: HttpRequest, actor: Actor, agent_id: Any) -> HttpRespo
         actor=actor, agent_type=agent.type, definition=agent.config
     )
     granted = selectors.granted_permissions(agent=agent, limits=limits)
+    instances = list(selectors.instance_list(actor=actor, agent=agent)[:100])
+    pool = selectors.pool_get(actor=actor, limits=limits)
+    # What serves a pending instance: the reference runtime, attached to it by id.
+    run_command = f"manage.py run_agent --url {request.tenant.url.rstrip('/')} --key <API key>"
+    for instance in instances:
+        instance.run_command = f"{run_command} --instance {instance.pk}"
     return render(
         request,
         "agents/agent_detail.html",
         {
             "agent": agent,
-            "instances": selectors.instance_list(actor=actor, agent=agent)[:100],
+            # The table lists the instances holding resources; stopped ones move below it.
+            "instances": [instance for instance in instances if instance.is_active],
+            "stopped_instances": [instance for instance in instances if not instance.is_active][
+                :STOPPED_SHOWN
+            ],
+            "start_blocker": services.instance_room(pool=pool, agent=agent),
+            "agent_namespace": services.instance_namespace(agent.pk),
             "granted": granted,
             "withheld": [name for name in agent.permissions if name not in granted],
             "resolution": resolution,
@@ -181,7 +194,7 @@ def agent_detail(request: HttpRequest, actor: Actor, agent_id: Any) -> HttpRespo
             "can_write": actor.can("agents:write"),
             "cpu": format_cpu(agent.cpu_millicores),
             "memory": format_memory(agent.memory_mb),
-            **_pool_context(actor, limits),
+            "pool": pool,
         },
     )
 
