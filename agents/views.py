@@ -20,7 +20,7 @@ from agents.configuration import (
     validate_agent_type,
 )
 from agents.forms import AgentForm, ConfigForm, apply_service_errors, pretty
-from agents.models import Agent, AgentInstance, ConfigKey
+from agents.models import Agent, AgentInstance, ConfigKey, InstanceStatus
 from agents.resources import format_cpu, format_memory
 from core.actors import Actor
 from core.agent_permissions import CATALOGUE
@@ -29,6 +29,7 @@ from core.pages import requires
 
 PAGE_SIZE = 20
 STOPPED_SHOWN = 10
+SHOWN_LIVE = {InstanceStatus.PENDING, InstanceStatus.RUNNING, InstanceStatus.STOPPING}
 
 
 def _agent_or_404(actor: Actor, agent_id: Any) -> Agent:
@@ -180,11 +181,12 @@ def agent_detail(request: HttpRequest, actor: Actor, agent_id: Any) -> HttpRespo
         "agents/agent_detail.html",
         {
             "agent": agent,
-            # The table lists the instances holding resources; stopped ones move below it.
-            "instances": [instance for instance in instances if instance.is_active],
-            "stopped_instances": [instance for instance in instances if not instance.is_active][
-                :STOPPED_SHOWN
-            ],
+            # The table lists the instances still alive (a stopping one until its runtime
+            # confirms); stopped and failed ones move below it.
+            "instances": [instance for instance in instances if instance.status in SHOWN_LIVE],
+            "stopped_instances": [
+                instance for instance in instances if instance.status not in SHOWN_LIVE
+            ][:STOPPED_SHOWN],
             "start_blocker": services.instance_room(pool=pool, agent=agent),
             "agent_namespace": services.instance_namespace(agent.pk),
             "granted": granted,
