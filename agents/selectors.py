@@ -289,6 +289,12 @@ def instance_list(*, actor: Actor, agent: Agent) -> QuerySet[AgentInstance]:
     return AgentInstance.objects.filter(agent=agent).order_by(active_first, "-requested_at")
 
 
+def instance_ever_started(*, actor: Actor) -> bool:
+    """Whether a runtime has ever attached to an instance of the organization (onboarding)."""
+    _require(actor, "org:read")
+    return AgentInstance.objects.filter(started_at__isnull=False).exists()
+
+
 def instance_get(*, actor: Actor, agent: Agent, instance_id: Any) -> AgentInstance:
     _require(actor, "agents:read")
     pk = as_uuid(instance_id)

@@ -190,6 +190,12 @@ def event_list(
     return EventPage(events=rows[:limit], next_cursor=next_cursor)
 
 
+def action_recorded(*, actor: Actor, action: str) -> bool:
+    """Whether the log holds a successful `action` (onboarding: "a first task was published").
+    Says only that, so any member may ask."""
+    return AuditEvent.objects.filter(action=action, result="success").exists()
+
+
 def alert_list(*, actor: Actor, limit: int = DEFAULT_PAGE_SIZE) -> list[Alert]:
     require_audit_read(actor, "audit.read")
     return list(Alert.objects.select_related("rule").order_by("-id")[:limit])

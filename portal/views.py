@@ -15,6 +15,7 @@ from agents import selectors as agent_selectors
 from core.actors import Actor
 from core.pages import requires
 from organizations.services import provision_tenant, validate_new_tenant
+from portal import activity
 from portal.forms import OrganizationJumpForm, SignupForm
 from tenants import context, routing
 from tenants.models import Tenant
@@ -155,6 +156,7 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
         ("Audit retention", f"{plan.audit_retention_days:,} days"),
     ]
     can_invite = request.user.can("members:invite")
+    steps = activity.first_steps(actor=actor)
     return render(
         request,
         "portal/dashboard.html",
@@ -168,6 +170,9 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
                 account_selectors.invitation_pending_count() if can_invite else None
             ),
             "can_invite": can_invite,
+            "steps": steps,
+            "steps_done": sum(step.is_done for step in steps),
+            "activity": activity.recent_activity(actor=actor),
         },
     )
 

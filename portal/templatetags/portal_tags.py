@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django import template
 from django.conf import settings
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
@@ -34,3 +36,13 @@ def initials(user) -> str:
     else:
         letters = (getattr(user, "email", "") or "?")[0]
     return letters.upper()
+
+
+@register.filter
+def break_at_separators(value: object) -> SafeString:
+    """A path or key that may wrap after its separators (`/limits/tokens`, `agents.defaults`)
+    rather than in the middle of a word."""
+    text = str(escape(value))
+    for separator in ("/", ".", "_"):
+        text = text.replace(separator, separator + "<wbr>")
+    return mark_safe(text)  # noqa: S308 (escaped above; only <wbr> added)

@@ -188,21 +188,45 @@
     if (heartbeat) heartbeat.textContent = utc(event.timestamp);
   }
 
+  // What an event means, in words (the feed members see; admins read the audit log instead).
+  function describe(event) {
+    var data = event.data || {};
+    var s = event.subject || "";
+    var short = data.id ? String(data.id).slice(0, 8) : "";
+    var name = data.name ? "“" + data.name + "”" : "";
+    var m = /^instance\.(\w+)$/.exec(s);
+    if (m) {
+      var verbs = { requested: "was requested", running: "is running", stopping: "is stopping",
+        stopped: "stopped", failed: "failed" };
+      return "Instance " + short + " " + (verbs[m[1]] || m[1]);
+    }
+    if (s === "agent.created") return "Agent " + name + " was created";
+    if (s === "agent.updated") return "Agent " + name + " was changed";
+    if (s === "agent.deleted") return "Agent " + name + " was deleted";
+    if (s === "config.changed") {
+      return data.value === null ? "Config key " + data.key + " was deleted"
+        : "Config key " + data.key + " changed (version " + data.version + ")";
+    }
+    if (s === "audit.alert") return "Alert: " + (data.rule || data.name || data.message || "a compliance rule matched");
+    return s;
+  }
+
   function onFeed(event) {
     var feed = document.querySelector("[data-live-feed]");
     if (!feed) return;
     var empty = feed.querySelector("[data-live-feed-empty]");
     if (empty) empty.remove();
-    var data = event.data || {};
     var li = document.createElement("li");
-    li.style.padding = "10px 20px";
+    li.className = "live-feed-item";
     li.setAttribute("data-live-event", event.subject);
-    var what = data.name || data.key || (data.id ? String(data.id).slice(0, 8) : "");
-    var status = data.status ? " → " + data.status : "";
-    li.innerHTML = '<span class="muted small"></span> <code></code> <span></span>';
-    li.children[0].textContent = new Date(event.timestamp).toLocaleTimeString();
-    li.children[1].textContent = event.subject;
-    li.children[2].textContent = what + status;
+    var time = document.createElement("time");
+    time.className = "muted small";
+    time.setAttribute("datetime", event.timestamp);
+    time.textContent = utc(event.timestamp).slice(11) + " UTC";
+    var text = document.createElement("span");
+    text.textContent = describe(event);
+    li.appendChild(time);
+    li.appendChild(text);
     feed.insertBefore(li, feed.firstChild);
     while (feed.children.length > MAX_FEED) feed.removeChild(feed.lastChild);
   }

@@ -95,6 +95,21 @@
       input.addEventListener("focus", function () { input.select(); });
     });
 
+    // A region that scrolls sideways (a wide table, long JSON) is reachable with the keyboard.
+    function focusableScrollers() {
+      document.querySelectorAll(".table-scroll, pre, .card, .card-body, .table").forEach(function (el) {
+        var scrolls = el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1;
+        var style = getComputedStyle(el);
+        var scrollable = /(auto|scroll)/.test(style.overflowX + style.overflowY);
+        if (scrolls && scrollable && !el.hasAttribute("tabindex")) {
+          el.setAttribute("tabindex", "0");
+          el.setAttribute("data-scroll-focus", "");
+        }
+      });
+    }
+    focusableScrollers();
+    window.addEventListener("resize", focusableScrollers);
+
     // Forms: a form that came back with errors moves the focus to its error summary.
     var summary = document.querySelector("[data-error-summary]");
     if (summary) summary.focus();
