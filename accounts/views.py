@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.contrib import messages
-from django.contrib.auth import login
+from django.contrib.auth import login, update_session_auth_hash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -19,7 +19,14 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import selectors, services
-from accounts.forms import InvitationAcceptForm, InvitationForm, LoginForm, RoleChangeForm
+from accounts.forms import (
+    InvitationAcceptForm,
+    InvitationForm,
+    LoginForm,
+    PasswordChangeForm,
+    ProfileForm,
+    RoleChangeForm,
+)
 from accounts.handoff import HandoffRefused, handoff_token_redeem
 from accounts.models import Invitation, User
 from audit import services as audit_services
@@ -334,3 +341,88 @@ def _error_codes(error: ValidationError) -> set[str]:
     if hasattr(error, "error_dict"):
         return {item.code for items in error.error_dict.values() for item in items}
     return {item.code for item in error.error_list}
+
+
+# --- Your profile -----------------------------------------------------------------------------
+
+
+def _profile_page(
+    request: HttpRequest,
+    actor: Actor,
+    *,
+    profile_form: ProfileForm | None = None,
+    password_form: PasswordChangeForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    sessions = selectors.session_list(actor=actor)
+    current = request.session.session_key
+    return render(
+        request,
+        "accounts/profile.html",
+        {
+            "profile_form": profile_form
+            or ProfileForm(initial={"full_name": request.user.full_name}),
+            "password_form": password_form or PasswordChangeForm(),
+            "sessions": [
+                {"entry": entry, "is_current": entry.key == current} for entry in sessions
+            ],
+            "other_sessions": sum(entry.key != current for entry in sessions),
+        },
+        status=status,
+    )
+
+
+def _apply_errors(form, error: ValidationError) -> None:
+    for field, errors in error.message_dict.items():
+        form.add_error(field if field in form.fields else None, errors)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@requires("org:read")
+def profile(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """Your display name; the sessions you are signed in with."""
+    if request.method == "GET":
+        return _profile_page(request, actor)
+    form = ProfileForm(request.POST)
+    if form.is_valid():
+        try:
+            services.profile_update(actor=actor, full_name=form.cleaned_data["full_name"])
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, "Your profile is saved.")
+            return redirect("accounts:profile")
+    return _profile_page(request, actor, profile_form=form, status=400)
+
+
+@never_cache
+@require_POST
+@requires("org:read")
+def password_change(request: HttpRequest, actor: Actor) -> HttpResponse:
+    form = PasswordChangeForm(request.POST)
+    if form.is_valid():
+        try:
+            user = services.password_change(
+                actor=actor,
+                current_password=form.cleaned_data["current_password"],
+                new_password=form.cleaned_data["new_password"],
+            )
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            # This browser stays signed in; every other session of yours ends.
+            update_session_auth_hash(request, user)
+            messages.success(request, "Your password is changed. Your other sessions are ended.")
+            return redirect("accounts:profile")
+    return _profile_page(request, actor, password_form=form, status=400)
+
+
+@require_POST
+@requires("org:read")
+def sessions_end_others(request: HttpRequest, actor: Actor) -> HttpResponse:
+    ended = services.sessions_end_others(
+        actor=actor, keep_session_key=request.session.session_key or ""
+    )
+    messages.success(request, f"Signed out of {ended} other session{'s' if ended != 1 else ''}.")
+    return redirect("accounts:profile")

@@ -70,6 +70,7 @@ class AgentForm(forms.Form):
                 "class": "json-editor",
                 "spellcheck": "false",
                 "data-json-editor": "",
+                "data-json-object": "always",
             }
         ),
     )
@@ -134,6 +135,7 @@ class ConfigForm(forms.Form):
                 "class": "json-editor",
                 "spellcheck": "false",
                 "data-json-editor": "",
+                "data-json-object-for-key": "id_key",
             }
         ),
     )

@@ -8,7 +8,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Case, CharField, Count, Q, QuerySet, Value, When
+from django.db.models import Case, CharField, Count, Max, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from agents import config_cache, resources
@@ -26,6 +26,7 @@ from agents.models import (
     Agent,
     AgentInstance,
     ConfigKey,
+    ConfigVersion,
     InstanceStatus,
     ResourcePool,
 )
@@ -314,6 +315,29 @@ def granted_permissions(*, agent: Agent, limits: Limits) -> list[str]:
 def config_list(*, actor: Actor) -> QuerySet[ConfigKey]:
     _require(actor, "config:read")
     return ConfigKey.objects.order_by("key")
+
+
+def config_key_versions(*, actor: Actor, keys: list[str]) -> dict[str, int]:
+    """Each key's latest version number (its own count of writes), in one query."""
+    _require(actor, "config:read")
+    rows = (
+        ConfigVersion.objects.filter(key__in=keys)
+        .values("key")
+        .annotate(latest=Max("number"))
+        .values_list("key", "latest")
+    )
+    return dict(rows)
+
+
+def config_history(*, actor: Actor, key: str) -> list[ConfigVersion]:
+    """Every version of `key`, newest first (deletions included, value None); [] for a string
+    that is not a key."""
+    _require(actor, "config:read")
+    try:
+        validate_key(key)
+    except ValidationError:
+        return []
+    return list(ConfigVersion.objects.filter(key=key).order_by("-number")[:200])
 
 
 def config_get(*, actor: Actor, key: str) -> ConfigKey:

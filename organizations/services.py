@@ -79,6 +79,7 @@ def provision_tenant(
     owner_password: str,
     region: str = "",
     plan_slug: str = "free",
+    owner_full_name: str = "",
 ) -> Tenant:
     """Create an organization, its schema, its domain and its owner, ready to use at once.
 
@@ -107,7 +108,11 @@ def provision_tenant(
         details = {"slug": slug, "plan": plan.slug, "region": region}
         with context.tenant_context(tenant):
             owner = account_services.user_create(
-                actor=actor, email=owner_email, password=owner_password, role=Role.OWNER
+                actor=actor,
+                email=owner_email,
+                password=owner_password,
+                role=Role.OWNER,
+                full_name=" ".join(owner_full_name.split())[:150],
             )
             audit.record(
                 actor=actor,

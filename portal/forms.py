@@ -31,6 +31,12 @@ class SignupForm(forms.Form):
         label="Data region",
         help_text="Where your organization's data is stored.",
     )
+    full_name = forms.CharField(
+        label="Your name",
+        max_length=150,
+        help_text="How your colleagues will see you.",
+        widget=forms.TextInput(attrs={"autocomplete": "name"}),
+    )
     owner_email = forms.EmailField(
         label="Your work email",
         max_length=254,

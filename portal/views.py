@@ -105,6 +105,7 @@ def signup(request: HttpRequest) -> HttpResponse:
                 owner_password=data["password"],
                 region=data["region"],
                 plan_slug=SIGNUP_PLAN,
+                owner_full_name=data["full_name"],
             )
         except ValidationError as error:
             _show_service_errors(form, error)

@@ -16,6 +16,7 @@ GOOD_SIGNUP = {
     "name": "Initech Labs",
     "slug": "initech",
     "region": "eu-west-1",
+    "full_name": "Peter  Gibbons",
     "owner_email": "Peter@Initech.test",
     "password": PASSWORD,
     "password_confirm": PASSWORD,
@@ -156,6 +157,7 @@ def test_signup_creates_the_organization_and_hands_the_owner_over(db, public_cli
     assert dashboard.status_code == 200
     assert dashboard.context["user"].email == "peter@initech.test"
     assert dashboard.context["user"].role == "owner"
+    assert dashboard.context["user"].full_name == "Peter Gibbons"  # asked at signup
     assert "Initech Labs" in dashboard.text
     # The token also worked only there, and only once.
     assert (
