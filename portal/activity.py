@@ -10,6 +10,7 @@ from django.urls import NoReverseMatch, reverse
 from agents import selectors as agent_selectors
 from audit import selectors as audit_selectors
 from core.actors import Actor
+from core.pages import resource_url
 from credentials import selectors as credential_selectors
 
 # --- First steps -----------------------------------------------------------------------------
@@ -115,19 +116,9 @@ class Activity:
 
 
 def _link(event: Any) -> str | None:
-    details = event.details if isinstance(event.details, dict) else {}
-    if event.resource_type == "agent" and event.action != "agent.deleted" and event.resource_id:
-        return _url("agents:agent-detail", event.resource_id)
-    if event.resource_type == "instance" and details.get("agent_id"):
-        return _url("agents:agent-detail", details["agent_id"])
-    if event.resource_type == "config" and event.resource_id:
-        url = _url("agents:config-list")
-        return f"{url}?key={event.resource_id}" if url else None
-    if event.resource_type == "api_key":
-        return _url("credentials:api-key-list")
-    if event.resource_type in {"user", "invitation"}:
-        return _url("accounts:members")
-    return None
+    if event.action == "agent.deleted":
+        return None
+    return resource_url(event.resource_type, event.resource_id, event.details)
 
 
 def describe(event: Any) -> Activity:

@@ -65,6 +65,9 @@ def furnished_org(scratch_org):
         )
         agent_services.instance_request(actor=owner, agent_id=agent.pk)
         agent_services.config_set(
+            actor=owner, key="agents.assistant", value={"model": "small", "temperature": 0.2}
+        )
+        agent_services.config_set(
             actor=owner, key="agents.assistant", value={"model": "large", "temperature": 0.2}
         )
         credential_services.api_key_create(
@@ -102,10 +105,12 @@ def organization_pages(agent_id) -> list[tuple[str, str]]:
         ("resources", "/resources/"),
         ("config", "/config/"),
         ("config-edit", "/config/?key=agents.assistant"),
+        ("config-history", "/config/history/?key=agents.assistant"),
         ("audit", "/audit/"),
         ("audit-alerts", "/audit/alerts/"),
         ("audit-rules", "/audit/rules/"),
         ("api-keys", "/api-keys/"),
+        ("profile", "/profile/"),
     ]
 
 

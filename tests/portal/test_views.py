@@ -331,7 +331,11 @@ def test_recent_activity_speaks_in_words_to_audit_readers_only(org, client_for, 
     page = client_for(org, org.owner).get("/")
     lines = [(item.who, item.what, item.url) for item in page.context["activity"]][:2]
     assert lines == [
-        (org.admin.email, "changed the config key agents.worker", "/config/?key=agents.worker"),
+        (
+            org.admin.email,
+            "changed the config key agents.worker",
+            "/config/history/?key=agents.worker",
+        ),
         (org.admin.email, "created the agent “Speaker”", f"/agents/{agent.pk}/"),
     ]
     assert "created the agent “Speaker”" in page.text
