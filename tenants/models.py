@@ -79,6 +79,7 @@ class Tenant(TenantMixin):
     auto_drop_schema = False
 
     class Meta:
+        verbose_name = "organization"
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(
