@@ -182,6 +182,38 @@ def invitation_revoke(*, actor: Actor, invitation_id: int) -> None:
         )
 
 
+def invitation_resend(*, actor: Actor, invitation_id: int) -> tuple[Invitation, str]:
+    """Send a pending invitation again: a new link (the old one stops working) valid for a new
+    7 days. Returns the invitation and its new one-time token. Invitation.DoesNotExist if it is
+    not pending (accepted, revoked or expired invitations are invited anew instead)."""
+    if not actor.can("members:invite"):
+        audit.deny(
+            actor=actor,
+            action="invitation.resent",
+            resource_type="invitation",
+            resource_id=str(invitation_id),
+            reason="You cannot manage invitations.",
+        )
+    token = secrets.token_urlsafe(32)
+    now = timezone.now()
+    with transaction.atomic():
+        invitation = Invitation.objects.select_for_update().filter(pk=invitation_id).first()
+        if invitation is None or not invitation.is_pending:
+            raise Invitation.DoesNotExist
+        _check_may_assign(actor, invitation.role, "invitation.resent", str(invitation.pk))
+        invitation.token_hash = hash_token(token)
+        invitation.expires_at = now + INVITATION_LIFETIME
+        invitation.save(update_fields=["token_hash", "expires_at"])
+        audit.emit(
+            actor=actor,
+            action="invitation.resent",
+            resource_type="invitation",
+            resource_id=invitation.pk,
+            details={"email": invitation.email, "expires_at": invitation.expires_at.isoformat()},
+        )
+    return invitation, token
+
+
 def _refusal(actor: Actor, user: User) -> str | None:
     """Why `actor` may not change `user`'s membership, or None."""
     if actor.kind == "system":

@@ -33,6 +33,11 @@ urlpatterns = [
     path("members/", views.members, name="members"),
     path("members/invite/", views.invitation_create, name="invitation-create"),
     path(
+        "members/invitations/<int:invitation_id>/resend/",
+        views.invitation_resend,
+        name="invitation-resend",
+    ),
+    path(
         "members/invitations/<int:invitation_id>/revoke/",
         views.invitation_revoke,
         name="invitation-revoke",

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 INVITATION_SESSION_KEY = "accounts.invitation_token"
+INVITATION_LINK_SESSION_KEY = "accounts.invitation_link"
 MAX_TOKEN_LENGTH = 200
 
 
@@ -161,10 +162,13 @@ def _members_page(
         "can_invite": can_invite,
         "invite_form": invite_form if invite_form is not None else InvitationForm(roles=assignable),
         "invitations": list(selectors.invitation_list_pending()) if can_invite else [],
+        # The link of the invitation just sent or resent, shown this once (post/redirect/get).
+        "invitation_link": request.session.pop(INVITATION_LINK_SESSION_KEY, None),
     }
     return render(request, "accounts/members.html", context, status=status)
 
 
+@never_cache  # may hold a new invitation's link, shown once
 @require_GET
 @requires("members:read")
 def members(request: HttpRequest, actor: Actor) -> HttpResponse:
@@ -202,6 +206,35 @@ def _send_invitation(request: HttpRequest, invitation: Invitation, token: str) -
     return True
 
 
+def _remember_link(request: HttpRequest, invitation: Invitation, token: str) -> None:
+    """Keep the new link for the next page only, which shows it with a Copy button (for sending
+    it another way than email)."""
+    link = _absolute(request, reverse("accounts:invitation-open", kwargs={"token": token}))
+    request.session[INVITATION_LINK_SESSION_KEY] = {
+        "email": invitation.email,
+        "link": link,
+        "expires_at": invitation.expires_at.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+@login_required
+@require_POST
+def invitation_resend(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    actor = Actor.from_request(request)
+    try:
+        invitation, token = services.invitation_resend(actor=actor, invitation_id=invitation_id)
+    except Invitation.DoesNotExist as error:
+        raise Http404("No such pending invitation.") from error
+    except PermissionDenied as error:
+        return _refused(request, error, "members:invite")
+    _remember_link(request, invitation, token)
+    if _send_invitation(request, invitation, token):
+        messages.success(request, f"Invitation sent again to {invitation.email}.")
+    else:
+        messages.error(request, f"The email to {invitation.email} could not be sent.")
+    return redirect("accounts:members")
+
+
 @login_required
 @require_POST
 def invitation_create(request: HttpRequest) -> HttpResponse:
@@ -222,6 +255,7 @@ def invitation_create(request: HttpRequest) -> HttpResponse:
             for field, errors in error.error_dict.items():
                 form.add_error(field if field in form.fields else None, errors)
         else:
+            _remember_link(request, invitation, token)
             if _send_invitation(request, invitation, token):
                 messages.success(request, f"Invitation sent to {invitation.email}.")
             else:

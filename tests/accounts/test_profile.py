@@ -3,6 +3,8 @@ the others; each audited, refused without change when wrong, and bound to one or
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 from django.core.exceptions import PermissionDenied
 
@@ -152,3 +154,84 @@ def test_an_api_key_cannot_change_anyones_account(org, in_tenant):
         )
     with in_tenant(org):
         assert not User.objects.filter(full_name="Mallory").exists()
+
+
+# --- Invitations: the link to copy, resending -------------------------------------------------
+
+
+def invite(client, email="newcomer@acme.test"):
+    return client.post("/members/invite/", {"email": email, "role": "member"})
+
+
+def shown_link(page) -> str:
+    return page.context["invitation_link"]["link"] if page.context["invitation_link"] else ""
+
+
+def test_the_new_invitation_link_is_shown_once_to_copy(org, client_for):
+    client = client_for(org, org.admin)
+
+    assert invite(client).status_code == 302
+    first, again = client.get("/members/"), client.get("/members/")
+
+    link = shown_link(first)
+    assert link.startswith(f"{org.tenant.url.rstrip('/')}/invite/")
+    assert 'data-copy-from="#invitation-link-value"' in first.text
+    assert "no-store" in first["Cache-Control"]
+    assert shown_link(again) == "" and link not in again.text
+    # The link works (it opens the acceptance page).
+    opened = client_for(org).get(urlsplit(link).path)
+    assert (opened.status_code, opened["Location"]) == (302, "/invite/accept/")
+
+
+def test_resending_gives_a_new_link_and_a_new_week_and_is_audited(org, client_for, in_tenant):
+    from datetime import timedelta
+
+    from accounts.models import Invitation
+
+    client = client_for(org, org.admin)
+    invite(client)
+    old_link = shown_link(client.get("/members/"))
+    with in_tenant(org):
+        invitation = Invitation.objects.get(email="newcomer@acme.test", revoked_at=None)
+        Invitation.objects.filter(pk=invitation.pk).update(
+            expires_at=invitation.expires_at - timedelta(days=6)
+        )
+
+    response = client.post(f"/members/invitations/{invitation.pk}/resend/")
+
+    assert (response.status_code, response["Location"]) == (302, "/members/")
+    new_link = shown_link(client.get("/members/"))
+    assert new_link and new_link != old_link
+    with in_tenant(org):
+        resent = Invitation.objects.get(pk=invitation.pk)
+        assert resent.expires_at > invitation.expires_at - timedelta(minutes=1)
+        assert services.invitation_get_pending(token=old_link.rsplit("/", 2)[-2]) is None
+        assert services.invitation_get_pending(token=new_link.rsplit("/", 2)[-2]) == resent
+    assert events(in_tenant, org, "invitation.resent")[-1][0] == org.admin.email
+
+
+def test_resending_is_refused_to_members_and_strangers(org, other_org, client_for, in_tenant):
+    from accounts.models import Invitation
+
+    invite(client_for(org, org.admin))
+    with in_tenant(org):
+        invitation = Invitation.objects.get(email="newcomer@acme.test", revoked_at=None)
+    path = f"/members/invitations/{invitation.pk}/resend/"
+
+    member = client_for(org, org.member).post(path)
+    stranger = client_for(other_org, other_org.admin).post(path)
+
+    assert member.status_code in (302, 403)
+    assert stranger.status_code == 404
+    with in_tenant(org):
+        assert Invitation.objects.get(pk=invitation.pk).token_hash == invitation.token_hash
+    assert [result for _, result in _resent_results(in_tenant, org)] == ["denied"]
+
+
+def _resent_results(in_tenant, org):
+    with in_tenant(org):
+        return list(
+            AuditEvent.objects.filter(action="invitation.resent").values_list(
+                "actor_label", "result"
+            )
+        )
