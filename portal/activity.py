@@ -101,6 +101,11 @@ PHRASES = {
     "audit.exported": "exported the audit log",
     "audit.verified": "verified the audit log",
     "task.published": "published a task",
+    "user.profile_changed": "changed their display name",
+    "user.password_changed": "changed their password",
+    "user.sessions_ended": "signed out of their other sessions",
+    "invitation.resent": "sent an invitation again",
+    "audit.alert_acknowledged": "acknowledged an alert",
 }
 
 
