@@ -137,6 +137,7 @@ def invitation_accept(*, actor: Actor, token: str, password: str, full_name: str
                 resource_type="user",
                 resource_id=user.pk,
                 details={"email": user.email, "role": user.role},
+                recheck=True,  # credentials cached while the member was inactive are reloaded
             )
         else:
             user = user_create(

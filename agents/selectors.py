@@ -8,7 +8,8 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Case, CharField, Count, Max, Q, QuerySet, Value, When
+from django.db.models import Case, CharField, IntegerField, Max, QuerySet, Value, When
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from agents import config_cache, resources
@@ -32,7 +33,7 @@ from agents.models import (
 )
 from core.actors import Actor
 from core.agent_permissions import granted
-from tenants import context
+from tenants import context, routing
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -91,17 +92,14 @@ def limits_of(tenant: Tenant) -> Limits:
 
 
 def limits_get(*, tenant: Tenant | None = None) -> Limits:
-    """The current limits of `tenant` (default: the current one), read fresh from `public`.
+    """The current limits of `tenant` (default: the current one), from the routing cache.
 
-    Fresh rather than from the routing cache: a plan change or a staff override applies to the
-    very next allocation.
+    The cache (tenants.routing) is dropped in every process when a plan or a staff override
+    changes (`clear_everywhere` after commit), so the change applies to the next allocation; it
+    saves every request switching to `public` and back.
     """
-    from tenants.models import Tenant
-
     tenant = tenant or context.require_tenant()
-    with context.public_context():
-        row = Tenant.objects.select_related("plan").get(pk=tenant.pk)
-    return limits_of(row)
+    return limits_of(routing.tenant_row(tenant.pk))
 
 
 @dataclass(frozen=True)
@@ -213,19 +211,44 @@ def pool_get(*, actor: Actor, limits: Limits | None = None) -> PoolUsage:
 # --- Agents and instances --------------------------------------------------------------------
 
 
+# An agent's status and active instance count, from its pending, running and stopping
+# instances only: each is a probe of the (agent, status) index, so an agent's stopped history
+# (any length) is never read. Raw SQL because the ORM's equivalent (three correlated counts and
+# a CASE) cost more to compile than the query takes to run; the table is the queryset's own
+# (`agents_agent`, never aliased: these querysets are not nested in others).
+_ACTIVE_INSTANCES_SQL = (
+    "(SELECT count(*) FROM agents_agentinstance AS i"
+    " WHERE i.agent_id = agents_agent.id AND i.status IN (%s, %s))"
+)
+_STATUS_SQL = (
+    "CASE"
+    " WHEN EXISTS (SELECT 1 FROM agents_agentinstance AS i"
+    "  WHERE i.agent_id = agents_agent.id AND i.status = %s) THEN 'running'"
+    " WHEN EXISTS (SELECT 1 FROM agents_agentinstance AS i"
+    "  WHERE i.agent_id = agents_agent.id AND i.status = %s) THEN 'pending'"
+    " WHEN EXISTS (SELECT 1 FROM agents_agentinstance AS i"
+    "  WHERE i.agent_id = agents_agent.id AND i.status = %s) THEN 'stopping'"
+    " ELSE 'idle' END"
+)
+
+
 def _with_status(queryset: QuerySet[Agent]) -> QuerySet[Agent]:
+    """`status` (AGENT_STATUSES) and `active_instances` (pending + running) on each agent."""
     return queryset.annotate(
-        running_instances=Count("instances", filter=Q(instances__status=InstanceStatus.RUNNING)),
-        pending_instances=Count("instances", filter=Q(instances__status=InstanceStatus.PENDING)),
-        stopping_instances=Count("instances", filter=Q(instances__status=InstanceStatus.STOPPING)),
-    ).annotate(
-        status=Case(
-            When(running_instances__gt=0, then=Value("running")),
-            When(pending_instances__gt=0, then=Value("pending")),
-            When(stopping_instances__gt=0, then=Value("stopping")),
-            default=Value("idle"),
+        active_instances=RawSQL(  # noqa: S611 (constant SQL, values as parameters)
+            _ACTIVE_INSTANCES_SQL,
+            (InstanceStatus.PENDING.value, InstanceStatus.RUNNING.value),
+            output_field=IntegerField(),
+        ),
+        status=RawSQL(  # noqa: S611 (constant SQL, values as parameters)
+            _STATUS_SQL,
+            (
+                InstanceStatus.RUNNING.value,
+                InstanceStatus.PENDING.value,
+                InstanceStatus.STOPPING.value,
+            ),
             output_field=CharField(),
-        )
+        ),
     )
 
 

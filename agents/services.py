@@ -519,6 +519,11 @@ REPORTABLE = {
 }
 
 
+# The reports that can take an active instance out of the pool (REPORTABLE allows no other
+# change from an active status to an inactive one).
+FREEING_REPORTS = frozenset({InstanceStatus.STOPPED, InstanceStatus.FAILED})
+
+
 def instance_report(*, actor: Actor, instance_id: Any, status: str) -> AgentInstance:
     """A runtime's heartbeat and status for its instance (the message gateway calls this).
 
@@ -537,7 +542,12 @@ def instance_report(*, actor: Actor, instance_id: Any, status: str) -> AgentInst
     if status not in InstanceStatus.values:
         raise field_error("status", "Unknown status.", "invalid")
     with transaction.atomic():
-        _locked_pool()
+        # Only a report that can end the instance (stopped, failed) may return resources to the
+        # pool, so only it takes the pool row's lock (first, as every allocation does: no
+        # deadlock). A heartbeat (running, stopping) locks its own instance row alone and never
+        # queues the organization's allocations behind it.
+        if status in FREEING_REPORTS:
+            _locked_pool()
         instance = AgentInstance.objects.select_for_update().filter(pk=pk).first() if pk else None
         if instance is None:
             raise AgentInstance.DoesNotExist
@@ -554,6 +564,7 @@ def instance_report(*, actor: Actor, instance_id: Any, status: str) -> AgentInst
         fields = ["last_heartbeat_at"]
         if status != previous:
             if previous in ACTIVE_STATUSES and status not in ACTIVE_STATUSES:
+                assert status in FREEING_REPORTS  # noqa: S101 (the pool row is locked above)
                 pool_update: dict[str, Any] = {}
                 _free(pool_update, instance)
                 ResourcePool.objects.filter(pk=SINGLETON_PK).update(**pool_update, updated_at=now)
@@ -805,7 +816,7 @@ def organization_limits_set(
             resource_id=str(current.public_id),
             details=changes,
         )
-        transaction.on_commit(routing.clear_everywhere)
+        routing.clear_on_commit()
     return current
 
 

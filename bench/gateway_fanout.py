@@ -2,7 +2,8 @@
 
 One uvicorn process serves the gateway (real Redis channel layer, real PostgreSQL); the clients
 run in this process (asyncio, `websockets`). Each gateway figure is measured beside its floor:
-raw Redis PUBLISH to the same number of plain Redis subscribers, in the same run.
+raw Redis PUBLISH to the same number of plain Redis subscribers, in the same run; the NATS
+server on the machine (BENCH_NATS_URL, default nats://127.0.0.1:4222) beside it as the reference.
 
   fan-out   one publish to N subscribers (1, 100, 1000) of one organization, subscribed to the
             same subject; latency from the publish frame's send to each subscriber's receipt
@@ -159,8 +160,8 @@ async def gateway_fanout(key: str, subscribers: int, messages: int) -> list[floa
             )
 
             async def receive(client, n=n, sent=sent):
-                while True:
-                    frame = json.loads(await client.recv())
+                while True:  # a lost delivery fails the run instead of hanging it
+                    frame = json.loads(await asyncio.wait_for(client.recv(), 60))
                     if frame.get("data", {}).get("n") == n:
                         return time.perf_counter() - sent
 
@@ -203,6 +204,68 @@ async def redis_fanout(subscribers: int, messages: int) -> list[float]:
             await client.aclose()
         await publisher.aclose()
     return latencies
+
+
+NATS_URL = os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222")
+
+
+async def nats_fanout(subscribers: int, messages: int) -> list[float]:
+    """The reference: the NATS server on this machine, one connection per subscriber."""
+    import nats
+
+    subject = "bench.raw.fanout"
+    subs = []
+    for _ in range(subscribers):
+        client = await nats.connect(NATS_URL)
+        subs.append((client, await client.subscribe(subject)))
+    publisher = await nats.connect(NATS_URL)
+    for client, _sub in subs:
+        await client.flush()
+    latencies: list[float] = []
+    try:
+        for n in range(messages):
+            sent = time.perf_counter()
+            await publisher.publish(subject, json.dumps({"n": n}).encode())
+            await publisher.flush()
+
+            async def receive(sub, n=n, sent=sent):
+                while True:
+                    message = await sub.next_msg(timeout=5)
+                    if json.loads(message.data)["n"] == n:
+                        return time.perf_counter() - sent
+
+            latencies.extend(await asyncio.gather(*(receive(sub) for _, sub in subs)))
+    finally:
+        for client, _sub in subs:
+            await client.close()
+        await publisher.close()
+    return latencies
+
+
+async def nats_rate(messages: int) -> float:
+    import nats
+
+    subscriber, publisher = await nats.connect(NATS_URL), await nats.connect(NATS_URL)
+    done = asyncio.Event()
+    got = 0
+
+    async def deliver(_message) -> None:
+        nonlocal got
+        got += 1
+        if got == messages:
+            done.set()
+
+    await subscriber.subscribe("bench.raw.rate", cb=deliver)
+    await subscriber.flush()
+    started = time.perf_counter()
+    for n in range(messages):
+        await publisher.publish("bench.raw.rate", json.dumps({"n": n}).encode())
+    await publisher.flush()
+    await asyncio.wait_for(done.wait(), timeout=60)
+    elapsed = time.perf_counter() - started
+    await subscriber.close()
+    await publisher.close()
+    return messages / elapsed
 
 
 async def gateway_rate(key: str, messages: int, window: int = 100) -> float:
@@ -306,6 +369,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--subscribers", default="1,100,1000")
+    parser.add_argument("--skip-http", action="store_true", help="only the gateway figures")
+    # Closing 1,000 sockets keeps a loaded server busy for minutes: the fan-out measured right
+    # after it then loses deliveries (60 s timeout) that a fresh server does not.
+    parser.add_argument("--skip-memory", action="store_true")
     options = parser.parse_args()
     if not REDIS_URL:
         sys.exit("the gateway bench needs Redis: set BENCH_REDIS_URL")
@@ -325,24 +392,46 @@ def main() -> None:
         env,  # WebSocket only: consumers query from one thread; persistent connections are fine
     )
     try:
-        # First, on the fresh process: memory it has already grown would hide the increase.
-        results["memory"] = asyncio.run(idle_memory(key, server.pid, 1000))
-        print("memory", results["memory"], flush=True)
+        if not options.skip_memory:
+            # First, on the fresh process: memory it has already grown would hide the increase.
+            results["memory"] = asyncio.run(idle_memory(key, server.pid, 1000))
+            print("memory", results["memory"], flush=True)
         results["fanout"] = {}
         for count in [int(n) for n in options.subscribers.split(",")]:
-            gateway = asyncio.run(gateway_fanout(key, count, options.messages))
+            try:
+                gateway = summary(asyncio.run(gateway_fanout(key, count, options.messages)))
+            except TimeoutError:  # recorded, and the run goes on with the floors
+                gateway = {"error": "a delivery did not arrive within 60 s"}
             raw = asyncio.run(redis_fanout(count, options.messages))
-            results["fanout"][count] = {"gateway": summary(gateway), "redis": summary(raw)}
+            reference = asyncio.run(nats_fanout(count, options.messages))
+            results["fanout"][count] = {
+                "gateway": gateway,
+                "redis": summary(raw),
+                "nats": summary(reference),
+            }
             print(count, results["fanout"][count], flush=True)
-        rates = {"gateway": [], "redis": []}
-        for _ in range(options.rounds):
-            rates["gateway"].append(asyncio.run(gateway_rate(key, options.rate_messages)))
-            rates["redis"].append(asyncio.run(redis_rate(options.rate_messages)))
+        rates = {"gateway": [], "redis": [], "nats": []}
+        measures = {
+            "gateway": lambda: gateway_rate(key, options.rate_messages),
+            "redis": lambda: redis_rate(options.rate_messages),
+            "nats": lambda: nats_rate(options.rate_messages),
+        }
+        names = list(measures)
+        for round_ in range(options.rounds):  # alternating, in a rotating order
+            for name in names[round_ % 3 :] + names[: round_ % 3]:
+                rates[name].append(asyncio.run(measures[name]()))
         results["rate"] = {name: {"median": median(v), "runs": v} for name, v in rates.items()}
+        results["rate"]["gateway_over_redis"] = median(
+            [g / r for g, r in zip(rates["gateway"], rates["redis"], strict=True)]
+        )
         print("rate", results["rate"], flush=True)
     finally:
         stop(server)
 
+    if options.skip_http:
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2))
+        return
     # Django under ASGI runs each request's sync code in a thread of its own: persistent
     # connections would pile up (one per thread) until PostgreSQL refuses more. CONN_MAX_AGE=0
     # is how the ASGI server must run (docs/gateway.md); gunicorn keeps its persistent ones.

@@ -92,6 +92,21 @@ class RateLimited(DomainError):
         }
 
 
+class ConcurrencyLimited(DomainError):
+    """Too many runs of the organization at once (`concurrency_limit`): a 429; retry shortly."""
+
+    status = 429
+
+    def __init__(self, *, limit: int, retry_after: int = 1) -> None:
+        super().__init__(
+            "concurrency_limit",
+            f"Your organization already has {limit} tool runs in progress: retry shortly.",
+            detail={"limit": limit},
+            retry_after=retry_after,
+        )
+        self.limit = limit
+
+
 class Unavailable(DomainError):
     """Something the request needs cannot be reached right now: a 503 with `Retry-After`."""
 

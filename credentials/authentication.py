@@ -13,6 +13,9 @@ Verification is also exposed as `authenticate_credential(raw, tenant)` for the W
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
@@ -22,13 +25,26 @@ from rest_framework import authentication, exceptions
 from core.actors import Actor, Credential
 from core.roles import permissions_for
 from credentials import api_keys, selectors, services, tokens
-from tenants import context
+from tenants import context, events
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
 
+logger = logging.getLogger(__name__)
+
 BEARER = "Bearer"
 API_KEY = "Api-Key"
+
+# Verified API keys (with their creators), per process, by organization and lookup id. An entry
+# is used only while the organization's credential epoch (tenants.events) is the one it was
+# loaded under: a revocation, a member's demotion or deactivation, a suspension replace the
+# epoch, so every process refuses from its next request on. The epoch costs one Redis GET per
+# request instead of the key's database lookup. MAX_AGE bounds an entry if an epoch change was
+# lost (Redis unreachable at that moment); with Redis unreachable now, nothing cached is used.
+KEY_CACHE_MAX_AGE_SECONDS = 60.0
+KEY_CACHE_MAX_ENTRIES = 10_000
+_key_cache: dict[tuple[str, str], tuple[float, str | None, Any]] = {}
+_key_cache_lock = threading.Lock()
 
 
 class CredentialRefused(exceptions.AuthenticationFailed):
@@ -114,7 +130,7 @@ def verify_api_key(raw: str, tenant: Tenant, request: Any = None) -> Credential:
     computed = api_keys.hash_secret(
         tenant_id=tenant_id, lookup_id=parsed.lookup_id, secret=parsed.secret
     )
-    key = selectors.api_key_find(lookup_id=parsed.lookup_id)
+    key = _find_key(tenant_id, parsed.lookup_id)
     stored = key.secret_hash if key is not None else "0" * len(computed)
     if not api_keys.hashes_match(stored, computed) or key is None or key.tenant_id != tenant_id:
         raise CredentialRefused("api_key_invalid", "The API key is not valid.")
@@ -129,6 +145,35 @@ def verify_api_key(raw: str, tenant: Tenant, request: Any = None) -> Credential:
     credential = Credential(scheme="api_key", tenant=tenant, permissions=granted, api_key=key)
     services.api_key_record_use(actor=credential.actor(request), key=key)
     return credential
+
+
+def _find_key(tenant_id: str, lookup_id: str) -> Any:
+    """The key (with its creator) by lookup id: from this process's cache while the
+    organization's credential epoch is unchanged, else from the database."""
+    try:
+        epoch = events.credential_epoch(tenant_id)
+    except Exception:
+        logger.warning("credential epoch unreadable; API keys read from the database")
+        return selectors.api_key_find(lookup_id=lookup_id)
+    now = time.monotonic()
+    entry = _key_cache.get((tenant_id, lookup_id))
+    if entry is not None and entry[1] == epoch and now - entry[0] < KEY_CACHE_MAX_AGE_SECONDS:
+        return entry[2]
+    # The epoch was read before the row: a change committed in between replaces the epoch
+    # again after its commit, so this entry is dropped at the next request.
+    key = selectors.api_key_find(lookup_id=lookup_id)
+    if key is not None and key.tenant_id == tenant_id:
+        with _key_cache_lock:
+            if len(_key_cache) >= KEY_CACHE_MAX_ENTRIES:
+                _key_cache.clear()
+            _key_cache[(tenant_id, lookup_id)] = (now, epoch, key)
+    return key
+
+
+def clear_key_cache() -> None:
+    """Drop this process's cached keys."""
+    with _key_cache_lock:
+        _key_cache.clear()
 
 
 def authenticate_credential(raw: str, tenant: Tenant, request: Any = None) -> Credential:

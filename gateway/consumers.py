@@ -18,7 +18,6 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -28,6 +27,7 @@ from credentials import services as credential_services
 from credentials.api_keys import looks_like_key
 from credentials.authentication import CredentialRefused, authenticate_credential
 from gateway import services, subjects
+from gateway.db import database_sync_to_async
 from tenants import context, events, routing
 from tenants.models import Tenant, TenantStatus
 
@@ -413,8 +413,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
     async def _heartbeat(self, message: dict[str, Any], ref: Any) -> None:
         if not await self._require_attached(ref):
             return
-        # A heartbeat locks the organization's pool row (agents' instance_report): a runtime
-        # beating in a loop must not queue everyone else's allocations behind it.
+        # A heartbeat writes its instance row (agents' instance_report, which leaves the pool
+        # row alone): a runtime beating in a loop must still not flood the database.
         now = time.monotonic()
         if now - self.last_heartbeat < settings.GATEWAY_MIN_HEARTBEAT_SECONDS:
             self._error("rate_limited", "At most one heartbeat per second.", ref, retry_after=1)

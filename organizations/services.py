@@ -181,7 +181,7 @@ def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Te
             resource_id=str(tenant.public_id),
             details={"slug": tenant.slug},
         )
-        transaction.on_commit(routing.clear_everywhere)
+        routing.clear_on_commit()
         # Open sockets re-check at once: a suspended organization's close (gateway.consumers).
         events.recheck_on_commit(tenant, action)
     return tenant
@@ -220,7 +220,7 @@ def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
             resource_id=public_id,
             details={"slug": slug, "schema": schema_name},
         )
-        transaction.on_commit(routing.clear_everywhere)
+        routing.clear_on_commit()
         events.recheck_on_commit(tenant, "organization.deleted")  # its open sockets close
 
 
@@ -249,7 +249,7 @@ def tenant_update(*, actor: Actor, tenant: Tenant, name: str, plan: Plan) -> Ten
             resource_id=str(current.public_id),
             details=changes,
         )
-        transaction.on_commit(routing.clear_everywhere)
+        routing.clear_on_commit()
     return current
 
 
@@ -268,5 +268,5 @@ def plan_save(*, actor: Actor, plan: Plan, fields: list[str]) -> Plan:
             details={field: str(getattr(plan, field)) for field in fields},
         )
         # Tenants cache their plan with the routing entry: refresh them everywhere.
-        transaction.on_commit(routing.clear_everywhere)
+        routing.clear_on_commit()
     return plan

@@ -110,6 +110,8 @@ TENANT_APPS = [
     "agents",
     # The real-time gateway: consumers, tasks, per-minute instance metrics (docs/gateway.md).
     "gateway",
+    # Custom tools: tenant JavaScript in V8 isolates in sandbox worker processes (docs/tools.md).
+    "tools",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -275,3 +277,28 @@ GATEWAY_PUBLISH_RATE_PER_ORGANIZATION = os.environ.get(
 # A running instance with no heartbeat for this long is marked failed (manage.py check_heartbeats).
 GATEWAY_HEARTBEAT_TIMEOUT_SECONDS = int(os.environ.get("GATEWAY_HEARTBEAT_TIMEOUT", "30"))
 GATEWAY_MIN_HEARTBEAT_SECONDS = 1.0
+# The consumers' database connection is pinged (SELECT 1) at most this often (gateway.db).
+GATEWAY_DB_HEALTH_CHECK_SECONDS = float(os.environ.get("GATEWAY_DB_HEALTH_CHECK_SECONDS", "5"))
+
+# Custom tools (tools/, docs/tools.md): the sandbox worker pool of each web process.
+TOOLS_WORKERS = int(os.environ.get("TOOLS_WORKERS", "4"))
+# Every isolate in a worker: V8's old generation may not grow past this (MiB).
+TOOLS_WORKER_HEAP_MB = int(os.environ.get("TOOLS_WORKER_HEAP_MB", "256"))
+# A worker's private writable memory (RLIMIT_DATA, MiB): array buffers and V8's heap alike.
+TOOLS_WORKER_DATA_MB = int(os.environ.get("TOOLS_WORKER_DATA_MB", "1024"))
+# A worker is replaced (in the background) after this many runs.
+TOOLS_WORKER_RECYCLE_AFTER = int(os.environ.get("TOOLS_WORKER_RECYCLE_AFTER", "500"))
+# How long a run waits for its organization's concurrency slot, then for a free worker (s).
+TOOLS_CONCURRENCY_WAIT_SECONDS = float(os.environ.get("TOOLS_CONCURRENCY_WAIT", "1.0"))
+TOOLS_WORKER_WAIT_SECONDS = float(os.environ.get("TOOLS_WORKER_WAIT", "5.0"))
+# Sizes: code and input schema on save; input, output and captured logs per run.
+TOOLS_MAX_CODE_BYTES = 64 * 1024
+TOOLS_MAX_SCHEMA_BYTES = 16 * 1024
+TOOLS_MAX_INPUT_BYTES = 64 * 1024
+TOOLS_MAX_OUTPUT_CHARS = 256 * 1024
+TOOLS_MAX_LOG_CHARS = 16 * 1024
+# Host API: calls per run, bytes of arguments per call, and the key-value store.
+TOOLS_MAX_CALLS = 100
+TOOLS_MAX_CALL_BYTES = 64 * 1024
+TOOLS_KV_MAX_KEYS = 1000
+TOOLS_KV_MAX_VALUE_BYTES = 16 * 1024

@@ -23,4 +23,5 @@ urlpatterns = [
     path("api-keys/", include("credentials.urls")),
     path("audit/", include("audit.urls")),
     path("", include("agents.urls")),
+    path("tools/", include("tools.urls")),
 ]

@@ -16,6 +16,7 @@ or demoted, the organization suspended or deleted). No subject can name it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import logging
 import re
@@ -126,8 +127,12 @@ def publish_on_commit(
     groups_for(tenant_id, subject)  # an invalid subject fails now, in the caller, not later
     message = event_message(tenant_id, subject, data)
 
+    if recheck:
+        bump_credential_epoch(tenant_id)
+
     def deliver() -> None:
         if recheck:
+            bump_credential_epoch(tenant_id)
             _announce(tenant_id, subject)
         try:
             send_from_sync(tenant_id, subject, message)
@@ -150,7 +155,48 @@ def recheck_on_commit(tenant: Tenant | None, reason: str) -> None:
     if public_id is None:
         return
     tenant_id = str(public_id)
-    transaction.on_commit(lambda: _announce(tenant_id, reason))
+    bump_credential_epoch(tenant_id)
+
+    def announce() -> None:
+        bump_credential_epoch(tenant_id)
+        _announce(tenant_id, reason)
+
+    transaction.on_commit(announce)
+
+
+# --- Credential epoch -------------------------------------------------------------------------
+# Every change that can revoke a credential of an organization (the `recheck` changes above)
+# replaces the organization's *credential epoch*, a random token in the shared cache (Redis).
+# A process that caches verified credentials (credentials.authentication) keeps an entry only
+# while the epoch it was loaded under is still the current one, and reads the epoch on every
+# request: one Redis GET instead of the database lookup, and a revocation is refused from the
+# next request on in every process. The epoch is replaced twice: at once (so that the change's
+# own transaction, or a test without commits, sees it) and again after commit (so that an entry
+# reloaded between the two, from rows the change had not committed yet, is dropped too).
+
+
+def credential_epoch_key(tenant_id: str) -> str:
+    return f"credential-epoch:{tenant_id}"
+
+
+def credential_epoch(tenant_id: str) -> str | None:
+    """The organization's current credential epoch (None if never set or evicted).
+
+    Raises when the cache is unreachable: callers must then not trust what they cached.
+    """
+    from django.core.cache import cache
+
+    return cache.get(credential_epoch_key(tenant_id))
+
+
+def bump_credential_epoch(tenant_id: str) -> None:
+    from django.core.cache import cache
+
+    try:
+        cache.set(credential_epoch_key(tenant_id), uuid.uuid4().hex, timeout=None)
+    except Exception:
+        # Cached credentials then live until their maximum age (credentials.authentication).
+        logger.error("could not replace the credential epoch of %s", tenant_id, exc_info=True)
 
 
 def _announce(tenant_id: str, reason: str) -> None:
@@ -160,18 +206,54 @@ def _announce(tenant_id: str, reason: str) -> None:
         logger.warning("could not announce %s for %s", reason, tenant_id, exc_info=True)
 
 
-_publisher: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+_publisher: tuple[asyncio.AbstractEventLoop, threading.Thread, asyncio.Queue] | None = None
 _publisher_lock = threading.Lock()
 PUBLISH_TIMEOUT_SECONDS = 5.0
+# Events handed over but not yet given to the layer (bounded: a layer that is down must not grow
+# a worker's memory without end; past it, events are dropped and logged, like a failed send).
+MAX_PENDING_EVENTS = 10_000
+_pending = threading.Semaphore(MAX_PENDING_EVENTS)
+_idle = threading.Condition()
+_in_flight = 0
 
 
 def send_from_sync(tenant_id: str, subject: str, message: dict[str, Any]) -> None:
-    """`send` from synchronous code (services): wait for the event to be handed to the layer."""
-    _await_from_sync(send, tenant_id, subject, message)
+    """`send` from synchronous code (services), without waiting for the layer.
+
+    With the Redis layer the event joins this process's publishing queue and the caller goes
+    on: a service's request no longer waits for the Redis round trips of the fan-out after its
+    commit. One task in one long-lived loop sends the queue in order, so the events of one
+    process reach the layer in the order their transactions committed. (The in-memory layer,
+    one process for development, is loop-bound: it is sent at once, as before.)
+    """
+    _hand_over(send, tenant_id, subject, message)
+
+
+def _hand_over(function: Callable[..., Awaitable[None]], *args: Any) -> None:
+    from channels_redis.core import RedisChannelLayer
+
+    if not isinstance(get_channel_layer(), RedisChannelLayer):
+        async_to_sync(function)(*args)
+        return
+    global _in_flight
+    if not _pending.acquire(blocking=False):
+        logger.error("publishing queue full: %s dropped", function.__name__)
+        return
+    loop, _thread, queue = _publisher_loop()
+    with _idle:
+        _in_flight += 1
+    loop.call_soon_threadsafe(queue.put_nowait, (function, args))
+
+
+def flush(timeout: float = PUBLISH_TIMEOUT_SECONDS) -> bool:
+    """Wait until this process's queued events are handed to the layer (True if they were)."""
+    with _idle:
+        return _idle.wait_for(lambda: _in_flight == 0, timeout=timeout)
 
 
 def _await_from_sync(function: Callable[..., Awaitable[None]], *args: Any) -> None:
-    """Run a sending coroutine from synchronous code and wait until the layer has it.
+    """Run a sending coroutine from synchronous code and wait until the layer has it (control
+    events: a revocation's announcement is sent before the service returns).
 
     `async_to_sync` would run each publish in a fresh event loop, and channels-redis keeps its
     connections per loop: every publish would open new Redis connections (~6 ms). With the Redis
@@ -183,17 +265,39 @@ def _await_from_sync(function: Callable[..., Awaitable[None]], *args: Any) -> No
     if not isinstance(get_channel_layer(), RedisChannelLayer):
         async_to_sync(function)(*args)
         return
-    future = asyncio.run_coroutine_threadsafe(function(*args), _publisher_loop())
+    flush()  # after the events queued before it
+    future = asyncio.run_coroutine_threadsafe(function(*args), _publisher_loop()[0])
     future.result(timeout=PUBLISH_TIMEOUT_SECONDS)
 
 
-def _publisher_loop() -> asyncio.AbstractEventLoop:
+async def _drain(queue: asyncio.Queue) -> None:
+    global _in_flight
+    while True:
+        function, args = await queue.get()
+        try:
+            await asyncio.wait_for(function(*args), timeout=PUBLISH_TIMEOUT_SECONDS)
+        except Exception:  # committed; a lost live event must not stop the ones after it
+            logger.warning("could not publish %s%r", function.__name__, args[:2], exc_info=True)
+        finally:
+            _pending.release()
+            with _idle:
+                _in_flight -= 1
+                _idle.notify_all()
+
+
+def _publisher_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread, asyncio.Queue]:
     """This process's publishing loop, started on first use (after a server forks its workers)."""
     global _publisher
     with _publisher_lock:
         if _publisher is None or not _publisher[1].is_alive():
             loop = asyncio.new_event_loop()
+            queue: asyncio.Queue = asyncio.Queue()
             thread = threading.Thread(target=loop.run_forever, name="event-publisher", daemon=True)
             thread.start()
-            _publisher = (loop, thread)
-        return _publisher[0]
+            asyncio.run_coroutine_threadsafe(_drain(queue), loop)
+            _publisher = (loop, thread, queue)
+        return _publisher
+
+
+# A clean shutdown sends what is queued (at most PUBLISH_TIMEOUT_SECONDS).
+atexit.register(flush)

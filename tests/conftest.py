@@ -144,10 +144,12 @@ def _public_context_between_tests():
     (rate-limit counters included: they live in the test Redis database)."""
     from django.core.cache import cache
 
+    from credentials.authentication import clear_key_cache
     from tenants import context, routing
 
     context.activate(None)
     routing.clear()
+    clear_key_cache()
     cache.clear()
     yield
     context.activate(None)

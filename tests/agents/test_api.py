@@ -210,16 +210,24 @@ def test_the_list_runs_a_fixed_number_of_queries(
     listed()  # a session's first request also notes its start in the session (one write)
     listed()  # the same connection state before each measured request
 
-    # SET search_path to the tenant, session, user, count, page; then the limits: SET into
-    # public and the tenant row with its plan.
-    with django_assert_num_queries(7):
+    # Session, user, page. The page holds the whole list, so it gives the count (no COUNT); the
+    # limits come from the routing cache (no switch to `public`).
+    with django_assert_num_queries(3):
         assert listed() == 3
     with in_tenant(org):
         for number in range(12):
             make_agent(f"Fixed more {number}")
     listed()
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(3):
         assert listed() == 15
+    # A page with more after it counts them: one more query.
+    with django_assert_num_queries(4):
+        body = send(client, "get", "/api/v1/agents/?page_size=10").json()
+    assert body["count"] == 15 and len(body["results"]) == 10 and body["next"]
+    with django_assert_num_queries(3):
+        body = send(client, "get", "/api/v1/agents/?page_size=10&page=2").json()
+    assert body["count"] == 15 and len(body["results"]) == 5 and body["next"] is None
+    assert send(client, "get", "/api/v1/agents/?page_size=10&page=3").status_code == 404
 
 
 # --- Instances -------------------------------------------------------------------------------
@@ -632,3 +640,39 @@ def test_hostile_input_is_a_4xx_never_a_5xx(org, client_for, in_tenant):
 
     assert (bad_config.status_code, bad_name.status_code) == (400, 400)
     assert set(error(bad_config)[1]) == {"config"} and set(error(bad_name)[1]) == {"name"}
+
+
+def test_the_list_shape_is_the_serializers_and_status_ignores_stopped_history(org, in_tenant):
+    """The list builds its rows directly (agents.api._agent_data): they must be exactly what
+    AgentSerializer (the documented schema) gives, for every status."""
+    from agents import selectors
+    from agents.api import AgentSerializer, _agent_data
+
+    actor = system()
+    with in_tenant(org):
+        idle = make_agent("Shape idle", permissions=["tasks:publish"], tools=["search", "web"])
+        busy = make_agent("Shape busy", config={"model": "large", "nested": {"a": [1, 2]}})
+        first = services.instance_request(actor=actor, agent_id=busy.pk)
+        services.instance_report(actor=actor, instance_id=first.pk, status="running")
+        services.instance_request(actor=actor, agent_id=busy.pk)  # pending
+        for _ in range(3):  # history: stopped instances count for nothing
+            old = services.instance_request(actor=actor, agent_id=idle.pk)
+            services.instance_stop(actor=actor, agent_id=idle.pk, instance_id=old.pk)
+        stopping = make_agent("Shape stopping")
+        going = services.instance_request(actor=actor, agent_id=stopping.pk)
+        services.instance_report(actor=actor, instance_id=going.pk, status="running")
+        services.instance_stop(actor=actor, agent_id=stopping.pk, instance_id=going.pk)
+        limits = selectors.limits_get()
+        agents = list(selectors.agent_list(actor=actor, search="Shape"))
+        for agent in agents:
+            assert (
+                _agent_data(agent, limits)
+                == AgentSerializer(agent, context={"limits": limits}).data
+            )
+        by_name = {agent.name: agent for agent in agents}
+    assert (by_name["Shape idle"].status, by_name["Shape idle"].active_instances) == ("idle", 0)
+    assert (by_name["Shape busy"].status, by_name["Shape busy"].active_instances) == (
+        "running",
+        2,
+    )
+    assert by_name["Shape stopping"].status == "stopping"

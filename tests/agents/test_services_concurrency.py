@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 
 from agents import services
@@ -114,3 +115,85 @@ def test_twenty_concurrent_creations_against_room_for_three_agents(scratch_org):
     assert Counter(refused) == {("agent_limit_reached", "max_agents"): CLIENTS - 3}
     with context.tenant_context(tenant):
         assert (ResourcePool.objects.get(pk=1).agents, Agent.objects.count()) == (3, 3)
+
+
+def test_a_heartbeat_does_not_wait_for_the_pool_row(scratch_org):
+    """While another transaction holds the pool row (an allocation in progress), a runtime's
+    heartbeat still goes through at once; a report that frees resources does wait for it."""
+    from django.db import transaction
+
+    tenant = scratch_org.tenant
+    with context.tenant_context(tenant):
+        agent = make_agent("Beater", cpu="100m", memory="64MB")
+        instance = services.instance_request(actor=system(), agent_id=agent.pk)
+        services.instance_report(actor=system(), instance_id=instance.pk, status="running")
+    holding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold_the_pool() -> None:
+        try:
+            with context.tenant_context(tenant), transaction.atomic():
+                ResourcePool.objects.select_for_update().get(pk=1)
+                holding.set()
+                release.wait(timeout=30)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_pool)
+    holder.start()
+    try:
+        assert holding.wait(timeout=30)
+        with context.tenant_context(tenant), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")
+            beat = services.instance_report(
+                actor=system(), instance_id=instance.pk, status="running"
+            )
+        assert beat.status == "running" and beat.last_heartbeat_at is not None
+        # Ending the instance returns resources: that one queues on the pool row.
+        with (
+            pytest.raises(Exception, match="lock timeout"),
+            context.tenant_context(tenant),
+            transaction.atomic(),
+        ):
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '200ms'")
+            services.instance_report(actor=system(), instance_id=instance.pk, status="stopped")
+    finally:
+        release.set()
+        holder.join()
+    assert errors == []
+    with context.tenant_context(tenant):
+        assert AgentInstance.objects.get(pk=instance.pk).status == "running"
+        counters, counted = pool_and_rows()
+    assert counters == counted == (1, 100, 64)
+
+
+def test_heartbeats_stops_and_starts_racing_keep_the_pool_exact(scratch_org):
+    tenant = scratch_org.tenant
+    with context.tenant_context(tenant):
+        agent = make_agent("Mixed", cpu="100m", memory="64MB")
+        running = [services.instance_request(actor=system(), agent_id=agent.pk) for _ in range(6)]
+        for instance in running:
+            services.instance_report(actor=system(), instance_id=instance.pk, status="running")
+
+    def call(number: int) -> Any:
+        instance = running[number % len(running)]
+        if number % 4 == 1:
+            return services.instance_request(actor=system(), agent_id=agent.pk).status
+        # Failures and heartbeats race on the same instances; what the instance's status no
+        # longer allows is refused (a ValidationError), never miscounted.
+        status = "failed" if number % 4 == 0 else "running"
+        try:
+            return services.instance_report(
+                actor=system(), instance_id=instance.pk, status=status
+            ).status
+        except ValidationError as error:
+            return error.messages[0]
+
+    race(tenant, call)
+    with context.tenant_context(tenant):
+        counters, counted = pool_and_rows()
+    assert counters == counted

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from audit.models import AuditEvent
+from core.actors import Actor
 from credentials.authentication import CredentialRefused, verify_api_key
 from credentials.models import ApiKey
 from tests.conftest import PASSWORD
@@ -319,8 +320,8 @@ def test_api_key_list_query_count_is_constant(org, client_for, django_assert_num
     headers = bearer(token_pair(org, org.admin).access)
     client = client_for(org)
     client.get(KEYS, **headers)  # warm the routing and keyring caches
-    # user (token's account), count, page of keys with their creators
-    with django_assert_num_queries(3):
+    # user (token's account), page of keys with their creators (it holds them all: no COUNT)
+    with django_assert_num_queries(2):
         response = client.get(KEYS, **headers)
     assert response.json()["count"] == 3
 
@@ -435,14 +436,52 @@ def test_an_expired_key_is_refused(org, client_for, in_tenant):
 
 
 def test_a_key_never_exceeds_its_creators_current_role(org, in_tenant):
+    from accounts.services import member_change_role, member_deactivate
+
     key, raw = api_key(org, ["org:read", "members:invite"])
+    owner = Actor.for_user(org.owner)
     with in_tenant(org):
         assert verify_api_key(raw, org.tenant).permissions == {"org:read", "members:invite"}
-        User.objects.filter(pk=org.admin.pk).update(role="viewer")
+        # The key is now cached in this process; the services' changes reach it at once.
+        member_change_role(actor=owner, user_id=org.admin.pk, role="viewer")
         assert verify_api_key(raw, org.tenant).permissions == {"org:read"}
-        User.objects.filter(pk=org.admin.pk).update(is_active=False)
+        member_deactivate(actor=owner, user_id=org.admin.pk)
         with pytest.raises(CredentialRefused):
             verify_api_key(raw, org.tenant)
+
+
+def test_a_verified_key_is_cached_until_the_organizations_credentials_change(
+    org, in_tenant, django_assert_num_queries
+):
+    from credentials.services import api_key_revoke
+    from tenants import events
+
+    key, raw = api_key(org, ["org:read"])
+    tenant_id = str(org.tenant.public_id)
+    with in_tenant(org):
+        verify_api_key(raw, org.tenant)  # loads (and records today's use)
+        with django_assert_num_queries(0):
+            assert verify_api_key(raw, org.tenant).api_key.pk == key.pk
+        epoch = events.credential_epoch(tenant_id)
+        api_key_revoke(actor=Actor.for_user(org.owner), key_id=key.pk)
+        # The epoch lives in Redis, shared by every process: theirs are stale now as well.
+        assert events.credential_epoch(tenant_id) != epoch
+        with pytest.raises(CredentialRefused) as refused:
+            verify_api_key(raw, org.tenant)
+    assert refused.value.error_code == "api_key_revoked"
+
+
+def test_a_change_in_another_organization_keeps_this_ones_cache(
+    org, other_org, in_tenant, django_assert_num_queries
+):
+    from tenants import events
+
+    _, raw = api_key(org, ["org:read"])
+    with in_tenant(org):
+        verify_api_key(raw, org.tenant)
+    events.bump_credential_epoch(str(other_org.tenant.public_id))
+    with in_tenant(org), django_assert_num_queries(0):
+        verify_api_key(raw, org.tenant)
 
 
 def test_a_malformed_authorization_header_is_401(org, client_for):

@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tenants", "0007_signing_key_first"),
+        ("tenants", "0008_plan_add_tool_limits"),
     ]
 
     operations = [

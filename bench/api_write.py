@@ -1,0 +1,286 @@
+"""API write path: instance start and stop through the service, against raw psycopg sending the
+same statements, for one client and for 8 concurrent clients of one organization.
+
+The service variant runs `agents.services.instance_request` then `instance_stop` (pool row lock,
+agent, instance insert, pool update, audit event on the chain, commit, event published after
+commit). The floor sends the statements the service sends (captured with Django's
+CaptureQueriesContext: BEGIN; pool row FOR UPDATE; agent; INSERT instance; UPDATE pool; the
+chain's advisory lock; the chain's tail; INSERT audit event; COMMIT, and the stop's equivalent)
+with raw psycopg, computing a SHA-256 like the chain does, and publishes nothing. Each client is
+its own process with its own connection; clients are started, then released together. The
+variants alternate round by round (one client, then 8), in a rotating order.
+
+    .venv/bin/python bench/api_write.py [--rounds 5] [--duration 4] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    PYTHON,
+    ROOT,
+    database_url,
+    django_env,
+    ensure_database,
+    machine_facts,
+    median,
+    percentile,
+)
+
+SLUG = "writes-bench"
+RESULTS = ROOT / "bench" / "results"
+
+SETUP = f"""
+import json
+import django
+django.setup()
+from agents import services
+from agents.models import Agent
+from core.actors import Actor
+from organizations import services as tenant_services
+from tenants import context
+from tenants.models import Tenant
+
+system = Actor.system("bench")
+with context.public_context():
+    tenant = Tenant.objects.filter(slug={SLUG!r}).first()
+    if tenant is None:
+        tenant = tenant_services.provision_tenant(
+            actor=system, slug={SLUG!r}, name="Writes bench", owner_email="owner@writes.test",
+            owner_password="bench-password-correct-horse", plan_slug="enterprise",
+        )
+services.organization_limits_set(actor=system, tenant=tenant, overrides={{
+    "max_agents": 1000, "max_instances": 100_000_000,
+    "max_cpu_millicores": 2_000_000_000, "max_memory_mb": 2_000_000_000,
+}})
+with context.tenant_context(tenant):
+    agent = Agent.objects.filter(name="bench-writer").first() or services.agent_create(
+        actor=system, name="bench-writer", type="worker", cpu="100m", memory="64MB")
+print("SETUP " + json.dumps({{"schema": tenant.schema_name, "tenant_id": str(tenant.public_id),
+                              "agent_id": str(agent.pk)}}))
+"""
+
+# A client through the product's services: start then stop, for `duration` seconds.
+SERVICE = f"""
+import json, sys, time
+import django
+django.setup()
+from agents import services
+from core.actors import Actor
+from tenants import context
+from tenants.models import Tenant
+
+duration, agent_id = float(sys.argv[1]), sys.argv[2]
+with context.public_context():
+    tenant = Tenant.objects.select_related("plan").get(slug={SLUG!r})
+actor = Actor.system("bench client")
+with context.tenant_context(tenant):
+    services.instance_stop(actor=actor, agent_id=agent_id, instance_id=services.instance_request(
+        actor=actor, agent_id=agent_id).pk)  # warm: connection, caches, publisher loop
+    print("ready", flush=True)
+    sys.stdin.readline()
+    starts, stops = [], []
+    deadline = time.perf_counter() + duration
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        instance = services.instance_request(actor=actor, agent_id=agent_id)
+        t1 = time.perf_counter()
+        services.instance_stop(actor=actor, agent_id=agent_id, instance_id=instance.pk)
+        starts.append(t1 - t0)
+        stops.append(time.perf_counter() - t1)
+print(json.dumps({{"starts": starts, "stops": stops}}))
+"""
+
+# The floor: the same statements with raw psycopg (no Django, no event publishing).
+FLOOR = """
+import hashlib, json, sys, time, uuid
+from datetime import datetime, timezone
+import psycopg
+
+url, duration, schema, tenant_id, agent_id = (sys.argv[1], float(sys.argv[2]), sys.argv[3],
+                                              sys.argv[4], sys.argv[5])
+conn = psycopg.connect(url)
+conn.execute(f'SET search_path = "{schema}", public')
+conn.commit()
+LOCK = 0x41554454
+
+def audit(cur, action, resource_id, details):
+    cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", [LOCK])
+    cur.execute("SELECT sequence, hash FROM audit_auditevent ORDER BY sequence DESC LIMIT 1")
+    sequence, previous = cur.fetchone() or (0, "0" * 64)
+    now = datetime.now(timezone.utc)
+    body = {"tenant_id": tenant_id, "sequence": sequence + 1, "occurred_at": now.isoformat(),
+            "actor_kind": "system", "actor_id": "", "actor_label": "bench floor",
+            "action": action, "resource_type": "instance", "resource_id": resource_id,
+            "result": "success", "ip": None, "user_agent": "", "details": details,
+            "previous_hash": previous}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    cur.execute(
+        "INSERT INTO audit_auditevent (tenant_id, sequence, occurred_at, actor_kind, actor_id,"
+        " actor_label, action, resource_type, resource_id, result, ip, user_agent, details,"
+        " previous_hash, hash) VALUES (%s, %s, %s, 'system', '', 'bench floor', %s, 'instance',"
+        " %s, 'success', NULL, '', %s, %s, %s)",
+        [tenant_id, sequence + 1, now, action, resource_id, json.dumps(details), previous,
+         digest.hexdigest()])
+
+def start():
+    with conn.cursor() as cur:
+        cur.execute("SELECT id, agents, instances, cpu_millicores, memory_mb FROM"
+                    " agents_resourcepool WHERE id = 1 FOR UPDATE")
+        cur.fetchone()
+        cur.execute("SELECT id, name, cpu_millicores, memory_mb FROM agents_agent WHERE id = %s",
+                    [agent_id])
+        agent = cur.fetchone()
+        instance = str(uuid.uuid4())
+        now = datetime.now(timezone.utc)
+        cur.execute(
+            "INSERT INTO agents_agentinstance (id, agent_id, status, namespace, cpu_millicores,"
+            " memory_mb, requested_by, requested_at) VALUES (%s, %s, 'pending', %s, %s, %s,"
+            " 'bench floor', %s)",
+            [instance, agent_id, "tenant." + tenant_id + ".agents." + agent_id, agent[2],
+             agent[3], now])
+        cur.execute("UPDATE agents_resourcepool SET instances = instances + 1, cpu_millicores ="
+                    " cpu_millicores + %s, memory_mb = memory_mb + %s, updated_at = %s"
+                    " WHERE id = 1", [agent[2], agent[3], now])
+        audit(cur, "instance.requested", instance, {"agent": agent[1], "status": "pending"})
+    conn.commit()
+    return instance, agent
+
+def stop(instance, agent):
+    with conn.cursor() as cur:
+        cur.execute("SELECT id FROM agents_resourcepool WHERE id = 1 FOR UPDATE")
+        cur.execute("SELECT id, status FROM agents_agentinstance WHERE agent_id = %s AND id = %s"
+                    " FOR UPDATE", [agent_id, instance])
+        now = datetime.now(timezone.utc)
+        cur.execute("UPDATE agents_resourcepool SET instances = instances - 1, cpu_millicores ="
+                    " cpu_millicores - %s, memory_mb = memory_mb - %s, updated_at = %s"
+                    " WHERE id = 1", [agent[2], agent[3], now])
+        cur.execute("UPDATE agents_agentinstance SET status = 'stopped', stopped_at = %s"
+                    " WHERE id = %s", [now, instance])
+        audit(cur, "instance.stopped", instance, {"status": "stopped", "reason": "requested"})
+    conn.commit()
+
+stop(*start())
+print("ready", flush=True)
+sys.stdin.readline()
+starts, stops = [], []
+deadline = time.perf_counter() + duration
+while time.perf_counter() < deadline:
+    t0 = time.perf_counter()
+    made = start()
+    t1 = time.perf_counter()
+    stop(*made)
+    starts.append(t1 - t0)
+    stops.append(time.perf_counter() - t1)
+print(json.dumps({"starts": starts, "stops": stops}))
+"""
+
+
+def run_clients(variant: str, clients: int, duration: float, database: str, facts: dict) -> dict:
+    env = django_env(database)
+    if variant == "service":
+        command = [PYTHON, "-c", SERVICE, str(duration), facts["agent_id"]]
+    else:
+        command = [
+            PYTHON,
+            "-c",
+            FLOOR,
+            database,
+            str(duration),
+            facts["schema"],
+            facts["tenant_id"],
+            facts["agent_id"],
+        ]
+    processes = [
+        subprocess.Popen(
+            command, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(clients)
+    ]
+    for process in processes:
+        line = process.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"{variant} client did not start: {line!r}")
+    for process in processes:  # released together
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    starts: list[float] = []
+    pairs = 0
+    for process in processes:
+        out, _ = process.communicate(timeout=duration + 120)
+        result = json.loads(out.strip().splitlines()[-1])
+        starts += result["starts"]
+        pairs += len(result["starts"])
+    return {
+        "pairs_per_s": pairs / duration,
+        "start_ms_median": median(starts) * 1e3,
+        "start_ms_p95": percentile(starts, 0.95) * 1e3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    database = database_url("writes")
+    ensure_database(database)
+    out = subprocess.run(
+        [PYTHON, "-c", SETUP],
+        cwd=ROOT,
+        env=django_env(database),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    facts = json.loads(next(x for x in out.splitlines() if x.startswith("SETUP "))[6:])
+    cells = [
+        (variant, clients) for clients in (1, args.clients) for variant in ("service", "floor")
+    ]
+    samples: dict[str, list[dict]] = {f"{v}/{c}": [] for v, c in cells}
+    for number in range(args.rounds):
+        shift = number % len(cells)
+        for variant, clients in cells[shift:] + cells[:shift]:
+            samples[f"{variant}/{clients}"].append(
+                run_clients(variant, clients, args.duration, database, facts)
+            )
+        print(f"  round {number + 1}/{args.rounds}", file=sys.stderr, flush=True)
+    summary = {}
+    for name, rows in samples.items():
+        summary[name] = {key: median([row[key] for row in rows]) for key in rows[0]}
+    for clients in (1, args.clients):
+        service, floor = samples[f"service/{clients}"], samples[f"floor/{clients}"]
+        summary[f"ratio/{clients}"] = {
+            "throughput_service_over_floor": median(
+                [s["pairs_per_s"] / f["pairs_per_s"] for s, f in zip(service, floor, strict=True)]
+            ),
+            "start_latency_service_over_floor": median(
+                [
+                    s["start_ms_median"] / f["start_ms_median"]
+                    for s, f in zip(service, floor, strict=True)
+                ]
+            ),
+        }
+    result = {
+        "args": vars(args),
+        "facts": machine_facts(database),
+        "samples": samples,
+        "summary": summary,
+    }
+    with open("/proc/loadavg") as load:
+        result["facts"]["loadavg_after"] = load.read().strip()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "api_write.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
