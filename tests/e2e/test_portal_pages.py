@@ -111,6 +111,8 @@ def organization_pages(agent_id) -> list[tuple[str, str]]:
         ("audit-rules", "/audit/rules/"),
         ("api-keys", "/api-keys/"),
         ("profile", "/profile/"),
+        ("tools", "/tools/"),
+        ("tool-new", "/tools/new/"),
     ]
 
 
