@@ -81,6 +81,8 @@ def environment(**overrides: str) -> dict[str, str]:
         "REDIS_URL": settings.REDIS_URL,
         "TENANT_CONTEXT_GUARD": "1",
         "SCHEMA_POOL_BACKGROUND_REFILL": "0",
+        # Test servers speak plain HTTP, also with DEBUG=0 (production would redirect to HTTPS).
+        "SECURE_SSL_REDIRECT": "0",
         **overrides,
     }
 

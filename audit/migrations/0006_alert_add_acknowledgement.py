@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("audit", "0004_alert_rules_default"),
+        ("audit", "0005_failure_window"),
     ]
 
     operations = [
