@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from django import template
 from django.conf import settings
-from django.utils.html import escape
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.html import escape, format_html_join
+from django.utils.safestring import SafeString
 
 register = template.Library()
 
@@ -41,8 +43,6 @@ def initials(user) -> str:
 @register.filter
 def break_at_separators(value: object) -> SafeString:
     """A path or key that may wrap after its separators (`/limits/tokens`, `agents.defaults`)
-    rather than in the middle of a word."""
-    text = str(escape(value))
-    for separator in ("/", ".", "_"):
-        text = text.replace(separator, separator + "<wbr>")
-    return mark_safe(text)  # noqa: S308 (escaped above; only <wbr> added)
+    rather than in the middle of a word: each piece escaped, a <wbr> after each separator."""
+    pieces = re.split(r"(?<=[/._])", str(value))
+    return format_html_join("", "{}<wbr>", ((piece,) for piece in pieces[:-1])) + escape(pieces[-1])
