@@ -76,6 +76,7 @@ class AgentForm(forms.Form):
                 "class": "json-editor",
                 "spellcheck": "false",
                 "data-json-editor": "",
+                "data-json-object": "always",
             }
         ),
     )
@@ -145,6 +146,7 @@ class ConfigForm(forms.Form):
                 "class": "json-editor",
                 "spellcheck": "false",
                 "data-json-editor": "",
+                "data-json-object-for-key": "id_key",
             }
         ),
     )

@@ -10,6 +10,7 @@ import uuid
 
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from agents.configuration import AGENT_TYPE_PATTERN
 from agents.resources import format_cpu, format_memory
@@ -172,3 +173,31 @@ class ConfigState(models.Model):
 
     def __str__(self) -> str:
         return f"config revision {self.revision}"
+
+
+class ConfigVersion(models.Model):
+    """One saved value of one config key: its own version number (1, 2, 3 ... per key), the value
+    (null: the key was deleted), and the organization's revision at that write. The history,
+    diffs and rollback of the Config page read these; rows are only ever added."""
+
+    key = models.CharField(max_length=200)
+    number = models.PositiveIntegerField()
+    value = models.JSONField(null=True, blank=True)
+    revision = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=254, blank=True)
+    restored_from = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The version this one rolled back to, if it did."
+    )
+
+    class Meta:
+        ordering = ["key", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["key", "number"], name="config_version_unique"),
+            models.CheckConstraint(
+                condition=models.Q(number__gte=1), name="config_version_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} v{self.number}"

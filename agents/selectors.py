@@ -8,7 +8,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Case, CharField, IntegerField, QuerySet, Value, When
+from django.db.models import Case, CharField, IntegerField, Max, QuerySet, Value, When
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -27,6 +27,7 @@ from agents.models import (
     Agent,
     AgentInstance,
     ConfigKey,
+    ConfigVersion,
     InstanceStatus,
     ResourcePool,
 )
@@ -319,6 +320,12 @@ def instance_list(*, actor: Actor, agent: Agent) -> QuerySet[AgentInstance]:
     return AgentInstance.objects.filter(agent=agent).order_by(active_first, "-requested_at")
 
 
+def instance_ever_started(*, actor: Actor) -> bool:
+    """Whether a runtime has ever attached to an instance of the organization (onboarding)."""
+    _require(actor, "org:read")
+    return AgentInstance.objects.filter(started_at__isnull=False).exists()
+
+
 def instance_get(*, actor: Actor, agent: Agent, instance_id: Any) -> AgentInstance:
     _require(actor, "agents:read")
     pk = as_uuid(instance_id)
@@ -338,6 +345,29 @@ def granted_permissions(*, agent: Agent, limits: Limits) -> list[str]:
 def config_list(*, actor: Actor) -> QuerySet[ConfigKey]:
     _require(actor, "config:read")
     return ConfigKey.objects.order_by("key")
+
+
+def config_key_versions(*, actor: Actor, keys: list[str]) -> dict[str, int]:
+    """Each key's latest version number (its own count of writes), in one query."""
+    _require(actor, "config:read")
+    rows = (
+        ConfigVersion.objects.filter(key__in=keys)
+        .values("key")
+        .annotate(latest=Max("number"))
+        .values_list("key", "latest")
+    )
+    return dict(rows)
+
+
+def config_history(*, actor: Actor, key: str) -> list[ConfigVersion]:
+    """Every version of `key`, newest first (deletions included, value None); [] for a string
+    that is not a key."""
+    _require(actor, "config:read")
+    try:
+        validate_key(key)
+    except ValidationError:
+        return []
+    return list(ConfigVersion.objects.filter(key=key).order_by("-number")[:200])
 
 
 def config_get(*, actor: Actor, key: str) -> ConfigKey:

@@ -35,6 +35,7 @@ from agents.models import (
     AgentInstance,
     ConfigKey,
     ConfigState,
+    ConfigVersion,
     InstanceStatus,
     ResourcePool,
 )
@@ -398,6 +399,19 @@ def _check_room(pool: ResourcePool, limits: Limits, agent: Agent) -> None:
         )
 
 
+def instance_room(*, pool: Any, agent: Agent) -> str | None:
+    """Why a new instance of `agent` would be refused now (the message), or None when it fits.
+
+    A read for pages (the Start button follows the pool): `pool` is a selectors.PoolUsage. The
+    rule is `_check_room`'s, the one instance_request enforces under the pool's lock.
+    """
+    try:
+        _check_room(pool, pool.limits, agent)
+    except QuotaExceeded as error:
+        return error.message
+    return None
+
+
 def instance_namespace(agent_id: Any) -> str:
     """The instance's Channels namespace: `tenant.<tenant_id>.agents.<agent_id>`."""
     return events.group_name(str(context.require_tenant().public_id), f"agents.{agent_id}")
@@ -602,9 +616,55 @@ def _invalidate_after_commit(namespace: str) -> None:
     transaction.on_commit(lambda: config_cache.invalidate(namespace))
 
 
+def _record_version(
+    *, actor: Actor, key: str, value: Any, revision: int, restored_from: int | None = None
+) -> ConfigVersion:
+    """Add the key's next version (the caller holds the revision lock, which orders writers)."""
+    last = (
+        ConfigVersion.objects.filter(key=key).order_by("-number").values_list("number", flat=True)
+    )
+    number = (last.first() or 0) + 1
+    return ConfigVersion.objects.create(
+        key=key,
+        number=number,
+        value=value,
+        revision=revision,
+        created_by=actor.label,
+        restored_from=restored_from,
+    )
+
+
 def config_set(*, actor: Actor, key: Any, value: Any) -> ConfigKey:
     """Set a config key of the organization (JSON, 64 KB at most; key pattern in
-    agents.configuration). Publishes `config.changed` {key, value, version} after commit."""
+    agents.configuration). Publishes `config.changed` {key, value, version} after commit, where
+    `version` is the organization's revision; the key's own version (1, 2, 3 ...) is recorded in
+    its history (ConfigVersion) and returned as `entry.key_version`."""
+    return _config_write(actor=actor, key=key, value=value)
+
+
+def config_rollback(*, actor: Actor, key: Any, number: Any) -> ConfigKey:
+    """Set `key` back to the value of its version `number`: a new version (history only grows),
+    audited as `config.changed` with `restored_from`. ConfigVersion.DoesNotExist when the key
+    has no such version or that version is a deletion."""
+    audit.require(
+        actor,
+        "config:write",
+        action="config.changed",
+        resource_type="config",
+        resource_id=key if isinstance(key, str) else "",
+    )
+    key = validate_key(key)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise ConfigVersion.DoesNotExist
+    target = ConfigVersion.objects.filter(key=key, number=number, value__isnull=False).first()
+    if target is None:
+        raise ConfigVersion.DoesNotExist
+    return _config_write(actor=actor, key=key, value=target.value, restored_from=number)
+
+
+def _config_write(
+    *, actor: Actor, key: Any, value: Any, restored_from: int | None = None
+) -> ConfigKey:
     audit.require(
         actor,
         "config:write",
@@ -617,30 +677,45 @@ def config_set(*, actor: Actor, key: Any, value: Any) -> ConfigKey:
     with transaction.atomic():
         existing = ConfigKey.objects.select_for_update().filter(key=key).first()
         if existing is not None and same_json(existing.value, value):
+            existing.key_version = _latest_number(key)
             return existing
         version = _next_revision()
         entry, created = ConfigKey.objects.update_or_create(
             key=key, defaults={"value": value, "version": version, "updated_by": actor.label}
         )
+        recorded = _record_version(
+            actor=actor, key=key, value=value, revision=version, restored_from=restored_from
+        )
+        details = {
+            "key": key,
+            "version": version,
+            "key_version": recorded.number,
+            "bytes": encoded_size(value),
+            "created": created,
+        }
+        if restored_from is not None:
+            details["restored_from"] = restored_from
         audit.emit(
             actor=actor,
             action="config.changed",
             resource_type="config",
             resource_id=key,
-            details={
-                "key": key,
-                "version": version,
-                "bytes": encoded_size(value),
-                "created": created,
-            },
+            details=details,
             data={"key": key, "value": value, "version": version},
         )
         _invalidate_after_commit(str(tenant.public_id))
+    entry.key_version = recorded.number
     return entry
 
 
+def _latest_number(key: str) -> int:
+    numbers = ConfigVersion.objects.filter(key=key).order_by("-number")
+    return numbers.values_list("number", flat=True).first() or 0
+
+
 def config_delete(*, actor: Actor, key: Any) -> None:
-    """Remove a config key: `config.changed` with a null value (the next layer down applies)."""
+    """Remove a config key: `config.changed` with a null value (the next layer down applies).
+    The deletion is a version of its own in the key's history."""
     audit.require(
         actor,
         "config:write",
@@ -656,12 +731,18 @@ def config_delete(*, actor: Actor, key: Any) -> None:
             raise ConfigKey.DoesNotExist
         version = _next_revision()
         entry.delete()
+        recorded = _record_version(actor=actor, key=key, value=None, revision=version)
         audit.emit(
             actor=actor,
             action="config.changed",
             resource_type="config",
             resource_id=key,
-            details={"key": key, "version": version, "deleted": True},
+            details={
+                "key": key,
+                "version": version,
+                "key_version": recorded.number,
+                "deleted": True,
+            },
             data={"key": key, "value": None, "version": version},
         )
         _invalidate_after_commit(str(tenant.public_id))

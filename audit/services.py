@@ -314,6 +314,33 @@ def login_record(
 # --- Alert rules ---------------------------------------------------------------------------------
 
 
+def alert_acknowledge(*, actor: Actor, alert_id: int) -> Alert:
+    """Mark an alert as seen and handled (needs `audit:read`, like reading it); recorded. An
+    alert already acknowledged keeps its first acknowledgement. Alert.DoesNotExist if none."""
+    if not actor.can("audit:read"):
+        deny(
+            actor=actor,
+            action="audit.alert_acknowledged",
+            resource_type="alert",
+            reason="You cannot read the audit log.",
+        )
+    with transaction.atomic():
+        alert = Alert.objects.select_for_update().get(pk=alert_id)
+        if alert.acknowledged_at is not None:
+            return alert
+        alert.acknowledged_at = timezone.now()
+        alert.acknowledged_by = actor.label
+        alert.save(update_fields=["acknowledged_at", "acknowledged_by"])
+        record(
+            actor=actor,
+            action="audit.alert_acknowledged",
+            resource_type="alert",
+            resource_id=alert.pk,
+            details={"rule": alert.rule.name, "event": alert.event_sequence},
+        )
+    return alert
+
+
 def alert_rule_set_active(*, actor: Actor, rule_id: int, is_active: bool) -> AlertRule:
     """Switch a compliance rule on or off (needs `settings:write`)."""
     action = "audit.rule_enabled" if is_active else "audit.rule_disabled"

@@ -67,19 +67,21 @@ class Endpoint:
         return f"{scheme}://{self.parts.netloc}/ws/events/"
 
     def post(self, path: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", path, key, json.dumps(body).encode())
+
+    def get(self, path: str, key: str) -> dict[str, Any]:
+        return self._call("GET", path, key, None)
+
+    def _call(self, method: str, path: str, key: str, data: bytes | None) -> dict[str, Any]:
         host, port = self.address
         scheme = self.parts.scheme or "http"
         if scheme not in {"http", "https"}:
             raise ValueError(f"the portal URL must be http or https, not {scheme!r}")
+        headers = {"Host": self.host_header, "Authorization": f"Api-Key {key}"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
         request = urllib.request.Request(  # noqa: S310 (the operator's own URL)
-            f"{scheme}://{host}:{port}{path}",
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={
-                "Host": self.host_header,
-                "Authorization": f"Api-Key {key}",
-                "Content-Type": "application/json",
-            },
+            f"{scheme}://{host}:{port}{path}", data=data, method=method, headers=headers
         )
         # http(s) only, checked above.
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 # nosec B310
@@ -192,6 +194,17 @@ class AgentRuntime:
         """Request a new instance of the agent over the API (quota-checked), then serve it."""
         created = Endpoint(url).post(f"/api/v1/agents/{agent_id}/instances/", key, {})
         return cls(url=url, key=key, instance_id=created["id"], **options)
+
+    @classmethod
+    def for_agent(cls, *, url: str, key: str, agent_id: str, **options: Any):
+        """Serve the agent's oldest pending instance (one started from the portal or the API and
+        waiting for a runtime); request a new one only when none is waiting."""
+        endpoint = Endpoint(url)
+        pending = endpoint.get(f"/api/v1/agents/{agent_id}/instances/?status=pending", key)
+        waiting = sorted(pending.get("results", []), key=lambda row: row.get("requested_at", ""))
+        if waiting:
+            return cls(url=url, key=key, instance_id=waiting[0]["id"], **options)
+        return cls.for_new_instance(url=url, key=key, agent_id=agent_id, **options)
 
     async def run_forever(self) -> None:
         attempt = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -26,6 +27,21 @@ from tenants.models import (
 )
 
 LIMIT_OVERRIDE_FIELDS = [f"{name}_override" for name in LIMIT_NAMES]
+
+# What staff read next to each override: the limit in the product's words, and its unit.
+OVERRIDE_TEXTS = {
+    "max_agents": ("Agents", "agent definitions"),
+    "max_instances": ("Running instances", "instances at once"),
+    "max_cpu_millicores": ("CPU for the whole organization", "millicores; 1000 = 1 vCPU"),
+    "max_memory_mb": ("Memory for the whole organization", "MB; 1024 = 1 GB"),
+    "max_instance_cpu_millicores": ("CPU per instance", "millicores; 1000 = 1 vCPU"),
+    "max_instance_memory_mb": ("Memory per instance", "MB; 1024 = 1 GB"),
+    "messages_per_month": ("Messages per month", "messages a calendar month (UTC)"),
+}
+
+# Platform staff have no use for Django's permission groups: roles live in each organization.
+if admin.site.is_registered(Group):
+    admin.site.unregister(Group)
 
 
 class DomainInline(admin.TabularInline):
@@ -110,6 +126,15 @@ class TenantAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Organizations are created by provisioning (signup or `manage.py provision_tenant`).
         return False
+
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        name = db_field.name.removesuffix("_override")
+        if field is not None and name in OVERRIDE_TEXTS:
+            label, unit = OVERRIDE_TEXTS[name]
+            field.label = f"{label} (override)"
+            field.help_text = f"In {unit}. Empty: the plan's limit applies."
+        return field
 
     def has_delete_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
         # Deletion drops a schema: only through the "Delete organizations" action's service.

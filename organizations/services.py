@@ -101,6 +101,7 @@ def provision_tenant(
     region: str = "",
     plan_slug: str = "free",
     residency_policy: str = residency.DEFAULT_POLICY,
+    owner_full_name: str = "",
 ) -> Tenant:
     """Create an organization, its schema, its domain and its owner, ready to use at once.
 
@@ -158,7 +159,11 @@ def provision_tenant(
         }
         with context.tenant_context(tenant):
             owner = account_services.user_create(
-                actor=actor, email=owner_email, password=owner_password, role=Role.OWNER
+                actor=actor,
+                email=owner_email,
+                password=owner_password,
+                role=Role.OWNER,
+                full_name=" ".join(owner_full_name.split())[:150],
             )
             audit.record(
                 actor=actor,

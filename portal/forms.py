@@ -40,6 +40,12 @@ class SignupForm(forms.Form):
         initial=residency.DEFAULT_POLICY,
         required=False,  # empty: the default policy
     )
+    full_name = forms.CharField(
+        label="Your name",
+        max_length=150,
+        help_text="How your colleagues will see you.",
+        widget=forms.TextInput(attrs={"autocomplete": "name"}),
+    )
     owner_email = forms.EmailField(
         label="Your work email",
         max_length=254,

@@ -25,6 +25,7 @@ from organizations.services import (
     provision_tenant,
     validate_new_tenant,
 )
+from portal import activity
 from portal.forms import OrganizationJumpForm, SignupForm
 from tenants import context, residency, routing
 from tenants.models import Tenant
@@ -116,6 +117,7 @@ def signup(request: HttpRequest) -> HttpResponse:
                 region=data["region"],
                 plan_slug=SIGNUP_PLAN,
                 residency_policy=data["residency_policy"],
+                owner_full_name=data["full_name"],
             )
         except residency.ResidencyViolation as error:
             form.add_error("region", error.message)
@@ -169,6 +171,7 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
         ("Audit retention", f"{plan.audit_retention_days:,} days"),
     ]
     can_invite = request.user.can("members:invite")
+    steps = activity.first_steps(actor=actor)
     return render(
         request,
         "portal/dashboard.html",
@@ -182,6 +185,9 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
                 account_selectors.invitation_pending_count() if can_invite else None
             ),
             "can_invite": can_invite,
+            "steps": steps,
+            "steps_done": sum(step.is_done for step in steps),
+            "activity": activity.recent_activity(actor=actor),
         },
     )
 

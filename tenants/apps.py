@@ -3,6 +3,7 @@ from django.apps import AppConfig
 
 class TenantsConfig(AppConfig):
     name = "tenants"
+    verbose_name = "Organizations and plans"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

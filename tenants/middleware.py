@@ -46,7 +46,9 @@ class TenantRoutingMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         host = request.get_host().rsplit(":", 1)[0].lower()
-        if host == settings.PORTAL_DOMAIN:
+        # The portal's own CSS and scripts belong to no organization: served on every host, also
+        # a suspended or unknown one (whose error page needs them), without a tenant lookup.
+        if host == settings.PORTAL_DOMAIN or request.path.startswith(settings.STATIC_URL):
             context.activate(None)
             request.tenant = None
             request.urlconf = settings.PUBLIC_SCHEMA_URLCONF

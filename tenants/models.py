@@ -115,6 +115,7 @@ class Tenant(TenantMixin):
     auto_drop_schema = False
 
     class Meta:
+        verbose_name = "organization"
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(
