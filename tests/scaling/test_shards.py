@@ -215,6 +215,7 @@ def test_signup_without_an_allowed_shard_shows_the_refusal_on_region(org, public
         "slug": "dub-corp",
         "region": "eu-west-1",
         "residency_policy": "eu",
+        "full_name": "Dana Dub",
         "owner_email": "owner@dub.test",
         "password": PASSWORD,
         "password_confirm": PASSWORD,

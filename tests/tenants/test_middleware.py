@@ -58,7 +58,9 @@ def test_a_suspended_organization_still_gets_the_portal_stylesheet(org, staff_us
     from core.actors import Actor
     from organizations import services
 
-    services.tenant_suspend(actor=Actor.for_user(staff_user), tenant=org.tenant)
+    services.tenant_suspend(
+        actor=Actor.for_user(staff_user), tenant=org.tenant, reason="Unpaid invoices."
+    )
     client = Client(HTTP_HOST=org.tenant.host)
 
     page = client.get("/")

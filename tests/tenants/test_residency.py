@@ -230,6 +230,7 @@ def test_signup_outside_the_policy_shows_the_rule_in_place(db, public_client):
             "slug": "initech",
             "region": "us-west-2",
             "residency_policy": "eu",
+            "full_name": "Peter Gibbons",
             "owner_email": "peter@initech.test",
             "password": PASSWORD,
             "password_confirm": PASSWORD,
