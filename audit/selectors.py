@@ -176,13 +176,14 @@ def event_list(
     cursor: int | None = None,
     limit: int = DEFAULT_PAGE_SIZE,
 ) -> EventPage:
-    """One page of events, newest first: those with `sequence < cursor` when a cursor is given.
+    """One page of sealed events, newest first: those with `sequence < cursor` when a cursor is
+    given (an event shows once the sealer chained it, normally milliseconds after its commit).
 
     Keyset pagination: every page is one index range scan whatever its depth, and a page does not
     shift when new events arrive.
     """
     require_audit_read(actor, "audit.read")
-    queryset = filters.apply(AuditEvent.objects.all())
+    queryset = filters.apply(AuditEvent.objects.filter(sequence__isnull=False))
     if cursor is not None:
         queryset = queryset.filter(sequence__lt=cursor)
     rows = list(queryset.order_by("-sequence")[: limit + 1])

@@ -258,6 +258,13 @@ API_TOKEN_RATE_PER_ACCOUNT = os.environ.get("API_TOKEN_RATE_PER_ACCOUNT", "5/m")
 API_KEY_CREATE_RATE = os.environ.get("API_KEY_CREATE_RATE", "30/h")
 # Audit log exports, per organization and actor (fails closed when Redis is down).
 AUDIT_EXPORT_RATE = os.environ.get("AUDIT_EXPORT_RATE", "20/h")
+# Who chains recorded events after commit (audit/sealing.py, docs/operations.md "Audit sealing"):
+# "thread" (a sealer thread in each process), "inline" (the committing thread, after commit) or
+# "off" (only `manage.py seal_audit --every N`).
+AUDIT_SEALER = os.environ.get("AUDIT_SEALER", "thread")
+# The longest a transaction that records an event may stay open: an unsealed event older than
+# the chain's head by more than this was not written by `record` and is never sealed.
+AUDIT_SEAL_MAX_DELAY_SECONDS = float(os.environ.get("AUDIT_SEAL_MAX_DELAY_SECONDS", "3600"))
 
 # The real-time gateway (gateway/, docs/gateway.md).
 GATEWAY_MAX_MESSAGE_BYTES = 64 * 1024
