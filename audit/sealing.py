@@ -187,7 +187,7 @@ class _Sealer:
         with self._condition:
             pending, self._pending = self._pending, {}
         for tenant in pending.values():
-            seal_in(tenant)
+            _seal_in_background(tenant)
 
     def wake(self, tenant: Tenant | None) -> None:
         key = tenant.schema_name if tenant is not None else "public"
@@ -219,7 +219,7 @@ class _Sealer:
                         return
                     pending, self._pending = self._pending, {}
                 for tenant in pending.values():
-                    seal_in(tenant)
+                    _seal_in_background(tenant)
         finally:
             connection.close()
 
@@ -228,16 +228,19 @@ _sealer = _Sealer()
 
 
 def seal_in(tenant: Tenant | None) -> int:
-    """Seal one schema's log (None: the platform's); errors are logged, never raised."""
+    """Seal one schema's log (None: the platform's)."""
+    enter = context.public_context() if tenant is None else context.tenant_context(tenant)
+    with enter:
+        return seal()
+
+
+def _seal_in_background(tenant: Tenant | None) -> None:
     close_old_connections()
     try:
-        enter = context.public_context() if tenant is None else context.tenant_context(tenant)
-        with enter:
-            return seal()
+        seal_in(tenant)
     except Exception:  # a backstop (seal_audit, the next commit, any reader) seals them later
         logger.exception("sealing the audit log of %s failed", tenant or "the platform")
         connection.close()
-        return 0
 
 
 def after_commit(tenant: Tenant | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from django.core.management.base import BaseCommand
+from django.db import DatabaseError
 
 from audit import sealing
 from tenants import context
@@ -24,7 +25,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         while True:
-            sealed = self.seal_all(options["tenant"])
+            try:
+                sealed = self.seal_all(options["tenant"])
+            except DatabaseError as error:  # PostgreSQL restarting: try again next time
+                if options["every"] is None:
+                    raise
+                self.stderr.write(f"sealing failed: {error}")
+                sealed = 0
             if options["every"] is None:
                 self.stdout.write(f"{sealed} events sealed.")
                 return
