@@ -183,7 +183,9 @@ class _Sealer:
         atexit.register(self.drain)
 
     def drain(self) -> None:
-        """At exit: seal what is still pending here (a daemon thread dies with the process)."""
+        """At exit: let the thread finish its pass and what is pending (a daemon thread is
+        killed when the interpreter ends, possibly between a commit and its sealing)."""
+        self.stop()
         with self._condition:
             pending, self._pending = self._pending, {}
         for tenant in pending.values():
