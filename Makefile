@@ -10,6 +10,8 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/agentplane
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 
+APPS := core tenants idempotency audit accounts credentials agents gateway tools organizations portal
+
 .PHONY: install demo demo-stop test lint format migrate bench clean
 
 install: $(STAMP)
@@ -43,6 +45,10 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache --no-logo
+	$(BIN)/bandit -q -r $(APPS) -ll -x '*/migrations/*'
+	DEBUG=0 SECRET_KEY=$$($(BIN)/python -c "import secrets; print(secrets.token_urlsafe(64))") \
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+	$(BIN)/python manage.py check --deploy --fail-level WARNING
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) TENANT_CONTEXT_GUARD=1 \
 	SCHEMA_POOL_BACKGROUND_REFILL=0 $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -50,6 +56,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache --no-logo
+	$(BIN)/bandit -q -r $(APPS) -ll -x '*/migrations/*'
 
 format: install
 	$(BIN)/ruff check --fix .

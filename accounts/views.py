@@ -22,6 +22,7 @@ from accounts import selectors, services
 from accounts.forms import InvitationAcceptForm, InvitationForm, LoginForm, RoleChangeForm
 from accounts.handoff import HandoffRefused, handoff_token_redeem
 from accounts.models import Invitation, User
+from audit import failures as audit_failures
 from audit import services as audit_services
 from core.actors import Actor
 from core.pages import require, requires
@@ -59,10 +60,8 @@ class LoginView(auth_views.LoginView):
         # Only a real attempt (credentials checked and refused), not a malformed form.
         refusals = {error.code for error in form.errors.as_data().get("__all__", [])}
         if refusals & {"invalid_login", "inactive"} and form.cleaned_data.get("username"):
-            audit_services.login_record(
-                actor=Actor.anonymous(self.request),
-                email=form.cleaned_data["username"],
-                succeeded=False,
+            audit_failures.login_failure_record(
+                actor=Actor.anonymous(self.request), email=form.cleaned_data["username"]
             )
         return super().form_invalid(form)
 

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from core import strictjson
 from core.errors import field_error
 
 # A key is 1 to 8 dot-separated segments; a segment starts with a lowercase letter and continues
@@ -101,6 +102,10 @@ def validate_value(value: Any, *, field_name: str = "value", require_object: boo
         raise field_error(field_name, "Must be a JSON object.", "not_an_object")
     if depth(value) > MAX_DEPTH:
         raise field_error(field_name, f"Nested deeper than {MAX_DEPTH} levels.", "too_deep")
+    try:
+        strictjson.check(value, max_depth=MAX_DEPTH)
+    except strictjson.InvalidJson as error:
+        raise field_error(field_name, error.message, error.code) from error
     if contains_nul(value):
         raise field_error(field_name, "Text may not contain the NUL character.", "null_character")
     try:
@@ -138,19 +143,11 @@ def type_key(agent_type: str) -> str:
 
 
 def parse_json_text(text: str, *, field_name: str = "value") -> Any:
-    """Parse JSON typed into a form; a ValidationError names the line and column."""
+    """Parse JSON typed into a form (the strict decoder); a ValidationError says what is wrong."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise field_error(
-            field_name,
-            f"Not valid JSON: {error.msg} (line {error.lineno}, column {error.colno}).",
-            "invalid_json",
-        ) from error
-    except RecursionError as error:
-        raise field_error(
-            field_name, f"Nested deeper than {MAX_DEPTH} levels.", "too_deep"
-        ) from error
+        return strictjson.loads(text, max_depth=MAX_DEPTH)
+    except strictjson.InvalidJson as error:
+        raise field_error(field_name, error.message, error.code) from error
 
 
 # --- Merge and resolution --------------------------------------------------------------------

@@ -134,3 +134,32 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return self.summary
+
+
+class FailureWindow(models.Model):
+    """Failures from one source (client address + what failed) within one time window, kept
+    outside the hash chain while they accumulate (audit.failures). Each failure is one UPSERT
+    here; the chain gets at most three rows per source and window: the first failure, the one
+    that reaches the alert threshold, and a summary with the count when the window has closed."""
+
+    source = models.CharField(max_length=64)  # sha256 of the grouping fields
+    window_start = models.DateTimeField()
+    action = models.CharField(max_length=64)
+    resource_type = models.CharField(max_length=64, blank=True)
+    resource_id = models.CharField(max_length=128, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=256, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    count = models.PositiveIntegerField(default=0)
+    recorded = models.PositiveIntegerField(default=0)  # failures already in audit rows
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "window_start"], name="audit_failure_window")
+        ]
+        indexes = [models.Index(fields=["window_start"], name="audit_failure_start_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.action} x{self.count} from {self.ip or '?'}"

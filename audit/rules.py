@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from django.db.models import IntegerField, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce
+
 from audit.models import Alert, AlertRule, AuditEvent, Result
 from core.roles import delegable_scopes
 
@@ -38,6 +42,7 @@ def _failed_logins(event: AuditEvent, parameters: dict[str, Any]) -> Match | Non
     threshold = int(parameters.get("threshold", 5))
     window = timedelta(seconds=int(parameters.get("window_seconds", 300)))
     # Uses audit_res_idx: (resource_type, resource_id, -sequence), bounded by the window.
+    # Failures are recorded aggregated (audit.failures): a row stands for `count` of them.
     failures = AuditEvent.objects.filter(
         resource_type="login",
         resource_id=event.resource_id,
@@ -45,7 +50,9 @@ def _failed_logins(event: AuditEvent, parameters: dict[str, Any]) -> Match | Non
         result=Result.FAILED,
         occurred_at__gt=event.occurred_at - window,
         sequence__lte=event.sequence,
-    ).count()
+    ).aggregate(total=Coalesce(Sum(Coalesce(Cast(KT("details__count"), IntegerField()), 1)), 0))[
+        "total"
+    ]
     if failures < threshold:
         return None
     minutes = window.total_seconds() / 60

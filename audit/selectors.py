@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
@@ -138,11 +139,15 @@ class EventPage:
     next_cursor: int | None
 
 
+DIGITS = re.compile(r"[0-9]+")
+
+
 def parse_cursor(value: str | None) -> int | None:
     """The keyset cursor: the sequence the next page starts below. Raises ValidationError."""
     if value in (None, ""):
         return None
-    if not value.isdigit() or len(value) > 19 or int(value) < 1:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses (it was a 500).
+    if not DIGITS.fullmatch(value) or len(value) > 19 or int(value) < 1:
         raise ValidationError({"cursor": ["Not a valid cursor."]})
     return int(value)
 
@@ -150,7 +155,7 @@ def parse_cursor(value: str | None) -> int | None:
 def parse_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_PAGE_SIZE
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE_SIZE:
+    if not DIGITS.fullmatch(value) or len(value) > 6 or not 1 <= int(value) <= MAX_PAGE_SIZE:
         raise ValidationError({"limit": [f"A number from 1 to {MAX_PAGE_SIZE}."]})
     return int(value)
 

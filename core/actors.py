@@ -30,8 +30,9 @@ class Actor:
         return cls(kind="system", label=label)
 
     @classmethod
-    def anonymous(cls, request: Any = None) -> Actor:
-        return cls(kind="anonymous", label="anonymous", **request_meta(request))
+    def anonymous(cls, request: Any = None, *, scope: dict[str, Any] | None = None) -> Actor:
+        meta = scope_meta(scope) if scope is not None else request_meta(request)
+        return cls(kind="anonymous", label="anonymous", **meta)
 
     @classmethod
     def for_user(
@@ -76,6 +77,16 @@ def request_meta(request: Any) -> dict[str, Any]:
         "ip": request.META.get("REMOTE_ADDR"),
         "user_agent": request.META.get("HTTP_USER_AGENT", "")[:256],
     }
+
+
+def scope_meta(scope: dict[str, Any]) -> dict[str, Any]:
+    """Where a WebSocket connection came from (its ASGI scope), as an actor records it."""
+    client = scope.get("client") or (None, None)
+    agent = ""
+    for name, value in scope.get("headers", []):
+        if name == b"user-agent":
+            agent = value.decode("latin-1")[:256]
+    return {"ip": client[0], "user_agent": agent}
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ CATALOGUE: dict[str, str] = {
 
 MAX_TOOLS = 50
 TOOL_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+# An agent's tool entry: a tool's name, pinned to one of its versions with `@<n>` if wanted.
+TOOL_ENTRY_RE = re.compile(r"^(?P<name>[a-z][a-z0-9_.-]{0,63})(@(?P<version>[1-9][0-9]{0,8}))?$")
 
 
 def _string_list(value: Any, field_name: str, *, limit: int) -> list[str]:
@@ -78,14 +80,25 @@ def granted(requested: Iterable[str], *, allowed: Iterable[str]) -> list[str]:
     return [name for name in requested if name in allowed_set]
 
 
+def tool_entries(tools: Iterable[str]) -> dict[str, int | None]:
+    """An agent's tools: name -> pinned version (None: the tool's current version)."""
+    entries: dict[str, int | None] = {}
+    for entry in tools:
+        match = TOOL_ENTRY_RE.fullmatch(entry)
+        if match is not None:
+            version = match.group("version")
+            entries[match.group("name")] = int(version) if version else None
+    return entries
+
+
 def validate_tools(value: Any) -> list[str]:
     tools = _string_list(value, "tools", limit=MAX_TOOLS)
-    invalid = [name for name in tools if not TOOL_RE.fullmatch(name)]
+    invalid = [name for name in tools if not TOOL_ENTRY_RE.fullmatch(name)]
     if invalid:
         raise field_error(
             "tools",
             f"Invalid tool names: {', '.join(invalid)} (lowercase letters, digits, _, . and -, "
-            "starting with a letter, at most 64 characters).",
+            "starting with a letter, at most 64 characters; `@<version>` pins a version).",
             "invalid_tools",
         )
     return tools

@@ -14,13 +14,19 @@ an entry, or names a method it does not handle. Every error leaves as
 
 from __future__ import annotations
 
+import functools
+import importlib
+import logging
 import re
+import sys
 from functools import cache
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
@@ -31,10 +37,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core import errors
+from core import errors, strictjson
 from core.actors import Actor, Credential
 from core.permissions import PUBLIC, Pagination, RequiredPermission
 
+logger = logging.getLogger(__name__)
 PERMISSION_PATTERN = re.compile(r"^[a-z][a-z_]*:[a-z][a-z_]*$")
 HANDLED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 __all__ = [
@@ -85,6 +92,78 @@ class ApiView(APIView):
         for method in HANDLED_METHODS:
             if callable(getattr(cls, method.lower(), None)) and method not in required:
                 raise TypeError(f"{cls.__name__} handles {method} without a `required` entry")
+        for method in WRITE_METHODS:
+            handler = cls.__dict__.get(method.lower())
+            if callable(handler) and not getattr(handler, "_api_write", False):
+                setattr(cls, method.lower(), _write_handler(handler, method))
+
+    def _write(self, method: str, handler: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        """A write handler in one transaction, so that its response is built before anything
+        commits: a database lost while re-reading the written object rolls the write back (a 503
+        the client retries), never a committed write answered with an error. A refusal keeps
+        what was written before it (the refusal's audit row) and is raised after the commit.
+        POSTs honour `Idempotency-Key` (idempotency.store; docs/api.md)."""
+        key = request.META.get("HTTP_IDEMPOTENCY_KEY") if method == "POST" else None
+        idempotent = key is not None and self.required.get("POST") != PUBLIC
+        if idempotent and not IDEMPOTENCY_KEY.fullmatch(key):
+            raise exceptions.ValidationError(
+                {"Idempotency-Key": ["1 to 255 printable ASCII characters, such as a UUID."]}
+            )
+        store = _idempotency_store() if idempotent else None
+        actor = self.actor
+        caller = f"{actor.kind}:{actor.id}"
+        refusal: Exception | None = None
+        response: Any = None
+        finished = False
+        try:
+            with transaction.atomic():
+                if store is not None:
+                    fingerprint = store.fingerprint(
+                        method=method, path=request.path, data=request.data
+                    )
+                    try:
+                        stored = store.begin(
+                            caller=caller, key=key, request_fingerprint=fingerprint
+                        )
+                    except store.KeyReused as error:
+                        raise errors.IdempotencyKeyReused from error
+                    if stored is not None:
+                        headers = {**stored.headers, "Idempotent-Replayed": "true"}
+                        return Response(stored.data, status=stored.status, headers=headers)
+                try:
+                    response = handler(self, request, *args, **kwargs)
+                except Exception as error:
+                    if transaction.get_rollback() or not _is_refusal(error):
+                        raise
+                    refusal = error
+                    if store is not None:
+                        store.abandon(caller=caller, key=key)
+                else:
+                    if store is not None:
+                        if 200 <= response.status_code < 300:
+                            store.complete(
+                                caller=caller,
+                                key=key,
+                                status=response.status_code,
+                                data=response.data,
+                                headers=dict(response.items()),
+                            )
+                        else:
+                            store.abandon(caller=caller, key=key)
+                finished = True
+        except Exception as error:
+            if finished and refusal is None and errors.outage(error) is None:
+                # Committed; an after-commit hook failed. The write stands: answer it.
+                logger.error("after-commit hook failed for %s", request.path, exc_info=True)
+                return response
+            raise
+        if refusal is not None:
+            raise refusal
+        return response
+
+    def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        check_query(request)
+        super().initial(request, *args, **kwargs)
 
     @property
     def actor(self) -> Actor:
@@ -99,6 +178,58 @@ class ApiView(APIView):
         paginator = Pagination()
         page = paginator.paginate_queryset(items, self.request, view=self)
         return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+MAX_QUERY_VALUE_LENGTH = 2048
+
+
+def check_query(request: Any) -> None:
+    """Query values are text like any JSON string: no NUL, no lone surrogate, bounded; a 400
+    before any view code (or the database, which refuses NUL) sees them."""
+    problems: dict[str, list[str]] = {}
+    for name, values in request.GET.lists():
+        for value in [name, *values]:
+            try:
+                strictjson.check(value)
+            except strictjson.InvalidJson as error:
+                problems[str(name)[:64]] = [error.message]
+                break
+            if "\x00" in value:
+                problems[str(name)[:64]] = ["Contains a NUL character."]
+                break
+            if len(value) > MAX_QUERY_VALUE_LENGTH:
+                problems[str(name)[:64]] = [f"At most {MAX_QUERY_VALUE_LENGTH} characters."]
+                break
+    if problems:
+        raise exceptions.ValidationError(problems)
+
+
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,254}")
+
+
+def _write_handler(handler: Any, method: str) -> Any:
+    @functools.wraps(handler)
+    def run(self: ApiView, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._write(method, handler, request, *args, **kwargs)
+
+    run._api_write = True  # type: ignore[attr-defined]
+    return run
+
+
+def _is_refusal(error: Exception) -> bool:
+    """An error answered as a 4xx (what was written before it stands); not an outage or a bug."""
+    if isinstance(error, exceptions.APIException):
+        return True
+    problem = errors.describe(error)
+    return problem is not None and problem.status < 500
+
+
+@cache
+def _idempotency_store() -> Any:
+    # Through a setting, as DRF reaches its pluggable classes: the store has a model, and core
+    # (the bottom layer) has none.
+    return importlib.import_module(settings.IDEMPOTENCY_STORE)
 
 
 class InputSerializer(serializers.Serializer):
@@ -167,6 +298,9 @@ def _translate(exc: Exception) -> tuple[Exception, dict[str, str]]:
         return exceptions.NotFound(), {}
     if isinstance(exc, DjangoPermissionDenied):
         return exceptions.PermissionDenied(str(exc) or None), {}
+    unavailable = errors.outage(exc)
+    if unavailable is not None:
+        exc = unavailable
     if isinstance(exc, errors.DomainError):
         problem = errors.describe(exc)
         assert problem is not None
@@ -232,7 +366,25 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     return defaults.page_not_found(request, exception)
 
 
+UNAVAILABLE_PAGE = (
+    "<!doctype html><title>Unavailable</title><h1>Temporarily unavailable</h1>"
+    "<p>This service is unavailable right now. Try again in a few seconds.</p>"
+)
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's handler500, for errors raised outside DRF (middleware, portal pages): a database
+    or Redis outage is a 503 with Retry-After, anything else a 500 without details."""
+    unavailable = errors.outage(sys.exc_info()[1]) if sys.exc_info()[1] is not None else None
+    if unavailable is not None:
+        if is_api_path(request):
+            response: HttpResponse = JsonResponse(
+                error_body(unavailable.code, unavailable.message), status=503
+            )
+        else:
+            response = HttpResponse(UNAVAILABLE_PAGE, status=503)
+        response["Retry-After"] = str(unavailable.retry_after)
+        return response
     if is_api_path(request):
         return JsonResponse(
             error_body("server_error", "Something went wrong on our side."), status=500

@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.http import Http404
 
+from core import metrics
+
 
 def field_error(field: str, message: str, code: str) -> ValidationError:
     """A ValidationError on one field that keeps its code (a plain dict would drop it)."""
@@ -51,6 +53,18 @@ class Forbidden(DomainError):
     status = 403
 
 
+class IdempotencyKeyReused(DomainError):
+    """An `Idempotency-Key` sent again with another request: a 422 (IETF idempotency draft)."""
+
+    status = 422
+
+    def __init__(self) -> None:
+        super().__init__(
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used with another request: use a new key.",
+        )
+
+
 class QuotaExceeded(DomainError):
     """A limit of the organization would be exceeded: a 409 naming the limit.
 
@@ -81,6 +95,7 @@ class RateLimited(DomainError):
         super().__init__("rate_limited", message, retry_after=max(retry_after, 1))
         self.limit = limit
         self.scope = scope
+        metrics.RATE_LIMIT_REFUSALS.labels(scope[:64]).inc()
 
     @property
     def headers(self) -> dict[str, str]:
@@ -90,6 +105,21 @@ class RateLimited(DomainError):
             "RateLimit-Remaining": "0",
             "RateLimit-Reset": str(self.retry_after),
         }
+
+
+class ConcurrencyLimited(DomainError):
+    """Too many runs of the organization at once (`concurrency_limit`): a 429; retry shortly."""
+
+    status = 429
+
+    def __init__(self, *, limit: int, retry_after: int = 1) -> None:
+        super().__init__(
+            "concurrency_limit",
+            f"Your organization already has {limit} tool runs in progress: retry shortly.",
+            detail={"limit": limit},
+            retry_after=retry_after,
+        )
+        self.limit = limit
 
 
 class Unavailable(DomainError):
@@ -109,6 +139,40 @@ class RateLimiterUnavailable(Unavailable):
             "This is unavailable right now: try again shortly.",
             retry_after=self.RETRY_AFTER,
         )
+
+
+class DependencyUnavailable(Unavailable):
+    """PostgreSQL or Redis cannot be reached (a restart, a failover): a 503 the client retries.
+    Made from the driver's error by `outage`."""
+
+    RETRY_AFTER = 5
+
+
+def outage(error: BaseException) -> DependencyUnavailable | None:
+    """The 503 for an error that means a database or Redis outage, None for anything else.
+
+    PostgreSQL: Django's OperationalError and InterfaceError (a dropped or closed connection, a
+    server shutting down, a failover; also deadlocks and cancelled statements, which are worth a
+    retry too). Redis: redis-py's connection and timeout errors (the cache, the channel layer).
+    """
+    from django.db.utils import InterfaceError, OperationalError
+    from redis import exceptions as redis_errors
+
+    if isinstance(error, DependencyUnavailable):
+        return error
+    if isinstance(error, OperationalError | InterfaceError):
+        return DependencyUnavailable(
+            "database_unavailable",
+            "The database is unavailable right now: try again shortly.",
+            retry_after=DependencyUnavailable.RETRY_AFTER,
+        )
+    if isinstance(error, redis_errors.ConnectionError | redis_errors.TimeoutError):
+        return DependencyUnavailable(
+            "cache_unavailable",
+            "A backing service is unavailable right now: try again shortly.",
+            retry_after=DependencyUnavailable.RETRY_AFTER,
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -139,4 +203,7 @@ def describe(error: Exception) -> Problem | None:
         return Problem(403, "permission_denied", str(error) or "Not allowed.")
     if isinstance(error, ObjectDoesNotExist | Http404):
         return Problem(404, "not_found", "Not found.")
+    unavailable = outage(error)
+    if unavailable is not None:
+        return describe(unavailable)
     return None

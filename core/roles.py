@@ -18,13 +18,16 @@ RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
 READ = {"org:read", "members:read"}
 READ |= {"agents:read", "config:read"}  # agents: definitions, instances, pool, config
+READ |= {"tools:read"}  # custom tools: list, code, versions
 WRITE = READ | set()  # members write what later features add (agents:write, tasks:publish ...)
 WRITE |= {"agents:write"}  # create/edit/delete agents, request and stop instances
 WRITE |= {"tasks:publish"}  # publish tasks and messages to the organization's agents (gateway)
+WRITE |= {"tools:run"}  # run custom tools (API, portal's Test run, agents' runtimes)
 MANAGE = WRITE | {"members:invite", "members:manage", "settings:write", "audit:read"}
 API_KEYS_MANAGE = "api_keys:manage"
 MANAGE |= {API_KEYS_MANAGE}  # create, list and revoke API keys (credentials)
 MANAGE |= {"config:write"}  # the organization's config keys (agents.defaults ...)
+MANAGE |= {"tools:write"}  # write custom tools: code, schema, limits, host API permissions
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.VIEWER: frozenset(READ),

@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from audit import failures as audit_failures
 from audit import services as audit
 from audit.models import Result
 from core.actors import Actor
@@ -247,7 +248,7 @@ def token_obtain(*, actor: Actor, email: str, password: str, request=None) -> To
     if user is None or not user.is_active:
         # Recorded as a failed login (not a generic auth failure) so that the failed-logins
         # alert rule sees password guessing over the API as it sees it in the portal.
-        audit.login_record(actor=actor, email=email, succeeded=False, method="api_token")
+        audit_failures.login_failure_record(actor=actor, email=email, method="api_token")
         raise Unauthenticated("invalid_credentials", "The email or password is wrong.")
     return token_pair_issue(
         actor=Actor.for_user(user, request) if actor.kind == "anonymous" else actor, user=user
@@ -331,16 +332,30 @@ def token_revoke(*, actor: Actor, refresh: str) -> None:
 def authentication_failure_record(
     *, actor: Actor, scheme: str, code: str, subject: str = ""
 ) -> None:
-    """Record a refused credential (never the credential itself)."""
+    """Count a refused credential (never the credential itself): throttled, then aggregated.
+
+    Failures are throttled per client address and per organization (RateLimited, a 429 with
+    `Retry-After`; RateLimiterUnavailable, a 503, when the counters cannot be reached: a flood is
+    never let through unmetered). What passes the throttle is recorded aggregated per source
+    and window (audit.failures), so that no outsider can grow the log one row per request.
+    """
+    ratelimit.hit(
+        scope="auth_failures_ip",
+        key=f"ip:{actor.ip or 'unknown'}",
+        rate=settings.AUTH_FAILURE_RATE_PER_IP,
+        fail_closed=True,
+    )
+    ratelimit.hit(
+        scope="auth_failures_organization",
+        key="all",
+        rate=settings.AUTH_FAILURE_RATE_PER_ORGANIZATION,
+        fail_closed=True,
+    )
     details = {"scheme": scheme, "code": code}
     if subject:
         details["subject"] = subject[:254]
-    audit.record(
-        actor=actor,
-        action="auth.failed",
-        resource_type="credential",
-        result=Result.FAILED,
-        details=details,
+    audit_failures.failure_record(
+        actor=actor, action="auth.failed", resource_type="credential", details=details
     )
 
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from core import errors
+from core import errors, metrics, strictjson
 from core.actors import Actor
 from credentials import services as credential_services
 from credentials.api_keys import looks_like_key
@@ -104,16 +104,21 @@ def _session_actor(tenant: Tenant, scope: dict[str, Any]) -> Actor | None:
         return Actor.for_user(user)
 
 
-def _credential_actor(tenant: Tenant, raw: str) -> tuple[Actor | None, str, str]:
+def _credential_actor(
+    tenant: Tenant, raw: str, scope: dict[str, Any] | None = None
+) -> tuple[Actor | None, str, str]:
     with context.tenant_context(tenant):
         try:
             credential = authenticate_credential(raw, tenant)
         except CredentialRefused as error:
-            credential_services.authentication_failure_record(
-                actor=Actor.anonymous(),
-                scheme="api_key" if looks_like_key(raw) else "jwt",
-                code=error.error_code,
-            )
+            try:
+                credential_services.authentication_failure_record(
+                    actor=Actor.anonymous(scope=scope),
+                    scheme="api_key" if looks_like_key(raw) else "jwt",
+                    code=error.error_code,
+                )
+            except errors.DomainError as throttled:  # too many failures from here: 429 / 503
+                return None, throttled.code, throttled.message
             return None, error.error_code, str(error.detail)
         return credential.actor(), "", ""
 
@@ -171,6 +176,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.recheck_now = asyncio.Event()
         self.in_control_group = False
         await self.accept()
+        metrics.WEBSOCKET_CONNECTIONS.inc()
+        self.counted = True
         self.writer = asyncio.ensure_future(self._write())
         self.token: str | None = None  # kept in memory only, to check it again (_recheck)
         if _header(self.scope, b"cookie"):
@@ -205,6 +212,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         while True:
             frame = await self.outbox.get()
             await self.send(text_data=frame)
+            metrics.WEBSOCKET_FRAMES.labels("out", "all").inc()
 
     def _emit(self, payload: dict[str, Any]) -> None:
         if self.closing:
@@ -255,9 +263,10 @@ class EventsConsumer(AsyncWebsocketConsumer):
             await self._flush_and_close(CLOSE_TOO_LARGE)
             return
         try:
-            message = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            self._error("bad_request", "Frames are JSON objects.")
+            message = strictjson.loads(raw)
+        except strictjson.InvalidJson as error:
+            # The socket stays open: a bad frame is the client's mistake, answered like a 400.
+            self._error("parse_error", f"Bad JSON: {error.message}", reason=error.code)
             return
         if not isinstance(message, dict) or not isinstance(message.get("op"), str):
             self._error("bad_request", "Every frame is an object with an `op`.")
@@ -266,6 +275,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         if ref is not None and (not isinstance(ref, str | int) or len(str(ref)) > 64):
             ref = None
         op = message["op"]
+        metrics.WEBSOCKET_FRAMES.labels("in", metrics.frame_op(op)).inc()
         if self.actor is None:
             if op != "auth":
                 self._error("unauthenticated", "Authenticate first.", ref)
@@ -295,7 +305,9 @@ class EventsConsumer(AsyncWebsocketConsumer):
             await self._flush_and_close(CLOSE_UNAUTHENTICATED)
             return
         await self._join_control_group()
-        actor, code, text = await database_sync_to_async(_credential_actor)(self.tenant, token)
+        actor, code, text = await database_sync_to_async(_credential_actor)(
+            self.tenant, token, self.scope
+        )
         if actor is None:
             await self._leave_control_group()
             self._error(code, text, ref)
@@ -487,6 +499,9 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.recheck_now.set()
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            self.counted = False
+            metrics.WEBSOCKET_CONNECTIONS.dec()
         for timer in ("writer", "auth_timer", "recheck_timer"):
             task = getattr(self, timer, None)
             if task is not None:

@@ -3,9 +3,10 @@
 It connects to `/ws/events/`, authenticates with an API key (first message, never in the URL),
 attaches to its instance (which marks it running and returns the resolved config), subscribes to
 its tasks and to `config.changed`, sends a heartbeat with metrics every few seconds, runs tasks
-(`echo`, `sleep`, and `tool`, which reports honestly that no tool runner exists yet) and
-publishes each result on `agents.result.<task id>`. When the connection drops it reconnects with
-exponential backoff and jitter, and attaches and subscribes again.
+(`echo`, `sleep`, and `tool`, which runs one of the agent's custom tools by name through the API:
+the sandbox is on the platform) and publishes each result on `agents.result.<task id>`. When the
+connection drops it reconnects with exponential backoff and jitter, and attaches and subscribes
+again.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import os
 import random
 import resource
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,6 +69,8 @@ class Endpoint:
     def post(self, path: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
         host, port = self.address
         scheme = self.parts.scheme or "http"
+        if scheme not in {"http", "https"}:
+            raise ValueError(f"the portal URL must be http or https, not {scheme!r}")
         request = urllib.request.Request(  # noqa: S310 (the operator's own URL)
             f"{scheme}://{host}:{port}{path}",
             data=json.dumps(body).encode(),
@@ -76,7 +81,8 @@ class Endpoint:
                 "Content-Type": "application/json",
             },
         )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        # http(s) only, checked above.
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 # nosec B310
             return json.loads(response.read())
 
 
@@ -112,8 +118,14 @@ def _resident_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def run_task(task: dict[str, Any], tools: list[str]) -> dict[str, Any]:
-    """Execute one task; the result (or an error) to publish."""
+ToolCaller = Callable[[str, Any], Awaitable[dict[str, Any]]]
+
+
+async def run_task(
+    task: dict[str, Any], tools: list[str], call_tool: ToolCaller | None = None
+) -> dict[str, Any]:
+    """Execute one task; the result (or an error) to publish. `call_tool(name, input)` runs one
+    of the agent's custom tools on the platform (the sandbox is there, never here)."""
     kind = task.get("kind")
     if kind == "echo":
         return {"status": "done", "output": task.get("input")}
@@ -125,14 +137,24 @@ async def run_task(task: dict[str, Any], tools: list[str]) -> dict[str, Any]:
         return {"status": "done", "output": {"slept": min(float(seconds), MAX_SLEEP_SECONDS)}}
     if kind == "tool":
         name = str(task.get("tool", ""))[:64]
-        # Custom tools and their sandbox are another issue's work: say so, never pretend.
+        listed = {entry.split("@", 1)[0] for entry in tools}
+        if name not in listed or call_tool is None:
+            return {
+                "status": "failed",
+                "error": {"code": "no_such_tool", "message": f"This agent has no tool “{name}”."},
+            }
+        run = await call_tool(name, task.get("input"))
+        if run.get("status") == "ok":
+            return {
+                "status": "done",
+                "output": run.get("output"),
+                "tool": {key: run.get(key) for key in ("version", "duration_ms", "logs")},
+            }
+        error = run.get("error") or {}
         return {
             "status": "failed",
-            "error": {
-                "code": "no_such_tool",
-                "message": f"No tool “{name}” can run here: this runtime has no tool runner yet.",
-                "declared": name in tools,
-            },
+            "error": {"code": run.get("status", "error"), "message": error.get("message", "")},
+            "tool": {key: run.get(key) for key in ("version", "duration_ms", "logs")},
         }
     return {
         "status": "failed",
@@ -273,6 +295,18 @@ class AgentRuntime:
                 if key in {*CONFIG_KEYS_FOR, f"agents.{self.agent['type']}"}:
                     await self._send({"op": "config"})
 
+    async def _call_tool(self, name: str, value: Any) -> dict[str, Any]:
+        """Run one of this agent's tools over the API (the platform checks the agent lists it)."""
+        path = f"/api/v1/agents/{self.agent['id']}/tools/{urllib.parse.quote(name)}/runs/"
+        try:
+            return await asyncio.to_thread(self.endpoint.post, path, self.key, {"input": value})
+        except urllib.error.HTTPError as error:
+            try:
+                body = json.loads(error.read())["error"]
+            except (ValueError, KeyError, TypeError):
+                body = {"code": f"http_{error.code}", "message": str(error.reason)}
+            return {"status": body.get("code", "error"), "error": body}
+
     async def _heartbeats(self, tasks: asyncio.Queue) -> None:
         while True:
             await self._send({"op": "heartbeat", "metrics": self.stats.sample(tasks.qsize())})
@@ -282,7 +316,7 @@ class AgentRuntime:
         while True:
             task = await tasks.get()
             started = time.monotonic()
-            result = await run_task(task, self.agent.get("tools", []))
+            result = await run_task(task, self.agent.get("tools", []), self._call_tool)
             duration = (time.monotonic() - started) * 1000
             self.stats.tasks_done += 1
             self.stats.durations_ms.append(duration)

@@ -9,7 +9,6 @@ rate limits kept in Redis under the organization's id (tenants.ratelimit).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import uuid
@@ -26,7 +25,7 @@ from agents import services as agent_services
 from agents.models import AgentInstance, InstanceStatus
 from audit import services as audit
 from audit.models import Result
-from core import errors
+from core import errors, strictjson
 from core.actors import Actor
 from gateway import subjects
 from gateway.models import InstanceMetric
@@ -75,8 +74,16 @@ def _monthly_quota(tenant: Tenant) -> int:
     return quota
 
 
-def _encoded_size(data: Any) -> int:
-    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+def _checked_size(data: Any, field_name: str) -> int:
+    """The encoded size of a message or task, once it passed the strict JSON checks (depth,
+    finite numbers, no lone surrogates): what a subscriber's strict parser can read back."""
+    try:
+        strictjson.check(data, max_depth=strictjson.MAX_VALUE_DEPTH)
+        return strictjson.encoded_size(data)
+    except strictjson.InvalidJson as error:
+        raise ValidationError(
+            {field_name: [ValidationError(error.message, code=error.code)]}
+        ) from error
 
 
 def _meter(actor: Actor, action: str, subject: str, *, connection_id: str | None) -> None:
@@ -96,13 +103,8 @@ def _meter(actor: Actor, action: str, subject: str, *, connection_id: str | None
             fail_closed=False,
         )
     except errors.RateLimited as error:
-        refusal = errors.RateLimited(
-            retry_after=error.retry_after,
-            limit=error.limit,
-            scope=error.scope,
-            message="Too many messages: slow down.",
-        )
-        _refuse(actor, action, subject, refusal)
+        error.message = "Too many messages: slow down."  # the same refusal, counted once
+        _refuse(actor, action, subject, error)
     tenant = context.require_tenant()
     if not agent_services.pool_consume_messages(
         actor=Actor.system("gateway"), count=1, limit=_monthly_quota(tenant)
@@ -166,7 +168,7 @@ def message_publish(
                 "permission_denied", f"Publishing here needs the “{PUBLISH_PERMISSION}” permission."
             ),
         )
-    if _encoded_size(data) > settings.GATEWAY_MAX_MESSAGE_BYTES:
+    if _checked_size(data, "data") > settings.GATEWAY_MAX_MESSAGE_BYTES:
         _refuse(
             actor,
             action,
@@ -198,7 +200,7 @@ def task_publish(*, actor: Actor, task: Any, agent_id: Any = None) -> dict[str, 
         subject = f"agents.{agent.pk}.task"
     if not isinstance(task, dict):
         raise ValidationError({"task": ["Give the task as an object."]})
-    if _encoded_size(task) > settings.GATEWAY_MAX_MESSAGE_BYTES:
+    if _checked_size(task, "task") > settings.GATEWAY_MAX_MESSAGE_BYTES:
         raise ValidationError({"task": ["A task has at most 64 KB."]})
     _meter(actor, action, subject, connection_id=None)
     task_id = uuid.uuid4().hex

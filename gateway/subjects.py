@@ -13,7 +13,8 @@ import re
 
 MAX_TOKENS = 16
 MAX_BYTES = 256
-TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+# Full matches only: `$` would also match before a trailing newline (`"agents\n"`).
+TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 RESERVED_FIRST_TOKEN = "tenant"
 
 
@@ -45,7 +46,7 @@ def _tokens(subject: object) -> list[str]:
 def validate_subject(subject: object) -> str:
     """A literal subject (publish): no wildcards."""
     tokens = _tokens(subject)
-    if not all(TOKEN.match(token) for token in tokens):
+    if not all(TOKEN.fullmatch(token) for token in tokens):
         raise InvalidSubject(
             "subject_invalid",
             "Subject tokens are letters, digits, `-` and `_`, separated by single dots.",
@@ -59,7 +60,7 @@ def validate_pattern(pattern: object) -> str:
     for position, token in enumerate(tokens):
         if token == "*" or (token == ">" and position == len(tokens) - 1):
             continue
-        if not TOKEN.match(token):
+        if not TOKEN.fullmatch(token):
             raise InvalidSubject(
                 "subject_invalid",
                 "Pattern tokens are letters, digits, `-`, `_`, `*` (one token) or a final `>`.",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 
 from agents import services as agent_services
 from agents.selectors import LIMIT_NAMES
@@ -104,8 +106,30 @@ class TenantAdmin(admin.ModelAdmin):
         self.message_user(request, f"{count} organization(s) {done}.", messages.SUCCESS)
 
     @admin.action(description="Suspend selected organizations", permissions=["change"])
-    def suspend(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._each(request, queryset, services.tenant_suspend, "suspended")
+    def suspend(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        """Asks for a reason and a confirmation first (an intermediate page)."""
+        form = SuspendForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return render(
+                request,
+                "admin/organizations/suspend_confirmation.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Suspend organizations",
+                    "tenants": list(queryset),
+                    "form": form,
+                },
+            )
+        reason = form.cleaned_data["reason"]
+        self._each(
+            request,
+            queryset,
+            lambda *, actor, tenant: services.tenant_suspend(
+                actor=actor, tenant=tenant, reason=reason
+            ),
+            "suspended",
+        )
+        return None
 
     @admin.action(description="Reactivate selected organizations", permissions=["change"])
     def reactivate(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -116,6 +140,15 @@ class TenantAdmin(admin.ModelAdmin):
     )
     def delete_organizations(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._each(request, queryset, services.tenant_delete, "deleted")
+
+
+class SuspendForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        max_length=services.SUSPENSION_REASON_MAX_LENGTH,
+        help_text="Why: recorded in the platform's and the organization's audit log.",
+    )
+    confirm = forms.BooleanField(label="Yes, suspend them now")
 
 
 @admin.register(Domain)

@@ -159,7 +159,12 @@ def _slug_races_reported() -> Iterator[None]:
         raise
 
 
-def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Tenant:
+SUSPENSION_REASON_MAX_LENGTH = 500
+
+
+def _set_status(
+    *, actor: Actor, tenant: Tenant, status: str, action: str, reason: str = ""
+) -> Tenant:
     audit.require_staff(actor, action, "organization", str(tenant.public_id))
     with context.public_context(), transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
@@ -174,7 +179,7 @@ def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Te
             action=action,
             resource_type="organization",
             resource_id=str(tenant.public_id),
-            details={"slug": tenant.slug},
+            details={"slug": tenant.slug, **({"reason": reason} if reason else {})},
         )
         routing.clear_on_commit()
         # Open sockets re-check at once: a suspended organization's close (gateway.consumers).
@@ -182,10 +187,22 @@ def _set_status(*, actor: Actor, tenant: Tenant, status: str, action: str) -> Te
     return tenant
 
 
-def tenant_suspend(*, actor: Actor, tenant: Tenant) -> Tenant:
-    """Suspend an organization: its users and API clients are refused at their next request."""
+def tenant_suspend(*, actor: Actor, tenant: Tenant, reason: str) -> Tenant:
+    """Suspend an organization: its users and API clients are refused at their next request.
+
+    `reason` is mandatory (staff say why; it is in the platform's and the organization's log).
+    """
+    reason = " ".join(str(reason or "").split())
+    if not reason:
+        raise ValidationError({"reason": ["Say why the organization is suspended."]})
+    if len(reason) > SUSPENSION_REASON_MAX_LENGTH:
+        raise ValidationError({"reason": [f"At most {SUSPENSION_REASON_MAX_LENGTH} characters."]})
     return _set_status(
-        actor=actor, tenant=tenant, status=TenantStatus.SUSPENDED, action="organization.suspended"
+        actor=actor,
+        tenant=tenant,
+        status=TenantStatus.SUSPENDED,
+        action="organization.suspended",
+        reason=reason,
     )
 
 

@@ -22,6 +22,7 @@ SECTIONS: list[Section] = [
     Section("Agents", "agents:agent-list", "agents:read"),
     Section("Resources", "agents:pool-detail", "agents:read"),
     Section("Config", "agents:config-list", "config:read"),
+    Section("Tools", "tools:tool-list", "tools:read"),
     Section("Audit", "audit:event-list", "audit:read"),
     Section("API keys", "credentials:api-key-list", "api_keys:manage"),
 ]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from core import logs as core_logs
 from portal import devdata
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -91,9 +92,11 @@ SHARED_APPS = [
     "django_tenants",
     "django.contrib.staticfiles",
     "channels",
+    "idempotency",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     # Organization lifecycle (no models): provisioning, suspension, deletion, staff admin.
     "organizations",
     "portal",
@@ -110,10 +113,16 @@ TENANT_APPS = [
     "agents",
     # The real-time gateway: consumers, tasks, per-minute instance metrics (docs/gateway.md).
     "gateway",
+    # Custom tools: tenant JavaScript in V8 isolates in sandbox worker processes (docs/tools.md).
+    "tools",
+    # Responses kept 24 hours for `Idempotency-Key` retries (core.api.ApiView; docs/api.md).
+    "idempotency",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
 MIDDLEWARE = [
+    # Health checks, the request id, the Host check and request metrics, before anything else.
+    "portal.operations.OperationsMiddleware",
     "tenants.middleware.TenantRoutingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -123,6 +132,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls_tenant"
@@ -169,6 +179,39 @@ CSRF_COOKIE_SECURE = not DEBUG
 SESSION_COOKIE_AGE = 60 * 60 * 12
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Production (DEBUG=0) is served over HTTPS only: HSTS on the domain and its organizations'
+# subdomains, HTTP redirected (the proxy in front says which scheme it received).
+SECURE_SSL_REDIRECT = not DEBUG and env_bool("SECURE_SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = 0 if DEBUG else int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG and env_bool("SECURE_HSTS_PRELOAD", True)
+if os.environ.get("SECURE_PROXY_SSL_HEADER"):  # e.g. "HTTP_X_FORWARDED_PROTO,https"
+    SECURE_PROXY_SSL_HEADER = tuple(os.environ["SECURE_PROXY_SSL_HEADER"].split(",", 1))
+# Health checks come over plain HTTP from the load balancer, by IP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Content security policy (django-csp): only this origin's scripts, no inline script; inline
+# style attributes are allowed (the portal's templates use a few).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        # Signup and sign-in hand off between the public host and an organization's host.
+        "form-action": [
+            "'self'",
+            f"{PORTAL_SCHEME}://{PORTAL_DOMAIN}:*",
+            f"{PORTAL_SCHEME}://*.{PORTAL_DOMAIN}:*",
+        ],
+        "frame-ancestors": ["'none'"],
+    }
+}
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
@@ -202,14 +245,39 @@ DEFAULT_REGION = "us-east-1"
 SCHEMA_POOL_SIZE = int(os.environ.get("SCHEMA_POOL_SIZE", "3"))
 SCHEMA_POOL_BACKGROUND_REFILL = env_bool("SCHEMA_POOL_BACKGROUND_REFILL", True)
 
+# Logs: one JSON object per line (core.logs), with the request id and the organization;
+# LOG_FORMAT=plain for people reading a terminal.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"organization": {"()": "tenants.logging.OrganizationFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": core_logs.json_formatter(),
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain" if LOG_FORMAT == "plain" else "json",
+            "filters": ["organization"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "pgserver": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "pgserver": {"level": "WARNING"},
+        # A bad Host is answered and logged as one warning line by portal.operations.
+        "django.security.DisallowedHost": {"level": "CRITICAL"},
+    },
 }
+# /metrics answers these addresses (an internal bind, the scraper's network) and signed-in staff
+# on the public host; everyone else gets a 404.
+METRICS_ALLOWED_NETWORKS = [
+    net.strip()
+    for net in os.environ.get("METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128").split(",")
+    if net.strip()
+]
 
 # The API (core/api.py, credentials/authentication.py; docs/api.md). Every API view derives from
 # core.api.ApiView and declares its permission per method; RequiredPermission denies the rest.
@@ -222,7 +290,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["core.permissions.RequiredPermission"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "core.permissions.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "core.api.exception_handler",
@@ -243,6 +311,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+# `Idempotency-Key` on the API's POSTs (core.api.ApiView -> this module; docs/api.md).
+IDEMPOTENCY_STORE = "idempotency.store"
 # JWTs: RS256 (pinned in credentials.tokens, not configurable), lifetimes from here.
 JWT_ACCESS_TOKEN_LIFETIME_SECONDS = int(os.environ.get("JWT_ACCESS_TOKEN_LIFETIME", "900"))
 JWT_REFRESH_TOKEN_LIFETIME_SECONDS = int(os.environ.get("JWT_REFRESH_TOKEN_LIFETIME", "86400"))
@@ -256,6 +326,14 @@ API_KEY_HASH_KEY = os.environ.get("API_KEY_HASH_KEY", "")
 API_TOKEN_RATE_PER_IP = os.environ.get("API_TOKEN_RATE_PER_IP", "20/m")
 API_TOKEN_RATE_PER_ACCOUNT = os.environ.get("API_TOKEN_RATE_PER_ACCOUNT", "5/m")
 API_KEY_CREATE_RATE = os.environ.get("API_KEY_CREATE_RATE", "30/h")
+# Refused credentials (bad tokens and keys, refresh failures), per organization: per client
+# address and for the whole organization. Over either, a 429 with Retry-After; fails closed.
+AUTH_FAILURE_RATE_PER_IP = os.environ.get("AUTH_FAILURE_RATE_PER_IP", "60/m")
+AUTH_FAILURE_RATE_PER_ORGANIZATION = os.environ.get("AUTH_FAILURE_RATE_PER_ORGANIZATION", "600/m")
+# Failures from outside are recorded aggregated per source and window (audit.failures): a row
+# for the first, one when the window reaches ALERT_AT, and a summary when the window closes.
+AUDIT_FAILURE_WINDOW_SECONDS = int(os.environ.get("AUDIT_FAILURE_WINDOW_SECONDS", "60"))
+AUDIT_FAILURE_ALERT_AT = int(os.environ.get("AUDIT_FAILURE_ALERT_AT", "5"))
 # Audit log exports, per organization and actor (fails closed when Redis is down).
 AUDIT_EXPORT_RATE = os.environ.get("AUDIT_EXPORT_RATE", "20/h")
 # Who chains recorded events after commit (audit/sealing.py, docs/operations.md "Audit sealing"):
@@ -283,3 +361,26 @@ GATEWAY_HEARTBEAT_TIMEOUT_SECONDS = int(os.environ.get("GATEWAY_HEARTBEAT_TIMEOU
 GATEWAY_MIN_HEARTBEAT_SECONDS = 1.0
 # The consumers' database connection is pinged (SELECT 1) at most this often (gateway.db).
 GATEWAY_DB_HEALTH_CHECK_SECONDS = float(os.environ.get("GATEWAY_DB_HEALTH_CHECK_SECONDS", "5"))
+
+# Custom tools (tools/, docs/tools.md): the sandbox worker pool of each web process.
+TOOLS_WORKERS = int(os.environ.get("TOOLS_WORKERS", "4"))
+# Every isolate in a worker: V8's old generation may not grow past this (MiB).
+TOOLS_WORKER_HEAP_MB = int(os.environ.get("TOOLS_WORKER_HEAP_MB", "256"))
+# A worker's private writable memory (RLIMIT_DATA, MiB): array buffers and V8's heap alike.
+TOOLS_WORKER_DATA_MB = int(os.environ.get("TOOLS_WORKER_DATA_MB", "1024"))
+# A worker is replaced (in the background) after this many runs.
+TOOLS_WORKER_RECYCLE_AFTER = int(os.environ.get("TOOLS_WORKER_RECYCLE_AFTER", "500"))
+# How long a run waits for its organization's concurrency slot, then for a free worker (s).
+TOOLS_CONCURRENCY_WAIT_SECONDS = float(os.environ.get("TOOLS_CONCURRENCY_WAIT", "1.0"))
+TOOLS_WORKER_WAIT_SECONDS = float(os.environ.get("TOOLS_WORKER_WAIT", "5.0"))
+# Sizes: code and input schema on save; input, output and captured logs per run.
+TOOLS_MAX_CODE_BYTES = 64 * 1024
+TOOLS_MAX_SCHEMA_BYTES = 16 * 1024
+TOOLS_MAX_INPUT_BYTES = 64 * 1024
+TOOLS_MAX_OUTPUT_CHARS = 256 * 1024
+TOOLS_MAX_LOG_CHARS = 16 * 1024
+# Host API: calls per run, bytes of arguments per call, and the key-value store.
+TOOLS_MAX_CALLS = 100
+TOOLS_MAX_CALL_BYTES = 64 * 1024
+TOOLS_KV_MAX_KEYS = 1000
+TOOLS_KV_MAX_VALUE_BYTES = 16 * 1024

@@ -8,4 +8,5 @@ urlpatterns = [
     path("", include("agents.api_urls")),
     path("", include("audit.api_urls")),
     path("", include("gateway.api_urls")),
+    path("", include("tools.api_urls")),
 ]

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -30,12 +31,15 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
+from core import metrics
+
 if TYPE_CHECKING:
     from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 
-SUBJECT_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+# Full matches only: `$` would also match before a trailing newline.
+SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 # Channels refuses group names of 100 characters or more.
 MAX_GROUP_LENGTH = 99
 MESSAGE_TYPE = "tenant.event"
@@ -43,7 +47,7 @@ CONTROL_MESSAGE_TYPE = "tenant.control"
 
 
 def _valid_tokens(subject: str) -> bool:
-    return all(SUBJECT_TOKEN.match(token) for token in subject.split("."))
+    return all(SUBJECT_TOKEN.fullmatch(token) for token in subject.split("."))
 
 
 def group_name(tenant_id: str, subject: str, *, prefix: bool = False) -> str:
@@ -101,7 +105,9 @@ async def _group_send(groups: list[str], message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    started = time.perf_counter()
     await asyncio.gather(*(layer.group_send(group, message) for group in groups))
+    metrics.CHANNEL_LAYER_SEND.observe(time.perf_counter() - started)
 
 
 async def send(tenant_id: str, subject: str, message: dict[str, Any]) -> None:

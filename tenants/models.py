@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 from django_tenants.models import DomainMixin, TenantMixin
 
+from core import tool_permissions
 from core.agent_permissions import validate_plan_permissions
 
 
@@ -34,6 +35,22 @@ class Plan(models.Model):
         blank=True,
         validators=[validate_plan_permissions],
         help_text="Agent permissions definitions may ask for.",
+    )
+    # Custom tools (the `tools` app): the most a tool may ask for, and runs at once.
+    tool_max_timeout_ms = models.PositiveIntegerField(
+        default=10_000, help_text="The longest timeout a custom tool may set, in ms."
+    )
+    tool_max_memory_mb = models.PositiveIntegerField(
+        default=64, help_text="The largest heap a custom tool may set, in MiB."
+    )
+    tool_concurrency = models.PositiveIntegerField(
+        default=2, help_text="Custom tool runs at once, per organization."
+    )
+    allowed_tool_permissions = models.JSONField(
+        default=tool_permissions.default_allowed,
+        blank=True,
+        validators=[tool_permissions.validate_plan_permissions],
+        help_text="Host API permissions custom tools may ask for.",
     )
 
     class Meta:

@@ -714,7 +714,9 @@ def test_a_suspended_organization_shows_its_users_the_suspended_page(
     assert client.get("/").status_code == 200  # the host is now cached as active
 
     with django_capture_on_commit_callbacks(execute=True):
-        tenant_services.tenant_suspend(actor=Actor.system("tests"), tenant=org.tenant)
+        tenant_services.tenant_suspend(
+            actor=Actor.system("tests"), tenant=org.tenant, reason="tests"
+        )
 
     for path in ("/", "/members/", "/login/"):
         response = client.get(path)

@@ -630,7 +630,8 @@ def test_hostile_input_is_a_4xx_never_a_5xx(org, client_for, in_tenant):
 
     assert send(client, "get", "/api/v1/agents/?type=x%00").status_code == 400
     assert send(client, "get", "/api/v1/agents/?type=defaults").status_code == 400
-    assert send(client, "get", "/api/v1/agents/?search=a%00b").status_code == 200
+    # NUL in a query value: refused by the API base for every endpoint (core.api.check_query).
+    assert send(client, "get", "/api/v1/agents/?search=a%00b").status_code == 400
     assert send(client, "get", "/api/v1/config/a%00b/").status_code == 404
     assert send(client, "delete", "/api/v1/config/a%00b/").status_code == 400
     assert send(client, "put", "/api/v1/config/a.b/", {"value": "\u0000"}).status_code == 400

@@ -248,4 +248,4 @@ def test_the_nul_character_is_refused_anywhere_in_a_value(value):
 
 
 def test_lone_surrogates_are_not_json_text():
-    assert error_of(lambda: validate_value({"a": "\ud800"})) == ("value", "invalid_json")
+    assert error_of(lambda: validate_value({"a": "\ud800"})) == ("value", "invalid_unicode")

@@ -210,8 +210,10 @@ def test_suspend_and_reactivate_are_in_both_logs(org, staff):
     with context.tenant_context(org.tenant):
         org_start = head()
 
-    tenants.tenant_suspend(actor=staff, tenant=org.tenant)
-    tenants.tenant_suspend(actor=staff, tenant=org.tenant)  # already suspended: no change
+    tenants.tenant_suspend(actor=staff, tenant=org.tenant, reason="tests")
+    tenants.tenant_suspend(
+        actor=staff, tenant=org.tenant, reason="tests"
+    )  # already suspended: no change
     tenants.tenant_reactivate(actor=staff, tenant=org.tenant)
 
     expected = [

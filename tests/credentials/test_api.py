@@ -74,11 +74,12 @@ def test_token_obtain_refuses_wrong_credentials(org, client_for, in_tenant, cred
     assert response.status_code == 401
     assert error_code(response) == "invalid_credentials"
     (event,) = _events(org, in_tenant, "auth.login")
-    assert (event.result, event.resource_id, event.details) == (
+    assert (event.result, event.resource_id, event.details["method"]) == (
         "failed",
         credentials["username"],
-        {"method": "api_token"},
+        "api_token",
     )
+    assert event.details["count"] == 1
     assert credentials["password"] not in str(event.details)
 
 

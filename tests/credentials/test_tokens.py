@@ -161,7 +161,8 @@ def test_forged_or_misused_tokens_are_401_without_any_outbound_request(
     assert all(str(address[0]) in {"127.0.0.1", "::1", "localhost"} for address in connections)
     with in_tenant(org):
         (event,) = AuditEvent.objects.filter(action="auth.failed")
-    assert event.details == {"scheme": "jwt", "code": EXPECTED_CODES.get(name, "token_invalid")}
+    expected = {"scheme": "jwt", "code": EXPECTED_CODES.get(name, "token_invalid"), "count": 1}
+    assert {key: event.details[key] for key in expected} == expected
     assert token not in json.dumps(event.details)
 
 
@@ -196,7 +197,7 @@ def test_a_demoted_users_token_loses_the_permissions_at_once(org, client_for, in
 
 def test_a_suspended_organizations_tokens_are_refused(org, client_for):
     pair = token_pair(org, org.owner)
-    tenant_services.tenant_suspend(actor=Actor.system("tests"), tenant=org.tenant)
+    tenant_services.tenant_suspend(actor=Actor.system("tests"), tenant=org.tenant, reason="tests")
     # Over HTTP the routing middleware refuses the whole organization before any credential.
     response = client_for(org).get(ORGANIZATION, **bearer(pair.access))
     assert response.status_code == 403

@@ -451,7 +451,7 @@ def test_a_socket_of_a_suspended_organization_is_closed(pair, layer, settings):
         await client.connect()
         await client.auth(key)
         await database_sync_to_async(services.tenant_suspend)(
-            actor=Actor.system("tests"), tenant=a.tenant
+            actor=Actor.system("tests"), tenant=a.tenant, reason="tests"
         )
         refused = await client.receive(timeout=5)
         return refused, await client.closed_with()

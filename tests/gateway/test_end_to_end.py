@@ -22,7 +22,7 @@ from django.conf import settings
 
 from gateway.runtime import AgentRuntime
 from tests import live
-from tests.gateway.conftest import api_key, free_ports, in_org, make_agent
+from tests.gateway.conftest import SYSTEM, api_key, free_ports, in_org, make_agent
 
 pytestmark = pytest.mark.usefixtures("unblocked")
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,8 +96,19 @@ def wait_for(events: queue.Queue, kind: str, predicate=lambda detail: True, time
 
 def test_tasks_config_and_reconnect_across_two_server_processes(pair):
     a, _ = pair
-    agent = make_agent(a, name="E2E runner", type="e2e")
-    runtime_key = api_key(a, ["agents:read", "agents:write"])
+    from tools import services as tool_services
+
+    agent = make_agent(
+        a, name="E2E runner", type="e2e", tools=["search@1"], permissions=["tools:invoke"]
+    )
+    in_org(
+        a,
+        tool_services.tool_create,
+        actor=SYSTEM,
+        name="search",
+        code="async function run(input) { console.log('searching'); return [input.q, 'found'] }",
+    )
+    runtime_key = api_key(a, ["agents:read", "agents:write", "tools:run"])
     operator_key = api_key(a, ["tasks:publish", "config:write", "agents:read"])
     host = a.tenant.host
     events: queue.Queue = queue.Queue()
@@ -125,16 +136,31 @@ def test_tasks_config_and_reconnect_across_two_server_processes(pair):
             )
             done = wait_for(events, "task", lambda d: d["task"] == published["id"])
             assert (done["status"], done["output"]) == ("done", "hello")
-            # The tool placeholder answers honestly.
+            # A tool task: the runtime runs the agent's tool by name, in the platform's sandbox.
             tool = call(
                 "POST",
                 ports[0],
                 host,
                 "/api/v1/tasks/",
                 operator_key,
-                {"agent": str(agent.pk), "task": {"kind": "tool", "tool": "search"}},
+                {
+                    "agent": str(agent.pk),
+                    "task": {"kind": "tool", "tool": "search", "input": {"q": "cats"}},
+                },
             )
-            failed = wait_for(events, "task", lambda d: d["task"] == tool["id"])
+            ran = wait_for(events, "task", lambda d: d["task"] == tool["id"])
+            assert (ran["status"], ran["output"]) == ("done", ["cats", "found"])
+            assert (ran["tool"]["version"], ran["tool"]["logs"]) == (1, ["searching"])
+            # A tool the agent does not list is refused by the runtime, and the platform.
+            other = call(
+                "POST",
+                ports[0],
+                host,
+                "/api/v1/tasks/",
+                operator_key,
+                {"agent": str(agent.pk), "task": {"kind": "tool", "tool": "delete-all"}},
+            )
+            failed = wait_for(events, "task", lambda d: d["task"] == other["id"])
             assert failed["error"]["code"] == "no_such_tool"
             # A config change made through server 1 reaches the running agent.
             call(

@@ -173,7 +173,8 @@ def test_an_unavailable_organization_loses_every_socket_at_once(
         sockets = [await opened(org, credential) for credential in credentials]
         stranger = await opened(other, elsewhere)
         service = getattr(services, change)
-        await database_sync_to_async(service)(actor=SYSTEM, tenant=org.tenant)
+        extra = {"reason": "tests"} if change == "tenant_suspend" else {}
+        await database_sync_to_async(service)(actor=SYSTEM, tenant=org.tenant, **extra)
         results = [await closed_at_once(socket) for socket in sockets]
         return results, await still_open(stranger)
 
@@ -378,7 +379,7 @@ def test_suspension_and_reactivation_are_announced(scratch_org, layer):
 
     outcomes = announced(
         org,
-        lambda: services.tenant_suspend(actor=SYSTEM, tenant=org.tenant),
+        lambda: services.tenant_suspend(actor=SYSTEM, tenant=org.tenant, reason="tests"),
         lambda: services.tenant_reactivate(actor=SYSTEM, tenant=org.tenant),
     )
 

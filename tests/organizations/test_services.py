@@ -178,7 +178,7 @@ def test_a_database_refusing_the_schema_leaves_nothing(db):
 
 def test_only_staff_can_suspend_and_the_refusal_is_recorded(org):
     with pytest.raises(PermissionDenied):
-        services.tenant_suspend(actor=Actor.for_user(org.owner), tenant=org.tenant)
+        services.tenant_suspend(actor=Actor.for_user(org.owner), tenant=org.tenant, reason="tests")
 
     org.tenant.refresh_from_db()
     assert org.tenant.status == TenantStatus.ACTIVE
@@ -194,7 +194,7 @@ def test_only_staff_can_suspend_and_the_refusal_is_recorded(org):
 def test_suspend_and_reactivate_record_in_both_logs(org, staff_user):
     actor = Actor.for_user(staff_user)
 
-    services.tenant_suspend(actor=actor, tenant=org.tenant)
+    services.tenant_suspend(actor=actor, tenant=org.tenant, reason="tests")
     assert Tenant.objects.get(pk=org.tenant.pk).status == TenantStatus.SUSPENDED
     services.tenant_reactivate(actor=actor, tenant=org.tenant)
 
@@ -249,3 +249,14 @@ def test_plan_change_by_staff_is_recorded(org, staff_user):
         "organization.updated",
         {"plan": {"from": "team", "to": "enterprise"}},
     )
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "x" * 501])
+def test_suspending_needs_a_reason(org, staff_user, reason):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        services.tenant_suspend(actor=Actor.for_user(staff_user), tenant=org.tenant, reason=reason)
+    assert "reason" in refused.value.message_dict
+    org.tenant.refresh_from_db()
+    assert org.tenant.status == TenantStatus.ACTIVE

@@ -102,9 +102,27 @@ def test_staff_manage_organizations_in_admin(org, staff_user, public_client):
 
     listing = public_client.get("/admin/tenants/tenant/?q=acme")
     filtered = public_client.get(f"/admin/tenants/tenant/?plan__id__exact={org.tenant.plan_id}")
-    suspended = public_client.post(
+    # Suspending asks for a reason and a confirmation first; the reason is in both logs.
+    asked = public_client.post(
         "/admin/tenants/tenant/",
         {"action": "suspend", "_selected_action": [org.tenant.pk]},
+    )
+    unconfirmed = public_client.post(
+        "/admin/tenants/tenant/",
+        {"action": "suspend", "_selected_action": [org.tenant.pk], "apply": "1", "reason": "x"},
+    )
+    org.tenant.refresh_from_db()
+    assert asked.status_code == unconfirmed.status_code == 200
+    assert b"reason" in asked.content and org.tenant.status == "active"
+    suspended = public_client.post(
+        "/admin/tenants/tenant/",
+        {
+            "action": "suspend",
+            "_selected_action": [org.tenant.pk],
+            "apply": "1",
+            "reason": "Unpaid invoices since  October",
+            "confirm": "on",
+        },
     )
 
     assert listing.status_code == 200 and b"Acme Inc" in listing.content
@@ -113,6 +131,14 @@ def test_staff_manage_organizations_in_admin(org, staff_user, public_client):
     assert suspended.status_code == 302
     org.tenant.refresh_from_db()
     assert org.tenant.status == "suspended"
+    from audit.models import AuditEvent
+    from tenants import context
+
+    for enter in (context.public_context, lambda: context.tenant_context(org.tenant)):
+        with enter():
+            event = AuditEvent.objects.filter(action="organization.suspended").latest("sequence")
+            assert event.details["reason"] == "Unpaid invoices since October"
+            assert event.actor_label == staff_user.email
 
 
 def test_suspension_refuses_an_open_session_at_its_next_request(
@@ -122,7 +148,7 @@ def test_suspension_refuses_an_open_session_at_its_next_request(
     assert client.get("/").status_code == 200
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.tenant_suspend(actor=Actor.for_user(staff_user), tenant=org.tenant)
+        services.tenant_suspend(actor=Actor.for_user(staff_user), tenant=org.tenant, reason="tests")
     page = client.get("/")
     api = client.get("/api/v1/agents/")
 
@@ -178,7 +204,7 @@ def test_suspension_reaches_every_process_at_once(scratch_org, django_db_blocker
     try:
         assert _ask(probe, "active") == "active"  # cached from now on
         with django_db_blocker.unblock():
-            services.tenant_suspend(actor=Actor.system(), tenant=scratch_org.tenant)
+            services.tenant_suspend(actor=Actor.system(), tenant=scratch_org.tenant, reason="tests")
         assert _ask(probe, "suspended") == "suspended"
         with django_db_blocker.unblock():
             services.tenant_reactivate(actor=Actor.system(), tenant=scratch_org.tenant)

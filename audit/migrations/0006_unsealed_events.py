@@ -57,7 +57,7 @@ $$;
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("audit", "0004_alert_rules_default"),
+        ("audit", "0005_failure_window"),
     ]
 
     operations = [
