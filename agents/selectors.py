@@ -234,12 +234,12 @@ _STATUS_SQL = (
 def _with_status(queryset: QuerySet[Agent]) -> QuerySet[Agent]:
     """`status` (AGENT_STATUSES) and `active_instances` (pending + running) on each agent."""
     return queryset.annotate(
-        active_instances=RawSQL(  # noqa: S611 (constant SQL, values as parameters)
+        active_instances=RawSQL(  # noqa: S611  # nosec B611 (constant SQL, values as parameters)
             _ACTIVE_INSTANCES_SQL,
             (InstanceStatus.PENDING.value, InstanceStatus.RUNNING.value),
             output_field=IntegerField(),
         ),
-        status=RawSQL(  # noqa: S611 (constant SQL, values as parameters)
+        status=RawSQL(  # noqa: S611  # nosec B611 (constant SQL, values as parameters)
             _STATUS_SQL,
             (
                 InstanceStatus.RUNNING.value,
