@@ -112,7 +112,6 @@ def _seal_pass(batch_size: int) -> list[AuditEvent]:
     from audit import rules, services
 
     sequence, previous, head_at = _head()
-    now = timezone.now()
     sealed: list[AuditEvent] = []
     after = 0
     while True:
@@ -124,6 +123,7 @@ def _seal_pass(batch_size: int) -> list[AuditEvent]:
         if not batch:
             break
         after = batch[-1].pk
+        now = timezone.now()  # per batch: a long pass must not date later events too early
         chained = []
         for event in batch:
             if head_at is not None and event.occurred_at < head_at - max_delay():

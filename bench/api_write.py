@@ -6,9 +6,10 @@ agent, instance insert, pool update, audit event on the chain, commit, event pub
 commit). The floor sends the statements the service sends (captured with Django's
 CaptureQueriesContext: BEGIN; pool row FOR UPDATE; agent; INSERT instance; UPDATE pool; INSERT
 audit event, unsealed; COMMIT, and the stop's equivalent) with raw psycopg and publishes nothing;
-it does not seal (the service's sealer thread does that work after commit, and also seals the
-floor's events in the next service round: a conservative floor). `service-immediate` is the
-service with AUDIT_SEALER=immediate (the chain's lock held until commit: the old behaviour).
+it does not seal (the service's sealer thread does that work after commit; the floor's events
+are sealed after its round, untimed, by `manage.py seal_audit`: a conservative floor).
+`service-immediate` is the service with AUDIT_SEALER=immediate (the chain's lock held until
+commit: the old behaviour).
 After each service round the bench waits until everything is sealed and reports the sealing lag
 (sealed_at - occurred_at, an upper bound of commit -> sealed) of that round's events. Each client is
 its own process with its own connection; clients are started, then released together. The
@@ -258,6 +259,16 @@ def run_clients(variant: str, clients: int, duration: float, database: str, fact
     }
     if variant == "service":
         result.update(sealing_lag(database, facts["schema"], since))
+    elif variant == "floor":
+        # Seal the floor's events now, untimed: they must not sit as a backlog in front of the
+        # next service round's events (that would measure the backlog, not the sealing lag).
+        subprocess.run(
+            [PYTHON, "manage.py", "seal_audit", "--tenant", SLUG],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     return result
 
 
