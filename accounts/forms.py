@@ -74,3 +74,39 @@ class InvitationAcceptForm(forms.Form):
         if cleaned.get("password") and cleaned.get("password") != cleaned.get("password_confirm"):
             self.add_error("password_confirm", "The two passwords do not match.")
         return cleaned
+
+
+class ProfileForm(forms.Form):
+    full_name = forms.CharField(
+        label="Display name",
+        max_length=150,
+        required=False,
+        help_text="Shown in menus, member lists and the audit log instead of your email.",
+        widget=forms.TextInput(attrs={"autocomplete": "name"}),
+    )
+
+
+class PasswordChangeForm(forms.Form):
+    current_password = forms.CharField(
+        label="Current password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+    new_password = forms.CharField(
+        label="New password",
+        strip=False,
+        help_text="At least 8 characters, not a common one, not all digits.",
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+    new_password_confirm = forms.CharField(
+        label="New password, again",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        new, again = cleaned.get("new_password"), cleaned.get("new_password_confirm")
+        if new and again and new != again:
+            self.add_error("new_password_confirm", "The two passwords do not match.")
+        return cleaned

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.sessions.models import Session
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import Invitation, User
+from core.actors import Actor
 
 
 def member_list() -> QuerySet[User]:
@@ -35,3 +40,44 @@ def invitation_list_pending() -> QuerySet[Invitation]:
 
 def invitation_pending_count() -> int:
     return invitation_list_pending().count()
+
+
+@dataclass(frozen=True)
+class SessionEntry:
+    """One signed-in browser of a user: its key (never shown), what the session remembers."""
+
+    key: str
+    expires_at: Any
+    signed_in_at: str
+    user_agent: str
+    ip: str
+
+
+# Set into the session by accounts.middleware on its first signed-in request.
+SESSION_META_KEY = "accounts.meta"
+
+
+def session_list(*, actor: Actor) -> list[SessionEntry]:
+    """The acting user's unexpired sessions in this organization, newest first.
+
+    Sessions are decoded one by one: this schema holds only this organization's sessions, and
+    expired ones are cleared (`clearsessions`).
+    """
+    if actor.kind != "user" or not actor.id:
+        return []
+    found = []
+    for session in Session.objects.filter(expire_date__gt=timezone.now()):
+        data = session.get_decoded()
+        if str(data.get("_auth_user_id")) != str(actor.id):
+            continue
+        meta = data.get(SESSION_META_KEY) or {}
+        found.append(
+            SessionEntry(
+                key=session.session_key,
+                expires_at=session.expire_date,
+                signed_in_at=str(meta.get("since", "")),
+                user_agent=str(meta.get("agent", ""))[:200],
+                ip=str(meta.get("ip", "")),
+            )
+        )
+    return sorted(found, key=lambda entry: entry.signed_in_at, reverse=True)

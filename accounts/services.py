@@ -183,6 +183,38 @@ def invitation_revoke(*, actor: Actor, invitation_id: int) -> None:
         )
 
 
+def invitation_resend(*, actor: Actor, invitation_id: int) -> tuple[Invitation, str]:
+    """Send a pending invitation again: a new link (the old one stops working) valid for a new
+    7 days. Returns the invitation and its new one-time token. Invitation.DoesNotExist if it is
+    not pending (accepted, revoked or expired invitations are invited anew instead)."""
+    if not actor.can("members:invite"):
+        audit.deny(
+            actor=actor,
+            action="invitation.resent",
+            resource_type="invitation",
+            resource_id=str(invitation_id),
+            reason="You cannot manage invitations.",
+        )
+    token = secrets.token_urlsafe(32)
+    now = timezone.now()
+    with transaction.atomic():
+        invitation = Invitation.objects.select_for_update().filter(pk=invitation_id).first()
+        if invitation is None or not invitation.is_pending:
+            raise Invitation.DoesNotExist
+        _check_may_assign(actor, invitation.role, "invitation.resent", str(invitation.pk))
+        invitation.token_hash = hash_token(token)
+        invitation.expires_at = now + INVITATION_LIFETIME
+        invitation.save(update_fields=["token_hash", "expires_at"])
+        audit.emit(
+            actor=actor,
+            action="invitation.resent",
+            resource_type="invitation",
+            resource_id=invitation.pk,
+            details={"email": invitation.email, "expires_at": invitation.expires_at.isoformat()},
+        )
+    return invitation, token
+
+
 def _refusal(actor: Actor, user: User) -> str | None:
     """Why `actor` may not change `user`'s membership, or None."""
     if actor.kind == "system":
@@ -313,3 +345,86 @@ def staff_user_create(*, actor: Actor, email: str, password: str) -> User:
             details={"email": user.email},
         )
     return user
+
+
+# --- The signed-in person's own account ----------------------------------------------------------
+
+MAX_FULL_NAME_LENGTH = 150
+
+
+def _own_user_id(actor: Actor) -> int:
+    """The acting person's own user id: an API key or the system has no account to change."""
+    if actor.kind != "user" or not actor.id:
+        raise PermissionDenied("Only a signed-in person can change their own account.")
+    return int(actor.id)
+
+
+def profile_update(*, actor: Actor, full_name: object) -> User:
+    """Change the acting user's own display name (what menus and the audit trail show)."""
+    audit.require(actor, "org:read", action="user.profile_changed", resource_type="user")
+    if not isinstance(full_name, str) or len(full_name.strip()) > MAX_FULL_NAME_LENGTH:
+        raise ValidationError(
+            {"full_name": [f"At most {MAX_FULL_NAME_LENGTH} characters."]}, code="max_length"
+        )
+    full_name = " ".join(full_name.split())
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=_own_user_id(actor))
+        if user.full_name == full_name:
+            return user
+        user.full_name = full_name
+        user.save(update_fields=["full_name"])
+        audit.emit(
+            actor=actor,
+            action="user.profile_changed",
+            resource_type="user",
+            resource_id=user.pk,
+            details={"changed": ["full_name"]},
+        )
+    return user
+
+
+def password_change(*, actor: Actor, current_password: str, new_password: str) -> User:
+    """The acting user changes their own password, proving the current one. Every other session
+    of theirs ends (Django checks each session's password hash); the caller keeps its own."""
+    audit.require(actor, "org:read", action="user.password_changed", resource_type="user")
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=_own_user_id(actor))
+        if not user.check_password(current_password):
+            raise ValidationError(
+                {"current_password": ["That is not your current password."]}, code="invalid"
+            )
+        try:
+            validate_password(new_password, user)
+        except ValidationError as error:
+            raise ValidationError({"new_password": error.error_list}) from error
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        audit.emit(
+            actor=actor, action="user.password_changed", resource_type="user", resource_id=user.pk
+        )
+    return user
+
+
+def sessions_end_others(*, actor: Actor, keep_session_key: str) -> int:
+    """Sign the acting user out everywhere but the session `keep_session_key`; returns how many
+    sessions ended."""
+    from django.contrib.sessions.models import Session
+
+    from accounts import selectors
+
+    audit.require(actor, "org:read", action="user.sessions_ended", resource_type="user")
+    with transaction.atomic():
+        others = [
+            entry.key
+            for entry in selectors.session_list(actor=actor)
+            if entry.key != keep_session_key
+        ]
+        ended, _ = Session.objects.filter(session_key__in=others).delete()
+        audit.emit(
+            actor=actor,
+            action="user.sessions_ended",
+            resource_type="user",
+            resource_id=_own_user_id(actor),
+            details={"ended": ended},
+        )
+    return ended

@@ -16,7 +16,7 @@ from tenants import ratelimit
 @dataclass(frozen=True)
 class Limit:
     scope: str
-    rate: str  # django-ratelimit's notation: "10/m", "20/5m", "100/h"
+    rate: str  # tenants.ratelimit.parse_rate's notation: "10/m", "20/5m", "100/h"
     key: Callable[[HttpRequest], str]
 
 

@@ -27,8 +27,16 @@ urlpatterns = [
         views.PasswordResetCompleteView.as_view(),
         name="password-reset-complete",
     ),
+    path("profile/", views.profile, name="profile"),
+    path("profile/password/", views.password_change, name="password-change"),
+    path("profile/sessions/end-others/", views.sessions_end_others, name="sessions-end-others"),
     path("members/", views.members, name="members"),
     path("members/invite/", views.invitation_create, name="invitation-create"),
+    path(
+        "members/invitations/<int:invitation_id>/resend/",
+        views.invitation_resend,
+        name="invitation-resend",
+    ),
     path(
         "members/invitations/<int:invitation_id>/revoke/",
         views.invitation_revoke,

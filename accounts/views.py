@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.contrib import messages
-from django.contrib.auth import login
+from django.contrib.auth import login, update_session_auth_hash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -19,7 +19,14 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import selectors, services
-from accounts.forms import InvitationAcceptForm, InvitationForm, LoginForm, RoleChangeForm
+from accounts.forms import (
+    InvitationAcceptForm,
+    InvitationForm,
+    LoginForm,
+    PasswordChangeForm,
+    ProfileForm,
+    RoleChangeForm,
+)
 from accounts.handoff import HandoffRefused, handoff_token_redeem
 from accounts.models import Invitation, User
 from audit import failures as audit_failures
@@ -32,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 INVITATION_SESSION_KEY = "accounts.invitation_token"
+INVITATION_LINK_SESSION_KEY = "accounts.invitation_link"
 MAX_TOKEN_LENGTH = 200
 
 
@@ -153,10 +161,13 @@ def _members_page(
         "can_invite": can_invite,
         "invite_form": invite_form if invite_form is not None else InvitationForm(roles=assignable),
         "invitations": list(selectors.invitation_list_pending()) if can_invite else [],
+        # The link of the invitation just sent or resent, shown this once (post/redirect/get).
+        "invitation_link": request.session.pop(INVITATION_LINK_SESSION_KEY, None),
     }
     return render(request, "accounts/members.html", context, status=status)
 
 
+@never_cache  # may hold a new invitation's link, shown once
 @require_GET
 @requires("members:read")
 def members(request: HttpRequest, actor: Actor) -> HttpResponse:
@@ -194,6 +205,35 @@ def _send_invitation(request: HttpRequest, invitation: Invitation, token: str) -
     return True
 
 
+def _remember_link(request: HttpRequest, invitation: Invitation, token: str) -> None:
+    """Keep the new link for the next page only, which shows it with a Copy button (for sending
+    it another way than email)."""
+    link = _absolute(request, reverse("accounts:invitation-open", kwargs={"token": token}))
+    request.session[INVITATION_LINK_SESSION_KEY] = {
+        "email": invitation.email,
+        "link": link,
+        "expires_at": invitation.expires_at.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+@login_required
+@require_POST
+def invitation_resend(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    actor = Actor.from_request(request)
+    try:
+        invitation, token = services.invitation_resend(actor=actor, invitation_id=invitation_id)
+    except Invitation.DoesNotExist as error:
+        raise Http404("No such pending invitation.") from error
+    except PermissionDenied as error:
+        return _refused(request, error, "members:invite")
+    _remember_link(request, invitation, token)
+    if _send_invitation(request, invitation, token):
+        messages.success(request, f"Invitation sent again to {invitation.email}.")
+    else:
+        messages.error(request, f"The email to {invitation.email} could not be sent.")
+    return redirect("accounts:members")
+
+
 @login_required
 @require_POST
 def invitation_create(request: HttpRequest) -> HttpResponse:
@@ -214,6 +254,7 @@ def invitation_create(request: HttpRequest) -> HttpResponse:
             for field, errors in error.error_dict.items():
                 form.add_error(field if field in form.fields else None, errors)
         else:
+            _remember_link(request, invitation, token)
             if _send_invitation(request, invitation, token):
                 messages.success(request, f"Invitation sent to {invitation.email}.")
             else:
@@ -333,3 +374,88 @@ def _error_codes(error: ValidationError) -> set[str]:
     if hasattr(error, "error_dict"):
         return {item.code for items in error.error_dict.values() for item in items}
     return {item.code for item in error.error_list}
+
+
+# --- Your profile -----------------------------------------------------------------------------
+
+
+def _profile_page(
+    request: HttpRequest,
+    actor: Actor,
+    *,
+    profile_form: ProfileForm | None = None,
+    password_form: PasswordChangeForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    sessions = selectors.session_list(actor=actor)
+    current = request.session.session_key
+    return render(
+        request,
+        "accounts/profile.html",
+        {
+            "profile_form": profile_form
+            or ProfileForm(initial={"full_name": request.user.full_name}),
+            "password_form": password_form or PasswordChangeForm(),
+            "sessions": [
+                {"entry": entry, "is_current": entry.key == current} for entry in sessions
+            ],
+            "other_sessions": sum(entry.key != current for entry in sessions),
+        },
+        status=status,
+    )
+
+
+def _apply_errors(form, error: ValidationError) -> None:
+    for field, errors in error.message_dict.items():
+        form.add_error(field if field in form.fields else None, errors)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@requires("org:read")
+def profile(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """Your display name; the sessions you are signed in with."""
+    if request.method == "GET":
+        return _profile_page(request, actor)
+    form = ProfileForm(request.POST)
+    if form.is_valid():
+        try:
+            services.profile_update(actor=actor, full_name=form.cleaned_data["full_name"])
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, "Your profile is saved.")
+            return redirect("accounts:profile")
+    return _profile_page(request, actor, profile_form=form, status=400)
+
+
+@never_cache
+@require_POST
+@requires("org:read")
+def password_change(request: HttpRequest, actor: Actor) -> HttpResponse:
+    form = PasswordChangeForm(request.POST)
+    if form.is_valid():
+        try:
+            user = services.password_change(
+                actor=actor,
+                current_password=form.cleaned_data["current_password"],
+                new_password=form.cleaned_data["new_password"],
+            )
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            # This browser stays signed in; every other session of yours ends.
+            update_session_auth_hash(request, user)
+            messages.success(request, "Your password is changed. Your other sessions are ended.")
+            return redirect("accounts:profile")
+    return _profile_page(request, actor, password_form=form, status=400)
+
+
+@require_POST
+@requires("org:read")
+def sessions_end_others(request: HttpRequest, actor: Actor) -> HttpResponse:
+    ended = services.sessions_end_others(
+        actor=actor, keep_session_key=request.session.session_key or ""
+    )
+    messages.success(request, f"Signed out of {ended} other session{'s' if ended != 1 else ''}.")
+    return redirect("accounts:profile")

@@ -13,8 +13,15 @@ from agents import selectors, services
 from agents.configuration import validate_agent_type
 from agents.models import Agent, InstanceStatus
 from core.api import ApiView, InputSerializer, Pagination, paginated
+from vault.models import SECRET_NAME_PATTERN
 
-AGENT_OPTIONAL_DEFAULTS = {"description": "", "config": {}, "permissions": [], "tools": []}
+AGENT_OPTIONAL_DEFAULTS = {
+    "description": "",
+    "config": {},
+    "permissions": [],
+    "tools": [],
+    "secrets": [],
+}
 
 
 class QuotaErrorSerializer(serializers.Serializer):
@@ -74,6 +81,12 @@ class AgentInputSerializer(InputSerializer):
     tools = serializers.ListField(
         child=serializers.CharField(max_length=100), required=False, max_length=100
     )
+    secrets = serializers.ListField(
+        child=serializers.RegexField(SECRET_NAME_PATTERN, max_length=64),
+        required=False,
+        max_length=50,
+        help_text="Names of existing secrets; attached runtimes receive their values.",
+    )
 
 
 class AgentSerializer(serializers.Serializer):
@@ -94,6 +107,9 @@ class AgentSerializer(serializers.Serializer):
         help_text="What the current plan allows of `permissions`."
     )
     tools = serializers.ListField(child=serializers.CharField())
+    secrets = serializers.ListField(
+        child=serializers.CharField(), help_text="Names only: values are never shown."
+    )
     config = serializers.JSONField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
@@ -192,6 +208,7 @@ def _agent_data(agent: Agent, limits: selectors.Limits) -> dict[str, Any]:
         "permissions": [str(name) for name in agent.permissions],
         "granted_permissions": selectors.granted_permissions(agent=agent, limits=limits),
         "tools": [str(name) for name in agent.tools],
+        "secrets": [str(name) for name in agent.secrets],
         "config": agent.config,
         "created_at": _DATETIME.to_representation(agent.created_at),
         "updated_at": _DATETIME.to_representation(agent.updated_at),

@@ -59,6 +59,12 @@ class AgentForm(forms.Form):
         help_text="Tool names, separated by commas.",
         widget=forms.TextInput(attrs={"placeholder": "search, http.get", "spellcheck": "false"}),
     )
+    secrets = forms.CharField(
+        required=False,
+        max_length=4000,
+        help_text="Names of secrets its runtimes receive, separated by commas.",
+        widget=forms.TextInput(attrs={"placeholder": "STRIPE_KEY", "spellcheck": "false"}),
+    )
     config = forms.CharField(
         label="Configuration (JSON object)",
         required=False,
@@ -70,6 +76,7 @@ class AgentForm(forms.Form):
                 "class": "json-editor",
                 "spellcheck": "false",
                 "data-json-editor": "",
+                "data-json-object": "always",
             }
         ),
     )
@@ -86,6 +93,7 @@ class AgentForm(forms.Form):
             "memory": format_memory(agent.memory_mb),
             "permissions": list(agent.permissions),
             "tools": ", ".join(agent.tools),
+            "secrets": ", ".join(agent.secrets),
             "config": pretty(agent.config),
         }
 
@@ -100,6 +108,10 @@ class AgentForm(forms.Form):
 
     def clean_tools(self) -> list[str]:
         text = self.cleaned_data.get("tools", "")
+        return [name.strip() for name in text.split(",") if name.strip()]
+
+    def clean_secrets(self) -> list[str]:
+        text = self.cleaned_data.get("secrets", "")
         return [name.strip() for name in text.split(",") if name.strip()]
 
     def service_data(self) -> dict[str, Any]:
@@ -134,6 +146,7 @@ class ConfigForm(forms.Form):
                 "class": "json-editor",
                 "spellcheck": "false",
                 "data-json-editor": "",
+                "data-json-object-for-key": "id_key",
             }
         ),
     )

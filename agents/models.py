@@ -10,6 +10,7 @@ import uuid
 
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from agents.configuration import AGENT_TYPE_PATTERN
 from agents.resources import format_cpu, format_memory
@@ -41,6 +42,8 @@ class Agent(models.Model):
     memory_mb = models.PositiveIntegerField(help_text="Requested per instance, in MiB.")
     permissions = models.JSONField(default=list, blank=True)
     tools = models.JSONField(default=list, blank=True)
+    # Names of the organization's secrets (vault) its runtimes receive when they attach.
+    secrets = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     created_by = models.CharField(max_length=254, blank=True)
@@ -118,8 +121,7 @@ class AgentInstance(models.Model):
 class ResourcePool(models.Model):
     """What the organization has allocated: the row every allocation locks (one per schema).
 
-    `messages_this_month` is the metering counter the message gateway increments; it counts for
-    the calendar month (UTC) that starts on `messages_month`.
+    Messages are metered on billing's usage ledger (Redis, rolled up into PostgreSQL), not here.
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_PK)
@@ -127,8 +129,6 @@ class ResourcePool(models.Model):
     instances = models.PositiveIntegerField(default=0)
     cpu_millicores = models.PositiveBigIntegerField(default=0)
     memory_mb = models.PositiveBigIntegerField(default=0)
-    messages_this_month = models.PositiveBigIntegerField(default=0)
-    messages_month = models.DateField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -173,3 +173,31 @@ class ConfigState(models.Model):
 
     def __str__(self) -> str:
         return f"config revision {self.revision}"
+
+
+class ConfigVersion(models.Model):
+    """One saved value of one config key: its own version number (1, 2, 3 ... per key), the value
+    (null: the key was deleted), and the organization's revision at that write. The history,
+    diffs and rollback of the Config page read these; rows are only ever added."""
+
+    key = models.CharField(max_length=200)
+    number = models.PositiveIntegerField()
+    value = models.JSONField(null=True, blank=True)
+    revision = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=254, blank=True)
+    restored_from = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The version this one rolled back to, if it did."
+    )
+
+    class Meta:
+        ordering = ["key", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["key", "number"], name="config_version_unique"),
+            models.CheckConstraint(
+                condition=models.Q(number__gte=1), name="config_version_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} v{self.number}"

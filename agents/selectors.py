@@ -8,7 +8,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Case, CharField, IntegerField, QuerySet, Value, When
+from django.db.models import Case, CharField, IntegerField, Max, QuerySet, Value, When
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -27,9 +27,11 @@ from agents.models import (
     Agent,
     AgentInstance,
     ConfigKey,
+    ConfigVersion,
     InstanceStatus,
     ResourcePool,
 )
+from billing import selectors as billing_selectors
 from core.actors import Actor
 from core.agent_permissions import granted
 from tenants import context, routing
@@ -196,7 +198,13 @@ def pool_get(*, actor: Actor, limits: Limits | None = None) -> PoolUsage:
     _require(actor, "agents:read")
     limits = limits or limits_get()
     pool = pool_row()
-    messages = pool.messages_this_month if pool.messages_month == current_month() else 0
+    # The month's messages come from the usage ledger (billing), the numbers the quota enforces.
+    tenant = context.require_tenant()
+    now = timezone.now()
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    messages = billing_selectors.meter_total(
+        tenant=tenant, meter="gateway_messages", start=start, end=now
+    )
     return PoolUsage(
         limits=limits,
         agents=pool.agents,
@@ -234,12 +242,12 @@ _STATUS_SQL = (
 def _with_status(queryset: QuerySet[Agent]) -> QuerySet[Agent]:
     """`status` (AGENT_STATUSES) and `active_instances` (pending + running) on each agent."""
     return queryset.annotate(
-        active_instances=RawSQL(  # noqa: S611  # nosec B611 (constant SQL, values as parameters)
+        active_instances=RawSQL(  # noqa: S611 # nosec B611 (constant SQL, values as parameters)
             _ACTIVE_INSTANCES_SQL,
             (InstanceStatus.PENDING.value, InstanceStatus.RUNNING.value),
             output_field=IntegerField(),
         ),
-        status=RawSQL(  # noqa: S611  # nosec B611 (constant SQL, values as parameters)
+        status=RawSQL(  # noqa: S611 # nosec B611 (constant SQL, values as parameters)
             _STATUS_SQL,
             (
                 InstanceStatus.RUNNING.value,
@@ -312,6 +320,12 @@ def instance_list(*, actor: Actor, agent: Agent) -> QuerySet[AgentInstance]:
     return AgentInstance.objects.filter(agent=agent).order_by(active_first, "-requested_at")
 
 
+def instance_ever_started(*, actor: Actor) -> bool:
+    """Whether a runtime has ever attached to an instance of the organization (onboarding)."""
+    _require(actor, "org:read")
+    return AgentInstance.objects.filter(started_at__isnull=False).exists()
+
+
 def instance_get(*, actor: Actor, agent: Agent, instance_id: Any) -> AgentInstance:
     _require(actor, "agents:read")
     pk = as_uuid(instance_id)
@@ -331,6 +345,29 @@ def granted_permissions(*, agent: Agent, limits: Limits) -> list[str]:
 def config_list(*, actor: Actor) -> QuerySet[ConfigKey]:
     _require(actor, "config:read")
     return ConfigKey.objects.order_by("key")
+
+
+def config_key_versions(*, actor: Actor, keys: list[str]) -> dict[str, int]:
+    """Each key's latest version number (its own count of writes), in one query."""
+    _require(actor, "config:read")
+    rows = (
+        ConfigVersion.objects.filter(key__in=keys)
+        .values("key")
+        .annotate(latest=Max("number"))
+        .values_list("key", "latest")
+    )
+    return dict(rows)
+
+
+def config_history(*, actor: Actor, key: str) -> list[ConfigVersion]:
+    """Every version of `key`, newest first (deletions included, value None); [] for a string
+    that is not a key."""
+    _require(actor, "config:read")
+    try:
+        validate_key(key)
+    except ValidationError:
+        return []
+    return list(ConfigVersion.objects.filter(key=key).order_by("-number")[:200])
 
 
 def config_get(*, actor: Actor, key: str) -> ConfigKey:

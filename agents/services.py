@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import F
 from django.utils import timezone
 
 from agents import config_cache, selectors
@@ -35,6 +35,7 @@ from agents.models import (
     AgentInstance,
     ConfigKey,
     ConfigState,
+    ConfigVersion,
     InstanceStatus,
     ResourcePool,
 )
@@ -46,11 +47,22 @@ from core.actors import Actor
 from core.agent_permissions import validate_permissions, validate_tools
 from core.errors import QuotaExceeded, field_error
 from tenants import context, events, routing
+from vault import services as vault_services
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
 
-AGENT_FIELDS = ("name", "type", "description", "config", "cpu", "memory", "permissions", "tools")
+AGENT_FIELDS = (
+    "name",
+    "type",
+    "description",
+    "config",
+    "cpu",
+    "memory",
+    "permissions",
+    "tools",
+    "secrets",
+)
 MAX_NAME_LENGTH = 80
 MAX_DESCRIPTION_LENGTH = 2000
 
@@ -145,6 +157,7 @@ def _clean_agent(data: dict[str, Any], limits: Limits, *, partial: bool) -> dict
         lambda v: validate_permissions(v, allowed=limits.allowed_agent_permissions),
     )
     check("tools", validate_tools)
+    check("secrets", vault_services.validate_secret_references)
     if errors:
         raise ValidationError(errors)
     columns = {"cpu": "cpu_millicores", "memory": "memory_mb"}
@@ -386,6 +399,19 @@ def _check_room(pool: ResourcePool, limits: Limits, agent: Agent) -> None:
         )
 
 
+def instance_room(*, pool: Any, agent: Agent) -> str | None:
+    """Why a new instance of `agent` would be refused now (the message), or None when it fits.
+
+    A read for pages (the Start button follows the pool): `pool` is a selectors.PoolUsage. The
+    rule is `_check_room`'s, the one instance_request enforces under the pool's lock.
+    """
+    try:
+        _check_room(pool, pool.limits, agent)
+    except QuotaExceeded as error:
+        return error.message
+    return None
+
+
 def instance_namespace(agent_id: Any) -> str:
     """The instance's Channels namespace: `tenant.<tenant_id>.agents.<agent_id>`."""
     return events.group_name(str(context.require_tenant().public_id), f"agents.{agent_id}")
@@ -590,9 +616,55 @@ def _invalidate_after_commit(namespace: str) -> None:
     transaction.on_commit(lambda: config_cache.invalidate(namespace))
 
 
+def _record_version(
+    *, actor: Actor, key: str, value: Any, revision: int, restored_from: int | None = None
+) -> ConfigVersion:
+    """Add the key's next version (the caller holds the revision lock, which orders writers)."""
+    last = (
+        ConfigVersion.objects.filter(key=key).order_by("-number").values_list("number", flat=True)
+    )
+    number = (last.first() or 0) + 1
+    return ConfigVersion.objects.create(
+        key=key,
+        number=number,
+        value=value,
+        revision=revision,
+        created_by=actor.label,
+        restored_from=restored_from,
+    )
+
+
 def config_set(*, actor: Actor, key: Any, value: Any) -> ConfigKey:
     """Set a config key of the organization (JSON, 64 KB at most; key pattern in
-    agents.configuration). Publishes `config.changed` {key, value, version} after commit."""
+    agents.configuration). Publishes `config.changed` {key, value, version} after commit, where
+    `version` is the organization's revision; the key's own version (1, 2, 3 ...) is recorded in
+    its history (ConfigVersion) and returned as `entry.key_version`."""
+    return _config_write(actor=actor, key=key, value=value)
+
+
+def config_rollback(*, actor: Actor, key: Any, number: Any) -> ConfigKey:
+    """Set `key` back to the value of its version `number`: a new version (history only grows),
+    audited as `config.changed` with `restored_from`. ConfigVersion.DoesNotExist when the key
+    has no such version or that version is a deletion."""
+    audit.require(
+        actor,
+        "config:write",
+        action="config.changed",
+        resource_type="config",
+        resource_id=key if isinstance(key, str) else "",
+    )
+    key = validate_key(key)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise ConfigVersion.DoesNotExist
+    target = ConfigVersion.objects.filter(key=key, number=number, value__isnull=False).first()
+    if target is None:
+        raise ConfigVersion.DoesNotExist
+    return _config_write(actor=actor, key=key, value=target.value, restored_from=number)
+
+
+def _config_write(
+    *, actor: Actor, key: Any, value: Any, restored_from: int | None = None
+) -> ConfigKey:
     audit.require(
         actor,
         "config:write",
@@ -605,30 +677,45 @@ def config_set(*, actor: Actor, key: Any, value: Any) -> ConfigKey:
     with transaction.atomic():
         existing = ConfigKey.objects.select_for_update().filter(key=key).first()
         if existing is not None and same_json(existing.value, value):
+            existing.key_version = _latest_number(key)
             return existing
         version = _next_revision()
         entry, created = ConfigKey.objects.update_or_create(
             key=key, defaults={"value": value, "version": version, "updated_by": actor.label}
         )
+        recorded = _record_version(
+            actor=actor, key=key, value=value, revision=version, restored_from=restored_from
+        )
+        details = {
+            "key": key,
+            "version": version,
+            "key_version": recorded.number,
+            "bytes": encoded_size(value),
+            "created": created,
+        }
+        if restored_from is not None:
+            details["restored_from"] = restored_from
         audit.emit(
             actor=actor,
             action="config.changed",
             resource_type="config",
             resource_id=key,
-            details={
-                "key": key,
-                "version": version,
-                "bytes": encoded_size(value),
-                "created": created,
-            },
+            details=details,
             data={"key": key, "value": value, "version": version},
         )
         _invalidate_after_commit(str(tenant.public_id))
+    entry.key_version = recorded.number
     return entry
 
 
+def _latest_number(key: str) -> int:
+    numbers = ConfigVersion.objects.filter(key=key).order_by("-number")
+    return numbers.values_list("number", flat=True).first() or 0
+
+
 def config_delete(*, actor: Actor, key: Any) -> None:
-    """Remove a config key: `config.changed` with a null value (the next layer down applies)."""
+    """Remove a config key: `config.changed` with a null value (the next layer down applies).
+    The deletion is a version of its own in the key's history."""
     audit.require(
         actor,
         "config:write",
@@ -644,12 +731,18 @@ def config_delete(*, actor: Actor, key: Any) -> None:
             raise ConfigKey.DoesNotExist
         version = _next_revision()
         entry.delete()
+        recorded = _record_version(actor=actor, key=key, value=None, revision=version)
         audit.emit(
             actor=actor,
             action="config.changed",
             resource_type="config",
             resource_id=key,
-            details={"key": key, "version": version, "deleted": True},
+            details={
+                "key": key,
+                "version": version,
+                "key_version": recorded.number,
+                "deleted": True,
+            },
             data={"key": key, "value": None, "version": version},
         )
         _invalidate_after_commit(str(tenant.public_id))
@@ -737,36 +830,3 @@ def organization_limits_set(
         )
         routing.clear_on_commit()
     return current
-
-
-# --- Metering --------------------------------------------------------------------------------
-
-
-def pool_consume_messages(*, actor: Actor, count: int, limit: int) -> bool:
-    """Count `count` messages against the monthly `limit`, all or nothing (the gateway).
-
-    One conditional UPDATE: concurrent publishers can never take the counter past the limit.
-    False when the messages do not fit (nothing is counted). A new month restarts the counter.
-    """
-    if actor.kind != "system":
-        raise PermissionDenied("Only the platform meters messages.")
-    if count <= 0:
-        return True
-    if count > limit:
-        return False
-    month = selectors.current_month()
-    selectors.pool_row()
-    new_month = Q(messages_month__isnull=True) | ~Q(messages_month=month)
-    fits = Q(messages_month=month, messages_this_month__lte=limit - count)
-    updated = (
-        ResourcePool.objects.filter(pk=SINGLETON_PK)
-        .filter(new_month | fits)
-        .update(
-            messages_this_month=Case(
-                When(messages_month=month, then=F("messages_this_month") + count),
-                default=Value(count),
-            ),
-            messages_month=month,
-        )
-    )
-    return updated == 1

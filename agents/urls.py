@@ -21,4 +21,6 @@ urlpatterns = [
     path("resources/", views.pool_detail, name="pool-detail"),
     path("config/", views.config_list, name="config-list"),
     path("config/delete/", views.config_delete, name="config-delete"),
+    path("config/history/", views.config_history, name="config-history"),
+    path("config/rollback/", views.config_rollback, name="config-rollback"),
 ]

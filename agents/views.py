@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,7 +21,7 @@ from agents.configuration import (
     validate_agent_type,
 )
 from agents.forms import AgentForm, ConfigForm, apply_service_errors, pretty
-from agents.models import Agent, AgentInstance, ConfigKey
+from agents.models import Agent, AgentInstance, ConfigKey, ConfigVersion, InstanceStatus
 from agents.resources import format_cpu, format_memory
 from core.actors import Actor
 from core.agent_permissions import CATALOGUE
@@ -28,6 +29,9 @@ from core.errors import QuotaExceeded
 from core.pages import requires
 
 PAGE_SIZE = 20
+CONFIG_PAGE_SIZE = 25
+STOPPED_SHOWN = 10
+SHOWN_LIVE = {InstanceStatus.PENDING, InstanceStatus.RUNNING, InstanceStatus.STOPPING}
 
 
 def _agent_or_404(actor: Actor, agent_id: Any) -> Agent:
@@ -168,12 +172,25 @@ def agent_detail(request: HttpRequest, actor: Actor, agent_id: Any) -> HttpRespo
         actor=actor, agent_type=agent.type, definition=agent.config
     )
     granted = selectors.granted_permissions(agent=agent, limits=limits)
+    instances = list(selectors.instance_list(actor=actor, agent=agent)[:100])
+    pool = selectors.pool_get(actor=actor, limits=limits)
+    # What serves a pending instance: the reference runtime, attached to it by id.
+    run_command = f"manage.py run_agent --url {request.tenant.url.rstrip('/')} --key <API key>"
+    for instance in instances:
+        instance.run_command = f"{run_command} --instance {instance.pk}"
     return render(
         request,
         "agents/agent_detail.html",
         {
             "agent": agent,
-            "instances": selectors.instance_list(actor=actor, agent=agent)[:100],
+            # The table lists the instances still alive (a stopping one until its runtime
+            # confirms); stopped and failed ones move below it.
+            "instances": [instance for instance in instances if instance.status in SHOWN_LIVE],
+            "stopped_instances": [
+                instance for instance in instances if instance.status not in SHOWN_LIVE
+            ][:STOPPED_SHOWN],
+            "start_blocker": services.instance_room(pool=pool, agent=agent),
+            "agent_namespace": services.instance_namespace(agent.pk),
             "granted": granted,
             "withheld": [name for name in agent.permissions if name not in granted],
             "resolution": resolution,
@@ -181,7 +198,7 @@ def agent_detail(request: HttpRequest, actor: Actor, agent_id: Any) -> HttpRespo
             "can_write": actor.can("agents:write"),
             "cpu": format_cpu(agent.cpu_millicores),
             "memory": format_memory(agent.memory_mb),
-            **_pool_context(actor, limits),
+            "pool": pool,
         },
     )
 
@@ -257,19 +274,35 @@ def _config_page(
     except ValidationError:
         agent_type = "worker"
     resolution = selectors.config_resolve(actor=actor, agent_type=agent_type)
-    entries = selectors.config_list(actor=actor)
+    entries = list(selectors.config_list(actor=actor))
     organization_types = [
         entry.key.split(".", 1)[1]
         for entry in entries
         if entry.key.startswith(f"{AGENTS_NAMESPACE}.") and entry.key != "agents.defaults"
     ]
+    search = request.GET.get("q", "").strip()[:200]
+    matching = [entry for entry in entries if search.lower() in entry.key] if search else entries
+    page = Paginator(matching, CONFIG_PAGE_SIZE).get_page(request.GET.get("page"))
+    versions = selectors.config_key_versions(actor=actor, keys=[e.key for e in page.object_list])
     return render(
         request,
         "agents/config.html",
         {
             "form": form,
             "editing": editing,
-            "entries": [{"entry": entry, "pretty": pretty(entry.value)} for entry in entries],
+            "editing_version": versions.get(editing.key) if editing else None,
+            "search": search,
+            "page": page,
+            "total_keys": len(entries),
+            "query": urlencode({"q": search}) if search else "",
+            "entries": [
+                {
+                    "entry": entry,
+                    "pretty": pretty(entry.value),
+                    "key_version": versions.get(entry.key),
+                }
+                for entry in page.object_list
+            ],
             "can_write": actor.can("config:write"),
             "agent_type": agent_type,
             "types": sorted(set(_type_choices(actor)) | set(organization_types) | {agent_type}),
@@ -296,7 +329,7 @@ def config_list(request: HttpRequest, actor: Actor) -> HttpResponse:
             except ValidationError as error:
                 apply_service_errors(form, error)
             else:
-                messages.success(request, f"Saved {entry.key} (version {entry.version}).")
+                messages.success(request, f"Saved {entry.key} (version {entry.key_version}).")
                 return redirect(f"{reverse('agents:config-list')}?{urlencode({'key': entry.key})}")
         return _config_page(request, actor, form, None, status=400)
     editing = None
@@ -321,3 +354,57 @@ def config_delete(request: HttpRequest, actor: Actor) -> HttpResponse:
         raise Http404("No such key.") from error
     messages.success(request, f"Deleted {key}.")
     return redirect("agents:config-list")
+
+
+@requires("config:read")
+def config_history(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """One key's versions, newest first, each with what changed against the one before."""
+    key = request.GET.get("key", "")
+    versions = selectors.config_history(actor=actor, key=key)
+    if not versions:
+        raise Http404("No such key.")
+    rows = []
+    for index, version in enumerate(versions):
+        before = versions[index + 1] if index + 1 < len(versions) else None
+        rows.append(
+            {
+                "version": version,
+                "pretty": pretty(version.value) if version.value is not None else None,
+                "diff": _diff(before, version),
+                "is_current": index == 0 and version.value is not None,
+            }
+        )
+    return render(
+        request,
+        "agents/config_history.html",
+        {"key": key, "rows": rows, "can_write": actor.can("config:write")},
+    )
+
+
+def _diff(before: ConfigVersion | None, after: ConfigVersion) -> list[dict[str, str]]:
+    """Lines of a unified diff of the pretty JSON, each with its kind (added, removed, ...)."""
+    old = pretty(before.value).splitlines() if before and before.value is not None else []
+    new = pretty(after.value).splitlines() if after.value is not None else []
+    lines = []
+    for line in difflib.unified_diff(old, new, lineterm="", n=2):
+        if line.startswith(("---", "+++")):
+            continue
+        kind = {"+": "added", "-": "removed", "@": "hunk"}.get(line[:1], "same")
+        lines.append({"kind": kind, "text": line})
+    return lines
+
+
+@requires("config:write")
+@require_POST
+def config_rollback(request: HttpRequest, actor: Actor) -> HttpResponse:
+    key = request.POST.get("key", "")
+    try:
+        number = int(request.POST.get("number", ""))
+        entry = services.config_rollback(actor=actor, key=key, number=number)
+    except (ValueError, ConfigVersion.DoesNotExist, ValidationError) as error:
+        raise Http404("No such version.") from error
+    messages.success(
+        request,
+        f"{entry.key} is back to version {number}'s value, saved as version {entry.key_version}.",
+    )
+    return redirect(f"{reverse('agents:config-history')}?{urlencode({'key': entry.key})}")

@@ -125,6 +125,8 @@ class Alert(models.Model):
     summary = models.CharField(max_length=255)
     details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.CharField(max_length=254, blank=True)
 
     class Meta:
         ordering = ["-id"]

@@ -137,6 +137,7 @@ class EventFilters:
 class EventPage:
     events: list[AuditEvent]
     next_cursor: int | None
+    newer_cursor: int | None = None  # `after` for the page of newer events, when there are some
 
 
 DIGITS = re.compile(r"[0-9]+")
@@ -180,20 +181,44 @@ def event_list(
     filters: EventFilters = EventFilters(),  # noqa: B008 (frozen, immutable)
     cursor: int | None = None,
     limit: int = DEFAULT_PAGE_SIZE,
+    after: int | None = None,
+    with_newer: bool = False,
 ) -> EventPage:
     """One page of sealed events, newest first: those with `sequence < cursor` when a cursor is
-    given (an event shows once the sealer chained it, normally milliseconds after its commit).
+    given, or the `limit` events just newer than `after` (paging back towards the newest). With
+    `with_newer`, a cursor page also says whether newer events exist (one more query). An event
+    shows once the sealer chained it, normally milliseconds after its commit.
 
     Keyset pagination: every page is one index range scan whatever its depth, and a page does not
     shift when new events arrive.
     """
     require_audit_read(actor, "audit.read")
     queryset = filters.apply(AuditEvent.objects.filter(sequence__isnull=False))
+    if after is not None:
+        rows = list(queryset.filter(sequence__gt=after).order_by("sequence")[: limit + 1])
+        has_newer = len(rows) > limit
+        page = list(reversed(rows[:limit]))
+        return EventPage(
+            events=page,
+            next_cursor=page[-1].sequence if page else after + 1,
+            newer_cursor=page[0].sequence if has_newer and page else None,
+        )
     if cursor is not None:
         queryset = queryset.filter(sequence__lt=cursor)
     rows = list(queryset.order_by("-sequence")[: limit + 1])
     next_cursor = rows[limit - 1].sequence if len(rows) > limit else None
-    return EventPage(events=rows[:limit], next_cursor=next_cursor)
+    page = rows[:limit]
+    newer_cursor = None
+    if with_newer and cursor is not None and page:
+        has_newer = filters.apply(AuditEvent.objects.filter(sequence__gt=page[0].sequence)).exists()
+        newer_cursor = page[0].sequence if has_newer else None
+    return EventPage(events=page, next_cursor=next_cursor, newer_cursor=newer_cursor)
+
+
+def action_recorded(*, actor: Actor, action: str) -> bool:
+    """Whether the log holds a successful `action` (onboarding: "a first task was published").
+    Says only that, so any member may ask."""
+    return AuditEvent.objects.filter(action=action, result="success").exists()
 
 
 def alert_list(*, actor: Actor, limit: int = DEFAULT_PAGE_SIZE) -> list[Alert]:

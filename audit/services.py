@@ -13,7 +13,7 @@ from django.utils import timezone
 from audit import chain, sealing
 from audit.models import Alert, AlertRule, AuditEvent, Result
 from core.actors import Actor
-from tenants import context, events
+from tenants import context, events, residency
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -257,6 +257,32 @@ def require_staff(
         )
 
 
+def residency_refusal_record(
+    *,
+    actor: Actor,
+    tenant: Tenant | None,
+    violation: residency.ResidencyViolation,
+    subject: str = "",
+) -> None:
+    """Record a placement refused by tenants.residency: in the platform's log, and in the
+    organization's own when there is one. Registered with tenants.residency (audit.apps)."""
+    details = residency.refusal_details(violation, subject)
+    resource_id = str(tenant.public_id) if tenant is not None else subject
+    logs = [context.public_context]
+    if tenant is not None:
+        logs.append(lambda: context.tenant_context(tenant))
+    for enter in logs:
+        with enter():
+            record(
+                actor=actor,
+                action="residency.refused",
+                resource_type="organization",
+                resource_id=resource_id,
+                result=Result.DENIED,
+                details=details,
+            )
+
+
 # --- Logins --------------------------------------------------------------------------------------
 
 
@@ -281,6 +307,33 @@ def login_record(
 
 
 # --- Alert rules ---------------------------------------------------------------------------------
+
+
+def alert_acknowledge(*, actor: Actor, alert_id: int) -> Alert:
+    """Mark an alert as seen and handled (needs `audit:read`, like reading it); recorded. An
+    alert already acknowledged keeps its first acknowledgement. Alert.DoesNotExist if none."""
+    if not actor.can("audit:read"):
+        deny(
+            actor=actor,
+            action="audit.alert_acknowledged",
+            resource_type="alert",
+            reason="You cannot read the audit log.",
+        )
+    with transaction.atomic():
+        alert = Alert.objects.select_for_update().get(pk=alert_id)
+        if alert.acknowledged_at is not None:
+            return alert
+        alert.acknowledged_at = timezone.now()
+        alert.acknowledged_by = actor.label
+        alert.save(update_fields=["acknowledged_at", "acknowledged_by"])
+        record(
+            actor=actor,
+            action="audit.alert_acknowledged",
+            resource_type="alert",
+            resource_id=alert.pk,
+            details={"rule": alert.rule.name, "event": alert.event_sequence},
+        )
+    return alert
 
 
 def alert_rule_set_active(*, actor: Actor, rule_id: int, is_active: bool) -> AlertRule:

@@ -11,6 +11,7 @@ urlpatterns = [
     path("export/", views.export, name="event-export"),
     path("verify/", views.verify, name="chain-verify"),
     path("alerts/", views.alerts, name="alert-list"),
+    path("alerts/<int:alert_id>/acknowledge/", views.alert_acknowledge, name="alert-acknowledge"),
     path("rules/", views.rules, name="rule-list"),
     path("rules/<int:rule_id>/", views.rule_set_active, name="rule-set-active"),
 ]

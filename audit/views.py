@@ -17,10 +17,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from audit import exports, selectors, services
 from audit import verify as audit_verify
-from audit.models import AlertRule, Result
+from audit.models import Alert, AlertRule, Result
 from audit.selectors import ACTOR_KINDS, EventFilters
 from core import errors
 from core.actors import Actor
+from core.pages import resource_url
 from tenants import context
 
 
@@ -43,28 +44,72 @@ def events(request: HttpRequest) -> HttpResponse:
     try:
         filters = EventFilters.from_params(request.GET)
         cursor = selectors.parse_cursor(request.GET.get("cursor"))
+        after = selectors.parse_cursor(request.GET.get("after"))
     except ValidationError as error:
         selectors.require_audit_read(actor, "audit.read")
         errors = error.message_dict
         page = selectors.EventPage(events=[], next_cursor=None)
         filters = EventFilters()
     else:
-        page = selectors.event_list(actor=actor, filters=filters, cursor=cursor)
-    next_url = ""
+        page = selectors.event_list(
+            actor=actor, filters=filters, cursor=cursor, after=after, with_newer=True
+        )
+    next_url = newer_url = ""
+    if page.newer_cursor is not None:
+        newer_url = "?" + urlencode({**filters.as_params(), "after": page.newer_cursor})
     if page.next_cursor is not None:
         next_url = "?" + urlencode({**filters.as_params(), "cursor": page.next_cursor})
     context_data = {
         **_filter_context(request, filters, errors),
         "page": page,
         "rows": [
-            {"event": event, "details": json.dumps(event.details, indent=2, sort_keys=True)}
+            {
+                "event": event,
+                "details": json.dumps(event.details, indent=2, sort_keys=True),
+                "changes": _changes(event.details),
+                "url": resource_url(event.resource_type, event.resource_id, event.details),
+            }
             for event in page.events
         ],
         "next_url": next_url,
-        "is_first_page": not request.GET.get("cursor"),
+        "newer_url": newer_url,
+        "is_first_page": not (request.GET.get("cursor") or request.GET.get("after")),
+        "start_value": _local_input(filters.start),
+        "end_value": _local_input(filters.end),
         "first_url": "?" + urlencode(filters.as_params()),
     }
     return render(request, "audit/events.html", context_data, status=400 if errors else 200)
+
+
+def _local_input(moment) -> str:
+    """A filter time as a datetime-local input's value (UTC, to the second when it has them)."""
+    if moment is None:
+        return ""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S" if moment.second else "%Y-%m-%dT%H:%M")
+
+
+def _changes(details: object) -> list[tuple[str, str, str]]:
+    """(what, before, after) of a change the event recorded: `{"from", "to"}` at the top (a role,
+    an instance's status) or per field under `changes` (an agent's definition)."""
+    if not isinstance(details, dict):
+        return []
+
+    def shown(value: object) -> str:
+        return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+    rows = []
+    if "from" in details:
+        label = "role" if "to" in details and "email" in details else "status"
+        after = details.get("to", details.get("status", ""))
+        rows.append((label, shown(details["from"]), shown(after)))
+    changes = details.get("changes")
+    if isinstance(changes, dict):
+        for field, change in sorted(changes.items()):
+            if isinstance(change, dict) and "from" in change:
+                rows.append((field, shown(change["from"]), shown(change.get("to"))))
+            elif isinstance(change, dict):
+                rows.append((field, "…", f"changed ({shown(change)})"))
+    return rows
 
 
 @login_required
@@ -147,6 +192,18 @@ def verify(request: HttpRequest) -> HttpResponse:
 def alerts(request: HttpRequest) -> HttpResponse:
     rows = selectors.alert_list(actor=Actor.from_request(request))
     return render(request, "audit/alerts.html", {"alerts": rows})
+
+
+@login_required
+@require_POST
+def alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
+    actor = Actor.from_request(request)
+    try:
+        alert = services.alert_acknowledge(actor=actor, alert_id=alert_id)
+    except Alert.DoesNotExist as error:
+        raise Http404("No such alert.") from error
+    messages.success(request, f"Alert “{alert.summary}” acknowledged.")
+    return redirect("audit:alert-list")
 
 
 @login_required

@@ -63,7 +63,7 @@ import json
 import django
 django.setup()
 from accounts.models import User
-from agents.models import ResourcePool
+
 from core.actors import Actor
 from credentials import services as credentials
 from tenants import context
@@ -80,7 +80,6 @@ with context.tenant_context(tenant):
     owner = User.objects.get(email="owner@{SLUG}.test")
     _, raw = credentials.api_key_create(actor=Actor.for_user(owner), name="bench",
         scopes=["agents:read", "tasks:publish", "org:read"])
-    ResourcePool.objects.update(messages_this_month=0)
 print(json.dumps({{"key": raw}}))
 """
 

@@ -80,7 +80,12 @@ class QuotaExceeded(DomainError):
 
 
 class RateLimited(DomainError):
-    """Too many requests: retry after `retry_after` seconds (a 429 with rate-limit headers)."""
+    """Too many requests: retry after `retry_after` seconds (a 429 with rate-limit headers).
+
+    The headers are the IETF draft's (draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy`
+    names the policy with its quota `q` and window `w`, `RateLimit` its remaining `r` and the
+    seconds `t` until it restarts.
+    """
 
     status = 429
 
@@ -91,20 +96,33 @@ class RateLimited(DomainError):
         limit: int,
         scope: str,
         message: str = "Too many requests: slow down.",
+        window: int | None = None,
     ) -> None:
         super().__init__("rate_limited", message, retry_after=max(retry_after, 1))
         self.limit = limit
         self.scope = scope
+        self.window = window
         metrics.RATE_LIMIT_REFUSALS.labels(scope[:64]).inc()
 
     @property
     def headers(self) -> dict[str, str]:
         return {
             "Retry-After": str(self.retry_after),
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": "0",
-            "RateLimit-Reset": str(self.retry_after),
+            **rate_limit_headers(
+                self.scope, self.limit, self.window or self.retry_after, 0, self.retry_after
+            ),
         }
+
+
+def rate_limit_headers(
+    policy: str, limit: int, window: int, remaining: int, reset: int
+) -> dict[str, str]:
+    """`RateLimit-Policy` and `RateLimit` for one policy (the IETF draft's structured fields)."""
+    name = policy.replace("\\", "").replace('"', "")
+    return {
+        "RateLimit-Policy": f'"{name}";q={limit};w={window}',
+        "RateLimit": f'"{name}";r={remaining};t={reset}',
+    }
 
 
 class ConcurrencyLimited(DomainError):

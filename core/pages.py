@@ -41,3 +41,31 @@ def requires(permission: str) -> Callable:
         return wrapper
 
     return decorate
+
+
+def resource_url(resource_type: str, resource_id: Any, details: Any = None) -> str | None:
+    """The portal page of an audited resource (by URL name: core imports no app), or None.
+
+    The audit log and the dashboard's activity link their resources with it.
+    """
+    from urllib.parse import urlencode
+
+    from django.urls import NoReverseMatch, reverse
+
+    details = details if isinstance(details, dict) else {}
+    try:
+        if resource_type == "agent" and resource_id:
+            return reverse("agents:agent-detail", args=[resource_id])
+        if resource_type == "instance" and details.get("agent_id"):
+            return reverse("agents:agent-detail", args=[details["agent_id"]])
+        if resource_type == "config" and resource_id:
+            return reverse("agents:config-history") + "?" + urlencode({"key": resource_id})
+        if resource_type == "api_key":
+            return reverse("credentials:api-key-list")
+        if resource_type in {"user", "invitation"}:
+            return reverse("accounts:members")
+        if resource_type == "alert":
+            return reverse("audit:alert-list")
+    except NoReverseMatch:
+        return None
+    return None

@@ -57,6 +57,8 @@ def _refused(error: Unauthenticated) -> CredentialRefused:
 class TokenObtainApi(ApiView):
     """Exchange an account's email and password for an access and a refresh token."""
 
+    # Sign-in has its own limits (per address, per account), not the plan's `api` limit.
+    throttle_classes = ()
     required = {"POST": PUBLIC}
 
     @extend_schema(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from core.actors import Actor
 from credentials.models import ApiKey
@@ -21,3 +22,13 @@ def api_key_list(*, actor: Actor) -> QuerySet[ApiKey]:
 def api_key_get(*, actor: Actor, key_id: int) -> ApiKey:
     """The key by id; ApiKey.DoesNotExist for "no such key" and "not this organization's" alike."""
     return ApiKey.objects.select_related("created_by").get(pk=key_id)
+
+
+def api_key_active_exists(*, actor: Actor) -> bool:
+    """Whether the organization holds a key that is neither revoked nor expired (onboarding: it
+    says nothing about any key but that one exists)."""
+    return (
+        ApiKey.objects.filter(revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+        .exists()
+    )

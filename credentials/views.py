@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -16,20 +17,24 @@ from credentials.forms import ApiKeyForm
 from credentials.models import ApiKey
 from tenants.ratelimit import RateLimited, RateLimiterUnavailable
 
+# The session holds a new key's secret between the POST that created it and the GET it redirects
+# to (post/redirect/get: a reload never creates a second key); that GET takes it out again.
+CREATED_SESSION_KEY = "credentials.created_api_key"
+
 
 def _page(
     request: HttpRequest, actor: Actor, form: ApiKeyForm, *, created=None, status: int = 200
 ) -> HttpResponse:
-    context = {
-        "form": form,
-        "keys": list(selectors.api_key_list(actor=actor)),
-        "created": created,
-    }
-    response = render(request, "credentials/api_keys.html", context, status=status)
+    keys = list(selectors.api_key_list(actor=actor))
     if created is not None:
-        # The only response that ever holds the key: keep it out of every cache.
-        response["Cache-Control"] = "no-store"
-    return response
+        created = {
+            "key": next((key for key in keys if key.pk == created["id"]), None),
+            "raw": created["raw"],
+        }
+        if created["key"] is None:
+            created = None
+    context = {"form": form, "keys": keys, "created": created}
+    return render(request, "credentials/api_keys.html", context, status=status)
 
 
 @never_cache
@@ -38,7 +43,9 @@ def _page(
 def api_key_list(request: HttpRequest, actor: Actor) -> HttpResponse:
     scopes = services.grantable_scopes(actor)
     if request.method == "GET":
-        return _page(request, actor, ApiKeyForm(scopes=scopes))
+        # Shown once: the first page after the creating POST takes the secret out of the session.
+        created = request.session.pop(CREATED_SESSION_KEY, None)
+        return _page(request, actor, ApiKeyForm(scopes=scopes), created=created)
     form = ApiKeyForm(request.POST, scopes=scopes)
     if form.is_valid():
         try:
@@ -58,8 +65,8 @@ def api_key_list(request: HttpRequest, actor: Actor) -> HttpResponse:
             form.add_error(None, "Keys cannot be created right now: try again shortly.")
             return _page(request, actor, form, status=503)
         else:
-            created = {"key": key, "raw": raw}
-            return _page(request, actor, ApiKeyForm(scopes=scopes), created=created, status=201)
+            request.session[CREATED_SESSION_KEY] = {"id": key.pk, "raw": raw}
+            return redirect(reverse("credentials:api-key-list") + "#created-key")
     return _page(request, actor, form, status=400)
 
 

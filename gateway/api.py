@@ -29,6 +29,7 @@ class TaskPublishApi(ApiView):
     """Publish a task: running agents subscribed to its subject receive it over the gateway."""
 
     required = {"POST": "tasks:publish"}
+    rate_limit_resource = "tasks"  # the plan's `tasks` limit (billing), not `api`
 
     @extend_schema(
         request=TaskInputSerializer,

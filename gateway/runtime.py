@@ -67,19 +67,21 @@ class Endpoint:
         return f"{scheme}://{self.parts.netloc}/ws/events/"
 
     def post(self, path: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", path, key, json.dumps(body).encode())
+
+    def get(self, path: str, key: str) -> dict[str, Any]:
+        return self._call("GET", path, key, None)
+
+    def _call(self, method: str, path: str, key: str, data: bytes | None) -> dict[str, Any]:
         host, port = self.address
         scheme = self.parts.scheme or "http"
         if scheme not in {"http", "https"}:
             raise ValueError(f"the portal URL must be http or https, not {scheme!r}")
+        headers = {"Host": self.host_header, "Authorization": f"Api-Key {key}"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
         request = urllib.request.Request(  # noqa: S310 (the operator's own URL)
-            f"{scheme}://{host}:{port}{path}",
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={
-                "Host": self.host_header,
-                "Authorization": f"Api-Key {key}",
-                "Content-Type": "application/json",
-            },
+            f"{scheme}://{host}:{port}{path}", data=data, method=method, headers=headers
         )
         # http(s) only, checked above.
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 # nosec B310
@@ -180,6 +182,7 @@ class AgentRuntime:
         self.max_backoff_seconds = max_backoff_seconds
         self.on_event = on_event or (lambda kind, detail: None)
         self.config: dict[str, Any] = {}
+        self.secrets: dict[str, str] = {}
         self.agent: dict[str, Any] = {}
         self.stats = Stats()
         self.connections = 0
@@ -191,6 +194,17 @@ class AgentRuntime:
         """Request a new instance of the agent over the API (quota-checked), then serve it."""
         created = Endpoint(url).post(f"/api/v1/agents/{agent_id}/instances/", key, {})
         return cls(url=url, key=key, instance_id=created["id"], **options)
+
+    @classmethod
+    def for_agent(cls, *, url: str, key: str, agent_id: str, **options: Any):
+        """Serve the agent's oldest pending instance (one started from the portal or the API and
+        waiting for a runtime); request a new one only when none is waiting."""
+        endpoint = Endpoint(url)
+        pending = endpoint.get(f"/api/v1/agents/{agent_id}/instances/?status=pending", key)
+        waiting = sorted(pending.get("results", []), key=lambda row: row.get("requested_at", ""))
+        if waiting:
+            return cls(url=url, key=key, instance_id=waiting[0]["id"], **options)
+        return cls.for_new_instance(url=url, key=key, agent_id=agent_id, **options)
 
     async def run_forever(self) -> None:
         attempt = 0
@@ -222,6 +236,8 @@ class AgentRuntime:
                 {"op": "attach", "instance": self.instance_id}, expect="attached"
             )
             self.agent, self.config = attached["agent"], attached["config"]
+            # The referenced secrets' values: kept in memory for the handler, never logged.
+            self.secrets = dict(attached.get("secrets") or {})
             for subject in ("agents.task", f"agents.{self.agent['id']}.task", "config.changed"):
                 await self._request({"op": "subscribe", "subject": subject}, expect="subscribed")
             self.connections += 1

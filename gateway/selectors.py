@@ -32,3 +32,9 @@ def agent_metrics_recent(*, actor: Actor, agent_id: Any) -> list[dict[str, Any]]
         }
         for row in rows
     ]
+
+
+def instance_minutes_since(since: Any) -> int:
+    """How many instance-minutes the current organization's agents reported since `since`: its
+    recent usage, for placing it among shards (scaling.rebalance). Platform-internal: no actor."""
+    return InstanceMetric.objects.filter(minute__gte=since).count()

@@ -2,9 +2,9 @@
 
 These run in the organization's context (consumers enter it inside `database_sync_to_async`).
 A refusal is recorded as a denied audit event and raised as `Refused`; nothing refused reaches
-the channel layer. Messages count against the plan's monthly quota with one conditional UPDATE
-(agents.services.pool_consume_messages), publishes against per-connection and per-organization
-rate limits kept in Redis under the organization's id (tenants.ratelimit).
+the channel layer. A message is admitted by billing in one Redis round trip: per-connection and
+per-organization rate limits, the plan's monthly quota and the usage ledger's counters, keyed by
+the organization's id, with no database write (billing.services.message_admit).
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from agents import services as agent_services
 from agents.models import AgentInstance, InstanceStatus
 from audit import services as audit
 from audit.models import Result
+from billing import services as billing
 from core import errors, strictjson
 from core.actors import Actor
 from gateway import subjects
 from gateway.models import InstanceMetric
-from tenants import context, events, ratelimit
+from tenants import context, events
+from vault import services as vault_services
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -86,35 +88,31 @@ def _checked_size(data: Any, field_name: str) -> int:
         ) from error
 
 
-def _meter(actor: Actor, action: str, subject: str, *, connection_id: str | None) -> None:
-    """Rate limits (per connection, per organization), then the monthly quota."""
+def _meter(
+    actor: Actor,
+    action: str,
+    subject: str,
+    *,
+    connection_id: str | None,
+    agent_id: str | None = None,
+    meters: tuple[str, ...] = ("gateway_messages",),
+) -> None:
+    """Rate limits (per connection, per organization), the monthly quota and the usage counters:
+    one Redis round trip (billing.services.message_admit), no database write."""
+    tenant = context.require_tenant()
     try:
-        if connection_id is not None:
-            ratelimit.hit(
-                scope="gateway.publish.connection",
-                key=connection_id,
-                rate=settings.GATEWAY_PUBLISH_RATE_PER_CONNECTION,
-                fail_closed=False,
-            )
-        ratelimit.hit(
-            scope="gateway.publish.organization",
-            key="all",
-            rate=settings.GATEWAY_PUBLISH_RATE_PER_ORGANIZATION,
-            fail_closed=False,
+        billing.message_admit(
+            actor=actor,
+            monthly_limit=_monthly_quota(tenant),
+            connection_id=connection_id,
+            agent_id=agent_id,
+            meters=meters,
         )
     except errors.RateLimited as error:
         error.message = "Too many messages: slow down."  # the same refusal, counted once
         _refuse(actor, action, subject, error)
-    tenant = context.require_tenant()
-    if not agent_services.pool_consume_messages(
-        actor=Actor.system("gateway"), count=1, limit=_monthly_quota(tenant)
-    ):
-        refusal = errors.QuotaExceeded(
-            "message_quota_exceeded",
-            "The organization has used its plan's messages for this month.",
-            limit="messages_per_month",
-        )
-        _refuse(actor, action, subject, refusal)
+    except (errors.QuotaExceeded, errors.RateLimiterUnavailable) as error:
+        _refuse(actor, action, subject, error)
 
 
 def subscription_check(*, actor: Actor, pattern: object) -> str:
@@ -175,7 +173,7 @@ def message_publish(
             subject,
             errors.Forbidden("message_too_large", "A message has at most 64 KB."),
         )
-    _meter(actor, action, subject, connection_id=connection_id)
+    _meter(actor, action, subject, connection_id=connection_id, agent_id=agent_id)
     return events.event_message(str(context.require_tenant().public_id), subject, data)
 
 
@@ -202,7 +200,7 @@ def task_publish(*, actor: Actor, task: Any, agent_id: Any = None) -> dict[str, 
         raise ValidationError({"task": ["Give the task as an object."]})
     if _checked_size(task, "task") > settings.GATEWAY_MAX_MESSAGE_BYTES:
         raise ValidationError({"task": ["A task has at most 64 KB."]})
-    _meter(actor, action, subject, connection_id=None)
+    _meter(actor, action, subject, connection_id=None, meters=("gateway_messages", "tasks"))
     task_id = uuid.uuid4().hex
     payload = {**task, "id": task_id}
     with transaction.atomic():
@@ -223,11 +221,31 @@ def task_publish(*, actor: Actor, task: Any, agent_id: Any = None) -> dict[str, 
 
 
 def instance_attach(*, actor: Actor, instance_id: Any) -> dict[str, Any]:
-    """A runtime starts serving an instance: mark it running; return it, its agent, its config."""
+    """A runtime starts serving an instance: mark it running; return it, its agent, its config,
+    and the values of the secrets its agent references (only those; `secrets:use` needed when
+    there are any, checked before anything changes; each delivery audited by the vault)."""
+    pk = agent_selectors.as_uuid(instance_id)
+    found = AgentInstance.objects.select_related("agent").filter(pk=pk).first() if pk else None
+    names = list(found.agent.secrets) if found is not None else []
+    if names and actor.can("agents:write"):
+        audit.require(
+            actor,
+            "secrets:use",
+            action="secret.delivered",
+            resource_type="instance",
+            resource_id=str(pk),
+        )
     instance = agent_services.instance_report(
         actor=actor, instance_id=instance_id, status=InstanceStatus.RUNNING
     )
-    return runtime_view(actor=actor, instance=instance)
+    view = runtime_view(actor=actor, instance=instance)
+    delivered = vault_services.secrets_deliver(
+        actor=actor, names=names, agent_id=view["agent"]["id"], instance_id=view["instance"]
+    )
+    # Never logged, published or stored: the attach reply goes to this socket only.
+    view["secrets"] = delivered["values"]
+    view["missing_secrets"] = delivered["missing"]
+    return view
 
 
 def runtime_view(*, actor: Actor, instance: AgentInstance) -> dict[str, Any]:

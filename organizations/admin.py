@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -14,6 +16,7 @@ from agents.selectors import LIMIT_NAMES
 from core.actors import Actor
 from credentials import services as credential_services
 from organizations import services
+from tenants import residency
 from tenants.models import (
     Domain,
     Plan,
@@ -24,6 +27,21 @@ from tenants.models import (
 )
 
 LIMIT_OVERRIDE_FIELDS = [f"{name}_override" for name in LIMIT_NAMES]
+
+# What staff read next to each override: the limit in the product's words, and its unit.
+OVERRIDE_TEXTS = {
+    "max_agents": ("Agents", "agent definitions"),
+    "max_instances": ("Running instances", "instances at once"),
+    "max_cpu_millicores": ("CPU for the whole organization", "millicores; 1000 = 1 vCPU"),
+    "max_memory_mb": ("Memory for the whole organization", "MB; 1024 = 1 GB"),
+    "max_instance_cpu_millicores": ("CPU per instance", "millicores; 1000 = 1 vCPU"),
+    "max_instance_memory_mb": ("Memory per instance", "MB; 1024 = 1 GB"),
+    "messages_per_month": ("Messages per month", "messages a calendar month (UTC)"),
+}
+
+# Platform staff have no use for Django's permission groups: roles live in each organization.
+if admin.site.is_registered(Group):
+    admin.site.unregister(Group)
 
 
 class DomainInline(admin.TabularInline):
@@ -37,19 +55,52 @@ class DomainInline(admin.TabularInline):
         return False
 
 
+class TenantAdminForm(forms.ModelForm):
+    region = forms.ChoiceField(label="Home region")
+
+    class Meta:
+        model = Tenant
+        fields = ["name", "plan", "region", "residency_policy", *LIMIT_OVERRIDE_FIELDS]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["region"].choices = list(settings.REGIONS.items())
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        region, policy = cleaned.get("region"), cleaned.get("residency_policy")
+        changed = {"region", "residency_policy"} & set(self.changed_data)
+        if region and policy and changed:
+            # The one placement check: it records the refusal in both logs.
+            try:
+                residency.check_placement(
+                    actor=Actor.for_user(self.request.user, self.request),
+                    tenant=self.instance,
+                    region=region,
+                    policy=policy,
+                    purpose=residency.Purpose.REGION_CHANGE,
+                )
+            except residency.ResidencyViolation as error:
+                raise ValidationError({"region": error.message}) from error
+        return cleaned
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "plan", "region", "status", "created_at"]
-    list_filter = ["plan", "region", "status"]
+    form = TenantAdminForm
+    list_display = ["name", "slug", "plan", "region", "residency_policy", "status", "created_at"]
+    list_filter = ["plan", "region", "residency_policy", "status"]
     search_fields = ["name", "slug", "domains__domain", "public_id"]
     readonly_fields = [
         "public_id",
         "slug",
         "schema_name",
-        "region",
         "status",
         "created_at",
         "suspended_at",
+        "deletion_requested_at",
+        "deletion_requested_by",
+        "deletion_scheduled_for",
     ]
     fields = [
         "name",
@@ -58,25 +109,50 @@ class TenantAdmin(admin.ModelAdmin):
         "slug",
         "schema_name",
         "region",
+        "residency_policy",
         "status",
         "created_at",
         "suspended_at",
+        "deletion_requested_at",
+        "deletion_requested_by",
+        "deletion_scheduled_for",
         # Staff overrides of the plan's limits (empty: the plan's); see agents.services.
         *LIMIT_OVERRIDE_FIELDS,
     ]
     inlines = [DomainInline]
-    actions = ["suspend", "reactivate", "delete_organizations"]
+    actions = ["suspend", "reactivate", "cancel_deletion", "delete_organizations"]
     list_select_related = ["plan"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Organizations are created by provisioning (signup or `manage.py provision_tenant`).
         return False
 
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        name = db_field.name.removesuffix("_override")
+        if field is not None and name in OVERRIDE_TEXTS:
+            label, unit = OVERRIDE_TEXTS[name]
+            field.label = f"{label} (override)"
+            field.help_text = f"In {unit}. Empty: the plan's limit applies."
+        return field
+
     def has_delete_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
         # Deletion drops a schema: only through the "Delete organizations" action's service.
         return False
 
+    def get_form(self, request: HttpRequest, obj: Tenant | None = None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.request = request
+        return form
+
     def save_model(self, request: HttpRequest, obj: Tenant, form, change: bool) -> None:
+        if {"region", "residency_policy"} & set(form.changed_data):
+            services.tenant_residency_set(
+                actor=Actor.for_user(request.user, request),
+                tenant=obj,
+                region=form.cleaned_data["region"],
+                residency_policy=form.cleaned_data["residency_policy"],
+            )
         services.tenant_update(
             actor=Actor.for_user(request.user, request),
             tenant=obj,
@@ -135,8 +211,15 @@ class TenantAdmin(admin.ModelAdmin):
     def reactivate(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._each(request, queryset, services.tenant_reactivate, "reactivated")
 
+    @admin.action(description="Cancel the requested deletion", permissions=["change"])
+    def cancel_deletion(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._each(
+            request, queryset, services.organization_deletion_cancel, "kept (deletion cancelled)"
+        )
+
     @admin.action(
-        description="Delete selected organizations (drops their data)", permissions=["change"]
+        description="Delete selected organizations now (destroys their keys, drops their data)",
+        permissions=["change"],
     )
     def delete_organizations(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._each(request, queryset, services.tenant_delete, "deleted")

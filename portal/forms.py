@@ -5,6 +5,8 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
+from tenants import residency
+
 
 class SignupForm(forms.Form):
     """The signup page's fields. The rules (slug, region, password) are the service's."""
@@ -31,6 +33,19 @@ class SignupForm(forms.Form):
         label="Data region",
         help_text="Where your organization's data is stored.",
     )
+    residency_policy = forms.ChoiceField(
+        label="Data residency",
+        help_text="The regions your organization's data may ever be placed in.",
+        choices=residency.Policy.choices,
+        initial=residency.DEFAULT_POLICY,
+        required=False,  # empty: the default policy
+    )
+    full_name = forms.CharField(
+        label="Your name",
+        max_length=150,
+        help_text="How your colleagues will see you.",
+        widget=forms.TextInput(attrs={"autocomplete": "name"}),
+    )
     owner_email = forms.EmailField(
         label="Your work email",
         max_length=254,
@@ -52,6 +67,7 @@ class SignupForm(forms.Form):
         "slug": "slug",
         "name": "name",
         "region": "region",
+        "residency_policy": "residency_policy",
         "owner_email": "owner_email",
         "owner_password": "password",
     }
@@ -63,6 +79,9 @@ class SignupForm(forms.Form):
 
     def clean_slug(self) -> str:
         return self.cleaned_data["slug"].strip().lower()
+
+    def clean_residency_policy(self) -> str:
+        return self.cleaned_data["residency_policy"] or residency.DEFAULT_POLICY
 
     def clean(self) -> dict:
         cleaned = super().clean()

@@ -23,8 +23,13 @@ SECTIONS: list[Section] = [
     Section("Resources", "agents:pool-detail", "agents:read"),
     Section("Config", "agents:config-list", "config:read"),
     Section("Tools", "tools:tool-list", "tools:read"),
+    Section("Usage", "billing:usage", "usage:read"),
+    Section("Billing", "billing:billing", "billing:read"),
     Section("Audit", "audit:event-list", "audit:read"),
+    Section("Knowledge", "vault:knowledge-list", "knowledge:read"),
+    Section("Secrets", "vault:secret-list", "secrets:read"),
     Section("API keys", "credentials:api-key-list", "api_keys:manage"),
+    Section("Settings", "vault:settings", "settings:write"),
 ]
 
 

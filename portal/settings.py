@@ -40,7 +40,8 @@ DATABASES = {
         "CONN_HEALTH_CHECKS": True,
     }
 }
-DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
+# Shared apps in `public`, tenant apps in organizations' schemas, on every shard (tenants.routers).
+DATABASE_ROUTERS = ["tenants.routers.ShardSyncRouter", "django_tenants.routers.TenantSyncRouter"]
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
@@ -82,6 +83,8 @@ SHARED_APPS = [
     "tenants",
     "accounts",
     "audit",
+    # Plan limits per resource, the usage ledger, meters (public tables, rows per organization).
+    "billing",
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
@@ -99,6 +102,8 @@ SHARED_APPS = [
     "csp",
     # Organization lifecycle (no models): provisioning, suspension, deletion, staff admin.
     "organizations",
+    # Scale-out (no models): shards, moves, rebalancing, fleet migrations (docs/scaling.md).
+    "scaling",
     "portal",
 ]
 TENANT_APPS = [
@@ -108,6 +113,8 @@ TENANT_APPS = [
     "accounts",
     "audit",
     "credentials",
+    # Secrets and knowledge documents, encrypted with the organization's data key (vault/).
+    "vault",
     # Agents, instances, the resource pool and config keys: tenant-only (platform defaults and
     # limit overrides are in `tenants`, in public).
     "agents",
@@ -130,9 +137,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.SessionMetaMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # RateLimit-Policy / RateLimit on every API response (set by billing's throttle).
+    "billing.middleware.rate_limit_headers",
 ]
 
 ROOT_URLCONF = "portal.urls_tenant"
@@ -231,15 +241,34 @@ WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Regions an organization's data may live in. Shard placement (a later issue) maps each to servers.
+# Regions an organization's data may live in; residency policies (tenants.residency) allow subsets.
+# Shard placement maps each to servers.
 REGIONS = {
     "us-east-1": "US East (N. Virginia)",
+    "us-east-2": "US East (Ohio)",
+    "us-west-1": "US West (N. California)",
     "us-west-2": "US West (Oregon)",
     "eu-west-1": "EU (Ireland)",
     "eu-central-1": "EU (Frankfurt)",
+    "eu-north-1": "EU (Stockholm)",
     "ap-southeast-1": "Asia Pacific (Singapore)",
 }
-DEFAULT_REGION = "us-east-1"
+DEFAULT_REGION = os.environ.get("DEFAULT_REGION", "us-east-1")
+# The shard `default` (DATABASE_URL) is in DEFAULT_REGION; others are added with
+# `manage.py shard_add` (docs/scaling.md). Until every region has its own shards, `default` also
+# holds the organizations of the regions listed here (all of them unless set, as a deployment with
+# one database always did). With residency rules that matter, list only the regions the database
+# really is in (DEFAULT_SHARD_REGIONS=us-east-1): organizations allowed nowhere else are refused.
+DEFAULT_SHARD_REGIONS = [
+    region.strip()
+    for region in os.environ.get("DEFAULT_SHARD_REGIONS", ",".join(REGIONS)).split(",")
+    if region.strip()
+]
+# Its share of new organizations, against other shards' weights:
+DEFAULT_SHARD_WEIGHT = int(os.environ.get("DEFAULT_SHARD_WEIGHT", "100"))
+# The longest a move may pause an organization's writes (scaling.moves): a deadline, so that a
+# mover killed mid-switch never leaves it paused. A normal switch lifts the pause far earlier.
+MOVE_PAUSE_MAX_SECONDS = float(os.environ.get("MOVE_PAUSE_MAX_SECONDS", "10"))
 
 # Spare, pre-migrated schemas that provisioning claims by renaming (see docs/adr/0002).
 SCHEMA_POOL_SIZE = int(os.environ.get("SCHEMA_POOL_SIZE", "3"))
@@ -292,6 +321,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "core.permissions.Pagination",
+    # Per-plan limits per resource and metering, in one Redis round trip (billing/throttles.py).
+    "DEFAULT_THROTTLE_CLASSES": ["billing.throttles.PlanThrottle"],
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "core.api.ApiSchema",
@@ -319,6 +350,33 @@ JWT_REFRESH_TOKEN_LIFETIME_SECONDS = int(os.environ.get("JWT_REFRESH_TOKEN_LIFET
 # Wraps the signing keys' private halves at rest (base64 of 32 bytes; docs/adr/0003). Without
 # it, a key is derived from SECRET_KEY: acceptable in development, not in production.
 SIGNING_KEY_WRAPPING_KEY = os.environ.get("SIGNING_KEY_WRAPPING_KEY", "")
+# Envelope encryption (vault/, docs/data-protection.md): each organization's data keys are stored
+# only wrapped by the platform master key (base64 of 32 bytes), outside the database. Previous
+# master keys (comma-separated) keep unwrapping until `manage.py rotate_master_key` re-wrapped all.
+# In development (DEBUG) a master key is generated into .data/master_key on first use.
+DATA_DIR = devdata.DATA_DIR
+VAULT_MASTER_KEY = os.environ.get("AGENTPLANE_MASTER_KEY", "")
+VAULT_MASTER_KEY_PREVIOUS = os.environ.get("AGENTPLANE_MASTER_KEY_PREVIOUS", "")
+VAULT_MASTER_KEY_FILE = os.environ.get("AGENTPLANE_MASTER_KEY_FILE", "")
+VAULT_GENERATE_MASTER_KEY = DEBUG
+# The wrapped data keys: a directory (shared by every server of a deployment), or a KMS-backed
+# class with the same interface (vault.keystore.KeyStore).
+VAULT_KEYSTORE = os.environ.get("AGENTPLANE_KEYSTORE", "vault.keystore.LocalKeyStore")
+VAULT_KEYSTORE_DIR = os.environ.get("AGENTPLANE_KEYSTORE_DIR", str(DATA_DIR / "keystore"))
+# Two-phase deletion: days between the owner's request and the purge (the owner can export
+# meanwhile; staff can cancel). Exports are written in EXPORT_REGION (default: the organization's
+# home region), which its residency policy must allow.
+# Retention per data class (vault.models.Classification), applied by `manage.py data_retention`:
+# documents not changed for this many days are deleted; empty keeps them.
+DATA_RETENTION_DAYS = {
+    "general": int(os.environ["RETENTION_GENERAL_DAYS"])
+    if os.environ.get("RETENTION_GENERAL_DAYS")
+    else None,
+    "confidential": int(os.environ.get("RETENTION_CONFIDENTIAL_DAYS", "730")),
+    "restricted": int(os.environ.get("RETENTION_RESTRICTED_DAYS", "365")),
+}
+DELETION_GRACE_DAYS = int(os.environ.get("DELETION_GRACE_DAYS", "14"))
+EXPORT_REGION = os.environ.get("EXPORT_REGION", "")
 # Keys the HMAC of API key secrets (any long random string). Falls back to one derived from
 # SECRET_KEY; changing it invalidates every API key.
 API_KEY_HASH_KEY = os.environ.get("API_KEY_HASH_KEY", "")
@@ -344,6 +402,14 @@ AUDIT_SEALER = os.environ.get("AUDIT_SEALER", "thread")
 # the chain's head by more than this was not written by `record` and is never sealed.
 AUDIT_SEAL_MAX_DELAY_SECONDS = float(os.environ.get("AUDIT_SEAL_MAX_DELAY_SECONDS", "3600"))
 
+# Billing (billing/, docs/billing.md): the API's rate limit and metering on every request (off
+# only to measure their cost in benchmarks: never in production),
+# how long Redis keeps hourly counters not yet rolled up and the ids of reported events.
+BILLING_METERING = env_bool("BILLING_METERING", True)
+BILLING_REDIS_TTL_SECONDS = int(os.environ.get("BILLING_REDIS_TTL", str(8 * 86400)))
+BILLING_EVENT_DEDUP_SECONDS = int(os.environ.get("BILLING_EVENT_DEDUP", str(7 * 86400)))
+BILLING_MAX_BATCH_EVENTS = 1000
+
 # The real-time gateway (gateway/, docs/gateway.md).
 GATEWAY_MAX_MESSAGE_BYTES = 64 * 1024
 # Frames waiting for a connection's socket; a subscriber this far behind is disconnected (4008).
@@ -353,9 +419,9 @@ GATEWAY_AUTH_TIMEOUT_SECONDS = float(os.environ.get("GATEWAY_AUTH_TIMEOUT", "10"
 # a deactivated user or a suspended organization loses its sockets within this delay.
 GATEWAY_RECHECK_SECONDS = float(os.environ.get("GATEWAY_RECHECK_SECONDS", "30"))
 GATEWAY_PUBLISH_RATE_PER_CONNECTION = os.environ.get("GATEWAY_PUBLISH_RATE_PER_CONNECTION", "100/s")
-GATEWAY_PUBLISH_RATE_PER_ORGANIZATION = os.environ.get(
-    "GATEWAY_PUBLISH_RATE_PER_ORGANIZATION", "1000/s"
-)
+# Per organization, the plan's `publish` limit (billing.PlanLimit); set, this replaces it for every
+# organization (operators, benchmarks).
+GATEWAY_PUBLISH_RATE_PER_ORGANIZATION = os.environ.get("GATEWAY_PUBLISH_RATE_PER_ORGANIZATION", "")
 # A running instance with no heartbeat for this long is marked failed (manage.py check_heartbeats).
 GATEWAY_HEARTBEAT_TIMEOUT_SECONDS = int(os.environ.get("GATEWAY_HEARTBEAT_TIMEOUT", "30"))
 GATEWAY_MIN_HEARTBEAT_SECONDS = 1.0

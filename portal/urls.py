@@ -6,4 +6,6 @@ app_name = "portal"
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("deletion/", views.deletion, name="deletion"),
+    path("deletion/export/", views.deletion_export, name="deletion-export"),
 ]

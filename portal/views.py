@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts import selectors as account_selectors
 from accounts.handoff import handoff_token_make
 from agents import selectors as agent_selectors
 from core.actors import Actor
+from core.errors import DomainError
 from core.pages import requires
-from organizations.services import provision_tenant, validate_new_tenant
+from core.roles import ORGANIZATION_DELETE
+from organizations.services import (
+    organization_deletion_request,
+    organization_export,
+    provision_tenant,
+    validate_new_tenant,
+)
+from portal import activity
 from portal.forms import OrganizationJumpForm, SignupForm
-from tenants import context, routing
+from tenants import context, residency, routing
 from tenants.models import Tenant
 from tenants.validators import validate_slug
 
@@ -83,6 +94,7 @@ def _check_with_the_service(form: SignupForm) -> None:
             owner_password=data.get("password", ""),
             region=data.get("region", ""),
             plan_slug=SIGNUP_PLAN,
+            residency_policy=data.get("residency_policy") or residency.DEFAULT_POLICY,
         )
     except ValidationError as error:
         _show_service_errors(form, error)
@@ -104,7 +116,11 @@ def signup(request: HttpRequest) -> HttpResponse:
                 owner_password=data["password"],
                 region=data["region"],
                 plan_slug=SIGNUP_PLAN,
+                residency_policy=data["residency_policy"],
+                owner_full_name=data["full_name"],
             )
+        except residency.ResidencyViolation as error:
+            form.add_error("region", error.message)
         except ValidationError as error:
             _show_service_errors(form, error)
         else:
@@ -155,6 +171,7 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
         ("Audit retention", f"{plan.audit_retention_days:,} days"),
     ]
     can_invite = request.user.can("members:invite")
+    steps = activity.first_steps(actor=actor)
     return render(
         request,
         "portal/dashboard.html",
@@ -168,6 +185,9 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
                 account_selectors.invitation_pending_count() if can_invite else None
             ),
             "can_invite": can_invite,
+            "steps": steps,
+            "steps_done": sum(step.is_done for step in steps),
+            "activity": activity.recent_activity(actor=actor),
         },
     )
 
@@ -188,3 +208,50 @@ def _price(cents: int) -> str:
     if cents == 0:
         return "$0 / month"
     return f"${cents / 100:,.0f} / month" if cents % 100 == 0 else f"${cents / 100:,.2f} / month"
+
+
+# --- Deletion and export (the owner) -------------------------------------------------------------
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@requires(ORGANIZATION_DELETE)
+def deletion(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """Request the organization's deletion (typing its slug), or, once requested, see when it
+    happens and download the export meanwhile."""
+    tenant = request.tenant
+    error = None
+    if request.method == "POST":
+        try:
+            organization_deletion_request(
+                actor=actor, tenant=tenant, confirm_slug=request.POST.get("confirm_slug", "")
+            )
+        except ValidationError as refused:
+            error = " ".join(refused.messages)
+        else:
+            messages.success(request, "Deletion requested: the organization is suspended.")
+            return redirect("portal:deletion")
+    with context.public_context():
+        tenant = Tenant.objects.get(pk=tenant.pk)
+    context_ = {"tenant": tenant, "error": error, "grace_days": settings.DELETION_GRACE_DAYS}
+    return render(request, "portal/deletion.html", context_, status=400 if error else 200)
+
+
+@require_GET
+@requires(ORGANIZATION_DELETE)
+def deletion_export(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """The full export (JSON, secrets excluded), streamed."""
+    try:
+        chunks = organization_export(actor=actor, tenant=request.tenant)
+    except DomainError as refused:
+        messages.error(request, refused.message)
+        return redirect("portal:deletion")
+    response = StreamingHttpResponse(
+        (chunk.encode() for chunk in chunks), content_type="application/json"
+    )
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = (
+        f'attachment; filename="{request.tenant.slug}-export-{stamp}.json"'
+    )
+    response["Cache-Control"] = "no-store"
+    return response

@@ -46,6 +46,15 @@ def check(execute: Any, sql: str, params: Any, many: bool, context: dict[str, An
             f"query in schema {connection.schema_name!r} while the current tenant context is "
             f"{expected!r}: {sql[:120]}"
         )
+    # An organization's schema on another shard than its own: a stale copy (a move) or a leak.
+    # (Public schemas are the same everywhere; Django's own housekeeping runs in them.)
+    if expected != settings.PUBLIC_SCHEMA_NAME and connection.alias != (
+        alias := tenant_context.expected_alias()
+    ):
+        raise TenantContextLeak(
+            f"query on shard {connection.alias!r} while the current context is on {alias!r}: "
+            f"{sql[:120]}"
+        )
     return execute(sql, params, many, context)
 
 

@@ -10,6 +10,7 @@ from django_tenants.models import DomainMixin, TenantMixin
 
 from core import tool_permissions
 from core.agent_permissions import validate_plan_permissions
+from tenants.residency import DEFAULT_POLICY, Policy
 
 
 class Plan(models.Model):
@@ -75,12 +76,25 @@ class Tenant(TenantMixin):
     slug = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=120)
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenants")
-    region = models.CharField(max_length=32)
+    # The home region, and the residency policy naming every region its data may be placed in
+    # (tenants.residency: every placement is checked there).
+    region = models.CharField(max_length=32, help_text="Home region.")
+    residency_policy = models.CharField(
+        max_length=16,
+        choices=Policy.choices,
+        default=DEFAULT_POLICY,
+        help_text="The regions this organization's data may live in.",
+    )
     status = models.CharField(
         max_length=16, choices=TenantStatus.choices, default=TenantStatus.ACTIVE
     )
     created_at = models.DateTimeField(auto_now_add=True)
     suspended_at = models.DateTimeField(null=True, blank=True)
+    # Two-phase deletion (organizations.services): requested by the owner, the organization is
+    # suspended (its owner may still export) until `deletion_scheduled_for`, then purged.
+    deletion_requested_at = models.DateTimeField(null=True, blank=True)
+    deletion_requested_by = models.CharField(max_length=254, blank=True)
+    deletion_scheduled_for = models.DateTimeField(null=True, blank=True)
     # Staff overrides of the plan's limits for this organization (empty: the plan's limit).
     # Read through agents.selectors.limits_get; changed through agents.services.
     max_agents_override = models.PositiveIntegerField(null=True, blank=True)
@@ -90,17 +104,27 @@ class Tenant(TenantMixin):
     max_instance_cpu_millicores_override = models.PositiveIntegerField(null=True, blank=True)
     max_instance_memory_mb_override = models.PositiveIntegerField(null=True, blank=True)
     messages_per_month_override = models.PositiveBigIntegerField(null=True, blank=True)
+    # The shard (tenants.shards) whose database holds `schema_name`: `default` is DATABASE_URL's.
+    shard = models.CharField(max_length=40, default="default", db_index=True)
+    # A move's switch (scaling.moves): until then, requests get 503 with Retry-After. A deadline,
+    # not a flag, so that a mover killed mid-switch never leaves the organization paused.
+    writes_paused_until = models.DateTimeField(null=True, blank=True)
 
     # Provisioning creates (or claims) the schema itself; see organizations.services.
     auto_create_schema = False
     auto_drop_schema = False
 
     class Meta:
+        verbose_name = "organization"
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(status__in=TenantStatus.values), name="tenant_status_valid"
-            )
+            ),
+            models.CheckConstraint(
+                condition=models.Q(residency_policy__in=Policy.values),
+                name="tenant_residency_policy_valid",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -111,8 +135,18 @@ class Tenant(TenantMixin):
         return self.status == TenantStatus.ACTIVE
 
     @property
+    def is_deletion_pending(self) -> bool:
+        return self.deletion_scheduled_for is not None
+
+    @property
     def is_public(self) -> bool:
         return self.schema_name == settings.PUBLIC_SCHEMA_NAME
+
+    def pause_remaining(self, now) -> float:
+        """Seconds left of a move's write pause (0: not paused)."""
+        if self.writes_paused_until is None:
+            return 0.0
+        return max(0.0, (self.writes_paused_until - now).total_seconds())
 
     @property
     def host(self) -> str:
@@ -144,6 +178,55 @@ class SpareSchema(models.Model):
 
     def __str__(self) -> str:
         return self.schema_name
+
+
+class Shard(models.Model):
+    """A PostgreSQL database that holds organizations' schemas (see tenants.shards).
+
+    The shard `default` (DATABASE_URL, DEFAULT_REGION) has no row: it is the database this table
+    lives in. `url` should carry no password (use ~/.pgpass or PGPASSFILE): it is shown to staff.
+    """
+
+    name = models.CharField(max_length=40, unique=True)
+    url = models.TextField()
+    region = models.CharField(max_length=32)
+    weight = models.PositiveIntegerField(default=100, help_text="Relative capacity.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(weight__gt=0), name="shard_weight_positive"),
+            models.CheckConstraint(
+                condition=~models.Q(name="default"), name="shard_default_has_no_row"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.region})"
+
+
+class SchemaMigrationState(models.Model):
+    """Which migrations a schema on a shard was last brought up to (manage.py migrate_fleet).
+
+    `fingerprint` is tenants.schema_pool.migrations_fingerprint() (or the shared apps' one for a
+    shard's `public`) at the time the schema was last migrated: equal to the code's means current,
+    so a no-op fleet run reads this table once instead of every schema's django_migrations.
+    """
+
+    shard = models.CharField(max_length=40)
+    schema_name = models.CharField(max_length=63)
+    fingerprint = models.CharField(max_length=64)
+    migrated_at = models.DateTimeField()
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["shard", "schema_name"], name="schema_state_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.shard}:{self.schema_name}"
 
 
 class SigningKeyStatus(models.TextChoices):

@@ -1,61 +1,530 @@
-"""Rate limits whose keys always carry the organization, with a policy for when Redis is down.
+"""Rate limits whose keys always carry the organization, exact under concurrency, in one round trip.
 
-django-ratelimit counts in the shared cache (Redis). When the cache cannot be reached, a
-fail-closed limit refuses the request (sign-in, key creation: better a refusal than an unmetered
-brute force) and a fail-open one lets it through with a log line.
+One Lua script (`consume`) checks every limit of a request, then counts it: fixed windows (INCR,
+PEXPIRE set once when the window's key is created, so a window never loses its count at its
+edge), monthly quotas (refused when `amount` would pass the limit), and hashes of counters that
+billing's usage ledger adds to, with optional de-duplication keys (reported events counted once).
+It is atomic in Redis, so N allowed means N across every process, and it costs one EVALSHA.
+
+"Unavailable" means Redis could not be reached (connection refused, timed out): then a fail-closed
+limit refuses (`RateLimiterUnavailable`, a 503) and a fail-open one lets the request through with
+a warning. Any other Redis error is a bug and propagates. Without a Redis server configured
+(development, one process) the same semantics run in memory.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from django_ratelimit.core import get_usage
+from django.conf import settings
 
 from core.errors import RateLimited, RateLimiterUnavailable
 from tenants import context
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "Charge",
+    "Outcome",
+    "Quota",
+    "RateLimited",
+    "RateLimiterUnavailable",
+    "Unreachable",
+    "Usage",
+    "Window",
+    "consume",
+    "hit",
+    "parse_rate",
+    "redis_client",
+]
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+RATE_PATTERN = re.compile(r"^(\d+)/(\d*)([smhd])$")
+PREFIX = "agentplane:rl"
+
+
+class Unreachable(Exception):
+    """Redis could not be reached (refused, reset or timed out)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """At most `limit` hits per fixed window of `seconds` under `key`."""
+
+    key: str
+    limit: int
+    seconds: int
+    name: str = ""  # the policy's name in the RateLimit headers ("api", "publish" ...)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A counter that `amount` may raise to at most `limit` (a month's messages)."""
+
+    key: str
+    limit: int
+    amount: int
+    ttl_seconds: int
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Charge:
+    """Add `amount` to field `field` of hash `hash_key` (or raise it to `amount` when `op` is
+    "max"), only if the request is allowed and, with a `dedup_key`, the first time that key is
+    seen."""
+
+    hash_key: str
+    field: str
+    amount: int
+    op: str = "sum"
+    dedup_key: str | None = None
+
 
 @dataclass(frozen=True)
 class Usage:
+    """A window after this request: the IETF RateLimit fields."""
+
+    name: str
     limit: int
     remaining: int
-    reset: int
+    reset: int  # seconds until the window restarts
+    window: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    usages: list[Usage]
+    counted: int  # charges applied (duplicates of reported events are not)
+    new_dedup_keys: int = 0  # reported events seen for the first time
+    quota_values: tuple[int, ...] = ()  # each quota's counter after this request
+    missing_quota: Quota | None = None  # a quota counter that must be seeded first
+
+
+@dataclass
+class _Plan:
+    keys: list[str] = field(default_factory=list)
+    args: list[Any] = field(default_factory=list)
+
+
+# KEYS: windows, quotas, then every other key (hashes, dedup keys, index sets) by position.
+# ARGV: nw, [limit, window_ms]*nw, nq, [limit, amount, ttl_s]*nq, hash_ttl_s, dedup_ttl_s,
+#       nc, [hash_index, op, field, amount, dedup_index(0 = none)]*nc,
+#       ni, [set_index, member]*ni   (index sets: which hashes exist, for the rollup)
+# Returns {1, counted, new_dedup_keys, remaining_1, ttl_1, ..., quota_value_1, ...} when
+# allowed; {0, window_index, ttl} when a window is full; {-1, quota_index, current} when a
+# quota would be passed; {-2, quota_index} when a quota counter does not exist yet (the caller
+# seeds it, then retries).
+SCRIPT = """
+local nw = tonumber(ARGV[1])
+local a = 2
+for i = 1, nw do
+  local limit = tonumber(ARGV[a])
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if current >= limit then
+    local ttl = redis.call('PTTL', KEYS[i])
+    if ttl < 0 then
+      redis.call('PEXPIRE', KEYS[i], ARGV[a + 1])
+      ttl = tonumber(ARGV[a + 1])
+    end
+    return {0, i, ttl}
+  end
+  a = a + 2
+end
+local nq = tonumber(ARGV[a])
+a = a + 1
+local qa = a
+for j = 1, nq do
+  local current = redis.call('GET', KEYS[nw + j])
+  if not current then return {-2, j} end
+  if tonumber(current) + tonumber(ARGV[a + 1]) > tonumber(ARGV[a]) then
+    return {-1, j, tonumber(current)}
+  end
+  a = a + 3
+end
+local result = {1, 0, 0}
+a = 2
+for i = 1, nw do
+  local count = redis.call('INCR', KEYS[i])
+  if count == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[a + 1]) end
+  local ttl = redis.call('PTTL', KEYS[i])
+  result[#result + 1] = tonumber(ARGV[a]) - count
+  result[#result + 1] = ttl
+  a = a + 2
+end
+a = qa
+for j = 1, nq do
+  result[#result + 1] = redis.call('INCRBY', KEYS[nw + j], ARGV[a + 1])
+  redis.call('EXPIRE', KEYS[nw + j], ARGV[a + 2])
+  a = a + 3
+end
+local hash_ttl = ARGV[a]
+local dedup_ttl = ARGV[a + 1]
+local nc = tonumber(ARGV[a + 2])
+a = a + 3
+local seen = {}
+local counted = 0
+local fresh_keys = 0
+for c = 1, nc do
+  local h = KEYS[tonumber(ARGV[a])]
+  local op = ARGV[a + 1]
+  local f = ARGV[a + 2]
+  local amount = tonumber(ARGV[a + 3])
+  local d = tonumber(ARGV[a + 4])
+  local fresh = true
+  if d > 0 then
+    if seen[d] == nil then
+      seen[d] = redis.call('SET', KEYS[d], '1', 'NX', 'EX', dedup_ttl) and true or false
+      if seen[d] then fresh_keys = fresh_keys + 1 end
+    end
+    fresh = seen[d]
+  end
+  if fresh then
+    if op == 'max' then
+      local current = tonumber(redis.call('HGET', h, f) or '')
+      if current == nil or amount > current then redis.call('HSET', h, f, amount) end
+    else
+      redis.call('HINCRBY', h, f, amount)
+    end
+    redis.call('EXPIRE', h, hash_ttl)
+    counted = counted + 1
+  end
+  a = a + 5
+end
+local ni = tonumber(ARGV[a])
+a = a + 1
+for s = 1, ni do
+  redis.call('SADD', KEYS[tonumber(ARGV[a])], ARGV[a + 1])
+  a = a + 2
+end
+result[2] = counted
+result[3] = fresh_keys
+return result
+"""
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """ "10/m" -> (10, 60); "20/5m" -> (20, 300)."""
+    match = RATE_PATTERN.match(rate.strip())
+    if match is None:
+        raise ValueError(f"not a rate: {rate!r} (use 10/s, 60/m, 20/5m, 100/h, 1000/d)")
+    count, multiple, unit = match.groups()
+    return int(count), int(multiple or 1) * UNITS[unit]
+
+
+# Redis ------------------------------------------------------------------------------------------
+
+_clients: dict[tuple[str, float, float], Any] = {}
+_scripts: dict[int, Any] = {}
+_lock = threading.Lock()
+
+
+def _redis_location() -> tuple[str, float, float] | None:
+    """The shared cache's Redis (Django's CACHES), so that one setting moves both."""
+    cache = settings.CACHES.get("default", {})
+    if "redis" not in cache.get("BACKEND", "").lower():
+        return None
+    location = cache["LOCATION"]
+    if isinstance(location, list | tuple):
+        location = location[0]
+    options = cache.get("OPTIONS", {})
+    return (
+        location,
+        float(options.get("socket_connect_timeout", 1)),
+        float(options.get("socket_timeout", 1)),
+    )
+
+
+def redis_client() -> Any | None:
+    """The counters' Redis client (one per process and location), or None without Redis."""
+    import redis
+
+    location = _redis_location()
+    if location is None:
+        return None
+    client = _clients.get(location)
+    if client is None:
+        with _lock:
+            client = _clients.get(location)
+            if client is None:
+                url, connect_timeout, timeout = location
+                client = redis.Redis.from_url(
+                    url,
+                    socket_connect_timeout=connect_timeout,
+                    socket_timeout=timeout,
+                    health_check_interval=30,
+                )
+                _clients[location] = client
+    return client
+
+
+def _script(client: Any) -> Any:
+    script = _scripts.get(id(client))
+    if script is None:
+        script = client.register_script(SCRIPT)
+        _scripts[id(client)] = script
+    return script
+
+
+def unreachable_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+# In memory (no Redis configured: development, one process) ------------------------------------
+
+_memory: dict[str, Any] = {}
+_expiry: dict[str, float] = {}
+_memory_lock = threading.Lock()
+
+
+def _alive(key: str, now: float) -> bool:
+    expires = _expiry.get(key)
+    if expires is not None and expires <= now:
+        _memory.pop(key, None)
+        _expiry.pop(key, None)
+    return key in _memory
+
+
+def _run_in_memory(keys: list[str], args: list[Any]) -> list[int]:
+    """The script's semantics in this process (same arguments, same answers)."""
+    now = time.monotonic()
+    with _memory_lock:
+        nw = int(args[0])
+        a = 1
+        for i in range(nw):
+            limit, window_ms = int(args[a]), int(args[a + 1])
+            key = keys[i]
+            current = int(_memory[key]) if _alive(key, now) else 0
+            if current >= limit:
+                if key not in _expiry:
+                    _expiry[key] = now + window_ms / 1000
+                return [0, i + 1, int((_expiry[key] - now) * 1000)]
+            a += 2
+        nq = int(args[a])
+        a += 1
+        quota_start = a
+        for j in range(nq):
+            key = keys[nw + j]
+            if not _alive(key, now):
+                return [-2, j + 1]
+            if int(_memory[key]) + int(args[a + 1]) > int(args[a]):
+                return [-1, j + 1, int(_memory[key])]
+            a += 3
+        result = [1, 0, 0]
+        a = 1
+        for i in range(nw):
+            limit, window_ms = int(args[a]), int(args[a + 1])
+            key = keys[i]
+            count = (int(_memory[key]) if _alive(key, now) else 0) + 1
+            _memory[key] = count
+            if count == 1:
+                _expiry[key] = now + window_ms / 1000
+            result += [limit - count, int((_expiry[key] - now) * 1000)]
+            a += 2
+        a = quota_start
+        for j in range(nq):
+            key = keys[nw + j]
+            _memory[key] = int(_memory[key]) + int(args[a + 1])
+            _expiry[key] = now + int(args[a + 2])
+            result.append(_memory[key])
+            a += 3
+        hash_ttl, dedup_ttl, nc = int(args[a]), int(args[a + 1]), int(args[a + 2])
+        a += 3
+        seen: dict[int, bool] = {}
+        counted = 0
+        for _ in range(nc):
+            hash_key = keys[int(args[a]) - 1]
+            op, name, amount, d = args[a + 1], args[a + 2], int(args[a + 3]), int(args[a + 4])
+            fresh = True
+            if d > 0:
+                if d not in seen:
+                    seen[d] = not _alive(keys[d - 1], now)
+                    if seen[d]:
+                        result[2] += 1
+                        _memory[keys[d - 1]] = 1
+                        _expiry[keys[d - 1]] = now + dedup_ttl
+                fresh = seen[d]
+            if fresh:
+                table = _memory.get(hash_key) if _alive(hash_key, now) else None
+                if table is None:
+                    table = _memory[hash_key] = {}
+                if op == "max":
+                    if name not in table or amount > table[name]:
+                        table[name] = amount
+                else:
+                    table[name] = table.get(name, 0) + amount
+                _expiry[hash_key] = now + hash_ttl
+                counted += 1
+            a += 5
+        ni = int(args[a])
+        a += 1
+        for _ in range(ni):
+            set_key = keys[int(args[a]) - 1]
+            members = _memory.get(set_key) if _alive(set_key, now) else None
+            if members is None:
+                members = _memory[set_key] = set()
+            members.add(args[a + 1])
+            a += 2
+        result[1] = counted
+        return result
+
+
+def memory_hash(key: str) -> dict[str, int]:
+    """A hash counted in memory (no Redis): what the ledger's rollup and reports read."""
+    with _memory_lock:
+        if not _alive(key, time.monotonic()):
+            return {}
+        return dict(_memory[key])
+
+
+def memory_pop(key: str) -> Any:
+    with _memory_lock:
+        _expiry.pop(key, None)
+        return _memory.pop(key, None)
+
+
+def memory_members(key: str) -> set[str]:
+    with _memory_lock:
+        if not _alive(key, time.monotonic()):
+            return set()
+        return set(_memory[key])
+
+
+def memory_set(key: str, value: Any, ttl_seconds: int, *, only_if_missing: bool) -> None:
+    with _memory_lock:
+        if only_if_missing and _alive(key, time.monotonic()):
+            return
+        _memory[key] = value
+        _expiry[key] = time.monotonic() + ttl_seconds
+
+
+# The one entry point ------------------------------------------------------------------------------
+
+
+def consume(
+    *,
+    windows: Sequence[Window] = (),
+    quotas: Sequence[Quota] = (),
+    charges: Sequence[Charge] = (),
+    index_sets: Sequence[tuple[str, str]] = (),
+    hash_ttl_seconds: int = 7 * 86400,
+    dedup_ttl_seconds: int = 7 * 86400,
+) -> Outcome:
+    """Check `windows` and `quotas`, then count them and apply `charges`, atomically.
+
+    Raises RateLimited (a full window, with its name and retry time), Unreachable (Redis could not
+    be reached: the caller applies its policy), or returns the Outcome. A quota that would be
+    passed is reported by raising `QuotaPassed`; a quota counter that does not exist yet comes
+    back as `missing_quota` with nothing counted.
+    """
+    keys: list[str] = [w.key for w in windows] + [q.key for q in quotas]
+    positions: dict[str, int] = {}
+
+    def position(key: str) -> int:
+        if key not in positions:
+            keys.append(key)
+            positions[key] = len(keys)
+        return positions[key]
+
+    args: list[Any] = [len(windows)]
+    for window in windows:
+        args += [window.limit, window.seconds * 1000]
+    args.append(len(quotas))
+    for quota in quotas:
+        args += [quota.limit, quota.amount, quota.ttl_seconds]
+    args += [hash_ttl_seconds, dedup_ttl_seconds, len(charges)]
+    for charge in charges:
+        dedup = position(charge.dedup_key) if charge.dedup_key else 0
+        args += [position(charge.hash_key), charge.op, charge.field, charge.amount, dedup]
+    args.append(len(index_sets))
+    for set_key, member in index_sets:
+        args += [position(set_key), member]
+
+    client = redis_client()
+    if client is None:
+        reply = _run_in_memory(keys, args)
+    else:
+        try:
+            reply = _script(client)(keys=keys, args=args)
+        except unreachable_errors() as error:
+            raise Unreachable(str(error)) from error
+    status = int(reply[0])
+    if status == 0:
+        window = windows[int(reply[1]) - 1]
+        retry_after = max(1, -(-int(reply[2]) // 1000))
+        raise RateLimited(
+            retry_after=retry_after,
+            limit=window.limit,
+            scope=window.name or "limit",
+            window=window.seconds,
+        )
+    if status == -1:
+        quota = quotas[int(reply[1]) - 1]
+        raise QuotaPassed(quota, int(reply[2]))
+    if status == -2:
+        return Outcome(usages=[], counted=0, missing_quota=quotas[int(reply[1]) - 1])
+    usages = []
+    for index, window in enumerate(windows):
+        remaining, ttl_ms = int(reply[3 + 2 * index]), int(reply[4 + 2 * index])
+        usages.append(
+            Usage(
+                name=window.name or "limit",
+                limit=window.limit,
+                remaining=max(remaining, 0),
+                reset=max(0, -(-ttl_ms // 1000)),
+                window=window.seconds,
+            )
+        )
+    first_quota = 3 + 2 * len(windows)
+    return Outcome(
+        usages=usages,
+        counted=int(reply[1]),
+        new_dedup_keys=int(reply[2]),
+        quota_values=tuple(int(value) for value in reply[first_quota:]),
+    )
+
+
+class QuotaPassed(Exception):
+    def __init__(self, quota: Quota, current: int) -> None:
+        super().__init__(quota.name or quota.key)
+        self.quota = quota
+        self.current = current
+
+
+def namespace() -> str:
+    """The current organization's part of every key ("platform" on the public host)."""
+    tenant = context.current_tenant()
+    return str(tenant.public_id) if tenant is not None else "platform"
 
 
 def hit(*, scope: str, key: str, rate: str, fail_closed: bool) -> Usage | None:
     """Count one request against `rate` for `key` within the current organization.
 
-    Raises RateLimited when over the limit, RateLimiterUnavailable when the counters cannot be
-    reached and `fail_closed`; returns the usage (None when failing open).
+    Raises RateLimited when over the limit, RateLimiterUnavailable when Redis cannot be reached
+    and `fail_closed`; returns the usage (None when failing open).
     """
-    tenant = context.current_tenant()
-    namespace = str(tenant.public_id) if tenant is not None else "platform"
-    value = f"{namespace}:{key}"
-    try:
-        usage = get_usage(
-            None,
-            group=f"agentplane.{scope}",
-            key=lambda group, request: value,
-            rate=rate,
-            increment=True,
-        )
-    except Exception:
-        usage = {"count": 0, "limit": 0, "should_limit": True, "time_left": -1}
-        logger.error("rate limiter unavailable for %s", scope, exc_info=True)
-    if usage is None:
-        return None
-    if usage["time_left"] == -1:  # the cache failed (django-ratelimit's marker)
-        if fail_closed:
-            raise RateLimiterUnavailable
-        logger.warning("rate limit %s not enforced: the cache is unavailable", scope)
-        return None
-    if usage["should_limit"]:
-        raise RateLimited(retry_after=usage["time_left"], limit=usage["limit"], scope=scope)
-    return Usage(
-        limit=usage["limit"],
-        remaining=max(usage["limit"] - usage["count"], 0),
-        reset=max(usage["time_left"], 0),
+    limit, seconds = parse_rate(rate)
+    window = Window(
+        key=f"{PREFIX}:{namespace()}:{scope}:{key}", limit=limit, seconds=seconds, name=scope
     )
+    try:
+        outcome = consume(windows=[window])
+    except Unreachable:
+        if fail_closed:
+            logger.error("rate limiter unavailable for %s: refusing", scope)
+            raise RateLimiterUnavailable from None
+        logger.warning("rate limit %s not enforced: Redis is unreachable", scope)
+        return None
+    except RateLimited as error:
+        error.scope = scope
+        raise
+    usage = outcome.usages[0]
+    return Usage(scope, usage.limit, usage.remaining, usage.reset, usage.window)

@@ -15,6 +15,12 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentp
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
 os.environ.setdefault("TENANT_CONTEXT_GUARD", "1")
 os.environ.setdefault("SCHEMA_POOL_BACKGROUND_REFILL", "0")
+# The session's wrapped data keys (vault.keystore) live in a directory of their own, shared with
+# the servers tests start (tests/live.py passes the environment on).
+if "AGENTPLANE_KEYSTORE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["AGENTPLANE_KEYSTORE_DIR"] = tempfile.mkdtemp(prefix="agentplane-keystore-")
 
 from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402

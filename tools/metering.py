@@ -1,22 +1,23 @@
-"""Usage of custom tools: one call per run, with the CPU time the sandbox spent on it.
-
-This is the seam to the platform's meter: it logs one structured line per run (runs and CPU
-milliseconds, keyed by the organization), and the run's audit event carries the same figures.
-Billing's ledger (hourly counters in Redis) is another issue's work; when it lands, this function
-calls its meter (`tool_runs` += 1, `tool_cpu_ms` += cpu_ms) and nothing else here changes.
-"""
+"""Usage of custom tools: one call per run, with the CPU time the sandbox spent on it, metered on
+billing's ledger (`tool_runs` and `tool_cpu_ms`, grouped by tool) like every other count."""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
-logger = logging.getLogger("agentplane.usage")
+from billing import services as billing
+from billing.ledger import Count
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
 
 
-def record_tool_run(*, tenant: Any, cpu_ms: float) -> None:
-    logger.info(
-        "usage tenant=%s meter=tool_runs quantity=1 meter=tool_cpu_ms quantity=%d",
-        tenant.public_id,
-        round(cpu_ms),
+def record_tool_run(*, tenant: Tenant, tool: str, cpu_ms: float) -> None:
+    groups = {"tool": tool}
+    billing.usage_add(
+        tenant=tenant,
+        counts=[
+            Count(meter="tool_runs", amount=1, groups=groups),
+            Count(meter="tool_cpu_ms", amount=round(cpu_ms), groups=groups),
+        ],
     )

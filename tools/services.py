@@ -483,7 +483,7 @@ def tool_run(
             )
             result = _execute(run, chosen, input, limits)
     result.tool, result.version = tool, chosen.number
-    metering.record_tool_run(tenant=tenant, cpu_ms=result.cpu_ms)
+    metering.record_tool_run(tenant=tenant, tool=tool.name, cpu_ms=result.cpu_ms)
     details = {
         "tool": tool.name,
         "version": chosen.number,

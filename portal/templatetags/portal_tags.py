@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from django import template
 from django.conf import settings
+from django.utils.html import escape, format_html_join
+from django.utils.safestring import SafeString
 
 register = template.Library()
 
@@ -34,3 +38,11 @@ def initials(user) -> str:
     else:
         letters = (getattr(user, "email", "") or "?")[0]
     return letters.upper()
+
+
+@register.filter
+def break_at_separators(value: object) -> SafeString:
+    """A path or key that may wrap after its separators (`/limits/tokens`, `agents.defaults`)
+    rather than in the middle of a word: each piece escaped, a <wbr> after each separator."""
+    pieces = re.split(r"(?<=[/._])", str(value))
+    return format_html_join("", "{}<wbr>", ((piece,) for piece in pieces[:-1])) + escape(pieces[-1])

@@ -28,6 +28,49 @@
     });
   }
 
+  // Times on the portal are UTC, as "YYYY-MM-DD HH:MM:SS".
+  function utc(value) {
+    var date = new Date(value);
+    if (isNaN(date.getTime())) return "";
+    return date.toISOString().slice(0, 19).replace("T", " ");
+  }
+
+  // Regions the server renders (data-live-region="name", data-live-on="subject prefixes"): when
+  // a matching event arrives, the page is fetched again and those regions are swapped in, so that
+  // rows appear, change and disappear exactly as a reload would show them.
+  var refreshTimer = null;
+  var refreshes = 0;
+  function wantsRefresh(subject) {
+    var hit = false;
+    document.querySelectorAll("[data-live-region]").forEach(function (region) {
+      (region.getAttribute("data-live-on") || "").split(/\s+/).forEach(function (prefix) {
+        if (prefix && subject.indexOf(prefix) === 0) hit = true;
+      });
+    });
+    if (!hit) return;
+    clearTimeout(refreshTimer);
+    refreshTimer = setTimeout(refreshRegions, 200);
+  }
+  function refreshRegions() {
+    fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) {
+        if (html === null) return;
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        document.querySelectorAll("[data-live-region]").forEach(function (region) {
+          var name = region.getAttribute("data-live-region");
+          var next = fresh.querySelector('[data-live-region="' + name + '"]');
+          if (!next || next.innerHTML === region.innerHTML) return;
+          var open = region.querySelectorAll("details[open]").length > 0;
+          region.innerHTML = next.innerHTML;
+          if (open) region.querySelectorAll("details").forEach(function (d) { d.open = true; });
+        });
+        refreshes += 1;
+        document.body.setAttribute("data-live-refreshed", String(refreshes));
+      })
+      .catch(function () { /* offline for a moment: the next event tries again */ });
+  }
+
   function capitalise(text) {
     return text.charAt(0).toUpperCase() + text.slice(1);
   }
@@ -57,17 +100,40 @@
     row.setAttribute("data-live-updated", String(data.version));
   }
 
+  // The chart: CPU % (0-100, left axis) over the last 15 minutes (bottom axis, UTC).
+  var PLOT = { left: 34, right: 336, top: 8, bottom: 96 };
+  function axes(now) {
+    var parts = [];
+    [0, 50, 100].forEach(function (value) {
+      var y = PLOT.bottom - (value / 100) * (PLOT.bottom - PLOT.top);
+      parts.push('<line class="grid-line" x1="' + PLOT.left + '" x2="' + PLOT.right + '" y1="' + y + '" y2="' + y + '"></line>');
+      parts.push('<text x="' + (PLOT.left - 4) + '" y="' + (y + 3) + '" text-anchor="end">' + value + '%</text>');
+    });
+    [15, 10, 5, 0].forEach(function (minutes) {
+      var x = PLOT.right - (minutes * 60000 / WINDOW_MS) * (PLOT.right - PLOT.left);
+      var label = minutes ? "−" + minutes + " min" : utc(now).slice(11, 16) + " UTC";
+      parts.push('<text x="' + x + '" y="' + (PLOT.bottom + 12) + '" text-anchor="' + (minutes === 15 ? "start" : minutes ? "middle" : "end") + '">' + label + "</text>");
+    });
+    return parts.join("");
+  }
+
   function drawChart(panel) {
     var svg = panel.querySelector("[data-chart]");
     if (!svg) return;
     var now = Date.now();
+    // One user unit per pixel, so that the labels keep their size at any width.
+    var pixels = Math.max(200, Math.round(svg.getBoundingClientRect().width || 340));
+    PLOT.right = pixels - 6;
+    svg.setAttribute("viewBox", "0 0 " + pixels + " 116");
     var colours = ["#4f46e5", "#059669", "#d97706", "#dc2626", "#0891b2"];
+    var width = PLOT.right - PLOT.left;
+    var height = PLOT.bottom - PLOT.top;
     var lines = Object.keys(series).map(function (instance, index) {
       var points = series[instance]
         .filter(function (p) { return now - p.t <= WINDOW_MS; })
         .map(function (p) {
-          var x = 300 - ((now - p.t) / WINDOW_MS) * 300;
-          var y = 58 - Math.min(100, p.cpu) * 0.56;
+          var x = PLOT.right - ((now - p.t) / WINDOW_MS) * width;
+          var y = PLOT.bottom - (Math.min(100, p.cpu) / 100) * height;
           return x.toFixed(1) + "," + y.toFixed(1);
         });
       var colour = colours[index % colours.length];
@@ -76,7 +142,7 @@
         '" points="' + points.join(" ") + '"></polyline>' +
         (last ? '<circle r="2.5" fill="' + colour + '" cx="' + last[0] + '" cy="' + last[1] + '"></circle>' : "");
     });
-    svg.innerHTML = lines.join("");
+    svg.innerHTML = axes(now) + lines.join("");
   }
 
   function drawRows(panel) {
@@ -91,7 +157,7 @@
       var tr = document.createElement("tr");
       tr.setAttribute("data-metrics-instance", instance);
       [instance.slice(0, 8), m.cpu_percent, m.memory_mb, m.queue_depth, m.response_ms, m.tasks_done,
-        new Date(m.minute).toLocaleTimeString()].forEach(function (value, i) {
+        utc(m.minute).slice(11, 16)].forEach(function (value, i) {
         var td = document.createElement("td");
         if (i > 0 && i < 6) td.className = "num";
         td.textContent = value;
@@ -119,7 +185,30 @@
     drawChart(panel);
     var row = document.querySelector('tr[data-instance="' + point.instance + '"]');
     var heartbeat = row && row.children[4];
-    if (heartbeat) heartbeat.textContent = new Date(event.timestamp).toLocaleString();
+    if (heartbeat) heartbeat.textContent = utc(event.timestamp);
+  }
+
+  // What an event means, in words (the feed members see; admins read the audit log instead).
+  function describe(event) {
+    var data = event.data || {};
+    var s = event.subject || "";
+    var short = data.id ? String(data.id).slice(0, 8) : "";
+    var name = data.name ? "“" + data.name + "”" : "";
+    var m = /^instance\.(\w+)$/.exec(s);
+    if (m) {
+      var verbs = { requested: "was requested", running: "is running", stopping: "is stopping",
+        stopped: "stopped", failed: "failed" };
+      return "Instance " + short + " " + (verbs[m[1]] || m[1]);
+    }
+    if (s === "agent.created") return "Agent " + name + " was created";
+    if (s === "agent.updated") return "Agent " + name + " was changed";
+    if (s === "agent.deleted") return "Agent " + name + " was deleted";
+    if (s === "config.changed") {
+      return data.value === null ? "Config key " + data.key + " was deleted"
+        : "Config key " + data.key + " changed (version " + data.version + ")";
+    }
+    if (s === "audit.alert") return "Alert: " + (data.rule || data.name || data.message || "a compliance rule matched");
+    return s;
   }
 
   function onFeed(event) {
@@ -127,22 +216,24 @@
     if (!feed) return;
     var empty = feed.querySelector("[data-live-feed-empty]");
     if (empty) empty.remove();
-    var data = event.data || {};
     var li = document.createElement("li");
-    li.style.padding = "10px 20px";
+    li.className = "live-feed-item";
     li.setAttribute("data-live-event", event.subject);
-    var what = data.name || data.key || (data.id ? String(data.id).slice(0, 8) : "");
-    var status = data.status ? " → " + data.status : "";
-    li.innerHTML = '<span class="muted small"></span> <code></code> <span></span>';
-    li.children[0].textContent = new Date(event.timestamp).toLocaleTimeString();
-    li.children[1].textContent = event.subject;
-    li.children[2].textContent = what + status;
+    var time = document.createElement("time");
+    time.className = "muted small";
+    time.setAttribute("datetime", event.timestamp);
+    time.textContent = utc(event.timestamp).slice(11) + " UTC";
+    var text = document.createElement("span");
+    text.textContent = describe(event);
+    li.appendChild(time);
+    li.appendChild(text);
     feed.insertBefore(li, feed.firstChild);
     while (feed.children.length > MAX_FEED) feed.removeChild(feed.lastChild);
   }
 
   function dispatch(event) {
     var s = event.subject || "";
+    wantsRefresh(s);
     if (s.indexOf("instance.") === 0) onInstance(event);
     if (s === "config.changed") onConfig(event);
     var m = /^agents\.([0-9a-f-]+)\.metrics$/.exec(s);
@@ -194,5 +285,7 @@
   document.addEventListener("DOMContentLoaded", function () {
     loadInitial();
     connect();
+    var panel = document.querySelector("[data-live-metrics]");
+    if (panel) setInterval(function () { drawChart(panel); }, 30000);
   });
 })();

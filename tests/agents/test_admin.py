@@ -64,6 +64,8 @@ def test_staff_override_an_organizations_limits_on_its_page(staff_client, org, i
     form = {
         "name": org.tenant.name,
         "plan": org.tenant.plan_id,
+        "region": org.tenant.region,
+        "residency_policy": org.tenant.residency_policy,
         "max_agents_override": "2",
         "max_instances_override": "",
         "max_cpu_millicores_override": "1500",
@@ -110,3 +112,14 @@ def test_a_plans_allowed_agent_permissions_are_checked(staff_client):
         plan.full_clean()
 
     assert "Unknown agent permissions: root:everything" in str(caught.value)
+
+
+def test_the_admin_speaks_of_organizations_with_units_and_no_groups(staff_client, org):
+    index = staff_client.get("/admin/").content.decode()
+    change = staff_client.get(f"/admin/tenants/tenant/{org.tenant.pk}/change/").content.decode()
+
+    assert "Organizations and plans" in index and ">Organizations<" in index
+    assert ">Tenants<" not in index and "Groups" not in index
+    assert staff_client.get("/admin/auth/group/").status_code == 404
+    assert "CPU per instance (override)" in change
+    assert "In millicores; 1000 = 1 vCPU. Empty: the plan" in change

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.utils import timezone
 
 from agents import selectors, services
 from agents.models import Agent, AgentInstance, ConfigKey, ResourcePool
@@ -727,24 +726,3 @@ def test_limit_overrides_are_checked(acme):
         limit(acme, max_agents=-1)
     with pytest.raises(ValidationError):
         limit(acme, max_wombats=1)
-
-
-# --- Metering --------------------------------------------------------------------------------
-
-
-def test_the_message_counter_counts_this_month_and_restarts_with_the_next(acme):
-    assert services.pool_consume_messages(actor=system(), count=5, limit=1000)
-    assert services.pool_consume_messages(actor=system(), count=7, limit=1000)
-    usage = selectors.pool_get(actor=system())
-
-    ResourcePool.objects.filter(pk=1).update(
-        messages_month=timezone.now().date().replace(day=1, year=2000)
-    )
-    stale = selectors.pool_get(actor=system())
-    assert services.pool_consume_messages(actor=system(), count=2, limit=1000)
-
-    assert usage.messages_this_month == 12
-    assert stale.messages_this_month == 0
-    assert selectors.pool_get(actor=system()).messages_this_month == 2
-    with pytest.raises(PermissionDenied):
-        services.pool_consume_messages(actor=Actor.for_user(acme.owner), count=1, limit=1000)

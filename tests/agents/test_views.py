@@ -106,14 +106,15 @@ def test_the_list_runs_a_fixed_number_of_queries(
             services.instance_request(actor=system(), agent_id=agent.pk)
     client.get("/agents/")  # warm the session and routing caches
 
-    # session, user, pool row, types, count, page (the limits: from the routing cache).
-    with django_assert_num_queries(6):
+    # session, user, pool row, the month's messages (billing's ledger, one aggregate), types,
+    # count, page (the limits: from the routing cache).
+    with django_assert_num_queries(7):
         assert len(client.get("/agents/").context["page"].object_list) == 5
     with in_tenant(org):
         for number in range(10):
             make_agent(f"More {number}")
     client.get("/agents/")  # the same connection state before each measured request
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         assert len(client.get("/agents/").context["page"].object_list) == 15
 
 

@@ -258,7 +258,12 @@ def test_delete_is_recorded_in_the_platform_log(db, staff):
 
     tenants.tenant_delete(actor=staff, tenant=tenant)
 
-    [event] = platform_events_after(start)
+    # Its data keys are destroyed first (crypto-shredding), then its schema.
+    keys_destroyed, event = platform_events_after(start)
+    assert (keys_destroyed.action, keys_destroyed.resource_id) == (
+        "organization.keys_destroyed",
+        str(tenant.public_id),
+    )
     assert (event.action, event.actor_label, event.resource_id) == (
         "organization.deleted",
         "staff@platform.test",

@@ -364,3 +364,96 @@ def test_a_rate_limited_export_says_so_in_the_portal(org, client_for, settings):
     second = client.post("/audit/export/", {"format": "csv"}, follow=True)
 
     assert "Too many exports: try again in 1 minute(s)." in second.content.decode()
+
+
+# --- Paging both ways, before/after, links, date-time pickers, acknowledgement ------------------
+
+
+def test_pages_go_back_towards_the_newest(org, client_for, in_tenant):
+    with in_tenant(org):
+        made = [
+            services.record(actor=SYSTEM, action="test.both", details={"n": n}) for n in range(120)
+        ]
+    client = client_for(org, org.admin)
+
+    first = client.get("/audit/", {"action": "test.both"})
+    older = client.get("/audit/", {"action": "test.both", "cursor": made[70].sequence})
+    assert first.context["newer_url"] == ""  # nothing is newer than the newest page
+    newer_url = older.context["newer_url"]
+    assert newer_url == f"?action=test.both&after={made[69].sequence}"
+    back = client.get("/audit/" + newer_url)
+
+    shown = [row["event"].sequence for row in back.context["rows"]]
+    assert shown == [event.sequence for event in reversed(made[70:120])]
+    assert back.context["newer_url"] == ""  # that was the newest page again
+    assert f"cursor={made[70].sequence}" in back.context["next_url"]
+    assert client.get("/audit/", {"after": "x"}).status_code == 400
+
+
+def test_changes_show_before_and_after_and_resources_link_to_their_pages(
+    org, client_for, in_tenant
+):
+    from accounts import services as account_services
+    from agents import services as agent_services
+
+    owner = Actor.for_user(org.owner)
+    with in_tenant(org):
+        agent = agent_services.agent_create(
+            actor=owner, name="Before", type="worker", cpu="0.1", memory="64MB"
+        )
+        agent_services.agent_update(actor=owner, agent_id=agent.pk, name="After")
+        account_services.member_change_role(actor=owner, user_id=org.viewer.pk, role="member")
+
+    page = client_for(org, org.admin).get("/audit/")
+    rows = {row["event"].action: row for row in page.context["rows"]}
+
+    assert rows["agent.updated"]["changes"] == [("name", "Before", "After")]
+    assert rows["agent.updated"]["url"] == f"/agents/{agent.pk}/"
+    assert rows["member.role_changed"]["changes"] == [("role", "viewer", "member")]
+    assert rows["member.role_changed"]["url"] == "/members/"
+    assert "<del>Before</del>" in page.text and "<ins>After</ins>" in page.text
+    # Put back: the shared organization's viewer stays a viewer for other tests.
+    with in_tenant(org):
+        account_services.member_change_role(actor=owner, user_id=org.viewer.pk, role="viewer")
+
+
+def test_time_filters_are_date_time_pickers_that_keep_their_value(org, client_for):
+    page = client_for(org, org.admin).get("/audit/", {"start": "2026-01-31T09:30"})
+
+    assert page.status_code == 200
+    assert 'type="datetime-local"' in page.text
+    assert 'value="2026-01-31T09:30"' in page.text
+
+
+def test_an_alert_is_acknowledged_once_and_it_is_recorded(org, other_org, client_for, in_tenant):
+    from audit.models import Alert
+
+    with in_tenant(org):
+        exports.audit_log_export(
+            actor=Actor.for_user(org.admin), format="csv", filters=EventFilters()
+        )
+        alert = Alert.objects.get()
+    path = f"/audit/alerts/{alert.pk}/acknowledge/"
+
+    assert client_for(org, org.member).post(path).status_code == 403
+    assert client_for(other_org, other_org.admin).post(path).status_code == 404
+    with in_tenant(org):
+        assert Alert.objects.get(pk=alert.pk).acknowledged_at is None
+
+    client = client_for(org, org.admin)
+    assert client.post(path).status_code == 302
+    assert client.post(path).status_code == 302  # again: nothing more happens
+    with in_tenant(org):
+        alert = Alert.objects.get(pk=alert.pk)
+        recorded = list(
+            AuditEvent.objects.filter(action="audit.alert_acknowledged")
+            .order_by("sequence")
+            .values_list("actor_label", "resource_id", "result")
+        )
+    assert alert.acknowledged_by == org.admin.email and alert.acknowledged_at is not None
+    assert recorded == [
+        (org.member.email, "", "denied"),  # the member's refused attempt is on record too
+        (org.admin.email, str(alert.pk), "success"),
+    ]
+    page = client.get("/audit/alerts/").text
+    assert f"by {org.admin.email}" in page and "data-acknowledge" not in page

@@ -15,13 +15,12 @@ def test_domain_errors_carry_their_status_code_and_headers():
         403, "subject_reserved", "Reserved."
     )
     assert describe(errors.Unauthenticated("token_expired", "Expired.")).status == 401
-    limited = describe(errors.RateLimited(retry_after=0, limit=60, scope="api"))
+    limited = describe(errors.RateLimited(retry_after=0, limit=60, scope="api", window=60))
     assert (limited.status, limited.code) == (429, "rate_limited")
     assert limited.headers == {
         "Retry-After": "1",
-        "RateLimit-Limit": "60",
-        "RateLimit-Remaining": "0",
-        "RateLimit-Reset": "1",
+        "RateLimit-Policy": '"api";q=60;w=60',
+        "RateLimit": '"api";r=0;t=1',
     }
     unavailable = describe(errors.RateLimiterUnavailable())
     assert (unavailable.status, unavailable.headers) == (503, {"Retry-After": "30"})

@@ -29,25 +29,34 @@ def test_the_section_is_in_the_navigation_of_admins_only(org, client_for):
     assert 'href="/api-keys/"' not in member_page
 
 
-def test_creating_a_key_shows_the_secret_once(org, client_for, in_tenant):
+def test_creating_a_key_redirects_and_shows_the_secret_once(org, client_for, in_tenant):
     client = client_for(org, org.admin)
     form = client.get(PAGE).content.decode()
     assert 'value="org:read"' in form and 'value="api_keys:manage"' not in form
 
+    # Post/redirect/get: the POST answers with a redirect, so a reload cannot create a second key.
     response = client.post(
         PAGE, {"name": "deploys", "scopes": ["org:read", "members:read"], "expires_on": ""}
     )
-    assert response.status_code == 201
-    assert "no-store" in response["Cache-Control"]
+    assert response.status_code == 302
+    assert response["Location"] == PAGE + "#created-key"
+    assert "agp_" not in response["Location"]
     with in_tenant(org):
         key = ApiKey.objects.get()
     assert key.scopes == ["members:read", "org:read"] and key.created_by_id == org.admin.pk
-    page = response.content.decode()
+
+    shown = client.get(PAGE)
+    assert "no-store" in shown["Cache-Control"]
+    page = shown.content.decode()
     raw = page.split('id="new-key"', 1)[1].split('value="', 1)[1].split('"', 1)[0]
     assert raw.startswith(key.prefix) and len(raw) == 54
+    assert 'data-copy-from="#new-key"' in page
 
+    # Reloading the page neither shows the secret again nor creates anything.
     again = client.get(PAGE).content.decode()
-    assert key.prefix in again and raw not in again
+    assert key.prefix in again and raw not in again and 'id="new-key"' not in again
+    with in_tenant(org):
+        assert ApiKey.objects.count() == 1
 
 
 def test_bad_input_is_shown_and_nothing_is_created(org, client_for, in_tenant):

@@ -64,6 +64,7 @@ def test_sign_up_land_on_the_dashboard_invite_and_log_out(server, django_db_bloc
                 page.fill("#id_name", name)
                 expect(page.locator("#id_slug")).to_have_value(slug)
                 page.select_option("#id_region", "eu-west-1")
+                page.fill("#id_full_name", "Erin Example")
                 page.fill("#id_owner_email", f"owner-{suffix}@example.test")
                 page.fill("#id_password", PASSWORD)
                 page.fill("#id_password_confirm", PASSWORD)

@@ -9,13 +9,12 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from agents.models import ResourcePool
-from agents.selectors import current_month
 from audit.models import AuditEvent
 from core.actors import Actor
 from tenants import context
 from tenants.events import group_name
 from tests.agents.conftest import make_agent
+from tests.billing.helpers import record_usage
 
 URL = "/api/v1/tasks/"
 
@@ -146,9 +145,7 @@ def test_past_the_monthly_quota_is_a_409(org, client_for, django_capture_on_comm
 
     with context.tenant_context(org.tenant):
         quota = limits_get().messages_per_month
-        ResourcePool.objects.filter(pk=1).update(
-            messages_this_month=quota, messages_month=current_month()
-        )
+    record_usage(org.tenant, "gateway_messages", quota)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = post(client_for(org, org.admin), {"task": {}})
     assert response.status_code == 409

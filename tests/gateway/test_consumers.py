@@ -315,18 +315,13 @@ def test_publishes_past_the_connection_rate_are_refused(pair, layer, settings):
 
 
 def test_the_monthly_message_quota_is_enforced(pair, layer):
-    from agents.models import ResourcePool
-    from agents.selectors import current_month
     from gateway import services
-    from tenants import context
+    from tests.billing.helpers import clear_usage, messages_used, record_usage
 
     a, _ = pair
     key = api_key(a, ["agents:read", "tasks:publish"])
     quota = services._monthly_quota(a.tenant)
-    with context.tenant_context(a.tenant):
-        ResourcePool.objects.filter(pk=1).update(
-            messages_this_month=quota - 2, messages_month=current_month()
-        )
+    record_usage(a.tenant, "gateway_messages", quota - 2)
 
     async def body():
         client = Client(host_of(a))
@@ -342,12 +337,10 @@ def test_the_monthly_message_quota_is_enforced(pair, layer):
 
     try:
         run(body)
-        with context.tenant_context(a.tenant):
-            assert ResourcePool.objects.get(pk=1).messages_this_month == quota
+        assert messages_used(a.tenant) == quota
         assert denied_events(a, "gateway.publish")[-1][1] == {"reason": "message_quota_exceeded"}
     finally:
-        with context.tenant_context(a.tenant):
-            ResourcePool.objects.filter(pk=1).update(messages_this_month=0)
+        clear_usage(a.tenant)
 
 
 def test_a_subscriber_that_falls_behind_is_disconnected_with_4008(pair, layer, settings):

@@ -38,11 +38,10 @@ BAD_SUBJECTS = [
 
 
 def messages_used(org) -> int:
-    from agents.models import ResourcePool
-    from tenants import context
+    """The month's messages on the usage ledger (billing), what the quota counts."""
+    from tests.billing import helpers
 
-    with context.tenant_context(org.tenant):
-        return ResourcePool.objects.get(pk=1).messages_this_month
+    return helpers.messages_used(org.tenant)
 
 
 async def still_open(client: Client) -> None:

@@ -16,6 +16,7 @@ GOOD_SIGNUP = {
     "name": "Initech Labs",
     "slug": "initech",
     "region": "eu-west-1",
+    "full_name": "Peter  Gibbons",
     "owner_email": "Peter@Initech.test",
     "password": PASSWORD,
     "password_confirm": PASSWORD,
@@ -156,6 +157,7 @@ def test_signup_creates_the_organization_and_hands_the_owner_over(db, public_cli
     assert dashboard.status_code == 200
     assert dashboard.context["user"].email == "peter@initech.test"
     assert dashboard.context["user"].role == "owner"
+    assert dashboard.context["user"].full_name == "Peter Gibbons"  # asked at signup
     assert "Initech Labs" in dashboard.text
     # The token also worked only there, and only once.
     assert (
@@ -279,3 +281,65 @@ def test_the_public_host_does_not_serve_organization_pages(db, public_client):
 def test_users_of_the_public_schema_are_not_organization_users(org, client_for):
     with context.tenant_context(org.tenant):
         assert not User.objects.filter(email="staff@platform.test").exists()
+
+
+def test_the_first_steps_tick_themselves_from_real_state(org, other_org, client_for, in_tenant):
+    from agents import services as agent_services
+    from audit.services import emit
+    from core.actors import Actor
+    from credentials import services as credential_services
+
+    client = client_for(org, org.owner)
+
+    def done() -> list[bool]:
+        return [step.is_done for step in client.get("/").context["steps"]]
+
+    assert done() == [False, False, False, False]
+    owner = Actor.for_user(org.owner)
+    with in_tenant(org):
+        agent = agent_services.agent_create(
+            actor=owner, name="Helper", type="worker", cpu="0.1", memory="64MB"
+        )
+    assert done() == [True, False, False, False]
+    with in_tenant(org):
+        credential_services.api_key_create(actor=owner, name="rt", scopes=["agents:read"])
+        instance = agent_services.instance_request(actor=owner, agent_id=agent.pk)
+    assert done() == [True, True, False, False]  # requested is not yet served
+    with in_tenant(org):
+        agent_services.instance_report(actor=owner, instance_id=instance.pk, status="running")
+        emit(actor=owner, action="task.published", resource_type="task", resource_id="t1")
+    assert done() == [True, True, True, True]
+    page = client.get("/")
+    assert page.context["steps_done"] == 4 and "First steps" not in page.text
+    # Another organization's state ticks nothing here, and this one's nothing there.
+    other = client_for(other_org, other_org.owner).get("/")
+    assert [step.is_done for step in other.context["steps"]] == [False, False, False, False]
+
+
+def test_recent_activity_speaks_in_words_to_audit_readers_only(org, client_for, in_tenant):
+    from agents import services as agent_services
+    from core.actors import Actor
+
+    with in_tenant(org):
+        agent = agent_services.agent_create(
+            actor=Actor.for_user(org.admin), name="Speaker", type="worker", cpu="0.1", memory="64MB"
+        )
+        agent_services.config_set(
+            actor=Actor.for_user(org.admin), key="agents.worker", value={"a": 1}
+        )
+
+    page = client_for(org, org.owner).get("/")
+    lines = [(item.who, item.what, item.url) for item in page.context["activity"]][:2]
+    assert lines == [
+        (
+            org.admin.email,
+            "changed the config key agents.worker",
+            "/config/history/?key=agents.worker",
+        ),
+        (org.admin.email, "created the agent “Speaker”", f"/agents/{agent.pk}/"),
+    ]
+    assert "created the agent “Speaker”" in page.text
+    assert "UTC" in page.text
+    member_page = client_for(org, org.member).get("/")
+    assert member_page.context["activity"] is None
+    assert "Speaker" not in member_page.text and "data-live-feed" in member_page.text

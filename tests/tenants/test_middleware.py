@@ -47,3 +47,26 @@ def test_a_cold_lookup_reads_the_domain_once_then_caches(org):
     assert first.pk == second.pk == org.tenant.pk
     assert statements(queries, "tenants_domain") == 1
     assert first.plan.slug == "team"  # loaded with the tenant: no public query later
+
+
+@override_settings(WHITENOISE_USE_FINDERS=True, WHITENOISE_AUTOREFRESH=True)
+def test_a_suspended_organization_still_gets_the_portal_stylesheet(org, staff_user):
+    """Its "organization suspended" page links /static/css/app.css: that must not be refused
+    too (it was: the page rendered without styles). Static files belong to no organization."""
+    from django.test import Client
+
+    from core.actors import Actor
+    from organizations import services
+
+    services.tenant_suspend(actor=Actor.for_user(staff_user), tenant=org.tenant)
+    client = Client(HTTP_HOST=org.tenant.host)
+
+    page = client.get("/")
+    stylesheet = client.get("/static/css/app.css")
+
+    assert page.status_code == 403
+    assert "/static/css/app.css" in page.content.decode()
+    assert stylesheet.status_code == 200
+    assert b"--primary" in b"".join(stylesheet.streaming_content)
+    # The API stays refused as before.
+    assert client.get("/api/v1/agents/").status_code == 403

@@ -13,6 +13,7 @@ from django.db import connection
 from agents import services as agent_services
 from agents.models import Agent
 from audit.models import AuditEvent
+from billing import selectors as billing_selectors
 from core.actors import Actor
 from core.errors import ConcurrencyLimited
 from tenants import context
@@ -181,6 +182,23 @@ def test_running_needs_tools_run_and_a_refusal_is_recorded(org, in_tenant):
             run(tool, {}, actor=viewer)
         denied = AuditEvent.objects.get(action="tool.run")
     assert denied.result == "denied"
+
+
+def test_runs_are_metered_on_the_ledger_per_organization_and_tool(org, other_org, in_tenant):
+    with in_tenant(org):
+        tool = make_tool()
+        run(tool, {"name": "a"})
+        run(tool, {"name": "b"})
+        runs = billing_selectors.usage_report(
+            actor=system(), meter="tool_runs", granularity="hour", group_by="tool"
+        )
+        cpu = billing_selectors.usage_report(actor=system(), meter="tool_cpu_ms")
+    assert runs.total == 2
+    assert [b["groups"] for b in runs.buckets if b["value"]] == [{tool.name: 2}]
+    assert cpu.total >= 0 and cpu.meter.unit == "ms"
+    with in_tenant(other_org):
+        theirs = billing_selectors.usage_report(actor=system(), meter="tool_runs")
+    assert theirs.total == 0
 
 
 # --- Agents ----------------------------------------------------------------------------------

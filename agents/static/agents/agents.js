@@ -17,6 +17,14 @@
     bar.appendChild(format);
     textarea.insertAdjacentElement("afterend", bar);
 
+    // Values of agents.* keys (and an agent's own config) are JSON objects: say so at once,
+    // as the server would.
+    function needsObject() {
+      if (textarea.dataset.jsonObject === "always") return true;
+      var keyInput = document.getElementById(textarea.dataset.jsonObjectForKey || "");
+      return !!keyInput && /^agents\./.test(keyInput.value.trim());
+    }
+
     function check() {
       var text = textarea.value.trim();
       if (!text) {
@@ -26,6 +34,12 @@
       }
       try {
         var value = JSON.parse(text);
+        if (needsObject() && (value === null || typeof value !== "object" || Array.isArray(value))) {
+          var kind = Array.isArray(value) ? "an array" : value === null ? "null" : "a " + typeof value;
+          status.textContent = "Valid JSON, but this key needs an object ({…}), not " + kind + ".";
+          status.className = "json-status is-invalid";
+          return value;
+        }
         status.textContent = "Valid JSON";
         status.className = "json-status is-valid";
         return value;
@@ -37,6 +51,8 @@
     }
 
     textarea.addEventListener("input", check);
+    var keyInput = document.getElementById(textarea.dataset.jsonObjectForKey || "");
+    if (keyInput) keyInput.addEventListener("input", check);
     textarea.addEventListener("keydown", function (event) {
       if (event.key !== "Tab" || event.shiftKey) return;
       event.preventDefault();

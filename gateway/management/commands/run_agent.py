@@ -14,7 +14,8 @@ from gateway.runtime import AgentRuntime
 
 class Command(BaseCommand):
     help = (
-        "Serve an agent: request an instance (or attach to --instance), heartbeat, run tasks. "
+        "Serve an agent: take its oldest pending instance or request one (--agent), or attach to "
+        "--instance; then heartbeat and run tasks. "
         "The key needs the agents:read and agents:write scopes."
     )
 
@@ -22,7 +23,10 @@ class Command(BaseCommand):
         parser.add_argument("--url", required=True, help="The organization's URL.")
         parser.add_argument("--key", required=True, help="An API key of the organization.")
         target = parser.add_mutually_exclusive_group(required=True)
-        target.add_argument("--agent", help="Start a new instance of this agent (its id).")
+        target.add_argument(
+            "--agent",
+            help="Serve this agent (its id): its oldest pending instance, else a new one.",
+        )
         target.add_argument("--instance", help="Serve this existing instance (its id).")
         parser.add_argument("--heartbeat", type=float, default=5.0, help="Seconds between beats.")
 
@@ -40,7 +44,7 @@ class Command(BaseCommand):
 
         try:
             if options["agent"]:
-                runtime = AgentRuntime.for_new_instance(
+                runtime = AgentRuntime.for_agent(
                     agent_id=options["agent"], on_event=report, **common
                 )
             else:

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.actors import Actor
 from organizations import services
+from tenants import residency
 
 
 class Command(BaseCommand):
@@ -19,7 +20,13 @@ class Command(BaseCommand):
         parser.add_argument("--owner-email", required=True)
         parser.add_argument("--owner-password", required=True)
         parser.add_argument("--plan", default="free")
-        parser.add_argument("--region", default=settings.DEFAULT_REGION)
+        parser.add_argument("--region", default=settings.DEFAULT_REGION, help="Home region.")
+        parser.add_argument(
+            "--residency-policy",
+            default=residency.DEFAULT_POLICY,
+            choices=residency.Policy.values,
+            help="The regions the organization's data may live in (default: global).",
+        )
 
     def handle(self, *args, **options) -> None:
         try:
@@ -31,7 +38,10 @@ class Command(BaseCommand):
                 owner_password=options["owner_password"],
                 plan_slug=options["plan"],
                 region=options["region"],
+                residency_policy=options["residency_policy"],
             )
+        except residency.ResidencyViolation as error:
+            raise CommandError(f"Nothing was created. {error.message}") from error
         except ValidationError as error:
             lines = [
                 f"{field}: {message}"

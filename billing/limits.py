@@ -1,0 +1,99 @@
+"""Plan limits per resource, what each resource does when Redis cannot be reached, and headers.
+
+- `api`: every API call but sign-in, per organization; the plan's `requests_per_minute` per 60 s.
+  Redis unreachable: fails open, the request metered in PostgreSQL instead.
+- `tasks`: `POST /api/v1/tasks/`, per organization; a PlanLimit. Fails open likewise.
+- `publish`: gateway messages, per organization (and per connection, a setting); a PlanLimit.
+  Fails closed (the channel layer that would deliver the message is Redis too).
+- `usage_events`: reported usage, per organization; a PlanLimit. Fails closed (de-duplication
+  needs Redis; the runtime retries).
+
+`auth` (sign-in per address and per account) and `export` (audit exports) are counted by the same
+primitive in the layers below (credentials, audit) with platform settings, and fail closed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
+
+from billing.models import PlanLimit, Resource
+from tenants import context
+
+FAIL_CLOSED = frozenset({Resource.PUBLISH, Resource.USAGE_EVENTS})
+# Fallbacks for a plan without a row (a plan staff added later): per organization, per window.
+DEFAULTS = {
+    Resource.TASKS: (600, 60),
+    Resource.PUBLISH: (1000, 1),
+    Resource.USAGE_EVENTS: (600, 60),
+}
+# Plans change rarely; limits are read at most this often per process.
+TTL_SECONDS = 30.0
+_cache: dict[int, tuple[float, dict[str, tuple[int, int]]]] = {}
+
+
+@dataclass(frozen=True)
+class Limit:
+    resource: str
+    limit: int
+    window_seconds: int
+
+    @property
+    def fail_closed(self) -> bool:
+        return self.resource in FAIL_CLOSED
+
+
+def plan_limits(plan_id: int) -> dict[str, tuple[int, int]]:
+    """resource -> (limit, window seconds) for a plan, cached for TTL_SECONDS."""
+    from tenants.models import Plan
+
+    now = time.monotonic()
+    cached = _cache.get(plan_id)
+    if cached is not None and now - cached[0] < TTL_SECONDS:
+        return cached[1]
+    limits = dict(DEFAULTS)
+    with context.public_context():
+        limits[Resource.API] = (Plan.objects.get(pk=plan_id).requests_per_minute, 60)
+        for row in PlanLimit.objects.filter(plan_id=plan_id):
+            limits[row.resource] = (row.limit, row.window_seconds)
+    _cache[plan_id] = (now, limits)
+    return limits
+
+
+def forget() -> None:
+    """Drop this process's cached limits (staff changed them; tests)."""
+    _cache.clear()
+    _overrides.clear()
+
+
+_overrides: dict[int, tuple[float, dict[str, tuple[int, int, datetime]]]] = {}
+
+
+def overrides_of(tenant_id: int) -> dict[str, tuple[int, int, datetime]]:
+    """Staff's unexpired overrides of one organization: resource -> (limit, window, expiry)."""
+    from billing.models import LimitOverride
+
+    now = time.monotonic()
+    cached = _overrides.get(tenant_id)
+    if cached is None or now - cached[0] >= TTL_SECONDS:
+        with context.public_context():
+            rows = LimitOverride.objects.filter(
+                tenant_id=tenant_id, expires_at__gt=timezone.now()
+            ).order_by("created_at")
+            found = {r.resource: (r.limit, r.window_seconds, r.expires_at) for r in rows}
+        cached = (now, found)
+        _overrides[tenant_id] = cached
+    moment = timezone.now()
+    return {name: value for name, value in cached[1].items() if value[2] > moment}
+
+
+def limit_for(tenant, resource: str) -> Limit:  # noqa: ANN001 - a tenants.models.Tenant
+    """The limit in force: staff's unexpired override, else the plan's."""
+    override = overrides_of(tenant.pk).get(resource)
+    if override is not None:
+        return Limit(resource=resource, limit=override[0], window_seconds=override[1])
+    limit, window = plan_limits(tenant.plan_id)[resource]
+    return Limit(resource=resource, limit=limit, window_seconds=window)

@@ -1,0 +1,209 @@
+"""Billing's tables, in `public`, every row under its organization: plan limits per resource, the
+usage ledger's hourly buckets, custom meters, and the rollup's record of flushed Redis batches."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Resource(models.TextChoices):
+    """What a plan's per-window limits apply to (docs/billing.md)."""
+
+    API = "api", "API requests"
+    TASKS = "tasks", "Tasks published over the API"
+    PUBLISH = "publish", "Gateway messages published"
+    USAGE_EVENTS = "usage_events", "Usage event reports"
+
+
+class PlanLimit(models.Model):
+    """At most `limit` requests per `window_seconds` for one resource, per organization.
+
+    The `api` resource has no row: its limit is the plan's `requests_per_minute`.
+    """
+
+    plan = models.ForeignKey("tenants.Plan", on_delete=models.CASCADE, related_name="limits")
+    resource = models.CharField(max_length=32, choices=Resource.choices)
+    limit = models.PositiveIntegerField()
+    window_seconds = models.PositiveIntegerField(default=60)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "resource"], name="plan_limit_unique"),
+            models.CheckConstraint(
+                condition=models.Q(window_seconds__gte=1), name="plan_limit_window_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan}: {self.resource} {self.limit}/{self.window_seconds}s"
+
+
+class Aggregation(models.TextChoices):
+    SUM = "SUM", "Sum"
+    COUNT = "COUNT", "Count"
+    MAX = "MAX", "Maximum"
+
+
+class Meter(models.Model):
+    """An organization's own meter over the usage events its runtimes report."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    slug = models.SlugField(max_length=40)
+    name = models.CharField(max_length=80)
+    event_type = models.CharField(max_length=128)
+    aggregation = models.CharField(max_length=8, choices=Aggregation.choices)
+    value_path = models.CharField(max_length=128, blank=True)
+    group_by = models.JSONField(default=list, blank=True)
+    unit = models.CharField(max_length=32, default="units")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "slug"], name="meter_slug_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class UsageBucket(models.Model):
+    """One meter's value for one group in one UTC hour of one organization (the ledger).
+
+    The rollup adds the hours counted in Redis (sums add, maxima take the greater); while Redis
+    is unreachable, fail-open requests add here directly.
+    """
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    meter = models.CharField(max_length=40)
+    hour = models.DateTimeField()
+    groups = models.JSONField(default=dict)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "meter", "hour", "groups"], name="usage_bucket_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "meter", "hour"], name="usage_bucket_range")]
+
+    def __str__(self) -> str:
+        return f"{self.meter} {self.hour:%Y-%m-%d %H}:00 {self.groups}: {self.value}"
+
+
+class RollupBatch(models.Model):
+    """A Redis hash already added to the ledger: a rollup interrupted after its commit finds it
+    here and only deletes the hash, so no count is ever added twice."""
+
+    generation = models.CharField(max_length=64, unique=True)
+    rolled_up_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.generation
+
+
+class Price(models.Model):
+    """What one unit of a meter costs (staff's price table): `unit_price` per `per_units` units;
+    for `llm_tokens`, per model (an empty model prices every model without its own row)."""
+
+    meter = models.CharField(max_length=40)
+    model = models.CharField(max_length=128, blank=True, help_text="llm_tokens only.")
+    per_units = models.PositiveIntegerField(default=1000)
+    unit_price = models.DecimalField(max_digits=12, decimal_places=6)
+    currency = models.CharField(max_length=3, default="USD")
+
+    class Meta:
+        ordering = ["meter", "model"]
+        constraints = [
+            models.UniqueConstraint(fields=["meter", "model"], name="price_meter_model_unique"),
+            models.CheckConstraint(
+                condition=models.Q(unit_price__gte=0), name="price_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        model = f" ({self.model})" if self.model else ""
+        return f"{self.meter}{model}: {self.unit_price} {self.currency} per {self.per_units}"
+
+
+class PlanChange(models.Model):
+    """An organization's plan from `at` on: the plan fee on an invoice is prorated across these."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    plan = models.ForeignKey("tenants.Plan", on_delete=models.PROTECT, related_name="+")
+    at = models.DateTimeField()
+    changed_by = models.CharField(max_length=254)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["tenant", "at"], name="plan_change_tenant_at")]
+
+    def __str__(self) -> str:
+        return f"{self.plan_id} from {self.at:%Y-%m-%d %H:%M}"
+
+
+class Invoice(models.Model):
+    """A closed month of one organization. Written once by close_billing_period; never changed."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    number = models.CharField(max_length=32, unique=True)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    currency = models.CharField(max_length=3)
+    total = models.DecimalField(max_digits=14, decimal_places=2)
+    issued_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-period_start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "period_start"], name="invoice_one_per_period"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class InvoiceLine(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveSmallIntegerField()
+    description = models.CharField(max_length=200)
+    meter = models.CharField(max_length=40, blank=True)
+    quantity = models.DecimalField(max_digits=20, decimal_places=6)
+    unit = models.CharField(max_length=40)
+    unit_price = models.DecimalField(max_digits=12, decimal_places=6)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+
+    class Meta:
+        ordering = ["position"]
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class LimitOverride(models.Model):
+    """Staff's temporary limit for one organization and resource, until `expires_at`."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    resource = models.CharField(max_length=32, choices=Resource.choices)
+    limit = models.PositiveIntegerField()
+    window_seconds = models.PositiveIntegerField(default=60)
+    expires_at = models.DateTimeField()
+    reason = models.CharField(max_length=500)
+    created_by = models.CharField(max_length=254, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "expires_at"], name="limit_override_active")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(window_seconds__gte=1), name="limit_override_window_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        until = f"{self.expires_at:%Y-%m-%d %H:%M}"
+        return f"{self.resource} {self.limit}/{self.window_seconds}s until {until}"

@@ -1,0 +1,35 @@
+"""The API's rate limit and metering: one DRF throttle for every API view (settings'
+DEFAULT_THROTTLE_CLASSES), one Lua call per request (billing.services.request_admit).
+
+A view names the resource it counts against with `rate_limit_resource` (default `api`); sign-in
+sets `throttle_classes = ()` (it has its own limits, per address and per account).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework.throttling import BaseThrottle
+
+from billing import services
+from billing.ledger import Count
+from billing.models import Resource
+from tenants import context
+
+
+class PlanThrottle(BaseThrottle):
+    def allow_request(self, request: Any, view: Any) -> bool:
+        resource = getattr(view, "rate_limit_resource", Resource.API)
+        if resource is None or context.current_tenant() is None:
+            return True
+        if not settings.BILLING_METERING:
+            return True  # benchmarks' floor only: no limit, no metering
+        credential = getattr(request, "auth", None)
+        api_key = getattr(credential, "api_key", None)
+        groups = {"api_key": str(api_key.pk)} if api_key is not None else None
+        counts = [Count("api_requests", 1, groups)]
+        admission = services.request_admit(resource=resource, counts=counts)
+        # Read by billing.middleware.rate_limit_headers on the way out.
+        request._request.rate_limit_headers = admission.headers
+        return True

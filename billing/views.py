@@ -1,0 +1,227 @@
+"""The Usage page: every meter this month against its quota, a chart of one meter by hour or day
+over a chosen range (Chart.js, vendored under static/), and the same numbers as CSV or JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from audit.exports import csv_escape
+from billing import selectors
+from core.actors import Actor
+from core.pages import requires
+
+DEFAULT_DAYS = 7
+
+
+def _range(request: HttpRequest) -> tuple[str, str, datetime, datetime, dict[str, str]]:
+    """The page's date range (whole UTC days, the end day included) and any errors."""
+    today = timezone.now().astimezone(UTC).date()
+    raw_start = request.GET.get("start") or (today - timedelta(days=DEFAULT_DAYS - 1)).isoformat()
+    raw_end = request.GET.get("end") or today.isoformat()
+    problems: dict[str, str] = {}
+    try:
+        start_day = datetime.strptime(raw_start, "%Y-%m-%d").date()
+    except ValueError:
+        problems["start"] = "A date like 2026-01-31."
+        start_day = today - timedelta(days=DEFAULT_DAYS - 1)
+    try:
+        end_day = datetime.strptime(raw_end, "%Y-%m-%d").date()
+    except ValueError:
+        problems["end"] = "A date like 2026-01-31."
+        end_day = today
+    start = datetime.combine(start_day, time.min, tzinfo=UTC)
+    end = min(datetime.combine(end_day + timedelta(days=1), time.min, tzinfo=UTC), timezone.now())
+    return raw_start, raw_end, start, end, problems
+
+
+def _report(request: HttpRequest, actor: Actor) -> dict[str, Any]:
+    meters = selectors.meters_list(actor=actor)
+    slugs = [meter.slug for meter in meters]
+    meter = request.GET.get("meter") or "api_requests"
+    if meter not in slugs:
+        meter = "api_requests"
+    granularity = "hour" if request.GET.get("granularity") == "hour" else "day"
+    group_by = request.GET.get("group_by") or None
+    raw_start, raw_end, start, end, problems = _range(request)
+    report = None
+    if not problems:
+        try:
+            report = selectors.usage_report(
+                actor=actor,
+                meter=meter,
+                start=start,
+                end=end,
+                granularity=granularity,
+                group_by=group_by,
+            )
+        except ValidationError as error:
+            problems = {name: " ".join(messages) for name, messages in error.message_dict.items()}
+    return {
+        "meters": meters,
+        "meter": meter,
+        "granularity": granularity,
+        "group_by": group_by or "",
+        "start": raw_start,
+        "end": raw_end,
+        "report": report,
+        "errors": problems,
+    }
+
+
+@requires("usage:read")
+def usage(request: HttpRequest, actor: Actor) -> HttpResponse:
+    context = _report(request, actor)
+    summary = selectors.usage_summary(actor=actor, quotas=selectors.monthly_quotas())
+    context["summary"] = [
+        {
+            "meter": item.meter,
+            "used": item.used,
+            "quota": item.quota,
+            "percent": min(100, round(item.used * 100 / item.quota)) if item.quota else None,
+            "used_display": f"{item.used:,}",
+            "quota_display": f"{item.quota:,}" if item.quota else "",
+        }
+        for item in summary
+    ]
+    report = context["report"]
+    if report is not None:
+        context["total_display"] = f"{report.total:,}"
+        context["chart"] = {
+            "labels": [
+                bucket["start"].strftime(
+                    "%Y-%m-%d %H:00" if report.granularity == "hour" else "%Y-%m-%d"
+                )
+                for bucket in report.buckets
+            ],
+            "values": [bucket["value"] for bucket in report.buckets],
+            "groups": sorted({name for b in report.buckets for name in b.get("groups", {})}),
+            "grouped": [b.get("groups", {}) for b in report.buckets],
+            "unit": report.meter.unit,
+        }
+        context["group_choices"] = list(report.meter.group_by)
+        context["rows"] = [
+            (bucket, [bucket.get("groups", {}).get(name, 0) for name in context["chart"]["groups"]])
+            for bucket in report.buckets
+        ]
+    return render(request, "billing/usage.html", context)
+
+
+@requires("usage:read")
+def usage_download(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """The chart's numbers as CSV or JSON (the API's report shape)."""
+    context = _report(request, actor)
+    report = context["report"]
+    if report is None:
+        return HttpResponse(
+            "; ".join(f"{k}: {v}" for k, v in context["errors"].items()),
+            status=400,
+            content_type="text/plain",
+        )
+    name = f"usage-{report.meter.slug}-{context['start']}-{context['end']}"
+    if request.GET.get("format") == "json":
+        from billing.api import report_body
+
+        response = HttpResponse(
+            json.dumps(report_body(report), cls=DjangoJSONEncoder, indent=2),
+            content_type="application/json",
+        )
+        response["Content-Disposition"] = f'attachment; filename="{name}.json"'
+        return response
+    out = io.StringIO()
+    writer = csv.writer(out)
+    groups = sorted({n for b in report.buckets for n in b.get("groups", {})})
+    writer.writerow(["start", "end", "meter", "unit", "value", *map(csv_escape, groups)])
+    for bucket in report.buckets:
+        writer.writerow(
+            [
+                bucket["start"].isoformat(),
+                bucket["end"].isoformat(),
+                report.meter.slug,
+                csv_escape(report.meter.unit),
+                bucket["value"],
+                *[bucket.get("groups", {}).get(n, 0) for n in groups],
+            ]
+        )
+    response = HttpResponse(out.getvalue(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
+    return response
+
+
+# The Billing page ---------------------------------------------------------------------------------
+
+
+def _plan_card(plan: Any, current: bool) -> dict[str, Any]:
+    from billing import limits as plan_limits
+
+    per_resource = plan_limits.plan_limits(plan.pk)
+    rows = [
+        ("Price", f"{Decimal(plan.price_monthly_cents) / 100:,.2f} USD a month"),
+        ("API requests", f"{plan.requests_per_minute:,} a minute"),
+        ("Tasks", _rate(per_resource["tasks"])),
+        (
+            "Gateway messages",
+            f"{plan.messages_per_month:,} a month, {_rate(per_resource['publish'])}",
+        ),
+        ("Usage reports", _rate(per_resource["usage_events"])),
+        ("Agents", f"{plan.max_agents:,}"),
+        ("Running instances", f"{plan.max_instances:,}"),
+    ]
+    return {"plan": plan, "rows": rows, "is_current": current}
+
+
+def _rate(value: tuple[int, int]) -> str:
+    limit, seconds = value
+    unit = {1: "a second", 60: "a minute", 3600: "an hour"}.get(seconds, f"per {seconds} s")
+    return f"{limit:,} {unit}"
+
+
+@requires("billing:read")
+def billing(request: HttpRequest, actor: Actor) -> HttpResponse:
+    from tenants import context as tenant_context
+    from tenants.models import Plan
+
+    tenant = tenant_context.require_tenant()
+    with tenant_context.public_context():
+        plans = list(Plan.objects.filter(is_public=True).order_by("price_monthly_cents"))
+        if tenant.plan_id not in {plan.pk for plan in plans}:
+            plans.insert(0, Plan.objects.get(pk=tenant.plan_id))
+    return render(
+        request,
+        "billing/billing.html",
+        {
+            "plans": [_plan_card(plan, plan.pk == tenant.plan_id) for plan in plans],
+            "invoices": selectors.invoice_list(actor=actor),
+            "can_change": actor.can("billing:manage"),
+        },
+    )
+
+
+@requires("billing:read")
+def invoice(request: HttpRequest, actor: Actor, number: str) -> HttpResponse:
+    """One invoice: printable HTML, or JSON (the API's shape) with ?format=json."""
+    from billing.api import InvoiceSerializer
+    from billing.models import Invoice
+
+    try:
+        found = selectors.invoice_get(actor=actor, number=number)
+    except Invoice.DoesNotExist as error:
+        raise Http404("No such invoice.") from error
+    if request.GET.get("format") == "json":
+        response = HttpResponse(
+            json.dumps(InvoiceSerializer(found).data, cls=DjangoJSONEncoder, indent=2),
+            content_type="application/json",
+        )
+        response["Content-Disposition"] = f'attachment; filename="{found.number}.json"'
+        return response
+    return render(request, "billing/invoice.html", {"invoice": found, "lines": found.lines.all()})

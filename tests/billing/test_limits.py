@@ -1,0 +1,184 @@
+"""Plan limits per resource on the API: 429 with Retry-After and the IETF RateLimit headers,
+exact across processes, per organization, and the policy when Redis cannot be reached."""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+
+import pytest
+
+from billing import limits
+from billing.models import UsageBucket
+from tenants import context, ratelimit
+from tenants.models import Plan
+from tests.credentials.helpers import api_key, api_key_header, error_code
+
+DEAD_REDIS = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",
+        "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+    }
+}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limits():
+    limits.forget()
+    yield
+    limits.forget()
+
+
+def _set_rpm(org, rpm: int) -> None:
+    with context.public_context():
+        Plan.objects.filter(pk=org.tenant.plan_id).update(requests_per_minute=rpm)
+    limits.forget()
+
+
+def test_every_api_response_carries_the_policy_it_counted_against(org, client_for):
+    client = client_for(org, org.member)
+
+    first = client.get("/api/v1/agents/")
+    second = client.get("/api/v1/quota/")
+
+    assert first.status_code == second.status_code == 200
+    assert first["RateLimit-Policy"] == '"api";q=600;w=60'
+    assert first["RateLimit"].startswith('"api";r=599;t=')
+    assert second["RateLimit"].startswith('"api";r=598;t=')
+    assert 1 <= int(second["RateLimit"].rsplit("=", 1)[1]) <= 60
+
+
+def test_a_burst_of_100_on_the_free_plan_serves_60(org, client_for):
+    _set_rpm(org, 60)  # the Free plan's requests per minute
+    client = client_for(org, org.member)
+
+    statuses = [client.get("/api/v1/agents/").status_code for _ in range(100)]
+    refused = client.get("/api/v1/agents/")
+
+    assert statuses.count(200) == 60 and statuses.count(429) == 40
+    assert statuses[:60] == [200] * 60
+    assert error_code(refused) == "rate_limited"
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert refused["RateLimit-Policy"] == '"api";q=60;w=60'
+    assert refused["RateLimit"] == f'"api";r=0;t={refused["Retry-After"]}'
+
+
+def test_one_organization_at_its_limit_does_not_limit_another(org, other_org, client_for):
+    """Same person (the same email exists in both), same address: separate counters."""
+    _set_rpm(org, 5)
+    address = "10.9.8.7"
+    a = client_for(org, org.member)
+    b = client_for(other_org, other_org.member)
+    assert org.member.email.split("@")[0] == other_org.member.email.split("@")[0]
+
+    a_statuses = [a.get("/api/v1/agents/", REMOTE_ADDR=address).status_code for _ in range(7)]
+    b_response = b.get("/api/v1/agents/", REMOTE_ADDR=address)
+
+    assert a_statuses == [200] * 5 + [429] * 2
+    assert b_response.status_code == 200
+    # Both are on the same plan (5 a minute here): B's own counter has 4 left.
+    assert b_response["RateLimit"].startswith('"api";r=4;')
+
+
+def test_sign_in_does_not_count_against_the_api_limit(org, client_for):
+    _set_rpm(org, 1)
+    client = client_for(org)
+    for _ in range(3):
+        response = client.post(
+            "/api/v1/auth/token",
+            data={"username": org.member.email, "password": "wrong"},
+            content_type="application/json",
+        )
+        assert response.status_code == 401
+        assert "RateLimit-Policy" not in response
+
+
+def test_api_requests_are_metered_per_api_key(org, client_for):
+    key, raw = api_key(org, ["agents:read", "usage:read"])
+    client = client_for(org)
+    for _ in range(3):
+        assert client.get("/api/v1/agents/", **api_key_header(raw)).status_code == 200
+
+    report = client.get(
+        "/api/v1/usage/",
+        {"meter": "api_requests", "granularity": "hour", "group_by": "api_key"},
+        **api_key_header(raw),
+    ).json()
+
+    # The report's own request counts too: it is metered before it runs.
+    assert report["total"] == 4
+    assert report["buckets"][-1]["groups"] == {str(key.pk): 4}
+
+
+def test_redis_unreachable_api_fails_open_and_still_meters(org, client_for, settings):
+    settings.CACHES = DEAD_REDIS
+    client = client_for(org, org.member)
+
+    responses = [client.get("/api/v1/agents/") for _ in range(3)]
+
+    assert [r.status_code for r in responses] == [200] * 3
+    assert "RateLimit-Policy" not in responses[0]
+    with context.public_context():
+        bucket = UsageBucket.objects.get(tenant_id=org.tenant.pk, meter="api_requests")
+    assert bucket.value == 3
+
+
+def test_redis_unreachable_usage_events_fail_closed(org, client_for, settings):
+    settings.CACHES = DEAD_REDIS
+    event = {"specversion": "1.0", "id": "1", "source": "rt", "type": "llm.tokens"}
+    event["data"] = {"model": "m", "input_tokens": 1, "output_tokens": 1}
+    response = client_for(org, org.member).post(
+        "/api/v1/usage/events", data=event, content_type="application/cloudevents+json"
+    )
+
+    assert response.status_code == 503
+    assert error_code(response) == "rate_limiter_unavailable"
+    assert response["Retry-After"] == "30"
+    with context.public_context():
+        assert not UsageBucket.objects.filter(tenant_id=org.tenant.pk).exists()
+
+
+def _hammer(key: str, attempts: int, queue) -> None:
+    allowed = 0
+    for _ in range(attempts):
+        try:
+            ratelimit.consume(windows=[ratelimit.Window(key=key, limit=100, seconds=60)])
+            allowed += 1
+        except ratelimit.RateLimited:
+            pass
+    queue.put(allowed)
+
+
+def test_500_requests_from_4_processes_against_a_limit_of_100_allow_exactly_100(db):
+    key = f"agentplane:rl:test:{uuid.uuid4().hex}"
+    processes_context = multiprocessing.get_context("fork")
+    queue = processes_context.Queue()
+    attempts = [125, 125, 125, 125]
+    workers = [processes_context.Process(target=_hammer, args=(key, n, queue)) for n in attempts]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    allowed = [queue.get(timeout=5) for _ in workers]
+
+    assert sum(attempts) == 500
+    assert sum(allowed) == 100
+    assert all(worker.exitcode == 0 for worker in workers)
+
+
+def test_a_window_keeps_its_count_at_its_edge(db):
+    """The key's expiry is set once, when the window starts: counts never restart mid-window
+    (django-ratelimit's add-then-incr lost them at the rollover, issue 10 item 8)."""
+    client = ratelimit.redis_client()
+    key = f"agentplane:rl:test:{uuid.uuid4().hex}"
+    window = ratelimit.Window(key=key, limit=3, seconds=1)
+    for _ in range(3):
+        ratelimit.consume(windows=[window])
+    ttl_after_three = client.pttl(key)
+    with pytest.raises(ratelimit.RateLimited) as refused:
+        ratelimit.consume(windows=[window])
+
+    assert 0 < ttl_after_three <= 1000
+    assert refused.value.retry_after == 1
+    assert int(client.get(key)) == 3  # a refusal does not count
