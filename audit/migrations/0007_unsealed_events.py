@@ -57,7 +57,7 @@ $$;
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("audit", "0005_failure_window"),
+        ("audit", "0006_alert_add_acknowledgement"),
     ]
 
     operations = [
