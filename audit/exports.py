@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from audit import sealing
 from audit.chain import hashed_fields
 from audit.models import AuditEvent, Result
 from audit.selectors import EventFilters, require_audit_read
@@ -273,6 +274,10 @@ def audit_log_export(*, actor: Actor, format: str, filters: EventFilters) -> Exp
                 "whole_log": filters.is_empty,
             },
         )
+    # The export runs through its own event: chain it (and everything before it) now.
+    if event.sequence is None:
+        sealing.seal()
+        event.refresh_from_db(fields=["sequence"])
     stamp = event.occurred_at.strftime("%Y%m%dT%H%M%SZ")
     return Export(
         format=format,

@@ -13,7 +13,9 @@ class Result(models.TextChoices):
 
 
 class AuditEvent(models.Model):
-    """One thing that happened. Rows are never updated or deleted (see the table's triggers).
+    """One thing that happened. Rows are never changed or deleted (see the table's triggers),
+    except once: `record` inserts an event unsealed (no sequence, no hashes) and the sealer
+    (audit.sealing) chains it after commit, setting only `sequence`, the hashes and `sealed_at`.
 
     Each schema has its own table: an organization's log in its schema, the platform's in
     `public`. The indexes end in `-sequence` so that a filter plus "newest first" plus a keyset
@@ -22,7 +24,8 @@ class AuditEvent(models.Model):
 
     # The organization's public id ("platform" for the public log): exports stand on their own.
     tenant_id = models.CharField(max_length=64)
-    sequence = models.PositiveBigIntegerField(unique=True)
+    # The position in the chain, given when sealed (None until then).
+    sequence = models.PositiveBigIntegerField(unique=True, null=True, blank=True)
     occurred_at = models.DateTimeField()
     actor_kind = models.CharField(max_length=16)
     actor_id = models.CharField(max_length=64, blank=True)
@@ -34,8 +37,10 @@ class AuditEvent(models.Model):
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=256, blank=True)
     details = models.JSONField(default=dict, blank=True)
-    previous_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64)
+    previous_hash = models.CharField(max_length=64, blank=True, default="")
+    hash = models.CharField(max_length=64, blank=True, default="")
+    # When the sealer chained it (not hashed): sealed_at - occurred_at bounds the sealing lag.
+    sealed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-sequence"]
@@ -48,6 +53,9 @@ class AuditEvent(models.Model):
                 fields=["resource_type", "resource_id", "-sequence"], name="audit_res_idx"
             ),
             models.Index(fields=["result", "-sequence"], name="audit_result_idx"),
+            models.Index(
+                fields=["id"], condition=models.Q(sequence__isnull=True), name="audit_unsealed_idx"
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -56,7 +64,8 @@ class AuditEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.sequence} {self.action} by {self.actor_label or self.actor_kind}"
+        position = f"#{self.sequence}" if self.sequence is not None else "(unsealed)"
+        return f"{position} {self.action} by {self.actor_label or self.actor_kind}"
 
 
 class AuditCheckpoint(models.Model):

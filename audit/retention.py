@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from audit import sealing
 from audit.chain import RETENTION_ACTION
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.services import deny, lock_chain, record
@@ -43,9 +44,11 @@ def audit_retention_apply(*, actor: Actor, retention_days: int, now: Any = None)
     now = now or timezone.now()
     cutoff = now - timedelta(days=retention_days)
     with transaction.atomic():
+        # Chain what is pending first (this also takes the chain's lock until commit).
+        sealing.seal()
         lock_chain()
         last = (
-            AuditEvent.objects.filter(occurred_at__lt=cutoff)
+            AuditEvent.objects.filter(occurred_at__lt=cutoff, sequence__isnull=False)
             .order_by("-sequence")
             .values_list("sequence", "hash")
             .first()

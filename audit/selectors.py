@@ -184,15 +184,16 @@ def event_list(
     after: int | None = None,
     with_newer: bool = False,
 ) -> EventPage:
-    """One page of events, newest first: those with `sequence < cursor` when a cursor is given,
-    or the `limit` events just newer than `after` (paging back towards the newest). With
-    `with_newer`, a cursor page also says whether newer events exist (one more query).
+    """One page of sealed events, newest first: those with `sequence < cursor` when a cursor is
+    given, or the `limit` events just newer than `after` (paging back towards the newest). With
+    `with_newer`, a cursor page also says whether newer events exist (one more query). An event
+    shows once the sealer chained it, normally milliseconds after its commit.
 
     Keyset pagination: every page is one index range scan whatever its depth, and a page does not
     shift when new events arrive.
     """
     require_audit_read(actor, "audit.read")
-    queryset = filters.apply(AuditEvent.objects.all())
+    queryset = filters.apply(AuditEvent.objects.filter(sequence__isnull=False))
     if after is not None:
         rows = list(queryset.filter(sequence__gt=after).order_by("sequence")[: limit + 1])
         has_newer = len(rows) > limit

@@ -7,11 +7,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from audit import chain, rules
-from audit.models import Alert, AlertRule, AuditCheckpoint, AuditEvent, Result
+from audit import chain, sealing
+from audit.models import Alert, AlertRule, AuditEvent, Result
 from core.actors import Actor
 from tenants import context, events, residency
 
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from tenants.models import Tenant
 
 PLATFORM_TENANT_ID = "platform"
-# Both halves of the chain's advisory lock key: a class of lock, then the schema.
-CHAIN_LOCK_CLASS = 0x41554454  # "AUDT"
+# Both halves of the chain's advisory lock key (kept here for callers; see audit.sealing).
+CHAIN_LOCK_CLASS = sealing.CHAIN_LOCK_CLASS
 # Column sizes of AuditEvent: longer input (a user agent, an attempted email) is cut, not refused.
 _LIMITS = {
     "actor_kind": 16,
@@ -42,11 +42,8 @@ def current_tenant_id() -> str:
 
 
 def lock_chain() -> None:
-    """Serialise appends to this schema's chain until the transaction ends."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", [CHAIN_LOCK_CLASS]
-        )
+    """Serialise sealing and retention of this schema's chain until the transaction ends."""
+    sealing.lock_chain()
 
 
 def record(
@@ -58,28 +55,20 @@ def record(
     result: str = Result.SUCCESS,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the current context's log, in the caller's transaction.
+    """Add one event to the current context's log, in the caller's transaction.
 
-    The chain's tail is serialised with a transaction-level advisory lock, so concurrent writers
-    in one schema queue up instead of forking the chain; the lock is released at commit. (The
-    tail is read in a statement after the lock's: in READ COMMITTED each statement sees what was
-    committed before it started, so it sees the previous holder's event.) Active alert rules are
-    checked in the same transaction; their alerts go out after commit.
+    The event is inserted unsealed (no sequence, no hashes yet) without any lock, so concurrent
+    writers of one organization do not queue on each other; after commit the sealer chains it
+    in commit order (audit.sealing), and alert rules are checked then. Everything reading the
+    chain as a whole seals first. If the transaction rolls back, the event goes with it.
     """
     if result not in Result.values:
         raise ValueError(f"unknown audit result {result!r}")
     clean = chain.clean_details(details or {})
     # No savepoint: if recording fails, the caller's change must not commit without its event.
     with transaction.atomic(savepoint=False):
-        lock_chain()
-        last = AuditEvent.objects.order_by("-sequence").values_list("sequence", "hash").first()
-        if last is None:
-            # An emptied log (retention) continues from its checkpoint, not from genesis.
-            checkpoints = AuditCheckpoint.objects.order_by("-sequence")
-            last = checkpoints.values_list("sequence", "hash").first() or (0, chain.GENESIS_HASH)
         event = AuditEvent(
             tenant_id=current_tenant_id(),
-            sequence=last[0] + 1,
             occurred_at=timezone.now(),
             actor_kind=chain.clean_text(actor.kind, _LIMITS["actor_kind"]),
             actor_id=chain.clean_text(actor.id, _LIMITS["actor_id"]),
@@ -91,13 +80,19 @@ def record(
             ip=chain.clean_ip(actor.ip),
             user_agent=chain.clean_text(actor.user_agent, _LIMITS["user_agent"]),
             details=clean,
-            previous_hash=last[1],
         )
-        event.hash = chain.compute_hash(event)
         event.save(force_insert=True)
-        for alert in rules.evaluate(event):
-            _publish_alert(alert)
+        if sealing.mode() == "immediate":
+            sealing.seal_now(event)
+        else:
+            tenant = context.current_tenant()
+            transaction.on_commit(lambda: sealing.after_commit(tenant))
     return event
+
+
+def publish_alert(alert: Alert) -> None:
+    """Publish an alert raised while sealing (after the sealing transaction commits)."""
+    _publish_alert(alert)
 
 
 def _publish_alert(alert: Alert) -> None:

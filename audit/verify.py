@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from django.db import connection, transaction
 
+from audit import sealing
 from audit.chain import GENESIS_HASH, RETENTION_ACTION, compute_hash
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.selectors import require_audit_read
@@ -41,15 +42,37 @@ def verify_chain(*, tenant_id: str, chunk_size: int = CHUNK_SIZE) -> VerifyRepor
     belong to `tenant_id` (not copied from another log). The chain starts at genesis, or after the
     latest retention checkpoint, which a retention event in the chain must confirm.
 
+    Events still unsealed are sealed first (audit.sealing); one the sealer refuses (inserted,
+    bypassing `record`, into the sealed past) breaks the log too.
+
     Runs in one REPEATABLE READ snapshot when it can (outside any transaction), so that a
     retention run or new events landing mid-walk do not produce a false alarm.
     """
+    sealing.seal()
     if connection.in_atomic_block:
-        return _walk(tenant_id, chunk_size)
+        return _checked(_walk(tenant_id, chunk_size))
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        return _walk(tenant_id, chunk_size)
+        return _checked(_walk(tenant_id, chunk_size))
+
+
+def _checked(report: VerifyReport) -> VerifyReport:
+    if not report.is_intact:
+        return report
+    stale = sealing.stale_unsealed()
+    if stale is None:
+        return report
+    return replace(
+        report,
+        is_intact=False,
+        broken_sequence=None,
+        reason=(
+            f"an unsealed event (id {stale.pk}, {stale.action}, {stale.occurred_at.isoformat()}) "
+            "is older than the chain's head by more than the sealing delay allows: it was "
+            "inserted bypassing the log"
+        ),
+    )
 
 
 def _walk(tenant_id: str, chunk_size: int) -> VerifyReport:

@@ -4,9 +4,14 @@ same statements, for one client and for 8 concurrent clients of one organization
 The service variant runs `agents.services.instance_request` then `instance_stop` (pool row lock,
 agent, instance insert, pool update, audit event on the chain, commit, event published after
 commit). The floor sends the statements the service sends (captured with Django's
-CaptureQueriesContext: BEGIN; pool row FOR UPDATE; agent; INSERT instance; UPDATE pool; the
-chain's advisory lock; the chain's tail; INSERT audit event; COMMIT, and the stop's equivalent)
-with raw psycopg, computing a SHA-256 like the chain does, and publishes nothing. Each client is
+CaptureQueriesContext: BEGIN; pool row FOR UPDATE; agent; INSERT instance; UPDATE pool; INSERT
+audit event, unsealed; COMMIT, and the stop's equivalent) with raw psycopg and publishes nothing;
+it does not seal (the service's sealer thread does that work after commit; the floor's events
+are sealed after its round, untimed, by `manage.py seal_audit`: a conservative floor).
+`service-immediate` is the service with AUDIT_SEALER=immediate (the chain's lock held until
+commit: the old behaviour).
+After each service round the bench waits until everything is sealed and reports the sealing lag
+(sealed_at - occurred_at, an upper bound of commit -> sealed) of that round's events. Each client is
 its own process with its own connection; clients are started, then released together. The
 variants alternate round by round (one client, then 8), in a rotating order.
 
@@ -22,6 +27,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from datetime import UTC
 
 from _common import (  # noqa: E402
     PYTHON,
@@ -109,26 +116,16 @@ url, duration, schema, tenant_id, agent_id = (sys.argv[1], float(sys.argv[2]), s
 conn = psycopg.connect(url)
 conn.execute(f'SET search_path = "{schema}", public')
 conn.commit()
-LOCK = 0x41554454
 
 def audit(cur, action, resource_id, details):
-    cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", [LOCK])
-    cur.execute("SELECT sequence, hash FROM audit_auditevent ORDER BY sequence DESC LIMIT 1")
-    sequence, previous = cur.fetchone() or (0, "0" * 64)
-    now = datetime.now(timezone.utc)
-    body = {"tenant_id": tenant_id, "sequence": sequence + 1, "occurred_at": now.isoformat(),
-            "actor_kind": "system", "actor_id": "", "actor_label": "bench floor",
-            "action": action, "resource_type": "instance", "resource_id": resource_id,
-            "result": "success", "ip": None, "user_agent": "", "details": details,
-            "previous_hash": previous}
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    # As `record` now does: the event inserted unsealed, no lock (the sealing, done after commit
+    # by the service's sealer, costs the floor nothing: a conservative floor).
     cur.execute(
-        "INSERT INTO audit_auditevent (tenant_id, sequence, occurred_at, actor_kind, actor_id,"
+        "INSERT INTO audit_auditevent (tenant_id, occurred_at, actor_kind, actor_id,"
         " actor_label, action, resource_type, resource_id, result, ip, user_agent, details,"
-        " previous_hash, hash) VALUES (%s, %s, %s, 'system', '', 'bench floor', %s, 'instance',"
-        " %s, 'success', NULL, '', %s, %s, %s)",
-        [tenant_id, sequence + 1, now, action, resource_id, json.dumps(details), previous,
-         digest.hexdigest()])
+        " previous_hash, hash) VALUES (%s, %s, 'system', '', 'bench floor', %s, 'instance',"
+        " %s, 'success', NULL, '', %s, '', '')",
+        [tenant_id, datetime.now(timezone.utc), action, resource_id, json.dumps(details)])
 
 def start():
     with conn.cursor() as cur:
@@ -183,9 +180,46 @@ print(json.dumps({"starts": starts, "stops": stops}))
 """
 
 
+def sealing_lag(database: str, schema: str, since) -> dict:
+    """Wait until the round's events are sealed; their lag (ms) from insert to sealing."""
+    import time
+
+    import psycopg
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(f'SET search_path = "{schema}", public')
+        deadline = time.monotonic() + 60
+        while conn.execute(
+            "SELECT count(*) FROM audit_auditevent WHERE sequence IS NULL"
+            " AND actor_label <> 'bench floor'"
+        ).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("events still unsealed 60 s after the round")
+            time.sleep(0.05)
+        lags = [
+            row[0]
+            for row in conn.execute(
+                "SELECT extract(epoch FROM sealed_at - occurred_at) * 1000 FROM audit_auditevent"
+                " WHERE occurred_at >= %s AND actor_label <> 'bench floor'",
+                [since],
+            )
+        ]
+    lags = [float(x) for x in lags]
+    return {
+        "lag_ms_median": median(lags),
+        "lag_ms_p99": percentile(lags, 0.99),
+        "lag_ms_max": max(lags),
+    }
+
+
 def run_clients(variant: str, clients: int, duration: float, database: str, facts: dict) -> dict:
+    from datetime import datetime
+
+    since = datetime.now(UTC)
     env = django_env(database)
-    if variant == "service":
+    if variant == "service-immediate":
+        env = django_env(database, AUDIT_SEALER="immediate")
+    if variant.startswith("service"):
         command = [PYTHON, "-c", SERVICE, str(duration), facts["agent_id"]]
     else:
         command = [
@@ -218,11 +252,24 @@ def run_clients(variant: str, clients: int, duration: float, database: str, fact
         result = json.loads(out.strip().splitlines()[-1])
         starts += result["starts"]
         pairs += len(result["starts"])
-    return {
+    result = {
         "pairs_per_s": pairs / duration,
         "start_ms_median": median(starts) * 1e3,
         "start_ms_p95": percentile(starts, 0.95) * 1e3,
     }
+    if variant == "service":
+        result.update(sealing_lag(database, facts["schema"], since))
+    elif variant == "floor":
+        # Seal the floor's events now, untimed: they must not sit as a backlog in front of the
+        # next service round's events (that would measure the backlog, not the sealing lag).
+        subprocess.run(
+            [PYTHON, "manage.py", "seal_audit", "--tenant", SLUG],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    return result
 
 
 def main() -> None:
@@ -242,8 +289,8 @@ def main() -> None:
         text=True,
     ).stdout
     facts = json.loads(next(x for x in out.splitlines() if x.startswith("SETUP "))[6:])
-    cells = [
-        (variant, clients) for clients in (1, args.clients) for variant in ("service", "floor")
+    cells = [("service", 1), ("floor", 1)] + [
+        (variant, args.clients) for variant in ("service", "service-immediate", "floor")
     ]
     samples: dict[str, list[dict]] = {f"{v}/{c}": [] for v, c in cells}
     for number in range(args.rounds):
@@ -258,6 +305,16 @@ def main() -> None:
         summary[name] = {key: median([row[key] for row in rows]) for key in rows[0]}
     for clients in (1, args.clients):
         service, floor = samples[f"service/{clients}"], samples[f"floor/{clients}"]
+        if clients == args.clients:
+            immediate = samples[f"service-immediate/{clients}"]
+            summary[f"ratio-immediate/{clients}"] = {
+                "throughput_service_over_floor": median(
+                    [
+                        s["pairs_per_s"] / f["pairs_per_s"]
+                        for s, f in zip(immediate, floor, strict=True)
+                    ]
+                )
+            }
         summary[f"ratio/{clients}"] = {
             "throughput_service_over_floor": median(
                 [s["pairs_per_s"] / f["pairs_per_s"] for s, f in zip(service, floor, strict=True)]

@@ -90,6 +90,15 @@ def build_org(slug: str, name: str) -> Org:
     return Org(tenant=tenant, owner=owner, **users)
 
 
+def _inline_sealer() -> None:
+    """Audit events are chained as they are recorded, in the test's transaction (whose on-commit
+    callbacks never run): the suite's assertions on sequences, hashes and alerts right after a
+    write hold. tests/audit/test_sealing.py runs the deferred sealers (after commit, the thread)."""
+    from django.conf import settings
+
+    settings.AUDIT_SEALER = "immediate"
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(request, django_test_environment, django_db_blocker):
     """Create the test database, always (pytest-django's own fixture creates it only when a
@@ -98,6 +107,7 @@ def django_db_setup(request, django_test_environment, django_db_blocker):
     from django.test.utils import setup_databases, teardown_databases
 
     _fast_hasher()
+    _inline_sealer()
     with django_db_blocker.unblock():
         config = setup_databases(
             verbosity=request.config.option.verbose,
