@@ -394,10 +394,11 @@ AUDIT_FAILURE_WINDOW_SECONDS = int(os.environ.get("AUDIT_FAILURE_WINDOW_SECONDS"
 AUDIT_FAILURE_ALERT_AT = int(os.environ.get("AUDIT_FAILURE_ALERT_AT", "5"))
 # Audit log exports, per organization and actor (fails closed when Redis is down).
 AUDIT_EXPORT_RATE = os.environ.get("AUDIT_EXPORT_RATE", "20/h")
-# Who chains recorded events after commit (audit/sealing.py, docs/operations.md "Audit sealing"):
-# "thread" (a sealer thread in each process), "inline" (the committing thread, after commit) or
-# "off" (only `manage.py seal_audit --every N`).
-AUDIT_SEALER = os.environ.get("AUDIT_SEALER", "thread")
+# Who chains recorded events (audit/sealing.py, docs/operations.md "Audit sealing"): "immediate"
+# (`record` itself, the chain's lock held until commit: the default until the whole suite runs in a
+# deferred mode), or after commit: "thread" (a sealer thread in each process), "inline" (the
+# committing thread) or "off" (only `manage.py seal_audit --every N`).
+AUDIT_SEALER = os.environ.get("AUDIT_SEALER", "immediate")
 # The longest a transaction that records an event may stay open: an unsealed event older than
 # the chain's head by more than this was not written by `record` and is never sealed.
 AUDIT_SEAL_MAX_DELAY_SECONDS = float(os.environ.get("AUDIT_SEAL_MAX_DELAY_SECONDS", "3600"))
