@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
@@ -365,32 +365,15 @@ def organization_deletion_request(*, actor: Actor, tenant: Tenant, confirm_slug:
         if current.is_deletion_pending:
             return current
         now = timezone.now()
-        current.status = TenantStatus.SUSPENDED
-        current.suspended_at = now
-        current.deletion_requested_at = now
-        current.deletion_requested_by = actor.label
-        current.deletion_scheduled_for = now + timedelta(days=settings.DELETION_GRACE_DAYS)
-        current.save(
-            update_fields=[
-                "status",
-                "suspended_at",
-                "deletion_requested_at",
-                "deletion_requested_by",
-                "deletion_scheduled_for",
-            ]
+        scheduled = now + timedelta(days=settings.DELETION_GRACE_DAYS)
+        _deletion_state_save(
+            actor,
+            current,
+            action,
+            status=TenantStatus.SUSPENDED,
+            requested=(now, actor.label, scheduled),
+            details={"slug": current.slug, "scheduled_for": scheduled.isoformat()},
         )
-        audit.record_in_both_logs(
-            actor=actor,
-            tenant=current,
-            action=action,
-            resource_type="organization",
-            resource_id=str(current.public_id),
-            details={
-                "slug": current.slug,
-                "scheduled_for": current.deletion_scheduled_for.isoformat(),
-            },
-        )
-        transaction.on_commit(routing.clear_everywhere)
         events.recheck_on_commit(current, action)
     return current
 
@@ -404,30 +387,51 @@ def organization_deletion_cancel(*, actor: Actor, tenant: Tenant) -> Tenant:
         if not current.is_deletion_pending:
             return current
         scheduled = current.deletion_scheduled_for
-        current.status = TenantStatus.ACTIVE
-        current.suspended_at = None
-        current.deletion_requested_at = None
-        current.deletion_requested_by = ""
-        current.deletion_scheduled_for = None
-        current.save(
-            update_fields=[
-                "status",
-                "suspended_at",
-                "deletion_requested_at",
-                "deletion_requested_by",
-                "deletion_scheduled_for",
-            ]
-        )
-        audit.record_in_both_logs(
-            actor=actor,
-            tenant=current,
-            action=action,
-            resource_type="organization",
-            resource_id=str(current.public_id),
+        _deletion_state_save(
+            actor,
+            current,
+            action,
+            status=TenantStatus.ACTIVE,
+            requested=(None, "", None),
             details={"slug": current.slug, "was_scheduled_for": scheduled.isoformat()},
         )
-        transaction.on_commit(routing.clear_everywhere)
     return current
+
+
+def _deletion_state_save(
+    actor: Actor,
+    tenant: Tenant,
+    action: str,
+    *,
+    status: str,
+    requested: tuple[datetime | None, str, datetime | None],
+    details: dict[str, object],
+) -> None:
+    """Save a deletion request's state (when, by whom, scheduled for; all empty when cancelled)
+    with the status, in both logs, and drop every process's routing cache after commit."""
+    when, by, scheduled = requested
+    tenant.status = status
+    tenant.suspended_at = when
+    tenant.deletion_requested_at, tenant.deletion_requested_by = when, by
+    tenant.deletion_scheduled_for = scheduled
+    tenant.save(
+        update_fields=[
+            "status",
+            "suspended_at",
+            "deletion_requested_at",
+            "deletion_requested_by",
+            "deletion_scheduled_for",
+        ]
+    )
+    audit.record_in_both_logs(
+        actor=actor,
+        tenant=tenant,
+        action=action,
+        resource_type="organization",
+        resource_id=str(tenant.public_id),
+        details=details,
+    )
+    transaction.on_commit(routing.clear_everywhere)
 
 
 def organization_export(*, actor: Actor, tenant: Tenant) -> Iterator[str]:
