@@ -111,7 +111,8 @@ def test_instances_started_and_stopped_elsewhere_show_live(pair):  # noqa: F811
                 expect(start).to_be_disabled()
                 expect(page.locator("[data-start-blocker]")).to_contain_text("1 of 1 instances")
                 waiting.locator(".copy-button").click()
-                assert page.evaluate("window.agentplaneCopied") == command
+                # The copy resolves a promise: wait for it rather than read at once (a race).
+                page.wait_for_function("text => window.agentplaneCopied === text", arg=command)
                 expect(waiting.locator(".copy-button")).to_have_text("Copied")
                 page.screenshot(path=str(ARTIFACTS / "01-pending.png"), full_page=True)
 
