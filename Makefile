@@ -10,7 +10,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/agentplane
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 
-APPS := core tenants idempotency audit accounts credentials vault billing agents gateway tools scaling organizations portal
+APPS := core tenants idempotency audit accounts credentials vault billing agents gateway tools autoscaler scaling organizations portal
 
 .PHONY: install demo demo-stop test lint format migrate bench clean
 
