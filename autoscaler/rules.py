@@ -49,14 +49,17 @@ def watched(policy: Any) -> list[str]:
     return [
         name
         for name in METRIC_NAMES
-        if getattr(policy, f"{name}_up") is not None
-        and getattr(policy, f"{name}_down") is not None
+        if getattr(policy, f"{name}_up") is not None and getattr(policy, f"{name}_down") is not None
     ]
 
 
 def scale_up_target(current: int, maximum: int) -> int:
     """Up by half (rounded up), at least one instance, never above the maximum."""
     return min(maximum, current + max(1, math.ceil(current * 0.5)))
+
+
+def _threshold(policy: Any, name: str, side: str) -> str:
+    return f"{getattr(policy, f'{name}_{side}'):g}"
 
 
 def _value(name: str, value: float) -> str:
@@ -130,7 +133,7 @@ def decide(
         low = all(max(metrics[name]) <= getattr(policy, f"{name}_down") for name in names)
         if high:
             reason = "; ".join(
-                f"{_value(name, min(metrics[name]))} or more (≥ {getattr(policy, name + '_up'):g}) "
+                f"{_value(name, min(metrics[name]))} or more (≥ {_threshold(policy, name, UP)}) "
                 + span
                 for name in high
             )
@@ -139,7 +142,7 @@ def decide(
             direction, target = UP, scale_up_target(active, policy.max_instances)
         elif low:
             reason = "; ".join(
-                f"{_value(name, max(metrics[name]))} at most (≤ {getattr(policy, name + '_down'):g})"
+                f"{_value(name, max(metrics[name]))} at most (≤ {_threshold(policy, name, DOWN)})"
                 for name in names
             )
             reason += f" {span}"
@@ -149,12 +152,15 @@ def decide(
         else:
             latest = ", ".join(_value(name, metrics[name][-1]) for name in names)
             return hold(f"Within thresholds: {latest}.", metrics=metrics)
-    cooldown = policy.scale_up_cooldown_seconds if direction == UP else policy.scale_down_cooldown_seconds
+    cooldown = (
+        policy.scale_up_cooldown_seconds if direction == UP else policy.scale_down_cooldown_seconds
+    )
     if last_decided_at is not None:
         until = last_decided_at + timedelta(seconds=cooldown)
         if now < until:
             return hold(
-                f"Cooling down until {until:%H:%M:%S} UTC (then {direction} to {target}: {reason}).",
+                f"Cooling down until {until:%H:%M:%S} UTC "
+                f"(then {direction} to {target}: {reason}).",
                 metrics=metrics,
                 cooldown_until=until,
             )

@@ -191,7 +191,9 @@ def _scale_down(
     return -stopped, f"Scaled down to {evaluation.current - stopped}."
 
 
-def agent_autoscale(*, actor: Actor, agent: Agent, now: datetime | None = None) -> ScalingDecision | None:
+def agent_autoscale(
+    *, actor: Actor, agent: Agent, now: datetime | None = None
+) -> ScalingDecision | None:
     """Evaluate one agent's policy now and carry the change out; None when it holds."""
     if actor.kind != "system":
         raise PermissionDenied("Only the platform's autoscaler scales agents.")

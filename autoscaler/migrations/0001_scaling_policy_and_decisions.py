@@ -6,59 +6,190 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('agents', '0005_merge_config_versions'),
+        ("agents", "0005_merge_config_versions"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ScalingDecision',
+            name="ScalingDecision",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('decided_at', models.DateTimeField()),
-                ('direction', models.CharField(choices=[('up', 'Up'), ('down', 'Down')], max_length=4)),
-                ('from_count', models.PositiveSmallIntegerField()),
-                ('wanted_count', models.PositiveSmallIntegerField()),
-                ('to_count', models.PositiveSmallIntegerField()),
-                ('reason', models.CharField(max_length=500)),
-                ('outcome', models.CharField(max_length=500)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('decided_by', models.CharField(blank=True, max_length=254)),
-                ('agent', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scaling_decisions', to='agents.agent')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("decided_at", models.DateTimeField()),
+                (
+                    "direction",
+                    models.CharField(choices=[("up", "Up"), ("down", "Down")], max_length=4),
+                ),
+                ("from_count", models.PositiveSmallIntegerField()),
+                ("wanted_count", models.PositiveSmallIntegerField()),
+                ("to_count", models.PositiveSmallIntegerField()),
+                ("reason", models.CharField(max_length=500)),
+                ("outcome", models.CharField(max_length=500)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("decided_by", models.CharField(blank=True, max_length=254)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="scaling_decisions",
+                        to="agents.agent",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-decided_at', '-id'],
-                'indexes': [models.Index(fields=['agent', '-decided_at'], name='scaling_agent_time_idx')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('direction__in', ['up', 'down'])), name='scaling_direction_valid')],
+                "ordering": ["-decided_at", "-id"],
+                "indexes": [
+                    models.Index(fields=["agent", "-decided_at"], name="scaling_agent_time_idx")
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("direction__in", ["up", "down"])),
+                        name="scaling_direction_valid",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ScalingPolicy',
+            name="ScalingPolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('is_enabled', models.BooleanField(default=False)),
-                ('min_instances', models.PositiveSmallIntegerField(default=1)),
-                ('max_instances', models.PositiveSmallIntegerField(default=5)),
-                ('window_minutes', models.PositiveSmallIntegerField(default=3, help_text='How many minutes in a row a threshold must hold.')),
-                ('scale_up_cooldown_seconds', models.PositiveIntegerField(default=180)),
-                ('scale_down_cooldown_seconds', models.PositiveIntegerField(default=600)),
-                ('cpu_up', models.FloatField(blank=True, default=75, help_text='CPU %.', null=True)),
-                ('cpu_down', models.FloatField(blank=True, default=25, help_text='CPU %.', null=True)),
-                ('memory_up', models.FloatField(blank=True, help_text="Memory, % of the instance's allocation.", null=True)),
-                ('memory_down', models.FloatField(blank=True, help_text="Memory, % of the instance's allocation.", null=True)),
-                ('queue_up', models.FloatField(blank=True, default=10, help_text='Tasks waiting, per instance.', null=True)),
-                ('queue_down', models.FloatField(blank=True, default=1, help_text='Tasks waiting, per instance.', null=True)),
-                ('response_up', models.FloatField(blank=True, help_text='Response time, ms.', null=True)),
-                ('response_down', models.FloatField(blank=True, help_text='Response time, ms.', null=True)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_by', models.CharField(blank=True, max_length=254)),
-                ('agent', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='scaling_policy', to='agents.agent')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("is_enabled", models.BooleanField(default=False)),
+                ("min_instances", models.PositiveSmallIntegerField(default=1)),
+                ("max_instances", models.PositiveSmallIntegerField(default=5)),
+                (
+                    "window_minutes",
+                    models.PositiveSmallIntegerField(
+                        default=3, help_text="How many minutes in a row a threshold must hold."
+                    ),
+                ),
+                ("scale_up_cooldown_seconds", models.PositiveIntegerField(default=180)),
+                ("scale_down_cooldown_seconds", models.PositiveIntegerField(default=600)),
+                (
+                    "cpu_up",
+                    models.FloatField(blank=True, default=75, help_text="CPU %.", null=True),
+                ),
+                (
+                    "cpu_down",
+                    models.FloatField(blank=True, default=25, help_text="CPU %.", null=True),
+                ),
+                (
+                    "memory_up",
+                    models.FloatField(
+                        blank=True, help_text="Memory, % of the instance's allocation.", null=True
+                    ),
+                ),
+                (
+                    "memory_down",
+                    models.FloatField(
+                        blank=True, help_text="Memory, % of the instance's allocation.", null=True
+                    ),
+                ),
+                (
+                    "queue_up",
+                    models.FloatField(
+                        blank=True, default=10, help_text="Tasks waiting, per instance.", null=True
+                    ),
+                ),
+                (
+                    "queue_down",
+                    models.FloatField(
+                        blank=True, default=1, help_text="Tasks waiting, per instance.", null=True
+                    ),
+                ),
+                (
+                    "response_up",
+                    models.FloatField(blank=True, help_text="Response time, ms.", null=True),
+                ),
+                (
+                    "response_down",
+                    models.FloatField(blank=True, help_text="Response time, ms.", null=True),
+                ),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_by", models.CharField(blank=True, max_length=254)),
+                (
+                    "agent",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="scaling_policy",
+                        to="agents.agent",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('min_instances__gte', 1), ('max_instances__gte', models.F('min_instances')), ('max_instances__lte', 100)), name='scaling_instances_bounds_valid'), models.CheckConstraint(condition=models.Q(('window_minutes__gte', 1), ('window_minutes__lte', 30)), name='scaling_window_valid'), models.CheckConstraint(condition=models.Q(('scale_up_cooldown_seconds__lte', 86400), ('scale_down_cooldown_seconds__lte', 86400)), name='scaling_cooldowns_valid'), models.CheckConstraint(condition=models.Q(models.Q(('cpu_down__isnull', True), ('cpu_up__isnull', True)), models.Q(('cpu_down__gte', 0), ('cpu_down__lt', models.F('cpu_up'))), _connector='OR'), name='scaling_cpu_thresholds_valid'), models.CheckConstraint(condition=models.Q(models.Q(('memory_down__isnull', True), ('memory_up__isnull', True)), models.Q(('memory_down__gte', 0), ('memory_down__lt', models.F('memory_up'))), _connector='OR'), name='scaling_memory_thresholds_valid'), models.CheckConstraint(condition=models.Q(models.Q(('queue_down__isnull', True), ('queue_up__isnull', True)), models.Q(('queue_down__gte', 0), ('queue_down__lt', models.F('queue_up'))), _connector='OR'), name='scaling_queue_thresholds_valid'), models.CheckConstraint(condition=models.Q(models.Q(('response_down__isnull', True), ('response_up__isnull', True)), models.Q(('response_down__gte', 0), ('response_down__lt', models.F('response_up'))), _connector='OR'), name='scaling_response_thresholds_valid')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("min_instances__gte", 1),
+                            ("max_instances__gte", models.F("min_instances")),
+                            ("max_instances__lte", 100),
+                        ),
+                        name="scaling_instances_bounds_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("window_minutes__gte", 1), ("window_minutes__lte", 30)),
+                        name="scaling_window_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("scale_up_cooldown_seconds__lte", 86400),
+                            ("scale_down_cooldown_seconds__lte", 86400),
+                        ),
+                        name="scaling_cooldowns_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("cpu_down__isnull", True), ("cpu_up__isnull", True)),
+                            models.Q(("cpu_down__gte", 0), ("cpu_down__lt", models.F("cpu_up"))),
+                            _connector="OR",
+                        ),
+                        name="scaling_cpu_thresholds_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("memory_down__isnull", True), ("memory_up__isnull", True)),
+                            models.Q(
+                                ("memory_down__gte", 0), ("memory_down__lt", models.F("memory_up"))
+                            ),
+                            _connector="OR",
+                        ),
+                        name="scaling_memory_thresholds_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("queue_down__isnull", True), ("queue_up__isnull", True)),
+                            models.Q(
+                                ("queue_down__gte", 0), ("queue_down__lt", models.F("queue_up"))
+                            ),
+                            _connector="OR",
+                        ),
+                        name="scaling_queue_thresholds_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(
+                                ("response_down__isnull", True), ("response_up__isnull", True)
+                            ),
+                            models.Q(
+                                ("response_down__gte", 0),
+                                ("response_down__lt", models.F("response_up")),
+                            ),
+                            _connector="OR",
+                        ),
+                        name="scaling_response_thresholds_valid",
+                    ),
+                ],
             },
         ),
     ]
