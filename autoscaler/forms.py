@@ -46,14 +46,20 @@ class PolicyForm(forms.Form):
         "Cooldown before scaling down (s)", 0, MAX_COOLDOWN_SECONDS, "After any change."
     )
     cpu_up, cpu_down = _threshold("CPU: scale up at"), _threshold("CPU: scale down at")
-    memory_up, memory_down = _threshold("Memory: scale up at"), _threshold("Memory: down at")
+    memory_up, memory_down = (
+        _threshold("Memory: scale up at"),
+        _threshold("Memory: scale down at"),
+    )
     queue_up, queue_down = _threshold("Queue: scale up at"), _threshold("Queue: scale down at")
     response_up = _threshold("Response time: scale up at")
     response_down = _threshold("Response time: scale down at")
 
     @classmethod
     def initial_for(cls, policy: Any) -> dict[str, Any]:
-        return {name: getattr(policy, name) for name in POLICY_FIELDS}
+        def shown(value: Any) -> Any:  # 75, not 75.0
+            return int(value) if isinstance(value, float) and value.is_integer() else value
+
+        return {name: shown(getattr(policy, name)) for name in POLICY_FIELDS}
 
     def metric_rows(self) -> list[dict[str, Any]]:
         return [

@@ -80,6 +80,8 @@ def _window(
         # A minute that began before the last change measured the fleet before it.
         usable = [m for m in usable if m.minute > last_decided_at]
     if not usable:
+        if last_decided_at is not None:
+            return "Waiting for metrics since the last change."
         return "Waiting for metrics from the running instances."
     latest = usable[-1].minute
     if latest < this_minute - MINUTE:
