@@ -1,9 +1,11 @@
 """The agent page's scaling card in a real browser, at 1280 and 390 px: a decision taken by the
 autoscaler elsewhere appears without a reload (over the gateway, on the real Redis), an admin
-edits the policy, and axe-core finds nothing serious. Screenshots go to docs/screenshots/."""
+edits the policy, and axe-core finds nothing serious. Screenshots of the card go to
+test-artifacts/e2e-scaling/ (and to $SCREENSHOTS_DIR when set, as docs/screenshots/ has them)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,14 @@ pytestmark = pytest.mark.e2e
 
 PORTS = range(8450, 8470)
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "e2e-scaling"
-SCREENSHOTS = Path(settings.BASE_DIR) / "docs" / "screenshots"
+
+
+def card_shot(card, name: str) -> None:
+    folders = [ARTIFACTS]
+    if os.environ.get("SCREENSHOTS_DIR"):
+        folders.append(Path(settings.BASE_DIR) / os.environ["SCREENSHOTS_DIR"])
+    for folder in folders:
+        card.screenshot(path=str(folder / name))
 
 
 @pytest.fixture
@@ -92,7 +101,7 @@ def test_the_scaling_card_follows_the_autoscaler_and_its_policy_is_edited(hot_or
                     expect(row).to_contain_text("CPU 88% or more (≥ 75) for 3 min")
                     expect(card).to_contain_text("3 instances (1 pending)")
                     check(page, "agent-scaling-card", "desktop", problems, shots=[ARTIFACTS])
-                    card.screenshot(path=str(SCREENSHOTS / "agent-scaling-desktop.png"))
+                    card_shot(card, "agent-scaling-desktop.png")
 
                     # An admin edits the policy; the card shows it.
                     card.locator("[data-edit-scaling]").click()
@@ -128,7 +137,7 @@ def test_the_scaling_card_follows_the_autoscaler_and_its_policy_is_edited(hot_or
                     card = page.locator("[data-scaling-card]")
                     expect(card.locator('li[data-decision="up"]')).to_have_count(1)
                     check(page, "agent-scaling-card", "phone", problems, shots=[ARTIFACTS])
-                    card.screenshot(path=str(SCREENSHOTS / "agent-scaling-phone.png"))
+                    card_shot(card, "agent-scaling-phone.png")
                     page.goto(f"{agent_page}scaling/")
                     check(page, "agent-scaling-form", "phone", problems, shots=[ARTIFACTS])
                     context.close()
