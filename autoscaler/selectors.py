@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 
 from agents import selectors as agent_selectors
@@ -32,8 +33,9 @@ def policy_get(*, actor: Actor, agent_id: Any) -> ScalingPolicy:
 
 
 def decision_list(*, actor: Actor, agent: Agent) -> QuerySet[ScalingDecision]:
-    """The agent's decisions, newest first (agent_get checked the reader)."""
-    agent_selectors.agent_get(actor=actor, agent_id=agent.pk)
+    """The agent's decisions, newest first (`agent` comes from agent_get: one of ours)."""
+    if not actor.can("agents:read"):
+        raise PermissionDenied("This needs the “agents:read” permission.")
     return ScalingDecision.objects.filter(agent=agent)
 
 

@@ -54,8 +54,8 @@ def test_get_shows_the_state_and_the_last_decisions(
     client = client_for(org, org.member)
     client.get(f"/api/v1/agents/{agent.pk}/scaling/")
 
-    # session, user, agent, policy, instances, minutes, last decision, agent again, decisions
-    with django_assert_num_queries(9):
+    # session, user, agent, policy, instances, minutes, last decision, decisions
+    with django_assert_num_queries(8):
         body = client.get(f"/api/v1/agents/{agent.pk}/scaling/").json()
 
     assert body["state"] == {

@@ -180,6 +180,21 @@ def test_a_second_autoscaler_skips_an_organization_being_scaled(acme):
     assert [d.to_count for d in services.organization_autoscale(actor=AUTOSCALER)] == [2]
 
 
+def test_deleting_an_agent_deletes_its_policy_and_decisions(acme):
+    agent, _ = running_agent("Hot", instances=1, cpu=HOT)
+    services.agent_autoscale(actor=AUTOSCALER, agent=agent)
+
+    agent_services.agent_delete(actor=system(), agent_id=agent.pk)
+
+    assert not ScalingPolicy.objects.exists() and not ScalingDecision.objects.exists()
+
+
+def test_reading_decisions_needs_agents_read(acme):
+    agent, _ = running_agent("Hot", instances=1, cpu=HOT)
+    with pytest.raises(PermissionDenied):
+        selectors.decision_list(actor=Actor.anonymous(), agent=agent)
+
+
 # --- The policy ------------------------------------------------------------------------------
 
 
