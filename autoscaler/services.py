@@ -72,15 +72,15 @@ def _clean_policy(data: dict[str, Any]) -> dict[str, Any]:
     for name in POLICY_FIELDS:
         if name not in data:
             bad(name, "This field is required.", "required")
-    if not isinstance(data.get("is_enabled"), bool):
-        if "is_enabled" in data:
+    if "is_enabled" in data:
+        if isinstance(data["is_enabled"], bool):
+            clean["is_enabled"] = data["is_enabled"]
+        else:
             bad("is_enabled", "Must be true or false.")
-    else:
-        clean["is_enabled"] = data["is_enabled"]
     for name, (low, high) in BOUNDS.items():
-        value = data.get(name)
         if name not in data:
             continue
+        value = data[name]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             bad(name, f"A whole number from {low} to {high}.", "out_of_range")
         else:

@@ -53,6 +53,15 @@ def hot_org(scratch_org):
     return scratch_org
 
 
+def sign_in(page, base: str, email: str) -> None:
+    page.set_default_timeout(20_000)
+    page.goto(f"{base}/login/")
+    page.fill("input[name=username]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click(".panel button[type=submit]")
+    page.wait_for_url(f"{base}/")
+
+
 def autoscale(tenant) -> list:
     from autoscaler import services
     from core.actors import Actor
@@ -80,12 +89,7 @@ def test_the_scaling_card_follows_the_autoscaler_and_its_policy_is_edited(hot_or
                     context, page = open_page(
                         browser, problems, viewport={"width": 1280, "height": 900}
                     )
-                    page.set_default_timeout(20_000)
-                    page.goto(f"{base}/login/")
-                    page.fill("input[name=username]", hot_org.admin.email)
-                    page.fill("input[name=password]", PASSWORD)
-                    page.click(".panel button[type=submit]")
-                    page.wait_for_url(f"{base}/")
+                    sign_in(page, base, hot_org.admin.email)
                     page.goto(agent_page)
                     expect(page.locator("body[data-live-ready]")).to_have_count(1)
                     card = page.locator("[data-scaling-card]")
@@ -127,12 +131,7 @@ def test_the_scaling_card_follows_the_autoscaler_and_its_policy_is_edited(hot_or
                     context, page = open_page(
                         browser, problems, viewport={"width": 390, "height": 900}
                     )
-                    page.set_default_timeout(20_000)
-                    page.goto(f"{base}/login/")
-                    page.fill("input[name=username]", hot_org.admin.email)
-                    page.fill("input[name=password]", PASSWORD)
-                    page.click(".panel button[type=submit]")
-                    page.wait_for_url(f"{base}/")
+                    sign_in(page, base, hot_org.admin.email)
                     page.goto(agent_page)
                     card = page.locator("[data-scaling-card]")
                     expect(card.locator('li[data-decision="up"]')).to_have_count(1)
