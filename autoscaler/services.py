@@ -181,14 +181,10 @@ def _stop_order(instances: list[AgentInstance]) -> list[AgentInstance]:
 def _scale_down(
     actor: Actor, agent: Agent, evaluation: rules.Evaluation, instances: list[AgentInstance]
 ) -> tuple[int, str]:
-    stopped = 0
-    for instance in _stop_order(instances)[: evaluation.current - evaluation.target]:
-        try:
-            agent_services.instance_stop(actor=actor, agent_id=agent.pk, instance_id=instance.pk)
-        except AgentInstance.DoesNotExist:
-            continue  # gone meanwhile (its agent deleted)
-        stopped += 1
-    return -stopped, f"Scaled down to {evaluation.current - stopped}."
+    stopping = _stop_order(instances)[: evaluation.current - evaluation.target]
+    for instance in stopping:
+        agent_services.instance_stop(actor=actor, agent_id=agent.pk, instance_id=instance.pk)
+    return -len(stopping), f"Scaled down to {evaluation.target}."
 
 
 def agent_autoscale(
@@ -273,8 +269,8 @@ def organization_autoscale(*, actor: Actor, now: datetime | None = None) -> list
         for policy in list(policies.order_by("agent__name")):
             try:
                 decision = agent_autoscale(actor=actor, agent=policy.agent, now=now)
-            except Agent.DoesNotExist:
-                continue  # deleted during the pass
+            except (Agent.DoesNotExist, AgentInstance.DoesNotExist):
+                continue  # the agent was deleted during the pass
             if decision is not None:
                 decisions.append(decision)
     return decisions
