@@ -10,7 +10,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/agentplane
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 
-APPS := core tenants idempotency audit accounts credentials vault billing agents gateway tools scaling organizations portal
+APPS := core tenants idempotency audit accounts credentials vault billing agents gateway tools autoscaler scaling organizations portal
 
 .PHONY: install demo demo-stop test lint format migrate bench clean
 
@@ -33,11 +33,15 @@ demo: export CONN_MAX_AGE = 0
 demo: migrate
 	$(BIN)/python manage.py refill_schema_pool
 	$(BIN)/python manage.py demo_setup
-	# With Redis, the usage ledger's periodic rollup runs beside the server (docs/billing.md);
-	# without it, usage is counted in the server's own memory and read there.
+	# Beside the server: the autoscaler, a pass every 15 s (docs/scaling.md); with Redis, the
+	# usage ledger's periodic rollup too (docs/billing.md); without Redis, usage is counted in the
+	# server's own memory and read there, and the autoscaler's events reach no browser (its
+	# decisions show on the next page load).
+	$(BIN)/python manage.py autoscale --every 15 & BACKGROUND=$$!; \
 	if [ -n "$$REDIS_URL" ]; then \
 		$(BIN)/python manage.py rollup_usage --include-current --every 5 > /dev/null & \
-		ROLLUP=$$!; trap 'kill $$ROLLUP' EXIT INT TERM; fi; \
+		BACKGROUND="$$BACKGROUND $$!"; fi; \
+	trap 'kill $$BACKGROUND' EXIT INT TERM; \
 	$(BIN)/python -m uvicorn portal.asgi:application --host $(HOST) --port $(PORT) \
 		--ws websockets-sansio
 

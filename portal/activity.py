@@ -106,6 +106,8 @@ PHRASES = {
     "user.sessions_ended": "signed out of their other sessions",
     "invitation.resent": "sent an invitation again",
     "audit.alert_acknowledged": "acknowledged an alert",
+    "scaling.decided": "scaled the agent {name}",
+    "scaling.policy_changed": "changed the scaling policy of {name}",
 }
 
 

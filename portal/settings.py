@@ -122,6 +122,8 @@ TENANT_APPS = [
     "gateway",
     # Custom tools: tenant JavaScript in V8 isolates in sandbox worker processes (docs/tools.md).
     "tools",
+    # The autoscaler: per-agent scaling policies and decisions (docs/scaling.md).
+    "autoscaler",
     # Responses kept 24 hours for `Idempotency-Key` retries (core.api.ApiView; docs/api.md).
     "idempotency",
 ]

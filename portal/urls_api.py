@@ -11,4 +11,5 @@ urlpatterns = [
     path("", include("gateway.api_urls")),
     path("", include("billing.api_urls")),
     path("", include("tools.api_urls")),
+    path("", include("autoscaler.api_urls")),
 ]

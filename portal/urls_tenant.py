@@ -27,6 +27,7 @@ urlpatterns = [
     path("", include("billing.urls")),
     path("billing/plan", include("organizations.urls")),
     path("", include("agents.urls")),
+    path("", include("autoscaler.urls")),
     path("tools/", include("tools.urls")),
     path("", include("vault.urls")),
 ]

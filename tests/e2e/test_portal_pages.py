@@ -102,6 +102,7 @@ def organization_pages(agent_id) -> list[tuple[str, str]]:
         ("agent-new", "/agents/new/"),
         ("agent-detail", f"/agents/{agent_id}/"),
         ("agent-edit", f"/agents/{agent_id}/edit/"),
+        ("agent-scaling", f"/agents/{agent_id}/scaling/"),
         ("resources", "/resources/"),
         ("config", "/config/"),
         ("config-edit", "/config/?key=agents.assistant"),
