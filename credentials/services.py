@@ -303,6 +303,12 @@ def token_refresh(*, actor: Actor, refresh: str) -> TokenPair:
             outcome = ("token_reused", "The refresh token was already used: sign in again.")
         elif not row.user.is_active:
             outcome = ("user_inactive", "The account is deactivated.")
+        elif row.user.two_factor_enabled:
+            # Issued for the password alone, before two-factor was set up: it ends with it.
+            outcome = (
+                "two_factor_required",
+                "This account now uses two-factor authentication: use an API key.",
+            )
         else:
             row.used_at = now
             row.save(update_fields=["used_at"])

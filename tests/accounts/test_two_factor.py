@@ -329,6 +329,18 @@ def test_the_api_password_grant_is_refused_to_an_account_with_two_factor(
     assert allowed.status_code == 200
 
 
+def test_a_refresh_token_from_before_the_setup_stops_working(org, client_for, in_tenant):
+    client = client_for(org)
+    pair = post_json(
+        client, "/api/v1/auth/token", {"username": org.member.email, "password": PASSWORD}
+    ).json()
+    enrol(in_tenant, org, org.member)
+
+    refused = post_json(client, "/api/v1/auth/token/refresh", {"refresh": pair["refresh"]})
+
+    assert refused.status_code == 401 and error_code(refused) == "two_factor_required"
+
+
 # --- Recovery codes renewed, turning it off, an admin's reset ----------------------------------
 
 
