@@ -162,3 +162,75 @@ def test_set_up_sign_in_with_codes_and_require_it_of_everyone(server, people):
             browser.close()
 
     assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def staff_email(server) -> str:
+    """A committed staff account (unique to this run) the server's hasher accepts."""
+    import uuid
+
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    from accounts import services
+    from accounts.models import User
+    from core.actors import Actor
+    from tenants import context
+
+    email = f"staff-{uuid.uuid4().hex[:8]}@platform.test"
+    services.staff_user_create(actor=Actor.system("e2e"), email=email, password=PASSWORD)
+    hasher = PBKDF2PasswordHasher()
+    with context.public_context():
+        User.objects.filter(email=email).update(password=hasher.encode(PASSWORD, hasher.salt()))
+    return email
+
+
+def test_staff_set_up_two_factor_in_admin_and_sign_in_with_a_code(server, staff_email):
+    from playwright.sync_api import expect, sync_playwright
+
+    base = f"http://localhost:{server}"
+    shots = [ARTIFACTS]
+    if os.environ.get("SCREENSHOTS_DIR"):
+        shots.append(Path(settings.BASE_DIR) / os.environ["SCREENSHOTS_DIR"])
+
+    def sign_in(page) -> None:
+        page.goto(base + "/admin/login/")
+        page.fill("input[name=username]", staff_email)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("#login-form input[type=submit]")
+
+    with sync_playwright() as playwright:
+        browser = live.chromium(playwright)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            page.set_default_timeout(20_000)
+            sign_in(page)
+            page.wait_for_url(base + "/admin/")
+            page.click("[data-admin-two-factor]")
+            page.click("text=Set up two-factor authentication")
+            page.wait_for_url(base + "/admin/two-factor/setup/")
+            for folder in shots:
+                page.screenshot(
+                    path=str(folder / "admin-two-factor-setup-desktop.png"), full_page=True
+                )
+            secret = page.get_attribute("[data-setup-key]", "data-setup-key")
+            page.fill("input[name=code]", pyotp.TOTP(secret).now())
+            page.click("[data-two-factor-confirm] button[type=submit]")
+            page.wait_for_url(base + "/admin/two-factor/recovery-codes/")
+            assert len(page.locator("[data-recovery-codes] code").all_inner_texts()) == 10
+            page.click("text=I have saved them")
+            expect(page.locator("[data-two-factor]")).to_have_attribute("data-two-factor", "on")
+
+            page.click("#logout-form button")
+            sign_in(page)
+            page.wait_for_url(base + "/admin/login/code/")
+            page.goto(base + "/admin/tenants/tenant/")  # not signed in yet
+            assert page.url.startswith(base + "/admin/login/")
+            page.goto(base + "/admin/login/code/")
+            for folder in shots:
+                page.screenshot(path=str(folder / "admin-login-code-desktop.png"), full_page=True)
+            page.fill("input[name=code]", unused_code(secret))
+            page.click("#login-form input[type=submit]")
+            page.wait_for_url(base + "/admin/")
+            expect(page.locator("#site-name")).to_contain_text("AgentPlane platform")
+        finally:
+            browser.close()
