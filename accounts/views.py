@@ -74,7 +74,6 @@ class LoginView(auth_views.LoginView):
             second_step.start(self.request, user, next_url=self.get_success_url())
             return redirect(self.code_url_name)
         response = super().form_valid(form)
-        user = form.get_user()
         audit_services.login_record(
             actor=Actor.for_user(user, self.request), email=user.email, succeeded=True
         )
@@ -97,7 +96,6 @@ class TwoFactorSite:
 
     login_url: str
     account_url: str  # where the state is shown, with the forms to turn it off or renew codes
-    setup_url: str
     codes_url: str
     login_code_template: str
     setup_template: str
@@ -108,7 +106,6 @@ class TwoFactorSite:
 PORTAL_TWO_FACTOR = TwoFactorSite(
     login_url="accounts:login",
     account_url="accounts:profile",
-    setup_url="accounts:two-factor-setup",
     codes_url="accounts:two-factor-codes",
     login_code_template="accounts/login_code.html",
     setup_template="accounts/two_factor_setup.html",

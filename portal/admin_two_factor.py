@@ -30,7 +30,6 @@ def _site(admin_site) -> account_views.TwoFactorSite:
     return account_views.TwoFactorSite(
         login_url="admin:login",
         account_url="admin:two-factor",
-        setup_url="admin:two-factor-setup",
         codes_url="admin:two-factor-codes",
         login_code_template="admin/login_code.html",
         setup_template="admin/two_factor_setup.html",

@@ -24,8 +24,13 @@ from tests.credentials.helpers import api_key, api_key_header, error_code, post_
 
 def enrol(in_tenant, org, user) -> tuple[pyotp.TOTP, list[str]]:
     """Turn two-factor authentication on for `user` through the service; (their TOTP, codes)."""
+    return enrol_in(in_tenant(org), user)
+
+
+def enrol_in(schema, user) -> tuple[pyotp.TOTP, list[str]]:
+    """`enrol` in the schema that the context manager `schema` enters (public: staff)."""
     secret = two_factor.new_secret()
-    with in_tenant(org):
+    with schema:
         codes = services.two_factor_enable(
             actor=Actor.for_user(user),
             encrypted_secret=two_factor.encrypt_secret(secret, user_id=user.pk),
@@ -542,15 +547,7 @@ def test_the_requirement_of_one_organization_binds_no_other(org, other_org, clie
 
 
 def staff_enrol(staff_user) -> tuple[pyotp.TOTP, list[str]]:
-    secret = two_factor.new_secret()
-    with context.public_context():
-        codes = services.two_factor_enable(
-            actor=Actor.for_user(staff_user),
-            encrypted_secret=two_factor.encrypt_secret(secret, user_id=staff_user.pk),
-            code=pyotp.TOTP(secret).now(),
-            keep_session_key="",
-        )
-    return pyotp.TOTP(secret), codes
+    return enrol_in(context.public_context(), staff_user)
 
 
 def test_staff_sign_in_to_admin_with_a_code(public_client, staff_user):
