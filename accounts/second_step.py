@@ -25,7 +25,6 @@ SESSION_KEY = "accounts.second_step"
 class Pending:
     user: User
     next_url: str
-    failures: int
 
 
 def _owner() -> str:
@@ -66,7 +65,7 @@ def read(request: HttpRequest) -> Pending | None:
         return None
     if not hmac.compare_digest(str(state.get("hash", "")), user.get_session_auth_hash()):
         return None
-    return Pending(user=user, next_url=str(state.get("next", "")), failures=int(state["failures"]))
+    return Pending(user=user, next_url=str(state.get("next", "")))
 
 
 def count_failure(request: HttpRequest) -> int:

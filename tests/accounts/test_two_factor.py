@@ -521,6 +521,9 @@ def test_required_two_factor_sends_members_to_set_it_up_and_spares_integrations(
     assert member.get("/profile/two-factor/").status_code == 200
     api = member.get("/api/v1/agents/")
     assert api.status_code == 403 and error_code(api) == "two_factor_required"
+    # Nor does another Authorization scheme make the session count.
+    basic = member.get("/api/v1/agents/", HTTP_AUTHORIZATION="Basic bWVtYmVyOng=")
+    assert basic.status_code == 401
     # Integrations are not concerned; nor is the owner, who has it.
     key_client = client_for(org)
     assert key_client.get("/api/v1/agents/", **api_key_header(raw_key)).status_code == 200
