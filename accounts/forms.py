@@ -110,3 +110,42 @@ class PasswordChangeForm(forms.Form):
         if new and again and new != again:
             self.add_error("new_password_confirm", "The two passwords do not match.")
         return cleaned
+
+
+class SignInCodeForm(forms.Form):
+    code = forms.CharField(
+        label="Authentication code",
+        max_length=64,
+        help_text="The 6 digits your authenticator app shows, or one of your recovery codes.",
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "one-time-code",
+                "autofocus": True,
+                "autocapitalize": "off",
+                "spellcheck": "false",
+            }
+        ),
+    )
+
+
+class TwoFactorConfirmForm(forms.Form):
+    code = forms.CharField(
+        label="Code from your app",
+        max_length=64,
+        help_text="The 6 digits the app shows for AgentPlane now.",
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}
+        ),
+    )
+
+
+class TwoFactorProofForm(forms.Form):
+    proof = forms.CharField(
+        label="Your password, or a code from your app",
+        max_length=4096,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+
+    def __init__(self, *args, prefix: str, **kwargs) -> None:
+        super().__init__(*args, prefix=prefix, **kwargs)

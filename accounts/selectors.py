@@ -9,7 +9,7 @@ from django.contrib.sessions.models import Session
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from accounts.models import Invitation, User
+from accounts.models import Invitation, RecoveryCode, User
 from core.actors import Actor
 
 
@@ -63,13 +63,10 @@ def session_list(*, actor: Actor) -> list[SessionEntry]:
     Sessions are decoded one by one: this schema holds only this organization's sessions, and
     expired ones are cleared (`clearsessions`).
     """
-    if actor.kind != "user" or not actor.id:
+    if actor.kind not in {"user", "staff"} or not actor.id:
         return []
     found = []
-    for session in Session.objects.filter(expire_date__gt=timezone.now()):
-        data = session.get_decoded()
-        if str(data.get("_auth_user_id")) != str(actor.id):
-            continue
+    for session, data in _sessions_of(actor.id):
         meta = data.get(SESSION_META_KEY) or {}
         found.append(
             SessionEntry(
@@ -81,3 +78,20 @@ def session_list(*, actor: Actor) -> list[SessionEntry]:
             )
         )
     return sorted(found, key=lambda entry: entry.signed_in_at, reverse=True)
+
+
+def _sessions_of(user_id: int | str):
+    for session in Session.objects.filter(expire_date__gt=timezone.now()):
+        data = session.get_decoded()
+        if str(data.get("_auth_user_id")) == str(user_id):
+            yield session, data
+
+
+def session_keys_of(*, user_id: int) -> list[str]:
+    """The keys of every unexpired session of the user `user_id` in this schema."""
+    return [session.session_key for session, _ in _sessions_of(user_id)]
+
+
+def recovery_codes_remaining(*, user_id: int) -> int:
+    """How many of the user's recovery codes are still unused."""
+    return RecoveryCode.objects.filter(user_id=user_id, used_at__isnull=True).count()

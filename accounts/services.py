@@ -12,7 +12,8 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Invitation, User
+from accounts import two_factor
+from accounts.models import Invitation, RecoveryCode, TotpDevice, User
 from audit import services as audit
 from core.actors import Actor
 from core.roles import RANK, Role
@@ -129,7 +130,11 @@ def invitation_accept(*, actor: Actor, token: str, password: str, full_name: str
             existing.role = invitation.role
             existing.is_active = True
             existing.full_name = full_name or existing.full_name
-            existing.save(update_fields=["password", "role", "is_active", "full_name"])
+            # A fresh start: the authenticator of the old membership goes (it may be lost).
+            _two_factor_clear(existing)
+            existing.save(
+                update_fields=["password", "role", "is_active", "full_name", "two_factor_enabled"]
+            )
             user = existing
             audit.emit(
                 actor=actor,
@@ -353,8 +358,9 @@ MAX_FULL_NAME_LENGTH = 150
 
 
 def _own_user_id(actor: Actor) -> int:
-    """The acting person's own user id: an API key or the system has no account to change."""
-    if actor.kind != "user" or not actor.id:
+    """The acting person's own user id (an organization's user, or staff in the public schema):
+    an API key or the system has no account to change."""
+    if actor.kind not in {"user", "staff"} or not actor.id:
         raise PermissionDenied("Only a signed-in person can change their own account.")
     return int(actor.id)
 
@@ -408,18 +414,9 @@ def password_change(*, actor: Actor, current_password: str, new_password: str) -
 def sessions_end_others(*, actor: Actor, keep_session_key: str) -> int:
     """Sign the acting user out everywhere but the session `keep_session_key`; returns how many
     sessions ended."""
-    from django.contrib.sessions.models import Session
-
-    from accounts import selectors
-
     audit.require(actor, "org:read", action="user.sessions_ended", resource_type="user")
     with transaction.atomic():
-        others = [
-            entry.key
-            for entry in selectors.session_list(actor=actor)
-            if entry.key != keep_session_key
-        ]
-        ended, _ = Session.objects.filter(session_key__in=others).delete()
+        ended = _sessions_end(user_id=_own_user_id(actor), keep_session_key=keep_session_key)
         audit.emit(
             actor=actor,
             action="user.sessions_ended",
@@ -428,3 +425,242 @@ def sessions_end_others(*, actor: Actor, keep_session_key: str) -> int:
             details={"ended": ended},
         )
     return ended
+
+
+def _sessions_end(*, user_id: int, keep_session_key: str = "") -> int:
+    """End every session of the user but `keep_session_key`; returns how many ended."""
+    from django.contrib.sessions.models import Session
+
+    from accounts import selectors
+
+    others = [key for key in selectors.session_keys_of(user_id=user_id) if key != keep_session_key]
+    ended, _ = Session.objects.filter(session_key__in=others).delete()
+    return ended
+
+
+# --- Two-factor authentication (TOTP and recovery codes) -----------------------------------------
+
+INVALID_CODE = "That code is not valid. Enter the current code from your app, or a recovery code."
+
+
+def _two_factor_clear(user: User) -> None:
+    """Remove the user's authenticator and recovery codes (the caller saves `user`)."""
+    TotpDevice.objects.filter(user=user).delete()
+    RecoveryCode.objects.filter(user=user).delete()
+    user.two_factor_enabled = False
+
+
+def _recovery_codes_issue(user: User) -> list[str]:
+    """Replace the user's recovery codes with ten new ones; returns them (shown once)."""
+    codes = two_factor.new_recovery_codes()
+    RecoveryCode.objects.filter(user=user).delete()
+    RecoveryCode.objects.bulk_create(
+        RecoveryCode(user=user, code_hash=two_factor.recovery_code_hash(code)) for code in codes
+    )
+    return codes
+
+
+def _code_accept(actor: Actor, user: User, code: object) -> str | None:
+    """Spend `code` for `user` (locked by the caller): a current TOTP code, not used before, or an
+    unused recovery code. Returns "totp" or "recovery_code", or None if it is neither."""
+    typed = two_factor.normalize_code(code)
+    if not typed:
+        return None
+    if two_factor.is_totp_code(typed):
+        device = TotpDevice.objects.select_for_update().filter(user=user).first()
+        if device is None:
+            return None
+        try:
+            secret = two_factor.decrypt_secret(device.encrypted_secret, user_id=user.pk)
+        except two_factor.SecretUnreadable:
+            return None
+        step = two_factor.matching_step(secret, typed, after_step=device.last_used_step)
+        if step is None:
+            return None
+        device.last_used_step = step
+        device.save(update_fields=["last_used_step"])
+        return "totp"
+    recovery = (
+        RecoveryCode.objects.select_for_update()
+        .filter(user=user, code_hash=two_factor.recovery_code_hash(typed), used_at__isnull=True)
+        .first()
+    )
+    if recovery is None:
+        return None
+    recovery.used_at = timezone.now()
+    recovery.save(update_fields=["used_at"])
+    audit.emit(
+        actor=actor,
+        action="user.two_factor_recovery_code_used",
+        resource_type="user",
+        resource_id=user.pk,
+        details={"remaining": RecoveryCode.objects.filter(user=user, used_at__isnull=True).count()},
+    )
+    return "recovery_code"
+
+
+def two_factor_code_check(*, actor: Actor, user_id: int, code: object) -> str:
+    """The second step of a sign-in: spend a code of the active user `user_id`, who has two-factor
+    authentication on. Returns how ("totp" or "recovery_code"); ValidationError if it is wrong."""
+    with transaction.atomic():
+        user = User.objects.select_for_update().filter(pk=user_id, is_active=True).first()
+        method = None
+        if user is not None and user.two_factor_enabled:
+            method = _code_accept(actor, user, code)
+    if method is None:
+        raise ValidationError({"code": [INVALID_CODE]}, code="invalid_code")
+    return method
+
+
+def two_factor_enable(
+    *, actor: Actor, encrypted_secret: str, code: object, keep_session_key: str
+) -> list[str]:
+    """Turn two-factor authentication on for the acting user, with the secret their app was set
+    up with (encrypted, as accounts.two_factor gave it) and a first code from it, which proves
+    the app works. Returns the ten recovery codes, shown once; every other session ends."""
+    audit.require(actor, "org:read", action="user.two_factor_enabled", resource_type="user")
+    user_id = _own_user_id(actor)
+    try:
+        secret = two_factor.decrypt_secret(encrypted_secret, user_id=user_id)
+    except two_factor.SecretUnreadable as error:
+        raise ValidationError({"code": ["Start the setup again."]}, code="stale") from error
+    step = two_factor.matching_step(secret, two_factor.normalize_code(code), after_step=0)
+    if step is None:
+        raise ValidationError(
+            {"code": ["That code does not match. Enter the 6 digits your app shows now."]},
+            code="invalid_code",
+        )
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user_id)
+        if user.two_factor_enabled:
+            raise ValidationError(
+                {"code": ["Two-factor authentication is on already."]}, code="already_enabled"
+            )
+        TotpDevice.objects.filter(user=user).delete()
+        TotpDevice.objects.create(
+            user=user,
+            encrypted_secret=two_factor.encrypt_secret(secret, user_id=user.pk),
+            last_used_step=step,
+        )
+        codes = _recovery_codes_issue(user)
+        user.two_factor_enabled = True
+        user.save(update_fields=["two_factor_enabled"])
+        ended = _sessions_end(user_id=user.pk, keep_session_key=keep_session_key)
+        audit.emit(
+            actor=actor,
+            action="user.two_factor_enabled",
+            resource_type="user",
+            resource_id=user.pk,
+            details={"method": "totp", "signed_out": ended},
+        )
+    return codes
+
+
+def _proof_accept(actor: Actor, user: User, proof: object) -> bool:
+    """Whether `proof` is the user's password or one of their codes (spent if it is one)."""
+    if isinstance(proof, str) and proof and user.check_password(proof):
+        return True
+    return _code_accept(actor, user, proof) is not None
+
+
+def _own_locked_with_two_factor(actor: Actor) -> User:
+    user = User.objects.select_for_update().get(pk=_own_user_id(actor))
+    if not user.two_factor_enabled:
+        raise ValidationError({"proof": ["Two-factor authentication is off."]}, code="not_enabled")
+    return user
+
+
+def two_factor_disable(*, actor: Actor, proof: object, keep_session_key: str) -> User:
+    """Turn the acting user's two-factor authentication off, proving it is them with their
+    password or a code. Their authenticator and recovery codes go; every other session ends."""
+    action = "user.two_factor_disabled"
+    audit.require(actor, "org:read", action=action, resource_type="user")
+    with transaction.atomic():
+        user = _own_locked_with_two_factor(actor)
+        if not _proof_accept(actor, user, proof):
+            raise ValidationError(
+                {"proof": ["That is neither your password nor a valid code."]}, code="invalid"
+            )
+        _two_factor_clear(user)
+        user.save(update_fields=["two_factor_enabled"])
+        ended = _sessions_end(user_id=user.pk, keep_session_key=keep_session_key)
+        audit.emit(
+            actor=actor,
+            action=action,
+            resource_type="user",
+            resource_id=user.pk,
+            details={"signed_out": ended},
+        )
+    return user
+
+
+def recovery_codes_regenerate(*, actor: Actor, proof: object) -> list[str]:
+    """Ten new recovery codes for the acting user (the old ones stop working), proving it is them
+    with their password or a code. Returns the codes, shown once."""
+    action = "user.two_factor_recovery_codes_regenerated"
+    audit.require(actor, "org:read", action=action, resource_type="user")
+    with transaction.atomic():
+        user = _own_locked_with_two_factor(actor)
+        if not _proof_accept(actor, user, proof):
+            raise ValidationError(
+                {"proof": ["That is neither your password nor a valid code."]}, code="invalid"
+            )
+        codes = _recovery_codes_issue(user)
+        audit.emit(
+            actor=actor,
+            action=action,
+            resource_type="user",
+            resource_id=user.pk,
+            details={"count": len(codes)},
+        )
+    return codes
+
+
+def member_two_factor_reset(*, actor: Actor, user_id: int) -> User:
+    """An admin turns a member's two-factor authentication off (a lost phone and lost recovery
+    codes): the member signs in with their password again, and every session of theirs ends.
+    The same rules as a role change: not yourself, not someone ranked above you."""
+    action = "member.two_factor_reset"
+    _check_member(actor, user_id, action)
+    with transaction.atomic():
+        user = _relock(actor, user_id)
+        if not user.two_factor_enabled:
+            return user
+        _two_factor_clear(user)
+        user.save(update_fields=["two_factor_enabled"])
+        ended = _sessions_end(user_id=user.pk)
+        audit.emit(
+            actor=actor,
+            action=action,
+            resource_type="user",
+            resource_id=user.pk,
+            details={"email": user.email, "signed_out": ended},
+            recheck=True,
+        )
+    return user
+
+
+def staff_two_factor_reset(*, actor: Actor, email: str) -> User:
+    """Turn a staff account's two-factor authentication off (`manage.py staff_two_factor_reset`,
+    for staff who lost their authenticator); every session of theirs ends."""
+    from tenants import context
+
+    with context.public_context(), transaction.atomic():
+        user = (
+            User.objects.select_for_update()
+            .filter(email=email.strip().lower(), is_staff=True)
+            .first()
+        )
+        if user is None:
+            raise User.DoesNotExist
+        _two_factor_clear(user)
+        user.save(update_fields=["two_factor_enabled"])
+        ended = _sessions_end(user_id=user.pk)
+        audit.record(
+            actor=actor,
+            action="staff.two_factor_reset",
+            resource_type="user",
+            resource_id=user.pk,
+            details={"email": user.email, "signed_out": ended},
+        )
+    return user

@@ -1,4 +1,4 @@
-"""Throttles for the portal's forms that attackers hammer: sign-in, signup, password reset."""
+"""Throttles for the forms that attackers hammer: sign-in and its code, signup, password reset."""
 
 from __future__ import annotations
 
@@ -27,6 +27,17 @@ def by_ip(request: HttpRequest) -> str:
 def by_login(request: HttpRequest) -> str:
     # Users are per organization; tenants.ratelimit adds the organization to every key.
     return f"login:{request.POST.get('username', '').strip().lower()[:254]}"
+
+
+def by_pending_account(request: HttpRequest) -> str:
+    """The account whose sign-in waits for its code (the password step passed)."""
+    from accounts import second_step
+
+    return f"login-code:{second_step.pending_user_id(request)}"
+
+
+def by_user(request: HttpRequest) -> str:
+    return f"user:{getattr(request.user, 'pk', '')}"
 
 
 def throttle_posts(*limits: Limit) -> Callable:
@@ -74,5 +85,16 @@ STAFF_LOGIN_LIMITS = (
     Limit("admin.login.ip", "20/5m", by_ip),
     Limit("admin.login.account", "10/5m", by_login),
 )
+# The code step of a sign-in: as many tries as the password step, per address and per account.
+LOGIN_CODE_LIMITS = (
+    Limit("portal.login_code.ip", "30/5m", by_ip),
+    Limit("portal.login_code.account", "10/5m", by_pending_account),
+)
+STAFF_LOGIN_CODE_LIMITS = (
+    Limit("admin.login_code.ip", "20/5m", by_ip),
+    Limit("admin.login_code.account", "10/5m", by_pending_account),
+)
+# Proving it is you (password or code) to turn two-factor authentication off or renew its codes.
+TWO_FACTOR_PROOF_LIMITS = (Limit("two_factor.proof.account", "10/5m", by_user),)
 SIGNUP_LIMITS = (Limit("portal.signup.ip", "10/h", by_ip),)
 PASSWORD_RESET_LIMITS = (Limit("portal.password_reset.ip", "10/h", by_ip),)

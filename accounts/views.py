@@ -1,9 +1,13 @@
-"""Pages of the organization's host for people: login, password reset, members, invitations."""
+"""Pages of the organization's host for people: login and its code step, password reset, members,
+invitations, your profile and its two-factor authentication."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, update_session_auth_hash
 from django.contrib.auth import views as auth_views
@@ -18,7 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts import selectors, services
+from accounts import second_step, selectors, services, two_factor
 from accounts.forms import (
     InvitationAcceptForm,
     InvitationForm,
@@ -26,14 +30,18 @@ from accounts.forms import (
     PasswordChangeForm,
     ProfileForm,
     RoleChangeForm,
+    SignInCodeForm,
+    TwoFactorConfirmForm,
+    TwoFactorProofForm,
 )
 from accounts.handoff import HandoffRefused, handoff_token_redeem
+from accounts.middleware import two_factor_required
 from accounts.models import Invitation, User
 from audit import failures as audit_failures
 from audit import services as audit_services
 from core.actors import Actor
 from core.pages import require, requires
-from core.roles import Role
+from core.roles import ORGANIZATION_SECURITY, Role
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +60,20 @@ def _absolute(request: HttpRequest, path: str) -> str:
 
 
 class LoginView(auth_views.LoginView):
+    """Email and password; then, for an account with two-factor authentication, the code step
+    (`login_code`), before which the session is not signed in."""
+
     template_name = "accounts/login.html"
     authentication_form = LoginForm
     redirect_authenticated_user = True
+    code_url_name = "accounts:login-code"
 
     def form_valid(self, form: LoginForm) -> HttpResponse:
-        response = super().form_valid(form)
         user = form.get_user()
+        if user.two_factor_enabled:
+            second_step.start(self.request, user, next_url=self.get_success_url())
+            return redirect(self.code_url_name)
+        response = super().form_valid(form)
         audit_services.login_record(
             actor=Actor.for_user(user, self.request), email=user.email, succeeded=True
         )
@@ -72,6 +87,76 @@ class LoginView(auth_views.LoginView):
                 actor=Actor.anonymous(self.request), email=form.cleaned_data["username"]
             )
         return super().form_invalid(form)
+
+
+@dataclass(frozen=True)
+class TwoFactorSite:
+    """Where one site's two-factor pages are: the portal's (an organization's people) or Django
+    admin's (platform staff). The views are the same; the templates and addresses differ."""
+
+    login_url: str
+    account_url: str  # where the state is shown, with the forms to turn it off or renew codes
+    codes_url: str
+    login_code_template: str
+    setup_template: str
+    codes_template: str
+    context: Callable[[HttpRequest], dict] = lambda request: {}
+
+
+PORTAL_TWO_FACTOR = TwoFactorSite(
+    login_url="accounts:login",
+    account_url="accounts:profile",
+    codes_url="accounts:two-factor-codes",
+    login_code_template="accounts/login_code.html",
+    setup_template="accounts/two_factor_setup.html",
+    codes_template="accounts/two_factor_codes.html",
+)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def login_code(request: HttpRequest, site: TwoFactorSite = PORTAL_TWO_FACTOR) -> HttpResponse:
+    """The second step of a sign-in: the code from the person's app, or a recovery code."""
+    pending = second_step.read(request)
+    if pending is None:
+        second_step.clear(request)
+        messages.info(request, "Sign in with your email and password first.")
+        return redirect(site.login_url)
+    form = SignInCodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = pending.user
+        try:
+            method = services.two_factor_code_check(
+                actor=Actor.for_user(user, request), user_id=user.pk, code=form.cleaned_data["code"]
+            )
+        except ValidationError as error:
+            audit_failures.login_failure_record(
+                actor=Actor.anonymous(request), email=user.email, method="two_factor"
+            )
+            if second_step.count_failure(request) >= settings.TWO_FACTOR_MAX_ATTEMPTS:
+                second_step.clear(request)
+                messages.error(request, "Too many wrong codes. Sign in again.")
+                return redirect(site.login_url)
+            _apply_errors(form, error)
+        else:
+            second_step.clear(request)
+            login(request, user, backend=MODEL_BACKEND)
+            audit_services.login_record(
+                actor=Actor.for_user(user, request),
+                email=user.email,
+                succeeded=True,
+                method=f"password+{method}",
+            )
+            if method == "recovery_code":
+                remaining = selectors.recovery_codes_remaining(user_id=user.pk)
+                messages.warning(
+                    request,
+                    f"You signed in with a recovery code: {remaining} left. Make new ones on "
+                    "your account page if you are running out.",
+                )
+            return redirect(pending.next_url or settings.LOGIN_REDIRECT_URL)
+    context = {"form": form, "email": pending.user.email, **site.context(request)}
+    return render(request, site.login_code_template, context, status=400 if form.errors else 200)
 
 
 class LogoutView(auth_views.LogoutView):
@@ -161,6 +246,10 @@ def _members_page(
         "can_invite": can_invite,
         "invite_form": invite_form if invite_form is not None else InvitationForm(roles=assignable),
         "invitations": list(selectors.invitation_list_pending()) if can_invite else [],
+        "can_require_two_factor": actor.can(ORGANIZATION_SECURITY),
+        "members_without_two_factor": sum(
+            row["user"].is_active and not row["user"].two_factor_enabled for row in rows
+        ),
         # The link of the invitation just sent or resent, shown this once (post/redirect/get).
         "invitation_link": request.session.pop(INVITATION_LINK_SESSION_KEY, None),
     }
@@ -400,6 +489,7 @@ def _profile_page(
                 {"entry": entry, "is_current": entry.key == current} for entry in sessions
             ],
             "other_sessions": sum(entry.key != current for entry in sessions),
+            **two_factor_state(request),
         },
         status=status,
     )
@@ -459,3 +549,164 @@ def sessions_end_others(request: HttpRequest, actor: Actor) -> HttpResponse:
     )
     messages.success(request, f"Signed out of {ended} other session{'s' if ended != 1 else ''}.")
     return redirect("accounts:profile")
+
+
+# --- Two-factor authentication ------------------------------------------------------------------
+
+SETUP_SECRET_SESSION_KEY = "accounts.two_factor_setup"
+NEW_CODES_SESSION_KEY = "accounts.two_factor_new_codes"
+
+
+def two_factor_state(request: HttpRequest) -> dict:
+    """What an account page shows about the signed-in person's two-factor authentication."""
+    user = request.user
+    return {
+        "two_factor_enabled": user.two_factor_enabled,
+        "recovery_codes_left": (
+            selectors.recovery_codes_remaining(user_id=user.pk) if user.two_factor_enabled else 0
+        ),
+        "disable_form": TwoFactorProofForm(prefix="disable"),
+        "regenerate_form": TwoFactorProofForm(prefix="regenerate"),
+    }
+
+
+def _setup_secret(request: HttpRequest) -> str:
+    """The secret being set up in this session (encrypted, as the session keeps it): the same
+    one on every reload, until it is confirmed or the session ends."""
+    stored = request.session.get(SETUP_SECRET_SESSION_KEY)
+    if stored:
+        try:
+            return two_factor.decrypt_secret(stored, user_id=request.user.pk)
+        except two_factor.SecretUnreadable:
+            pass
+    secret = two_factor.new_secret()
+    request.session[SETUP_SECRET_SESSION_KEY] = two_factor.encrypt_secret(
+        secret, user_id=request.user.pk
+    )
+    return secret
+
+
+def two_factor_setup_page(request: HttpRequest, site: TwoFactorSite) -> HttpResponse:
+    """Scan the QR code (or type the key), then confirm with a first code."""
+    if request.user.two_factor_enabled:
+        messages.info(request, "Two-factor authentication is on already.")
+        return redirect(site.account_url)
+    secret = _setup_secret(request)
+    form = TwoFactorConfirmForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            codes = services.two_factor_enable(
+                actor=Actor.from_request(request),
+                encrypted_secret=request.session[SETUP_SECRET_SESSION_KEY],
+                code=form.cleaned_data["code"],
+                keep_session_key=request.session.session_key or "",
+            )
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            request.session.pop(SETUP_SECRET_SESSION_KEY, None)
+            request.session[NEW_CODES_SESSION_KEY] = codes
+            messages.success(request, "Two-factor authentication is on.")
+            return redirect(site.codes_url)
+    uri = two_factor.provisioning_uri(
+        secret,
+        account=request.user.email,
+        organization=request.tenant.name if request.tenant else "staff",
+    )
+    context = {
+        "form": form,
+        "qr_svg": two_factor.qr_svg(uri),
+        "setup_key": two_factor.secret_display(secret),
+        "setup_key_raw": secret,
+        "is_required": two_factor_required(request),
+        **site.context(request),
+    }
+    return render(request, site.setup_template, context, status=400 if form.errors else 200)
+
+
+def two_factor_codes_page(request: HttpRequest, site: TwoFactorSite) -> HttpResponse:
+    """The new recovery codes, shown this once (post/redirect/get, then gone)."""
+    codes = request.session.pop(NEW_CODES_SESSION_KEY, None)
+    if not codes:
+        return redirect(site.account_url)
+    return render(request, site.codes_template, {"codes": codes, **site.context(request)})
+
+
+def two_factor_disable_action(request: HttpRequest, site: TwoFactorSite) -> HttpResponse:
+    form = TwoFactorProofForm(request.POST, prefix="disable")
+    if form.is_valid():
+        try:
+            services.two_factor_disable(
+                actor=Actor.from_request(request),
+                proof=form.cleaned_data["proof"],
+                keep_session_key=request.session.session_key or "",
+            )
+        except ValidationError as error:
+            messages.error(request, "; ".join(error.messages))
+        else:
+            messages.success(
+                request, "Two-factor authentication is off. Your other sessions are ended."
+            )
+    else:
+        messages.error(request, "Enter your password or a code to turn it off.")
+    return redirect(site.account_url)
+
+
+def recovery_codes_regenerate_action(request: HttpRequest, site: TwoFactorSite) -> HttpResponse:
+    form = TwoFactorProofForm(request.POST, prefix="regenerate")
+    if form.is_valid():
+        try:
+            codes = services.recovery_codes_regenerate(
+                actor=Actor.from_request(request), proof=form.cleaned_data["proof"]
+            )
+        except ValidationError as error:
+            messages.error(request, "; ".join(error.messages))
+        else:
+            request.session[NEW_CODES_SESSION_KEY] = codes
+            messages.success(request, "New recovery codes: the old ones no longer work.")
+            return redirect(site.codes_url)
+    else:
+        messages.error(request, "Enter your password or a code to make new recovery codes.")
+    return redirect(site.account_url)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@requires("org:read")
+def two_factor_setup(request: HttpRequest, actor: Actor) -> HttpResponse:
+    return two_factor_setup_page(request, PORTAL_TWO_FACTOR)
+
+
+@never_cache
+@require_GET
+@requires("org:read")
+def two_factor_codes(request: HttpRequest, actor: Actor) -> HttpResponse:
+    return two_factor_codes_page(request, PORTAL_TWO_FACTOR)
+
+
+@require_POST
+@requires("org:read")
+def two_factor_disable(request: HttpRequest, actor: Actor) -> HttpResponse:
+    return two_factor_disable_action(request, PORTAL_TWO_FACTOR)
+
+
+@require_POST
+@requires("org:read")
+def recovery_codes_regenerate(request: HttpRequest, actor: Actor) -> HttpResponse:
+    return recovery_codes_regenerate_action(request, PORTAL_TWO_FACTOR)
+
+
+@login_required
+@require_POST
+def member_two_factor_reset(request: HttpRequest, user_id: int) -> HttpResponse:
+    try:
+        user = services.member_two_factor_reset(actor=Actor.from_request(request), user_id=user_id)
+    except User.DoesNotExist as error:
+        raise Http404("No such member.") from error
+    except (PermissionDenied, ValidationError) as error:
+        return _refused(request, error, "members:manage")
+    messages.success(
+        request,
+        f"Two-factor authentication of {user.get_full_name()} is off; they are signed out.",
+    )
+    return redirect("accounts:members")

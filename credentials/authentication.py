@@ -244,6 +244,10 @@ class PortalSessionAuthentication(authentication.SessionAuthentication):
         tenant = context.current_tenant()
         if tenant is None or not user.is_active:
             return None
+        if tenant.require_two_factor and not user.two_factor_enabled:
+            # Held at the two-factor setup (accounts.middleware answers why, when it can): the
+            # session is no credential, whatever other Authorization header comes with it.
+            return None
         return user, Credential(
             scheme="session", tenant=tenant, permissions=permissions_for(user.role), user=user
         )

@@ -250,6 +250,14 @@ def token_obtain(*, actor: Actor, email: str, password: str, request=None) -> To
         # alert rule sees password guessing over the API as it sees it in the portal.
         audit_failures.login_failure_record(actor=actor, email=email, method="api_token")
         raise Unauthenticated("invalid_credentials", "The email or password is wrong.")
+    if user.two_factor_enabled:
+        # A password alone must not open an account that signs in with a second factor.
+        audit_failures.login_failure_record(actor=actor, email=email, method="api_token_2fa")
+        raise Unauthenticated(
+            "two_factor_required",
+            "This account uses two-factor authentication: sign in through the portal, or use "
+            "an API key.",
+        )
     return token_pair_issue(
         actor=Actor.for_user(user, request) if actor.kind == "anonymous" else actor, user=user
     )
@@ -295,6 +303,12 @@ def token_refresh(*, actor: Actor, refresh: str) -> TokenPair:
             outcome = ("token_reused", "The refresh token was already used: sign in again.")
         elif not row.user.is_active:
             outcome = ("user_inactive", "The account is deactivated.")
+        elif row.user.two_factor_enabled:
+            # Issued for the password alone, before two-factor was set up: it ends with it.
+            outcome = (
+                "two_factor_required",
+                "This account now uses two-factor authentication: use an API key.",
+            )
         else:
             row.used_at = now
             row.save(update_fields=["used_at"])

@@ -98,6 +98,8 @@ def _session_actor(tenant: Tenant, scope: dict[str, Any]) -> Actor | None:
         user = backend.get_user(user_id)
         if user is None or not user.is_active:
             return None
+        if tenant.require_two_factor and not user.two_factor_enabled:
+            return None  # to set it up first, as every portal page says (accounts.middleware)
         stored = session.get(HASH_SESSION_KEY, "")
         if not constant_time_compare(stored, user.get_session_auth_hash()):
             return None

@@ -21,7 +21,7 @@ from audit import services as audit
 from billing import invoicing
 from core.actors import Actor
 from core.errors import field_error
-from core.roles import ORGANIZATION_DELETE, ORGANIZATION_EXPORT, Role
+from core.roles import ORGANIZATION_DELETE, ORGANIZATION_EXPORT, ORGANIZATION_SECURITY, Role
 from organizations import exports
 from tenants import context, events, migration_state, residency, routing, schema_pool, shards
 from tenants.models import Domain, Plan, Tenant, TenantStatus
@@ -639,4 +639,46 @@ def plan_change(*, actor: Actor, plan_slug: str) -> Tenant:
             details=changes,
         )
         transaction.on_commit(routing.clear_everywhere)
+    return current
+
+
+def two_factor_requirement_set(*, actor: Actor, required: bool) -> Tenant:
+    """The owner requires two-factor authentication of every member of the current organization,
+    or stops requiring it. Members without it are sent to set it up at their next request
+    (accounts.middleware); API keys and JWTs are not concerned. An owner turns it on only with
+    two-factor authentication of their own."""
+    tenant = context.require_tenant()
+    action = "organization.two_factor_requirement_changed"
+    audit.require(
+        actor,
+        ORGANIZATION_SECURITY,
+        action=action,
+        resource_type="organization",
+        resource_id=str(tenant.public_id),
+    )
+    if required and not User.objects.filter(pk=actor.id or None, two_factor_enabled=True).exists():
+        raise ValidationError(
+            "Set up two-factor authentication for yourself first (on your profile).",
+            code="two_factor_needed",
+        )
+    with transaction.atomic():
+        with context.public_context():
+            current = Tenant.objects.select_for_update().get(pk=tenant.pk)
+            if current.require_two_factor == required:
+                return current
+            current.require_two_factor = required
+            current.save(update_fields=["require_two_factor"])
+        audit.emit(
+            actor=actor,
+            action=action,
+            resource_type="organization",
+            resource_id=str(current.public_id),
+            details={
+                "required": required,
+                "members_without": User.objects.filter(
+                    is_active=True, two_factor_enabled=False
+                ).count(),
+            },
+        )
+        routing.clear_on_commit()
     return current

@@ -1,4 +1,4 @@
-"""The owner's plan change (the Billing page's form posts here)."""
+"""The owner's settings: the plan change (Billing page), the two-factor requirement (Members)."""
 
 from django.urls import path
 
@@ -6,4 +6,11 @@ from organizations import views
 
 app_name = "organizations"
 
-urlpatterns = [path("", views.plan_change, name="plan-change")]
+urlpatterns = [
+    path("billing/plan", views.plan_change, name="plan-change"),
+    path(
+        "members/require-two-factor/",
+        views.two_factor_requirement,
+        name="two-factor-requirement",
+    ),
+]

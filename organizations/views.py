@@ -1,4 +1,5 @@
-"""The owner's self-service plan change, posted from the Billing page."""
+"""The owner's self-service settings: the plan (posted from the Billing page) and requiring
+two-factor authentication (from the Members page)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django.views.decorators.http import require_POST
 
 from core.actors import Actor
 from core.pages import requires
+from core.roles import ORGANIZATION_SECURITY
 from organizations import services
 
 
@@ -24,3 +26,22 @@ def plan_change(request: HttpRequest, actor: Actor) -> HttpResponse:
     else:
         messages.success(request, f"{tenant.name} is now on the {tenant.plan.name} plan.")
     return redirect("billing:billing")
+
+
+@require_POST
+@requires(ORGANIZATION_SECURITY)
+def two_factor_requirement(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """The owner's switch on the Members page."""
+    required = request.POST.get("required") == "1"
+    try:
+        services.two_factor_requirement_set(actor=actor, required=required)
+    except ValidationError as error:
+        messages.error(request, "; ".join(error.messages))
+    else:
+        messages.success(
+            request,
+            "Two-factor authentication is now required of every member."
+            if required
+            else "Two-factor authentication is no longer required.",
+        )
+    return redirect("accounts:members")

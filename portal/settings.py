@@ -141,6 +141,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "accounts.middleware.SessionMetaMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Members of an organization that requires two-factor authentication (and staff, with
+    # STAFF_REQUIRE_TWO_FACTOR) set it up before anything else.
+    "accounts.middleware.TwoFactorRequiredMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     # RateLimit-Policy / RateLimit on every API response (set by billing's throttle).
@@ -352,6 +355,17 @@ JWT_REFRESH_TOKEN_LIFETIME_SECONDS = int(os.environ.get("JWT_REFRESH_TOKEN_LIFET
 # Wraps the signing keys' private halves at rest (base64 of 32 bytes; docs/adr/0003). Without
 # it, a key is derived from SECRET_KEY: acceptable in development, not in production.
 SIGNING_KEY_WRAPPING_KEY = os.environ.get("SIGNING_KEY_WRAPPING_KEY", "")
+# Two-factor authentication (accounts.two_factor, docs/operations.md "Two-factor authentication"):
+# encrypts the authenticator secrets at rest (base64 of 32 bytes; without it, a key derived from
+# SECRET_KEY). Changing it makes every enrolled authenticator unreadable.
+TWO_FACTOR_KEY = os.environ.get("TWO_FACTOR_KEY", "")
+# Platform staff must set up two-factor authentication before using Django admin (on by default
+# in production; the development demo's staff account signs in with its password alone).
+STAFF_REQUIRE_TWO_FACTOR = env_bool("STAFF_REQUIRE_TWO_FACTOR", not DEBUG)
+# How long the code step of a sign-in waits after the password (seconds), and how many wrong codes
+# it takes before the password must be entered again.
+TWO_FACTOR_PENDING_SECONDS = 300
+TWO_FACTOR_MAX_ATTEMPTS = 5
 # Envelope encryption (vault/, docs/data-protection.md): each organization's data keys are stored
 # only wrapped by the platform master key (base64 of 32 bytes), outside the database. Previous
 # master keys (comma-separated) keep unwrapping until `manage.py rotate_master_key` re-wrapped all.

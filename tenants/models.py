@@ -95,6 +95,11 @@ class Tenant(TenantMixin):
     deletion_requested_at = models.DateTimeField(null=True, blank=True)
     deletion_requested_by = models.CharField(max_length=254, blank=True)
     deletion_scheduled_for = models.DateTimeField(null=True, blank=True)
+    # The owner's security setting (organizations.services.two_factor_requirement_set): members
+    # without two-factor authentication are sent to set it up and can do nothing else until then.
+    require_two_factor = models.BooleanField(
+        default=False, help_text="Every member must use two-factor authentication."
+    )
     # Staff overrides of the plan's limits for this organization (empty: the plan's limit).
     # Read through agents.selectors.limits_get; changed through agents.services.
     max_agents_override = models.PositiveIntegerField(null=True, blank=True)

@@ -112,6 +112,7 @@ def organization_pages(agent_id) -> list[tuple[str, str]]:
         ("audit-rules", "/audit/rules/"),
         ("api-keys", "/api-keys/"),
         ("profile", "/profile/"),
+        ("two-factor-setup", "/profile/two-factor/"),
         ("tools", "/tools/"),
         ("tool-new", "/tools/new/"),
         ("usage", "/usage/"),

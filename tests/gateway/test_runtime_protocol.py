@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from tests.conftest import PASSWORD
 from tests.gateway.conftest import (
     Client,
     api_key,
@@ -229,3 +230,52 @@ def test_stale_instances_are_marked_failed(pair):
     assert str(stale.pk) in failed and str(fresh.pk) not in failed
     assert instance_row(a, stale.pk).status == "failed"
     assert instance_row(a, fresh.pk).status == "running"
+
+
+def test_a_member_held_at_the_two_factor_setup_has_no_socket(pair, layer):
+    """Required two-factor authentication: the member's browser session opens no socket until it
+    is set up (as it opens no page); the owner, who has it, connects."""
+    import pyotp
+
+    from accounts import services as account_services
+    from accounts import two_factor
+    from core.actors import Actor
+    from organizations import services as organization_services
+    from tenants import context, routing
+
+    a, _ = pair
+    owner = Actor.for_user(a.owner)
+    secret = two_factor.new_secret()
+    with context.tenant_context(a.tenant):
+        account_services.two_factor_enable(
+            actor=owner,
+            encrypted_secret=two_factor.encrypt_secret(secret, user_id=a.owner.pk),
+            code=pyotp.TOTP(secret).now(),
+            keep_session_key="",
+        )
+        organization_services.two_factor_requirement_set(actor=owner, required=True)
+    routing.clear()
+    origin = (b"origin", f"http://{a.tenant.host}".encode())
+    cookies = {user.pk: _session_cookie(a, user) for user in (a.member, a.owner)}
+
+    async def connect(user):
+        headers = [(b"cookie", f"sessionid={cookies[user.pk]}".encode()), origin]
+        client = Client(host_of(a), headers)
+        await client.connect()
+        await client.send(op="subscribe", subject="instance.>")
+        answer = await client.receive()
+        await client.close()
+        return answer
+
+    async def body():
+        return await connect(a.member), await connect(a.owner)
+
+    try:
+        member, owner_answer = run(body)
+    finally:  # the module's organizations are shared: leave A as it was
+        with context.tenant_context(a.tenant):
+            organization_services.two_factor_requirement_set(actor=owner, required=False)
+            account_services.two_factor_disable(actor=owner, proof=PASSWORD, keep_session_key="")
+        routing.clear()
+    assert member["error"]["code"] == "unauthenticated"
+    assert owner_answer["op"] == "ready" and owner_answer["via"] == "session"
