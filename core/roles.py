@@ -39,7 +39,9 @@ DATA_KEYS_ROTATE = "data_keys:rotate"  # the organization's data key (owner only
 # Request the organization's deletion, and download its full export (owner only).
 ORGANIZATION_DELETE = "organization:delete"
 ORGANIZATION_EXPORT = "organization:export"
-OWNER_ONLY = {DATA_KEYS_ROTATE, ORGANIZATION_DELETE, ORGANIZATION_EXPORT}
+# End a staff support session into the organization at once (organizations.support).
+SUPPORT_END = "support:end"
+OWNER_ONLY = {DATA_KEYS_ROTATE, ORGANIZATION_DELETE, ORGANIZATION_EXPORT, SUPPORT_END}
 MANAGE |= {"tools:write"}  # write custom tools: code, schema, limits, host API permissions
 MANAGE |= {"usage:manage"}  # the organization's custom meters (billing)
 

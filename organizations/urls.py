@@ -1,4 +1,4 @@
-"""The owner's plan change (the Billing page's form posts here)."""
+"""The owner's plan change (from the Billing page); a support session's hand-off and end."""
 
 from django.urls import path
 
@@ -6,4 +6,8 @@ from organizations import views
 
 app_name = "organizations"
 
-urlpatterns = [path("", views.plan_change, name="plan-change")]
+urlpatterns = [
+    path("billing/plan", views.plan_change, name="plan-change"),
+    path("support/start/", views.support_start, name="support-start"),
+    path("support/<int:session_id>/end/", views.support_end, name="support-end"),
+]

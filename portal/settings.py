@@ -139,6 +139,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "accounts.middleware.SessionMetaMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A staff support session: read-only, checked and recorded on every request.
+    "organizations.middleware.SupportSessionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     # RateLimit-Policy / RateLimit on every API response (set by billing's throttle).
@@ -161,6 +163,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "portal.navigation.context",
+                "organizations.middleware.banner",
             ]
         },
     }

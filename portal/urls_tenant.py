@@ -25,7 +25,7 @@ urlpatterns = [
     path("api-keys/", include("credentials.urls")),
     path("audit/", include("audit.urls")),
     path("", include("billing.urls")),
-    path("billing/plan", include("organizations.urls")),
+    path("", include("organizations.urls")),
     path("", include("agents.urls")),
     path("tools/", include("tools.urls")),
     path("", include("vault.urls")),
