@@ -106,6 +106,10 @@ PHRASES = {
     "user.sessions_ended": "signed out of their other sessions",
     "invitation.resent": "sent an invitation again",
     "audit.alert_acknowledged": "acknowledged an alert",
+    "support.session_opened": "opened a platform support session",
+    "support.session_joined": "entered the portal in a support session",
+    "support.request": "opened a page in a support session",
+    "support.session_ended": "ended a platform support session",
 }
 
 

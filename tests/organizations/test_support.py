@@ -148,6 +148,7 @@ def test_the_handoff_enters_a_read_only_support_session_with_a_banner(org, staff
     labels = [item["label"] for item in page.context["navigation"]]
     assert "Audit" not in labels and "API keys" not in labels and "Members" in labels
     assert 'action="/logout/"' not in text and "/profile/" not in text
+    assert "data-support-session" in text  # live.js does not try the gateway, which refuses it
     (joined,) = log(org, "support.session_joined")
     assert (joined.actor_kind, joined.actor_label) == ("support", staff_user.email)
 
@@ -167,6 +168,7 @@ def test_every_member_sees_the_banner_and_only_the_owner_can_end_it(
     assert f"<strong>{staff_user.email}</strong> can read this organization until" in text
     assert f"{session.until:%Y-%m-%d %H:%M} UTC" in text
     assert (f'action="/support/{session.pk}/end/"' in text) is can_end
+    assert "data-support-session" not in text
 
 
 def test_no_banner_without_an_open_session(org, staff_user, client_for, other_org):
