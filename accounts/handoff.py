@@ -33,9 +33,13 @@ class HandoffRefused(Exception):
 SIGNIN = "signin"
 
 
+def _salt(purpose: str) -> str:
+    return SALT if purpose == SIGNIN else f"{SALT}.{purpose}"
+
+
 def handoff_token_make(*, tenant: Tenant, user_id: int, purpose: str = SIGNIN) -> str:
     payload = {"tenant": str(tenant.public_id), "user": user_id, "nonce": secrets.token_urlsafe(18)}
-    return signing.dumps(payload, salt=f"{SALT}.{purpose}", compress=False)
+    return signing.dumps(payload, salt=_salt(purpose), compress=False)
 
 
 def nonce_key(tenant: Tenant, nonce: str, purpose: str = SIGNIN) -> str:
@@ -47,7 +51,7 @@ def handoff_token_redeem(*, tenant: Tenant, token: str, purpose: str = SIGNIN) -
     """Check the token for `tenant` and `purpose`, spend it, and return the id it carries (the
     user it signs in; for `support`, the support session)."""
     try:
-        payload = signing.loads(token, salt=f"{SALT}.{purpose}", max_age=MAX_AGE_SECONDS)
+        payload = signing.loads(token, salt=_salt(purpose), max_age=MAX_AGE_SECONDS)
     except signing.SignatureExpired as error:
         raise HandoffRefused("expired") from error
     except signing.BadSignature as error:
