@@ -30,6 +30,12 @@ from tenants.models import (
 )
 
 LIMIT_OVERRIDE_FIELDS = [f"{name}_override" for name in LIMIT_NAMES]
+# A reason box that fits a phone's width too.
+REASON_TEXTAREA = {
+    "rows": 3,
+    "cols": 60,
+    "style": "width:100%;max-width:40em;box-sizing:border-box",
+}
 
 # What staff read next to each override: the limit in the product's words, and its unit.
 OVERRIDE_TEXTS = {
@@ -275,7 +281,7 @@ class TenantAdmin(admin.ModelAdmin):
 
 class SuspendForm(forms.Form):
     reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        widget=forms.Textarea(attrs=REASON_TEXTAREA),
         max_length=services.SUSPENSION_REASON_MAX_LENGTH,
         help_text="Why: recorded in the platform's and the organization's audit log.",
     )
@@ -284,7 +290,7 @@ class SuspendForm(forms.Form):
 
 class SupportSessionForm(forms.Form):
     reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        widget=forms.Textarea(attrs=REASON_TEXTAREA),
         max_length=support.REASON_MAX_LENGTH,
         help_text="Why you need to see the organization's data (a ticket, the customer's "
         "request): shown to its members and recorded in both audit logs.",
@@ -303,7 +309,8 @@ def support_handoff_page(
 ) -> HttpResponse:
     """A page that posts the session's one-time token to the organization's host (a form POST,
     not a redirect: the token must not appear in a URL)."""
-    response = render(
+    # The admin's own views send it uncached (never_cache): the token is not kept anywhere.
+    return render(
         request,
         "admin/organizations/support_handoff.html",
         {
@@ -315,8 +322,6 @@ def support_handoff_page(
             "token": support.support_token_make(session=session),
         },
     )
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 @admin.register(SupportSession)

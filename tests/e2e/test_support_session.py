@@ -104,6 +104,9 @@ def test_staff_open_a_session_from_the_admin_and_the_owner_ends_it(
             expect(staff_page.locator("#content h1")).to_have_text(
                 f"Open a support session into {name}"
             )
+            staff_page.fill("#id_reason", REASON)
+            staff_page.select_option("#id_minutes", "30")
+            shots(staff_page, "admin-support-open")
             staff_page.fill("#id_reason", "   ")  # blank: the server refuses, asks again
             staff_page.click("input[name=apply]")
             expect(staff_page.locator(".errorlist")).to_contain_text("This field is required")
