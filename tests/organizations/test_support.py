@@ -540,3 +540,27 @@ def test_staff_end_a_session_and_continue_their_own_from_the_admin(org, staff_cl
     assert session_row(session).ended_by == staff_user.email
     (event,) = log(org, "support.session_ended")
     assert event.actor_kind == "staff"
+
+
+def test_a_support_session_reads_what_a_viewer_reads(org, staff_user):
+    client = support_client(org, open_session(org, staff_user))
+    pages = {
+        "/": 200,
+        "/members/": 200,
+        "/agents/": 200,
+        "/resources/": 200,
+        "/config/": 200,
+        "/tools/": 200,
+        "/usage/": 200,
+        "/knowledge/": 200,
+        "/profile/": 200,
+        "/agents/new/": 403,
+        "/billing/": 403,
+        "/audit/": 403,
+        "/secrets/": 403,
+        "/settings/": 403,
+        "/api-keys/": 403,
+        "/deletion/": 403,
+    }
+
+    assert {path: client.get(path).status_code for path in pages} == pages
