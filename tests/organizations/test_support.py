@@ -564,3 +564,17 @@ def test_a_support_session_reads_what_a_viewer_reads(org, staff_user):
     }
 
     assert {path: client.get(path).status_code for path in pages} == pages
+
+
+def test_the_owner_finds_the_support_session_by_actor_kind(org, staff_user, client_for):
+    client = support_client(org, open_session(org, staff_user))
+    client.get("/agents/")
+
+    response = client_for(org, org.owner).get(
+        "/api/v1/audit/events/", {"actor_kind": "support", "action": "support.request"}
+    )
+
+    assert response.status_code == 200
+    assert [(e["actor_kind"], e["actor_label"]) for e in response.json()["results"]] == [
+        ("support", staff_user.email)
+    ]
