@@ -17,7 +17,8 @@ from core.actors import Actor
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
-ACTOR_KINDS = ("user", "api_key", "staff", "system", "anonymous")
+# "support": platform staff in a support session (organizations.support).
+ACTOR_KINDS = ("user", "api_key", "staff", "support", "system", "anonymous")
 _TEXT_LIMITS = {
     "actor": 254,
     "actor_id": 64,

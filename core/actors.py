@@ -13,7 +13,8 @@ from core.roles import permissions_for
 class Actor:
     """A user, an API key, platform staff, or the system, plus where the request came from."""
 
-    kind: str  # "user" | "api_key" | "staff" | "system" | "anonymous"
+    # "support": a staff member reading an organization's portal in a support session
+    kind: str  # "user" | "api_key" | "staff" | "support" | "system" | "anonymous"
     id: str = ""
     label: str = ""
     role: str = ""
@@ -65,6 +66,8 @@ class Actor:
     def from_request(cls, request: Any) -> Actor:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
+            if getattr(user, "is_support", False):
+                return user.actor(request)  # organizations.support.SupportPrincipal
             return cls.for_user(user, request)
         return cls.anonymous(request)
 

@@ -41,7 +41,15 @@ ORGANIZATION_DELETE = "organization:delete"
 ORGANIZATION_EXPORT = "organization:export"
 # Security settings that bind every member (two-factor authentication required: organizations).
 ORGANIZATION_SECURITY = "organization:security"
-OWNER_ONLY = {DATA_KEYS_ROTATE, ORGANIZATION_DELETE, ORGANIZATION_EXPORT, ORGANIZATION_SECURITY}
+# End a staff support session into the organization at once (organizations.support).
+SUPPORT_END = "support:end"
+OWNER_ONLY = {
+    DATA_KEYS_ROTATE,
+    ORGANIZATION_DELETE,
+    ORGANIZATION_EXPORT,
+    ORGANIZATION_SECURITY,
+    SUPPORT_END,
+}
 MANAGE |= {"tools:write"}  # write custom tools: code, schema, limits, host API permissions
 MANAGE |= {"usage:manage"}  # the organization's custom meters (billing)
 

@@ -241,6 +241,11 @@ class PortalSessionAuthentication(authentication.SessionAuthentication):
         if result is None:
             return None
         user = result[0]
+        if getattr(user, "is_support", False):
+            # A staff support session reads the portal's pages only (organizations.support).
+            raise CredentialRefused(
+                "support_session", "A support session cannot use the API; it reads pages only."
+            )
         tenant = context.current_tenant()
         if tenant is None or not user.is_active:
             return None

@@ -10,12 +10,14 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
 
 from agents import services as agent_services
 from agents.selectors import LIMIT_NAMES
 from core.actors import Actor
 from credentials import services as credential_services
-from organizations import services
+from organizations import services, support
 from tenants import residency
 from tenants.models import (
     Domain,
@@ -23,10 +25,17 @@ from tenants.models import (
     SigningKey,
     SigningKeyStatus,
     SpareSchema,
+    SupportSession,
     Tenant,
 )
 
 LIMIT_OVERRIDE_FIELDS = [f"{name}_override" for name in LIMIT_NAMES]
+# A reason box that fits a phone's width too.
+REASON_TEXTAREA = {
+    "rows": 3,
+    "cols": 60,
+    "style": "width:100%;max-width:40em;box-sizing:border-box",
+}
 
 # What staff read next to each override: the limit in the product's words, and its unit.
 OVERRIDE_TEXTS = {
@@ -120,7 +129,13 @@ class TenantAdmin(admin.ModelAdmin):
         *LIMIT_OVERRIDE_FIELDS,
     ]
     inlines = [DomainInline]
-    actions = ["suspend", "reactivate", "cancel_deletion", "delete_organizations"]
+    actions = [
+        "open_support_session",
+        "suspend",
+        "reactivate",
+        "cancel_deletion",
+        "delete_organizations",
+    ]
     list_select_related = ["plan"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -207,6 +222,45 @@ class TenantAdmin(admin.ModelAdmin):
         )
         return None
 
+    @admin.action(
+        description="Open a support session (read-only, time-boxed)", permissions=["change"]
+    )
+    def open_support_session(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        """Asks for a reason and a duration, opens the session, then hands the browser over to
+        the organization's host (support_handoff.html posts a one-time token there)."""
+        tenants = list(queryset[:2])
+        if len(tenants) != 1:
+            self.message_user(request, "Select one organization.", messages.ERROR)
+            return None
+        tenant = tenants[0]
+        form = SupportSessionForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            try:
+                session = support.support_session_open(
+                    actor=Actor.for_user(request.user, request),
+                    tenant=tenant,
+                    reason=form.cleaned_data["reason"],
+                    minutes=int(form.cleaned_data["minutes"]),
+                )
+            except PermissionDenied as error:
+                self.message_user(request, str(error), messages.ERROR)
+                return None
+            except ValidationError as error:
+                for field, errors in error.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            else:
+                return support_handoff_page(request, self.admin_site, session)
+        return render(
+            request,
+            "admin/organizations/support_open.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Open a support session into {tenant.name}",
+                "tenant": tenant,
+                "form": form,
+            },
+        )
+
     @admin.action(description="Reactivate selected organizations", permissions=["change"])
     def reactivate(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._each(request, queryset, services.tenant_reactivate, "reactivated")
@@ -227,11 +281,102 @@ class TenantAdmin(admin.ModelAdmin):
 
 class SuspendForm(forms.Form):
     reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        widget=forms.Textarea(attrs=REASON_TEXTAREA),
         max_length=services.SUSPENSION_REASON_MAX_LENGTH,
         help_text="Why: recorded in the platform's and the organization's audit log.",
     )
     confirm = forms.BooleanField(label="Yes, suspend them now")
+
+
+class SupportSessionForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs=REASON_TEXTAREA),
+        max_length=support.REASON_MAX_LENGTH,
+        help_text="Why you need to see the organization's data (a ticket, the customer's "
+        "request): shown to its members and recorded in both audit logs.",
+    )
+    minutes = forms.TypedChoiceField(
+        label="For",
+        choices=list(support.DURATIONS.items()),
+        coerce=int,
+        initial=support.DEFAULT_MINUTES,
+        help_text="The session ends by itself then; the organization's owner can end it sooner.",
+    )
+
+
+def support_handoff_page(
+    request: HttpRequest, site: admin.AdminSite, session: SupportSession
+) -> HttpResponse:
+    """A page that posts the session's one-time token to the organization's host (a form POST,
+    not a redirect: the token must not appear in a URL)."""
+    # The admin's own views send it uncached (never_cache): the token is not kept anywhere.
+    return render(
+        request,
+        "admin/organizations/support_handoff.html",
+        {
+            **site.each_context(request),
+            "title": f"Support session into {session.tenant.name}",
+            "session": session,
+            "action": session.tenant.url.rstrip("/")
+            + reverse("organizations:support-start", urlconf=settings.ROOT_URLCONF),
+            "token": support.support_token_make(session=session),
+        },
+    )
+
+
+@admin.register(SupportSession)
+class SupportSessionAdmin(admin.ModelAdmin):
+    """Support sessions, open and past: opened from Organizations (its action), only ended here."""
+
+    list_display = [
+        "tenant",
+        "staff_email",
+        "reason",
+        "started_at",
+        "until",
+        "ended_at",
+        "ended_by",
+    ]
+    list_filter = ["ended_at"]
+    search_fields = ["tenant__slug", "tenant__name", "staff_email", "reason"]
+    list_select_related = ["tenant"]
+    fields = list_display
+    readonly_fields = list_display
+    actions = ["continue_session", "end_now"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # a session changes only by ending (the action below, through the service)
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_end_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    @admin.action(
+        description="Continue to the organization's portal (your open session)",
+        permissions=["end"],
+    )
+    def continue_session(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        sessions = list(queryset.select_related("tenant")[:2])
+        now = timezone.now()
+        if len(sessions) != 1 or sessions[0].staff_id != request.user.pk:
+            self.message_user(request, "Select one support session of yours.", messages.ERROR)
+            return None
+        if not sessions[0].is_open_at(now):
+            self.message_user(request, "That support session is over.", messages.ERROR)
+            return None
+        return support_handoff_page(request, self.admin_site, sessions[0])
+
+    @admin.action(description="End selected support sessions now", permissions=["end"])
+    def end_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        actor = Actor.for_user(request.user, request)
+        for session in queryset.select_related("tenant"):
+            support.support_session_end(actor=actor, tenant=session.tenant, session_id=session.pk)
+        self.message_user(request, "The selected support sessions are ended.", messages.SUCCESS)
 
 
 @admin.register(Domain)

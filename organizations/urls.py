@@ -1,4 +1,5 @@
-"""The owner's settings: the plan change (Billing page), the two-factor requirement (Members)."""
+"""The owner's settings: the plan change (Billing page), the two-factor requirement (Members);
+a support session's hand-off and end."""
 
 from django.urls import path
 
@@ -13,4 +14,6 @@ urlpatterns = [
         views.two_factor_requirement,
         name="two-factor-requirement",
     ),
+    path("support/start/", views.support_start, name="support-start"),
+    path("support/<int:session_id>/end/", views.support_end, name="support-end"),
 ]

@@ -108,6 +108,10 @@ PHRASES = {
     "audit.alert_acknowledged": "acknowledged an alert",
     "scaling.decided": "scaled the agent {name}",
     "scaling.policy_changed": "changed the scaling policy of {name}",
+    "support.session_opened": "opened a platform support session",
+    "support.session_joined": "entered the portal in a support session",
+    "support.request": "opened a page in a support session",
+    "support.session_ended": "ended a platform support session",
 }
 
 

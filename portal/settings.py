@@ -141,6 +141,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "accounts.middleware.SessionMetaMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A staff support session: read-only, checked and recorded on every request.
+    "organizations.middleware.SupportSessionMiddleware",
     # Members of an organization that requires two-factor authentication (and staff, with
     # STAFF_REQUIRE_TWO_FACTOR) set it up before anything else.
     "accounts.middleware.TwoFactorRequiredMiddleware",
@@ -166,6 +168,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "portal.navigation.context",
+                "organizations.middleware.banner",
             ]
         },
     }

@@ -295,3 +295,45 @@ class PlatformConfigDefault(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class SupportSession(models.Model):
+    """A time-boxed window in which one staff member may read an organization's portal, for a
+    stated reason (organizations.support: opened from the admin, ended by the organization's
+    owner, the staff member, or the clock). Only `public` holds it."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="support_sessions")
+    # Who opened it; kept by email too, so the record outlives the staff account.
+    staff = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    staff_email = models.EmailField()
+    staff_name = models.CharField(max_length=150, blank=True)
+    reason = models.CharField(max_length=500)
+    started_at = models.DateTimeField()
+    until = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.CharField(max_length=254, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(until__gt=models.F("started_at")),
+                name="support_session_ends_after_start",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(reason=""), name="support_session_reason_given"
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "until"], name="support_session_tenant_until")]
+
+    def __str__(self) -> str:
+        return f"{self.staff_email} in {self.tenant_id} until {self.until:%Y-%m-%d %H:%M}"
+
+    @property
+    def staff_display(self) -> str:
+        return self.staff_name or self.staff_email
+
+    def is_open_at(self, now) -> bool:
+        return self.ended_at is None and self.until > now

@@ -284,6 +284,11 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     loadInitial();
+    // A staff support session reads pages only: the gateway does not accept it.
+    if (document.body.hasAttribute("data-support-session")) {
+      setStatus("Off in a support session", false);
+      return;
+    }
     connect();
     var panel = document.querySelector("[data-live-metrics]");
     if (panel) setInterval(function () { drawChart(panel); }, 30000);
