@@ -89,6 +89,8 @@ class AgentInstance(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # Its run is metered on the usage ledger up to here (agents.metering).
+    metered_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-requested_at"]
