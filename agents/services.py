@@ -1,13 +1,16 @@
-"""Every write to agents: definitions, instances under the pool's lock, config keys, limits.
+"""Every write to agents: definitions, instances against the pool's limits, config keys, limits.
 
 Each function takes the acting principal first, checks its permission (a refusal is recorded
 and raises PermissionDenied, changing nothing), validates everything before writing, writes in
 one transaction, and announces the change with `audit.services.emit` (the audit event in the
 transaction, the real-time event after commit).
 
-Allocation: `instance_request` and `agent_create` lock the organization's pool row
-(`SELECT ... FOR UPDATE`), check every limit against the counters on it and update them in the
-same transaction, so concurrent requests queue on the row and can never over-allocate.
+Allocation: every change of the organization's pool counters is one conditional UPDATE
+(`_pool_change`: add, if every limit still holds after it), the last statement of its
+transaction. The row's lock is then held for the commit only, concurrent writers of one
+organization do the rest of their work side by side, and PostgreSQL re-checks the condition on
+the row a concurrent writer committed, so the pool can never over-allocate. Only a refusal reads
+the row (locked) to say which limit was hit.
 """
 
 from __future__ import annotations
