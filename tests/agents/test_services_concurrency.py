@@ -199,9 +199,9 @@ def test_heartbeats_stops_and_starts_racing_keep_the_pool_exact(scratch_org):
     assert counters == counted
 
 
-def test_twenty_requests_racing_the_last_slot_while_stops_free_others(scratch_org):
-    """One slot left, twenty requests for it, and stops returning slots in the same moment: the
-    conditional UPDATE admits exactly what fits at each commit, never one more."""
+def test_eighteen_requests_racing_the_last_slot_while_two_stops_free_others(scratch_org):
+    """One slot left, eighteen threads requesting it and two stopping instances in the same
+    moment: the conditional UPDATE admits exactly what fits at each commit, never one more."""
     tenant = scratch_org.tenant
     with context.tenant_context(tenant):
         agent = make_agent("Last slot", cpu="100m", memory="64MB")
