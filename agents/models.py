@@ -1,7 +1,8 @@
 """Agent definitions, their instances, the organization's resource pool and its config keys.
 
 All of it lives in the organization's schema. The pool and the config state are single rows
-(`pk=1`) that services lock to serialise allocations and config revisions.
+(`pk=1`): the pool's counters change in one conditional UPDATE at the end of each allocation's
+transaction (agents.services), config revisions under the state row's lock.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class AgentInstance(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # Its run is metered on the usage ledger up to here (agents.metering).
+    metered_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-requested_at"]
@@ -119,7 +122,8 @@ class AgentInstance(models.Model):
 
 
 class ResourcePool(models.Model):
-    """What the organization has allocated: the row every allocation locks (one per schema).
+    """What the organization has allocated (one row per schema), changed by allocations as the
+    last statement of their transactions.
 
     Messages are metered on billing's usage ledger (Redis, rolled up into PostgreSQL), not here.
     """

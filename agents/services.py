@@ -1,26 +1,29 @@
-"""Every write to agents: definitions, instances under the pool's lock, config keys, limits.
+"""Every write to agents: definitions, instances against the pool's limits, config keys, limits.
 
 Each function takes the acting principal first, checks its permission (a refusal is recorded
 and raises PermissionDenied, changing nothing), validates everything before writing, writes in
 one transaction, and announces the change with `audit.services.emit` (the audit event in the
 transaction, the real-time event after commit).
 
-Allocation: `instance_request` and `agent_create` lock the organization's pool row
-(`SELECT ... FOR UPDATE`), check every limit against the counters on it and update them in the
-same transaction, so concurrent requests queue on the row and can never over-allocate.
+Allocation: every change of the organization's pool counters is one conditional UPDATE
+(`_pool_change`: add, if every limit still holds after it), the last statement of its
+transaction. The row's lock is then held for the commit only, concurrent writers of one
+organization do the rest of their work side by side, and PostgreSQL re-checks the condition on
+the row a concurrent writer committed, so the pool can never over-allocate. Only a refusal reads
+the row (locked) to say which limit was hit.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from agents import config_cache, selectors
+from agents import config_cache, metering, selectors
 from agents.configuration import (
     encoded_size,
     validate_agent_type,
@@ -96,6 +99,53 @@ def _locked_pool() -> ResourcePool:
         # The migration creates the row in every schema; this covers one built before it.
         selectors.pool_row()
         return ResourcePool.objects.select_for_update().get(pk=SINGLETON_PK)
+
+
+# The pool's counters, and the one statement that changes them: each counter checked against its
+# limit unless that limit is NULL.
+POOL_COUNTERS = ("agents", "instances", "cpu_millicores", "memory_mb")
+_POOL_CHANGE = """
+UPDATE agents_resourcepool SET
+  agents = agents + %(agents)s,
+  instances = instances + %(instances)s,
+  cpu_millicores = cpu_millicores + %(cpu_millicores)s,
+  memory_mb = memory_mb + %(memory_mb)s,
+  updated_at = %(now)s
+WHERE id = %(id)s
+  AND agents + %(agents)s <= coalesce(%(max_agents)s, agents + %(agents)s)
+  AND instances + %(instances)s <= coalesce(%(max_instances)s, instances + %(instances)s)
+  AND cpu_millicores + %(cpu_millicores)s
+      <= coalesce(%(max_cpu_millicores)s, cpu_millicores + %(cpu_millicores)s)
+  AND memory_mb + %(memory_mb)s <= coalesce(%(max_memory_mb)s, memory_mb + %(memory_mb)s)
+"""
+
+
+def _pool_change(delta: dict[str, int], *, within: dict[str, int] | None = None) -> bool:
+    """Add `delta` to the pool's counters if each counter named in `within` stays at or under
+    its limit there; True when it did. One conditional UPDATE, no read.
+
+    Callers make it the last statement of their transaction: the UPDATE takes the pool row's
+    lock, which is then held for the commit only, never across the rest of the work. Exact under
+    races: an UPDATE of a row another transaction changed waits for it, then evaluates the
+    condition again on the committed row (PostgreSQL's READ COMMITTED re-check).
+    """
+    within = within or {}
+    parameters: dict[str, Any] = {"now": timezone.now(), "id": SINGLETON_PK}
+    for name in POOL_COUNTERS:
+        parameters[name] = delta.get(name, 0)
+        parameters[f"max_{name}"] = within.get(name)
+    with connection.cursor() as cursor:
+        cursor.execute(_POOL_CHANGE, parameters)
+        return cursor.rowcount == 1
+
+
+def _freed(instances: list[AgentInstance]) -> dict[str, int]:
+    """The pool change that returns what `instances` held."""
+    return {
+        "instances": -len(instances),
+        "cpu_millicores": -sum(instance.cpu_millicores for instance in instances),
+        "memory_mb": -sum(instance.memory_mb for instance in instances),
+    }
 
 
 def _merge_errors(errors: dict[str, list[ValidationError]], error: ValidationError) -> None:
@@ -203,20 +253,9 @@ def agent_create(*, actor: Actor, **data: Any) -> Agent:
     cleaned = _clean_agent(data, limits, partial=False)
     try:
         with transaction.atomic():
-            pool = _locked_pool()
             if _name_taken(cleaned["name"]):
                 raise field_error("name", NAME_TAKEN, "name_taken")
-            if pool.agents >= limits.max_agents:
-                raise QuotaExceeded(
-                    "agent_limit_reached",
-                    f"The organization has {pool.agents} of {limits.max_agents} agents.",
-                    limit="max_agents",
-                    allowed=limits.max_agents,
-                    in_use=pool.agents,
-                )
             agent = Agent.objects.create(**cleaned, created_by=actor.label)
-            pool.agents = F("agents") + 1
-            pool.save(update_fields=["agents", "updated_at"])
             audit.emit(
                 actor=actor,
                 action="agent.created",
@@ -228,6 +267,18 @@ def agent_create(*, actor: Actor, **data: Any) -> Agent:
                 },
                 data=agent_payload(agent),
             )
+            # Last: the pool row is locked for the commit only.
+            if not _pool_change({"agents": 1}, within={"agents": limits.max_agents}):
+                pool = _locked_pool()
+                if pool.agents + 1 > limits.max_agents:
+                    raise QuotaExceeded(
+                        "agent_limit_reached",
+                        f"The organization has {pool.agents} of {limits.max_agents} agents.",
+                        limit="max_agents",
+                        allowed=limits.max_agents,
+                        in_use=pool.agents,
+                    )
+                _pool_change({"agents": 1})  # room came back since: add under the lock
     except QuotaExceeded as error:
         _refuse_quota(actor, "agent.created", "", error)
     except IntegrityError as error:  # a concurrent create of the same name won
@@ -287,7 +338,6 @@ def agent_delete(*, actor: Actor, agent_id: Any) -> None:
     )
     pk = selectors.as_uuid(agent_id)
     with transaction.atomic():
-        pool = _locked_pool()
         agent = Agent.objects.select_for_update().filter(pk=pk).first() if pk else None
         if agent is None:
             raise Agent.DoesNotExist
@@ -298,18 +348,8 @@ def agent_delete(*, actor: Actor, agent_id: Any) -> None:
         )
         now = timezone.now()
         for instance in active:
-            instance.status = InstanceStatus.STOPPED
-            instance.stopped_at = now
+            _end(instance, InstanceStatus.STOPPED, now)
             _announce_stop(actor, instance, reason="agent_deleted")
-        freed_cpu = sum(instance.cpu_millicores for instance in active)
-        freed_memory = sum(instance.memory_mb for instance in active)
-        pool.agents = F("agents") - 1
-        pool.instances = F("instances") - len(active)
-        pool.cpu_millicores = F("cpu_millicores") - freed_cpu
-        pool.memory_mb = F("memory_mb") - freed_memory
-        pool.save(
-            update_fields=["agents", "instances", "cpu_millicores", "memory_mb", "updated_at"]
-        )
         payload = agent_payload(agent)
         agent.delete()
         audit.emit(
@@ -320,6 +360,8 @@ def agent_delete(*, actor: Actor, agent_id: Any) -> None:
             details={"name": payload["name"], "stopped_instances": len(active)},
             data={**payload, "stopped_instances": len(active)},
         )
+        # Last, as every pool change: the row is locked for the commit only.
+        _pool_change({"agents": -1, **_freed(active)})
 
 
 # --- Instances -------------------------------------------------------------------------------
@@ -417,11 +459,35 @@ def instance_namespace(agent_id: Any) -> str:
     return events.group_name(str(context.require_tenant().public_id), f"agents.{agent_id}")
 
 
+def _allocate(limits: Limits, agent: Agent) -> None:
+    """Add one instance of `agent` to the pool if every limit allows it (the transaction's last
+    statement); otherwise raise QuotaExceeded naming the first limit that does not fit."""
+    fits_one = (
+        agent.cpu_millicores <= limits.max_instance_cpu_millicores
+        and agent.memory_mb <= limits.max_instance_memory_mb
+    )
+    delta = {"instances": 1, "cpu_millicores": agent.cpu_millicores, "memory_mb": agent.memory_mb}
+    within = {
+        "agents": limits.max_agents,
+        "instances": limits.max_instances,
+        "cpu_millicores": limits.max_cpu_millicores,
+        "memory_mb": limits.max_memory_mb,
+    }
+    if fits_one and _pool_change(delta, within=within):
+        return
+    # Refused (or the row is missing): lock the row to say which limit, as _check_room orders
+    # them. If room came back since the UPDATE, the allocation goes through under the lock.
+    _check_room(_locked_pool(), limits, agent)
+    _pool_change(delta)
+
+
 def instance_request(*, actor: Actor, agent_id: Any) -> AgentInstance:
     """Start an instance of an agent, if the pool has room for it.
 
-    Under the pool row's lock: every limit is checked against the pool's counters and the
-    allocation is added in the same transaction. Raises QuotaExceeded (409) naming the limit.
+    The instance and its audit event are written first; the allocation is the transaction's
+    last statement, one UPDATE of the pool's counters that checks every limit (`_allocate`), so
+    concurrent requests hold the pool row only while they commit and never over-allocate.
+    Raises QuotaExceeded (409) naming the limit; the instance then rolls back.
     """
     audit.require(
         actor,
@@ -434,12 +500,14 @@ def instance_request(*, actor: Actor, agent_id: Any) -> AgentInstance:
     pk = selectors.as_uuid(agent_id)
     try:
         with transaction.atomic():
-            pool = _locked_pool()
-            agent = Agent.objects.filter(pk=pk).first() if pk else None
+            agent = (
+                Agent.objects.only("name", "cpu_millicores", "memory_mb").filter(pk=pk).first()
+                if pk
+                else None
+            )
             if agent is None:
                 raise Agent.DoesNotExist
-            _check_room(pool, limits, agent)
-            instance = AgentInstance.objects.create(
+            instance = AgentInstance(
                 agent=agent,
                 status=InstanceStatus.PENDING,
                 namespace=instance_namespace(agent.pk),
@@ -447,10 +515,7 @@ def instance_request(*, actor: Actor, agent_id: Any) -> AgentInstance:
                 memory_mb=agent.memory_mb,
                 requested_by=actor.label,
             )
-            pool.instances = F("instances") + 1
-            pool.cpu_millicores = F("cpu_millicores") + agent.cpu_millicores
-            pool.memory_mb = F("memory_mb") + agent.memory_mb
-            pool.save(update_fields=["instances", "cpu_millicores", "memory_mb", "updated_at"])
+            instance.save(force_insert=True)
             audit.emit(
                 actor=actor,
                 action="instance.requested",
@@ -459,13 +524,22 @@ def instance_request(*, actor: Actor, agent_id: Any) -> AgentInstance:
                 details={"agent": agent.name, **instance_payload(instance)},
                 data=instance_payload(instance),
             )
+            _allocate(limits, agent)
     except QuotaExceeded as error:
         _refuse_quota(actor, "instance.requested", agent_id, error)
     return instance
 
 
+def _end(instance: AgentInstance, status: str, now: datetime) -> None:
+    """Take an active instance out of service: its status, when it stopped, its seconds metered
+    up to then (agents.metering, after commit). The caller saves it and frees the pool."""
+    metering.meter_on_commit(instance, until=now)
+    instance.status = status
+    instance.stopped_at = instance.stopped_at or now
+
+
 def _announce_stop(actor: Actor, instance: AgentInstance, *, reason: str) -> None:
-    instance.save(update_fields=["status", "stopped_at"])
+    instance.save(update_fields=["status", "stopped_at", "metered_until"])
     audit.emit(
         actor=actor,
         action="instance.stopped",
@@ -474,12 +548,6 @@ def _announce_stop(actor: Actor, instance: AgentInstance, *, reason: str) -> Non
         details={**instance_payload(instance), "reason": reason},
         data={**instance_payload(instance), "reason": reason},
     )
-
-
-def _free(pool_update: dict[str, Any], instance: AgentInstance) -> None:
-    pool_update["instances"] = F("instances") - 1
-    pool_update["cpu_millicores"] = F("cpu_millicores") - instance.cpu_millicores
-    pool_update["memory_mb"] = F("memory_mb") - instance.memory_mb
 
 
 def instance_stop(*, actor: Actor, agent_id: Any, instance_id: Any) -> AgentInstance:
@@ -497,7 +565,6 @@ def instance_stop(*, actor: Actor, agent_id: Any, instance_id: Any) -> AgentInst
     )
     agent_pk, pk = selectors.as_uuid(agent_id), selectors.as_uuid(instance_id)
     with transaction.atomic():
-        _locked_pool()
         instance = (
             AgentInstance.objects.select_for_update().filter(agent_id=agent_pk, pk=pk).first()
             if agent_pk and pk
@@ -507,15 +574,14 @@ def instance_stop(*, actor: Actor, agent_id: Any, instance_id: Any) -> AgentInst
             raise AgentInstance.DoesNotExist
         if not instance.is_active:
             return instance
-        pool_update: dict[str, Any] = {}
-        _free(pool_update, instance)
-        ResourcePool.objects.filter(pk=SINGLETON_PK).update(
-            **pool_update, updated_at=timezone.now()
-        )
         was_running = instance.status == InstanceStatus.RUNNING
-        instance.status = InstanceStatus.STOPPING if was_running else InstanceStatus.STOPPED
-        instance.stopped_at = timezone.now()
+        _end(
+            instance,
+            InstanceStatus.STOPPING if was_running else InstanceStatus.STOPPED,
+            timezone.now(),
+        )
         _announce_stop(actor, instance, reason="requested")
+        _pool_change(_freed([instance]))  # last: the pool row is locked for the commit only
     return instance
 
 
@@ -531,17 +597,15 @@ REPORTABLE = {
 }
 
 
-# The reports that can take an active instance out of the pool (REPORTABLE allows no other
-# change from an active status to an inactive one).
-FREEING_REPORTS = frozenset({InstanceStatus.STOPPED, InstanceStatus.FAILED})
-
-
 def instance_report(*, actor: Actor, instance_id: Any, status: str) -> AgentInstance:
     """A runtime's heartbeat and status for its instance (the message gateway calls this).
 
-    `running` from pending marks the start; any report refreshes `last_heartbeat_at`; `stopped`
-    or `failed` from an active status returns the resources to the pool. A change of status is
-    audited and announced as `instance.<status>`; a plain heartbeat is not.
+    `running` from pending marks the start; any report refreshes `last_heartbeat_at`; a
+    `running` heartbeat meters the instance's seconds since the last one (agents.metering);
+    `stopped` or `failed` from an active status meters the rest and returns the resources to the
+    pool. A change of status is audited and announced as `instance.<status>`; a plain heartbeat
+    is not, and never touches the pool row: only a report that frees resources changes it, as
+    the transaction's last statement.
     """
     audit.require(
         actor,
@@ -554,12 +618,6 @@ def instance_report(*, actor: Actor, instance_id: Any, status: str) -> AgentInst
     if status not in InstanceStatus.values:
         raise field_error("status", "Unknown status.", "invalid")
     with transaction.atomic():
-        # Only a report that can end the instance (stopped, failed) may return resources to the
-        # pool, so only it takes the pool row's lock (first, as every allocation does: no
-        # deadlock). A heartbeat (running, stopping) locks its own instance row alone and never
-        # queues the organization's allocations behind it.
-        if status in FREEING_REPORTS:
-            _locked_pool()
         instance = AgentInstance.objects.select_for_update().filter(pk=pk).first() if pk else None
         if instance is None:
             raise AgentInstance.DoesNotExist
@@ -574,18 +632,20 @@ def instance_report(*, actor: Actor, instance_id: Any, status: str) -> AgentInst
         previous = instance.status
         instance.last_heartbeat_at = now
         fields = ["last_heartbeat_at"]
+        frees = previous in ACTIVE_STATUSES and status not in ACTIVE_STATUSES
+        if previous == InstanceStatus.PENDING and status == InstanceStatus.RUNNING:
+            instance.started_at = instance.metered_until = now
+            fields += ["started_at", "metered_until"]
+        elif previous == InstanceStatus.RUNNING and status == InstanceStatus.RUNNING:
+            metering.meter_on_commit(instance, until=now)
+            fields.append("metered_until")
+        elif frees:
+            _end(instance, status, now)
+            fields += ["stopped_at", "metered_until"]
+        elif status in {InstanceStatus.STOPPED, InstanceStatus.FAILED}:
+            instance.stopped_at = instance.stopped_at or now  # stopping, now confirmed
+            fields.append("stopped_at")
         if status != previous:
-            if previous in ACTIVE_STATUSES and status not in ACTIVE_STATUSES:
-                assert status in FREEING_REPORTS  # noqa: S101 (the pool row is locked above)
-                pool_update: dict[str, Any] = {}
-                _free(pool_update, instance)
-                ResourcePool.objects.filter(pk=SINGLETON_PK).update(**pool_update, updated_at=now)
-            if status == InstanceStatus.RUNNING:
-                instance.started_at = now
-                fields.append("started_at")
-            if status in {InstanceStatus.STOPPED, InstanceStatus.FAILED}:
-                instance.stopped_at = instance.stopped_at or now
-                fields.append("stopped_at")
             instance.status = status
             fields.append("status")
         instance.save(update_fields=fields)
@@ -598,6 +658,8 @@ def instance_report(*, actor: Actor, instance_id: Any, status: str) -> AgentInst
                 details={**instance_payload(instance), "from": previous},
                 data={**instance_payload(instance), "from": previous},
             )
+        if frees:
+            _pool_change(_freed([instance]))  # last: the pool row is locked for the commit only
     return instance
 
 

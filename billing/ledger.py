@@ -58,6 +58,7 @@ BUILTIN_METERS: dict[str, BuiltinMeter] = {
         BuiltinMeter("usage_events", "Reported usage events", "events", "COUNT", ("type",)),
         BuiltinMeter("tool_runs", "Custom tool runs", "runs", "COUNT", ("tool",)),
         BuiltinMeter("tool_cpu_ms", "Custom tool CPU time", "ms", "SUM", ("tool",)),
+        BuiltinMeter("instance_seconds", "Instance time", "seconds", "SUM", ("agent",)),
     )
 }
 

@@ -197,3 +197,57 @@ def test_heartbeats_stops_and_starts_racing_keep_the_pool_exact(scratch_org):
     with context.tenant_context(tenant):
         counters, counted = pool_and_rows()
     assert counters == counted
+
+
+def test_eighteen_requests_racing_the_last_slot_while_two_stops_free_others(scratch_org):
+    """One slot left, eighteen threads requesting it and two stopping instances in the same
+    moment: the conditional UPDATE admits exactly what fits at each commit, never one more."""
+    tenant = scratch_org.tenant
+    with context.tenant_context(tenant):
+        agent = make_agent("Last slot", cpu="100m", memory="64MB")
+        held = [services.instance_request(actor=system(), agent_id=agent.pk) for _ in range(5)]
+    services.organization_limits_set(actor=system(), tenant=tenant, overrides={"max_instances": 6})
+    stoppers = {0: held[0], 1: held[1]}  # two of the twenty threads stop an instance instead
+
+    def call(number: int) -> Any:
+        if number in stoppers:
+            instance = stoppers[number]
+            return services.instance_stop(
+                actor=system(), agent_id=agent.pk, instance_id=instance.pk
+            ).status
+        return services.instance_request(actor=system(), agent_id=agent.pk).pk
+
+    results, refused = race(tenant, call)
+
+    started = [result for result in results if result != "stopped"]
+    assert results.count("stopped") == 2
+    # One slot was free, two more were freed: between one and three requests got in, depending
+    # on when the stops committed; every other request was refused by name.
+    assert 1 <= len(started) <= 3
+    assert refused == [("instance_limit_reached", "max_instances")] * (18 - len(started))
+    with context.tenant_context(tenant):
+        counters, counted = pool_and_rows()
+    assert counters == counted
+    assert counters[0] == 5 - 2 + len(started) <= 6
+
+
+def test_instance_writes_touch_the_pool_row_only_in_their_last_statement(acme):
+    """No `SELECT ... FOR UPDATE` of the pool: its one UPDATE comes last before the commit, so
+    the row is locked for the commit alone."""
+    from django.test.utils import CaptureQueriesContext
+
+    agent = make_agent("Ordered", cpu="100m", memory="64MB")
+    for call in (
+        lambda: services.instance_request(actor=system(), agent_id=agent.pk),
+        lambda: services.instance_stop(
+            actor=system(), agent_id=agent.pk, instance_id=AgentInstance.objects.get().pk
+        ),
+    ):
+        with CaptureQueriesContext(connection) as queries:
+            call()
+        statements = [q["sql"] for q in queries.captured_queries]
+        touching = [i for i, sql in enumerate(statements) if "agents_resourcepool" in sql]
+        assert len(touching) == 1, statements
+        assert statements[touching[0]].lstrip().startswith("UPDATE agents_resourcepool")
+        after = statements[touching[0] + 1 :]
+        assert all(sql.startswith(("RELEASE SAVEPOINT", "COMMIT")) for sql in after), after
