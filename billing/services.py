@@ -800,6 +800,7 @@ def price_save(*, actor: Actor, price: Any, fields: Sequence[str]) -> Any:
             resource_id=f"{price.meter}:{price.model}",
             details={name: str(getattr(price, name)) for name in fields},
         )
+    pricing.forget()
     return price
 
 
