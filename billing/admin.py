@@ -15,7 +15,16 @@ from django.utils import timezone
 
 from billing import services
 from billing.ledger import BUILTIN_METERS
-from billing.models import Invoice, InvoiceLine, LimitOverride, PlanLimit, Price, UsageBucket
+from billing.models import (
+    Budget,
+    Invoice,
+    InvoiceLine,
+    LimitOverride,
+    PlanLimit,
+    PlanQuota,
+    Price,
+    UsageBucket,
+)
 from core.actors import Actor
 
 
@@ -96,6 +105,37 @@ class PriceAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Price, form, change: bool) -> None:
         services.price_save(actor=_actor(request), price=obj, fields=form.changed_data)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(PlanQuota)
+class PlanQuotaAdmin(admin.ModelAdmin):
+    """Monthly quotas per plan on meters other than messages (those are the plan's own field)."""
+
+    list_display = ["plan", "meter", "limit", "is_hard"]
+    list_filter = ["plan", "meter", "is_hard"]
+
+    def save_model(self, request: HttpRequest, obj: PlanQuota, form, change: bool) -> None:
+        services.plan_limit_save(actor=_actor(request), plan_limit=obj, fields=form.changed_data)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    """Organizations' budgets, read only here (owners and admins set them)."""
+
+    list_display = ["tenant", "subject_type", "subject_id", "amount", "currency", "updated_at"]
+    list_filter = ["subject_type"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False

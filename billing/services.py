@@ -609,30 +609,65 @@ def usage_events_ingest(*, actor: Actor, events: list[Any], api_key: Any = None)
     if problems:
         raise ValidationError(problems)
     windows = _windows(tenant, Resource.USAGE_EVENTS, api_key)
-    gates = _gates(tenant, counts, now, quotas=limits.monthly_quotas(tenant))
+    quotas = limits.monthly_quotas(tenant)
     try:
-        outcome = _consume(
-            tenant,
-            now,
-            windows=windows,
-            gates=gates,
-            counts=counts,
-            dedup_ttl_seconds=settings.BILLING_EVENT_DEDUP_SECONDS,
-        )
+        try:
+            outcome = _ingest(tenant, now, windows, counts, quotas)
+        except (errors.UsageExhausted, errors.QuotaExceeded):
+            # Refused as if every event were new: a retried batch may hold events already
+            # counted (its first answer was lost). Those count nothing, so leave them out and ask
+            # again; a batch of duplicates only is answered as such.
+            seen = _seen_before({count.dedup_key for count in counts if count.dedup_key})
+            if not seen:
+                raise
+            counts = [count for count in counts if count.dedup_key not in seen]
+            outcome = _ingest(tenant, now, windows, counts, quotas)
     except ratelimit.Unreachable:
         # Fails closed: without Redis, duplicates could not be recognised. The runtime retries.
         raise errors.RateLimiterUnavailable from None
-    if outcome.new_dedup_keys < len(in_batch) and gates:
-        # Events seen before (a retried batch) moved the month's counters but not the ledger:
-        # start those counters again from the ledger, which counted each event once.
-        _counters_forget([gate.quota.key for gate in gates])
     fresh = outcome.new_dedup_keys
     return Ingested(
         received=len(events),
         counted=fresh,
         duplicates=len(events) - fresh,
-        admission=Admission(usage=outcome.usages[0]),
+        admission=Admission(usage=_tightest(outcome.usages)),
     )
+
+
+def _ingest(
+    tenant: Any,
+    now: datetime,
+    windows: list[ratelimit.Window],
+    counts: list[Count],
+    quotas: dict[str, limits.MonthlyQuota],
+) -> ratelimit.Outcome:
+    gates = _gates(tenant, counts, now, quotas=quotas)
+    outcome = _consume(
+        tenant,
+        now,
+        windows=windows,
+        gates=gates,
+        counts=counts,
+        dedup_ttl_seconds=settings.BILLING_EVENT_DEDUP_SECONDS,
+    )
+    if gates and outcome.new_dedup_keys < len({c.dedup_key for c in counts}):
+        # Events seen before moved the month's counters but not the ledger: start those
+        # counters again from the ledger, which counted each event once.
+        _counters_forget([gate.quota.key for gate in gates])
+    return outcome
+
+
+def _seen_before(keys: set[str | None]) -> set[str]:
+    """Which reported events' de-duplication keys exist (one pipelined round trip; the refusal
+    path only). In memory (development, no Redis) none are looked up."""
+    client = ratelimit.redis_client()
+    ordered = sorted(key for key in keys if key)
+    if client is None or not ordered:
+        return set()
+    pipe = client.pipeline(transaction=False)
+    for key in ordered:
+        pipe.exists(key)
+    return {key for key, found in zip(ordered, pipe.execute(), strict=True) if found}
 
 
 # Custom meters -------------------------------------------------------------------------------
@@ -805,7 +840,8 @@ def price_save(*, actor: Actor, price: Any, fields: Sequence[str]) -> Any:
 
 
 def plan_limit_save(*, actor: Actor, plan_limit: Any, fields: Sequence[str]) -> Any:
-    """Create or change a plan's limit for a resource (staff); in the platform's log."""
+    """Create or change a plan's limit for a resource, or its monthly quota on a meter (a
+    PlanQuota), staff only; in the platform's log."""
     audit.require_staff(actor, "plan_limit.updated", "plan", str(plan_limit.plan_id))
     with context.public_context(), transaction.atomic():
         is_new = plan_limit.pk is None
@@ -817,7 +853,7 @@ def plan_limit_save(*, actor: Actor, plan_limit: Any, fields: Sequence[str]) -> 
             resource_type="plan",
             resource_id=str(plan_limit.plan_id),
             details={
-                "resource": plan_limit.resource,
+                "resource": getattr(plan_limit, "resource", None) or plan_limit.meter,
                 **{name: str(getattr(plan_limit, name)) for name in fields},
             },
         )

@@ -205,6 +205,7 @@ def api_key_limits_set(*, actor: Actor, key_id: int, rate_limits: dict[str, Any]
             resource_type="api_key",
             resource_id=key.pk,
             details={"name": key.name, "prefix": key.prefix, "before": before, "after": clean},
+            recheck=True,  # every process drops its cached copy of the key: limits apply at once
         )
     return key
 

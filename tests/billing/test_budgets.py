@@ -18,8 +18,8 @@ from billing.models import Budget, Price, UsageBucket
 from core.actors import Actor
 from tenants import context, ratelimit
 from tests.billing.test_limits import DEAD_REDIS
-from tests.gateway.conftest import make_agent
 from tests.credentials.helpers import api_key, api_key_header, bearer, error_code, token_pair
+from tests.gateway.conftest import make_agent
 
 BUDGETS = "/api/v1/usage/budgets/"
 STAFF = Actor.system("tests")
@@ -220,7 +220,7 @@ def test_redis_unreachable_a_spent_budget_fails_open_like_its_resource(org, clie
     assert bucket.groups == {"api_key": str(key.pk)} and bucket.value == 1
 
 
-# The budgets API -----------------------------------------------------------------------------------
+# The budgets API ----------------------------------------------------------------------------
 
 
 def _credentials(org, other_org, principal: str) -> dict[str, str]:
