@@ -420,3 +420,84 @@ def test_the_budget_list_pins_its_query_count(org, client_for, django_assert_num
         response = client.get(BUDGETS)
 
     assert len(response.json()) == 3
+
+
+# The Usage API, the refusals and the invoice agree ----------------------------------------------
+
+
+def test_the_usage_api_the_budget_refusals_and_the_invoice_agree(org, client_for):
+    """Replay mixed traffic (two keys' API calls, one key's reported tokens, some for an agent
+    with its own budget); the budgets' refusals are exactly those their prices predict, and the
+    Usage API, the budgets' spend and the invoice's lines read the same numbers, before and
+    after the rollup."""
+    from billing import invoicing
+
+    price("api_requests", "0.001")
+    price("llm_tokens", "0.002", per_units=1000)
+    spender, spender_raw = api_key(org, ["agents:read", "usage:report"], name="spender")
+    _, reader_raw = api_key(org, ["agents:read", "usage:read"], name="reader")
+    agent = str(make_agent(org).pk)
+    budget(org, "api_key", spender.pk, "0.08")
+    budget(org, "agent", agent, "0.03")
+    client = client_for(org)
+    costs = {"request": Decimal("0.001"), "token": Decimal("0.000002")}
+    spent = {"key": Decimal(0), "agent": Decimal(0)}
+    expected = {"served": 0, "refused": 0, "tokens": 0}
+    refusals = []
+    for n in range(40):
+        response = client.get("/api/v1/agents/", **api_key_header(spender_raw))
+        client.get("/api/v1/agents/", **api_key_header(reader_raw))
+        fits = spent["key"] + costs["request"] <= Decimal("0.08")
+        expected["served" if fits else "refused"] += 1
+        spent["key"] += costs["request"] if fits else 0
+        refusals.append(response.status_code)
+        event = tokens_event(f"e{n}", 500, 100, **({"agentid": agent} if n % 2 else {}))
+        cost = 600 * costs["token"]
+        fits = spent["key"] + cost <= Decimal("0.08") and (
+            n % 2 == 0 or spent["agent"] + cost <= Decimal("0.03")
+        )
+        reported = post_events(client, spender_raw, [event])
+        assert reported.status_code == (202 if fits else 429), (n, reported.content)
+        if fits:
+            spent["key"] += cost
+            spent["agent"] += cost if n % 2 else 0
+            expected["tokens"] += 600
+
+    def usage(meter, **query):
+        response = client.get(
+            "/api/v1/usage/", {"meter": meter, **query}, **api_key_header(reader_raw)
+        )
+        return response.json()
+
+    def numbers():
+        views = {v["subject_type"]: v for v in client_for(org, org.admin).get(BUDGETS).json()}
+        now = __import__("django.utils.timezone", fromlist=["now"]).now()
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        tokens = usage("llm_tokens", group_by="api_key")
+        by_agent = usage("llm_tokens", group_by="agent")
+        lines = {line.meter: line for line in invoicing.invoice_lines(org.tenant, start, now)}
+        requests = usage("api_requests", group_by="api_key")  # counts itself, then reports
+        return views, lines, requests, tokens, by_agent
+
+    assert refusals.count(200) == expected["served"] and refusals.count(429) == expected["refused"]
+    assert expected["refused"] > 0
+    live = numbers()
+    services.rollup(actor=STAFF, include_current=True)
+    rolled = numbers()
+    for views, lines, requests, tokens, by_agent in (live, rolled):
+        spender_requests = sum(b["groups"].get(str(spender.pk), 0) for b in requests["buckets"])
+        spender_tokens = sum(b["groups"].get(str(spender.pk), 0) for b in tokens["buckets"])
+        agent_tokens = sum(b["groups"].get(agent, 0) for b in by_agent["buckets"])
+        assert spender_requests == expected["served"]
+        assert spender_tokens == tokens["total"] == expected["tokens"]
+        # The budgets' spend is the Usage API's quantities at the price table's prices.
+        assert Decimal(views["api_key"]["spent"]) == spent["key"] == (
+            spender_requests * costs["request"] + spender_tokens * costs["token"]
+        )
+        assert Decimal(views["agent"]["spent"]) == spent["agent"] == agent_tokens * costs["token"]
+        # The invoice's lines: the same quantities, priced the same.
+        assert lines["api_requests"].quantity + 1 == requests["total"]
+        assert lines["llm_tokens"].quantity == tokens["total"]
+        assert lines["llm_tokens"].unit_price == costs["token"]
+    # Nothing lost or doubled by the rollup: only the four reads of the second round were added.
+    assert rolled[2]["total"] == live[2]["total"] + 4
