@@ -10,7 +10,13 @@ class AgentsConfig(AppConfig):
         from billing import services as billing
 
         # Agents can carry a spend budget (billing is a layer below and cannot look them up).
-        def agent_subject(actor, subject_id: str) -> str:  # noqa: ANN001 - a core.actors.Actor
+        def check(actor, subject_id: str) -> str:  # noqa: ANN001 - a core.actors.Actor
             return str(selectors.agent_get(actor=actor, agent_id=subject_id).pk)
 
-        billing.budget_subject_register("agent", agent_subject)
+        def choices(actor) -> list[tuple[str, str]]:  # noqa: ANN001
+            return [
+                (str(pk), name)
+                for pk, name in selectors.agent_list(actor=actor).values_list("pk", "name")
+            ]
+
+        billing.budget_subject_register("agent", billing.SubjectKind(check, choices))

@@ -864,15 +864,24 @@ def plan_limit_save(*, actor: Actor, plan_limit: Any, fields: Sequence[str]) -> 
 # Spend budgets of API keys and agents -------------------------------------------------------
 
 BUDGET_MAX = Decimal("1000000.00")  # in nano-units, far inside Lua's exact integers (2^53)
-# subject type -> check(actor, subject id) returning the id as the ledger's groups hold it, or
-# raising ObjectDoesNotExist when the organization has no such key or agent. API keys are
-# checked here; agents, a layer above billing, register theirs (agents.apps).
-SubjectCheck = Callable[[Actor, str], str]
-_subject_checks: dict[str, SubjectCheck] = {}
 
 
-def budget_subject_register(subject_type: str, check: SubjectCheck) -> None:
-    _subject_checks[subject_type] = check
+@dataclass(frozen=True)
+class SubjectKind:
+    """What a budget can be on. `check(actor, id)` returns the id as the ledger's groups hold
+    it, or raises ObjectDoesNotExist when the organization has no such key or agent;
+    `choices(actor)` lists the organization's (id, name) pairs."""
+
+    check: Callable[[Actor, str], str]
+    choices: Callable[[Actor], list[tuple[str, str]]]
+
+
+# API keys are registered here; agents, a layer above billing, register theirs (agents.apps).
+budget_subjects: dict[str, SubjectKind] = {}
+
+
+def budget_subject_register(subject_type: str, kind: SubjectKind) -> None:
+    budget_subjects[subject_type] = kind
 
 
 def _api_key_subject(actor: Actor, subject_id: str) -> str:
@@ -884,7 +893,16 @@ def _api_key_subject(actor: Actor, subject_id: str) -> str:
     return str(credential_selectors.api_key_get(actor=actor, key_id=int(subject_id)).pk)
 
 
-budget_subject_register(BudgetSubject.API_KEY, _api_key_subject)
+def _api_key_choices(actor: Actor) -> list[tuple[str, str]]:
+    from credentials import selectors as credential_selectors
+
+    return [
+        (str(key.pk), key.name if key.status == "active" else f"{key.name} ({key.status})")
+        for key in credential_selectors.api_key_list(actor=actor)
+    ]
+
+
+budget_subject_register(BudgetSubject.API_KEY, SubjectKind(_api_key_subject, _api_key_choices))
 
 
 def _clean_amount(amount: Any, currency: str) -> Decimal:
@@ -921,10 +939,10 @@ def budget_create(
     `budget.created`); in force at once in this process, within 30 s in every other."""
     audit.require(actor, BUDGETS_MANAGE, action="budget.created", resource_type="budget")
     tenant = context.require_tenant()
-    check = _subject_checks.get(subject_type)
-    if check is None:
-        raise ValidationError({"subject_type": [f"One of: {', '.join(_subject_checks)}."]})
-    subject_id = check(actor, str(subject_id))  # 404 for another organization's key or agent
+    kind = budget_subjects.get(subject_type)
+    if kind is None:
+        raise ValidationError({"subject_type": [f"One of: {', '.join(budget_subjects)}."]})
+    subject_id = kind.check(actor, str(subject_id))  # 404 for another organization's key or agent
     amount = _clean_amount(amount, currency)
     try:
         with transaction.atomic():

@@ -10,6 +10,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from billing import limits, pricing, selectors, services
@@ -471,7 +472,7 @@ def test_the_usage_api_the_budget_refusals_and_the_invoice_agree(org, client_for
 
     def numbers():
         views = {v["subject_type"]: v for v in client_for(org, org.admin).get(BUDGETS).json()}
-        now = __import__("django.utils.timezone", fromlist=["now"]).now()
+        now = timezone.now()
         start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         tokens = usage("llm_tokens", group_by="api_key")
         by_agent = usage("llm_tokens", group_by="agent")
@@ -491,8 +492,10 @@ def test_the_usage_api_the_budget_refusals_and_the_invoice_agree(org, client_for
         assert spender_requests == expected["served"]
         assert spender_tokens == tokens["total"] == expected["tokens"]
         # The budgets' spend is the Usage API's quantities at the price table's prices.
-        assert Decimal(views["api_key"]["spent"]) == spent["key"] == (
-            spender_requests * costs["request"] + spender_tokens * costs["token"]
+        assert (
+            Decimal(views["api_key"]["spent"])
+            == spent["key"]
+            == (spender_requests * costs["request"] + spender_tokens * costs["token"])
         )
         assert Decimal(views["agent"]["spent"]) == spent["agent"] == agent_tokens * costs["token"]
         # The invoice's lines: the same quantities, priced the same.
