@@ -12,6 +12,7 @@ from drf_spectacular.utils import (
     OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
+    extend_schema_field,
 )
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -372,6 +373,15 @@ class BudgetSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "decimal",
+        "pattern": r"^\d{1,7}(\.\d{1,2})?$",
+        "example": "25.00",
+        "description": "Per calendar month (UTC), from 0.00 to 1,000,000.00 in the currency.",
+    }
+)
 class BudgetAmountField(serializers.DecimalField):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(
@@ -379,7 +389,6 @@ class BudgetAmountField(serializers.DecimalField):
             decimal_places=2,
             min_value=Decimal("0"),
             max_value=services.BUDGET_MAX,
-            help_text="Per calendar month (UTC), in the currency.",
             **kwargs,
         )
 
