@@ -82,10 +82,10 @@ def _report(request: HttpRequest, actor: Actor) -> dict[str, Any]:
     }
 
 
-def money_display(amount: Decimal, currency: str = pricing.CURRENCY) -> str:
+def money_display(amount: Decimal, currency: str | None = pricing.CURRENCY) -> str:
     """2 decimals, 4 below one unit (a month's first requests cost fractions of a cent)."""
     places = 4 if Decimal(0) < abs(amount) < 1 else 2
-    return f"{amount:,.{places}f} {currency}"
+    return f"{amount:,.{places}f}" + (f" {currency}" if currency else "")
 
 
 def _costs(actor: Actor) -> dict[str, Any]:
@@ -113,10 +113,10 @@ def _costs(actor: Actor) -> dict[str, Any]:
             rows.append(
                 {
                     "name": names.get(subject, f"#{subject}"),
-                    "so_far": money_display(so_far),
-                    "projected": money_display(projected),
+                    "so_far": money_display(so_far, None),
+                    "projected": money_display(projected, None),
                     "budget": view,
-                    "budget_display": money_display(view.budget.amount) if view else "",
+                    "budget_display": f"{view.budget.amount:,.2f}" if view else "",
                     "is_over": bool(view and projected > view.budget.amount),
                 }
             )
@@ -124,6 +124,7 @@ def _costs(actor: Actor) -> dict[str, Any]:
             {
                 "type": subject_type,
                 "label": BudgetSubject(subject_type).label,
+                "noun": BudgetSubject(subject_type).label.replace("Agent", "agent"),
                 "rows": rows,
                 "choices": sorted(names.items(), key=lambda item: item[1].lower()),
             }
@@ -136,6 +137,7 @@ def _costs(actor: Actor) -> dict[str, Any]:
         ),
         "groups": groups,
         "can_manage": actor.can("budgets:manage"),
+        "currency": pricing.CURRENCY,
     }
 
 
