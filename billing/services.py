@@ -160,13 +160,15 @@ def _gates(
     return gates
 
 
-def _refusal(gate: Gate, now: datetime) -> errors.DomainError:
+def _refusal(gate: Gate, now: datetime, current: int) -> errors.DomainError:
+    """The refusal of a quota or budget whose counter stands at `current`."""
+    state = "is spent" if current >= gate.limit else "would be passed"
     if gate.budget is not None:
         budget = gate.budget
         subject = BudgetSubject(budget.subject_type).label
         return errors.UsageExhausted(
             "budget_exceeded",
-            f"The {subject}'s budget of {budget.amount} {budget.currency} for this month is spent.",
+            f"The {subject}'s budget of {budget.amount} {budget.currency} for this month {state}.",
             retry_after=_seconds_to_next_month(now),
             budget={
                 "id": budget.pk,
@@ -184,7 +186,8 @@ def _refusal(gate: Gate, now: datetime) -> errors.DomainError:
         )
     return errors.UsageExhausted(
         "quota_exceeded",
-        f"The plan's monthly quota “{gate.quota.name}” ({gate.limit:,}) is used up.",
+        f"The plan's monthly quota “{gate.quota.name}” ({gate.limit:,}) "
+        + ("is used up." if current >= gate.limit else "would be passed."),
         retry_after=_seconds_to_next_month(now),
         quota={"name": gate.quota.name, "meter": gate.meter, "limit": gate.limit},
     )
@@ -214,7 +217,8 @@ def _consume(
                 dedup_ttl_seconds=dedup_ttl_seconds,
             )
         except ratelimit.QuotaPassed as passed:
-            raise _refusal(next(g for g in gates if g.quota == passed.quota), now) from None
+            gate = next(g for g in gates if g.quota == passed.quota)
+            raise _refusal(gate, now, passed.current) from None
         if outcome.missing_quota is None:
             for gate, value in zip(gates, outcome.quota_values, strict=True):
                 if gate.meter:
