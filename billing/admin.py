@@ -32,8 +32,21 @@ def _actor(request: HttpRequest) -> Actor:
     return Actor.for_user(request.user, request)
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Listed and viewed, never added, changed or deleted here."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
 @admin.register(UsageBucket)
-class UsageBucketAdmin(admin.ModelAdmin):
+class UsageBucketAdmin(ReadOnlyAdmin):
     """The ledger as rolled up into PostgreSQL (hours still in Redis are not listed here)."""
 
     list_display = ["tenant", "meter", "hour", "groups", "value"]
@@ -88,15 +101,6 @@ class UsageBucketAdmin(admin.ModelAdmin):
             },
         )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
 
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):
@@ -125,20 +129,11 @@ class PlanQuotaAdmin(admin.ModelAdmin):
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(ReadOnlyAdmin):
     """Organizations' budgets, read only here (owners and admins set them)."""
 
     list_display = ["tenant", "subject_type", "subject_id", "amount", "currency", "updated_at"]
     list_filter = ["subject_type"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(PlanLimit)
@@ -194,19 +189,10 @@ class InvoiceLineInline(admin.TabularInline):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(admin.ModelAdmin):
+class InvoiceAdmin(ReadOnlyAdmin):
     """Closed invoices: read only."""
 
     list_display = ["number", "tenant", "period_start", "total", "currency", "issued_at"]
     list_filter = ["currency"]
     search_fields = ["number", "tenant__slug"]
     inlines = [InvoiceLineInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

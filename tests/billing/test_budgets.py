@@ -19,7 +19,8 @@ from billing.models import Budget, Price, UsageBucket
 from core.actors import Actor
 from tenants import context, ratelimit
 from tests.billing.test_limits import DEAD_REDIS
-from tests.credentials.helpers import api_key, api_key_header, bearer, error_code, token_pair
+from tests.credentials.helpers import api_key, api_key_header, error_code
+from tests.credentials.test_api import _credentials
 from tests.gateway.conftest import make_agent
 
 BUDGETS = "/api/v1/usage/budgets/"
@@ -222,14 +223,6 @@ def test_redis_unreachable_a_spent_budget_fails_open_like_its_resource(org, clie
 
 
 # The budgets API ----------------------------------------------------------------------------
-
-
-def _credentials(org, other_org, principal: str) -> dict[str, str]:
-    if principal == "anonymous":
-        return {}
-    if principal == "other org's admin":
-        return bearer(token_pair(other_org, other_org.admin).access)
-    return bearer(token_pair(org, org.user(principal)).access)
 
 
 WRITE_MATRIX = [

@@ -13,7 +13,8 @@ from billing import limits, services
 from billing.ledger import Count
 from credentials.models import ApiKey
 from tenants import context
-from tests.credentials.helpers import api_key_header, bearer, error_code, token_pair
+from tests.credentials.helpers import api_key_header, error_code
+from tests.credentials.test_api import _credentials
 
 KEYS = "/api/v1/api-keys/"
 
@@ -89,14 +90,6 @@ def test_a_keys_limit_is_exact_from_4_processes(org):
 
     assert sum(allowed) == 30
     assert all(worker.exitcode == 0 for worker in workers)
-
-
-def _credentials(org, other_org, principal: str) -> dict[str, str]:
-    if principal == "anonymous":
-        return {}
-    if principal == "other org's admin":
-        return bearer(token_pair(other_org, other_org.admin).access)
-    return bearer(token_pair(org, org.user(principal)).access)
 
 
 @pytest.mark.parametrize(
