@@ -330,21 +330,26 @@ def period_spend(*, actor: Actor, subject_type: str) -> dict[str, tuple[Decimal,
     return {subject: (cost, cost / elapsed) for subject, cost in spend.items()}
 
 
-def budget_list(*, actor: Actor) -> list[BudgetView]:
-    """The organization's budgets with what their key or agent spent this month, and the
-    projection to the month's end."""
+def budgets(*, actor: Actor) -> list[Budget]:
+    """The organization's budgets, oldest first."""
     _require(actor, "usage:read")
     tenant = context.require_tenant()
     with context.public_context():
-        budgets = list(Budget.objects.filter(tenant_id=tenant.pk).order_by("id"))
+        return list(Budget.objects.filter(tenant_id=tenant.pk).order_by("id"))
+
+
+def budget_list(*, actor: Actor) -> list[BudgetView]:
+    """The organization's budgets with what their key or agent spent this month, and the
+    projection to the month's end."""
+    budgets_found = budgets(actor=actor)
     spend = {
         subject_type: period_spend(actor=actor, subject_type=subject_type)
-        for subject_type in {budget.subject_type for budget in budgets}
+        for subject_type in {budget.subject_type for budget in budgets_found}
     }
     zero = (Decimal(0), Decimal(0))
     return [
         BudgetView(budget, *spend[budget.subject_type].get(budget.subject_id, zero))
-        for budget in budgets
+        for budget in budgets_found
     ]
 
 

@@ -98,9 +98,7 @@ def _costs(actor: Actor) -> dict[str, Any]:
     start, elapsed = selectors.month_progress(now)
     lines = invoicing.invoice_lines(tenant, start, now)
     usage_cost = sum((line.quantity * line.unit_price for line in lines if line.meter), Decimal(0))
-    budgets = {
-        (v.budget.subject_type, v.budget.subject_id): v for v in selectors.budget_list(actor=actor)
-    }
+    budgets = {(b.subject_type, b.subject_id): b for b in selectors.budgets(actor=actor)}
     groups = []
     for subject_type, kind in services.budget_subjects.items():
         names = dict(kind.choices(actor))
@@ -109,7 +107,8 @@ def _costs(actor: Actor) -> dict[str, Any]:
         rows = []
         for subject in sorted(ids, key=lambda i: names.get(i, i).lower()):
             so_far, projected = spend.get(subject, (Decimal(0), Decimal(0)))
-            view = budgets.get((subject_type, subject))
+            budget = budgets.get((subject_type, subject))
+            view = selectors.BudgetView(budget, so_far, projected) if budget else None
             rows.append(
                 {
                     "name": names.get(subject, f"#{subject}"),
@@ -187,14 +186,16 @@ def budget_save(request: HttpRequest, actor: Actor) -> HttpResponse:
     subject_type, _, subject_id = request.POST.get("subject", "").partition(":")
     existing = next(
         (
-            view.budget
-            for view in selectors.budget_list(actor=actor)
-            if (view.budget.subject_type, view.budget.subject_id) == (subject_type, subject_id)
+            budget
+            for budget in selectors.budgets(actor=actor)
+            if (budget.subject_type, budget.subject_id) == (subject_type, subject_id)
         ),
         None,
     )
     try:
-        if request.POST.get("remove") and existing is not None:
+        if request.POST.get("remove"):
+            if existing is None:
+                raise ValidationError("That key or agent has no budget.")
             services.budget_delete(actor=actor, budget_id=existing.pk)
             messages.success(request, "Budget removed.")
             return redirect("billing:usage")

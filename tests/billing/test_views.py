@@ -128,12 +128,14 @@ def test_admins_set_change_and_remove_a_budget_on_the_usage_page(org, client_for
     with context.public_context():
         amount = Budget.objects.get(tenant_id=org.tenant.pk).amount
     removed = admin.post("/usage/budgets", {"subject": subject, "remove": "1"})
+    nothing = admin.post("/usage/budgets", {"subject": subject, "remove": "1"}, follow=True)
     member = client_for(org, org.member).post("/usage/budgets", {"subject": subject, "amount": "1"})
 
     assert f'value="{subject}"' in form
     assert created.status_code == changed.status_code == removed.status_code == 302
     assert str(amount) == "20.00"
     assert "A decimal amount" in refused.content.decode()
+    assert "has no budget" in nothing.content.decode()
     assert member.status_code == 403
     with context.public_context():
         assert not Budget.objects.filter(tenant_id=org.tenant.pk).exists()
