@@ -72,10 +72,10 @@ def forget() -> None:
     _cached.clear()
 
 
-_cached: dict[tuple[str, int], tuple[float, Any]] = {}
+_cached: dict[tuple[str, Any], tuple[float, Any]] = {}
 
 
-def _read(kind: str, key: int, load: Callable[[], Any]) -> Any:
+def _read(kind: str, key: Any, load: Callable[[], Any]) -> Any:
     """`load()` in the public schema, remembered for TTL_SECONDS per process."""
     now = time.monotonic()
     cached = _cached.get((kind, key))
@@ -108,22 +108,20 @@ def plan_of(plan_id: int) -> Any:
 
 def monthly_quotas(tenant) -> dict[str, MonthlyQuota]:  # noqa: ANN001 - a tenants.models.Tenant
     """Every monthly quota in force, per meter: the plan's messages (or staff's override of them)
-    and the plan's quotas on other meters."""
-    rows = _read(
-        "quotas",
-        tenant.plan_id,
-        lambda: list(
-            PlanQuota.objects.filter(plan_id=tenant.plan_id).values_list(
-                "meter", "limit", "is_hard"
-            )
-        ),
-    )
-    quotas = {meter: MonthlyQuota(meter, limit, is_hard) for meter, limit, is_hard in rows}
-    messages = getattr(tenant, "messages_per_month_override", None)
-    if messages is None:
-        messages = plan_of(tenant.plan_id).messages_per_month
-    quotas["gateway_messages"] = MonthlyQuota("gateway_messages", messages, True)
-    return quotas
+    and the plan's quotas on other meters. Built once per organization, plan and override and
+    cached (the request path reads it on every call): callers must not change it."""
+    override = getattr(tenant, "messages_per_month_override", None)
+
+    def load() -> dict[str, MonthlyQuota]:
+        rows = PlanQuota.objects.filter(plan_id=tenant.plan_id).values_list(
+            "meter", "limit", "is_hard"
+        )
+        quotas = {meter: MonthlyQuota(meter, limit, is_hard) for meter, limit, is_hard in rows}
+        messages = override if override is not None else plan_of(tenant.plan_id).messages_per_month
+        quotas["gateway_messages"] = MonthlyQuota("gateway_messages", messages, True)
+        return quotas
+
+    return _read("quotas", (tenant.pk, tenant.plan_id, override), load)
 
 
 def forget_budgets(tenant_id: int) -> None:
@@ -133,8 +131,13 @@ def forget_budgets(tenant_id: int) -> None:
 def budgets_of(tenant_id: int) -> dict[tuple[str, str], Budget]:
     """The organization's spend budgets by (subject type, subject id), cached for TTL_SECONDS:
     a change applies at once in the process that made it and within 30 s in every other."""
-    rows = _read("budgets", tenant_id, lambda: list(Budget.objects.filter(tenant_id=tenant_id)))
-    return {(b.subject_type, b.subject_id): b for b in rows}
+    return _read(
+        "budgets",
+        tenant_id,
+        lambda: {
+            (b.subject_type, b.subject_id): b for b in Budget.objects.filter(tenant_id=tenant_id)
+        },
+    )
 
 
 _overrides: dict[int, tuple[float, dict[str, tuple[int, int, datetime]]]] = {}

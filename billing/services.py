@@ -346,8 +346,10 @@ def message_admit(
     if groups is None and actor.kind == "api_key":
         groups = {"api_key": actor.id}
     counts = [Count(meter, 1, groups) for meter in meters]
-    quotas = limits.monthly_quotas(tenant)
-    quotas["gateway_messages"] = limits.MonthlyQuota("gateway_messages", monthly_limit)
+    quotas = {
+        **limits.monthly_quotas(tenant),
+        "gateway_messages": limits.MonthlyQuota("gateway_messages", monthly_limit),
+    }
     gates = _gates(tenant, counts, now, quotas=quotas)
     try:
         outcome = _consume(tenant, now, windows=windows, gates=gates, counts=counts)
