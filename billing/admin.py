@@ -15,7 +15,16 @@ from django.utils import timezone
 
 from billing import services
 from billing.ledger import BUILTIN_METERS
-from billing.models import Invoice, InvoiceLine, LimitOverride, PlanLimit, Price, UsageBucket
+from billing.models import (
+    Budget,
+    Invoice,
+    InvoiceLine,
+    LimitOverride,
+    PlanLimit,
+    PlanQuota,
+    Price,
+    UsageBucket,
+)
 from core.actors import Actor
 
 
@@ -23,8 +32,21 @@ def _actor(request: HttpRequest) -> Actor:
     return Actor.for_user(request.user, request)
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Listed and viewed, never added, changed or deleted here."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
 @admin.register(UsageBucket)
-class UsageBucketAdmin(admin.ModelAdmin):
+class UsageBucketAdmin(ReadOnlyAdmin):
     """The ledger as rolled up into PostgreSQL (hours still in Redis are not listed here)."""
 
     list_display = ["tenant", "meter", "hour", "groups", "value"]
@@ -79,15 +101,6 @@ class UsageBucketAdmin(admin.ModelAdmin):
             },
         )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
 
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):
@@ -99,6 +112,28 @@ class PriceAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+@admin.register(PlanQuota)
+class PlanQuotaAdmin(admin.ModelAdmin):
+    """Monthly quotas per plan on meters other than messages (those are the plan's own field)."""
+
+    list_display = ["plan", "meter", "limit", "is_hard"]
+    list_filter = ["plan", "meter", "is_hard"]
+
+    def save_model(self, request: HttpRequest, obj: PlanQuota, form, change: bool) -> None:
+        services.plan_limit_save(actor=_actor(request), plan_limit=obj, fields=form.changed_data)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Budget)
+class BudgetAdmin(ReadOnlyAdmin):
+    """Organizations' budgets, read only here (owners and admins set them)."""
+
+    list_display = ["tenant", "subject_type", "subject_id", "amount", "currency", "updated_at"]
+    list_filter = ["subject_type"]
 
 
 @admin.register(PlanLimit)
@@ -154,19 +189,10 @@ class InvoiceLineInline(admin.TabularInline):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(admin.ModelAdmin):
+class InvoiceAdmin(ReadOnlyAdmin):
     """Closed invoices: read only."""
 
     list_display = ["number", "tenant", "period_start", "total", "currency", "issued_at"]
     list_filter = ["currency"]
     search_fields = ["number", "tenant__slug"]
     inlines = [InvoiceLineInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -11,13 +12,14 @@ from drf_spectacular.utils import (
     OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
+    extend_schema_field,
 )
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing import selectors, services
-from billing.models import Aggregation, Meter
+from billing import pricing, selectors, services
+from billing.models import Aggregation, BudgetSubject, Meter
 from core.api import ApiView, InputSerializer
 from core.parsers import StrictJSONParser
 
@@ -216,7 +218,11 @@ class UsageEventsApi(ApiView):
             raise ValidationError({"events": ["A batch is a JSON array of CloudEvents."]})
         if not batch and not isinstance(data, dict):
             raise ValidationError({"event": ["Send one CloudEvent (or use the batch type)."]})
-        ingested = services.usage_events_ingest(actor=self.actor, events=data if batch else [data])
+        ingested = services.usage_events_ingest(
+            actor=self.actor,
+            events=data if batch else [data],
+            api_key=getattr(request.auth, "api_key", None),
+        )
         request._request.rate_limit_headers = ingested.admission.headers
         return Response(
             {
@@ -340,3 +346,122 @@ class InvoiceDetailApi(ApiView):
     def get(self, request: Request, number: str) -> Response:
         invoice = selectors.invoice_get(actor=self.actor, number=number)
         return Response(InvoiceSerializer(invoice).data)
+
+
+# Spend budgets ----------------------------------------------------------------------------------
+
+
+class BudgetSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    subject_type = serializers.ChoiceField(BudgetSubject.values)
+    subject_id = serializers.CharField(help_text="The API key's id, or the agent's id.")
+    amount = serializers.DecimalField(max_digits=12, decimal_places=2, coerce_to_string=True)
+    currency = serializers.CharField()
+    spent = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=6,
+        coerce_to_string=True,
+        help_text="What the key or agent spent this month so far (the price table's prices).",
+    )
+    projected = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=6,
+        coerce_to_string=True,
+        help_text="This month's spend at the pace so far, to the month's end.",
+    )
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "decimal",
+        "pattern": r"^\d{1,7}(\.\d{1,2})?$",
+        "example": "25.00",
+        "description": "Per calendar month (UTC), from 0.00 to 1,000,000.00 in the currency.",
+    }
+)
+class BudgetAmountField(serializers.DecimalField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            max_digits=9,
+            decimal_places=2,
+            min_value=Decimal("0"),
+            max_value=services.BUDGET_MAX,
+            **kwargs,
+        )
+
+
+class BudgetCreateSerializer(InputSerializer):
+    subject_type = serializers.ChoiceField(BudgetSubject.values)
+    subject_id = StrictRegexField(
+        r"^([0-9]{1,18}|[0-9a-fA-F-]{36})$", help_text="The API key's id, or the agent's id."
+    )
+    amount = BudgetAmountField()
+    currency = serializers.ChoiceField([pricing.CURRENCY], default=pricing.CURRENCY)
+
+
+class BudgetUpdateSerializer(InputSerializer):
+    amount = BudgetAmountField()
+
+
+def _budget_body(view: selectors.BudgetView) -> dict[str, Any]:
+    budget = view.budget
+    return {
+        "id": budget.pk,
+        "subject_type": budget.subject_type,
+        "subject_id": budget.subject_id,
+        "amount": budget.amount,
+        "currency": budget.currency,
+        "spent": view.spent,
+        "projected": view.projected,
+        "created_at": budget.created_at,
+        "updated_at": budget.updated_at,
+    }
+
+
+class BudgetListApi(ApiView):
+    """Monthly spend budgets of API keys and agents, with what each spent this month. Past its
+    budget, a key's or agent's requests are refused: 429 `budget_exceeded`."""
+
+    required = {"GET": "usage:read", "POST": "budgets:manage"}
+
+    @extend_schema(responses={200: BudgetSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        views = selectors.budget_list(actor=self.actor)
+        return Response(BudgetSerializer([_budget_body(v) for v in views], many=True).data)
+
+    @extend_schema(request=BudgetCreateSerializer, responses={201: BudgetSerializer})
+    def post(self, request: Request) -> Response:
+        data = BudgetCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        budget = services.budget_create(actor=self.actor, **data.validated_data)
+        view = selectors.budget_get(actor=self.actor, budget_id=budget.pk)
+        return Response(BudgetSerializer(_budget_body(view)).data, status=201)
+
+
+class BudgetDetailApi(ApiView):
+    """One budget: read, change its amount, or remove it."""
+
+    required = {"GET": "usage:read", "PATCH": "budgets:manage", "DELETE": "budgets:manage"}
+
+    @extend_schema(responses={200: BudgetSerializer})
+    def get(self, request: Request, budget_id: int) -> Response:
+        view = selectors.budget_get(actor=self.actor, budget_id=budget_id)
+        return Response(BudgetSerializer(_budget_body(view)).data)
+
+    @extend_schema(request=BudgetUpdateSerializer, responses={200: BudgetSerializer})
+    def patch(self, request: Request, budget_id: int) -> Response:
+        data = BudgetUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.budget_update(
+            actor=self.actor, budget_id=budget_id, amount=data.validated_data["amount"]
+        )
+        view = selectors.budget_get(actor=self.actor, budget_id=budget_id)
+        return Response(BudgetSerializer(_budget_body(view)).data)
+
+    @extend_schema(responses={204: OpenApiResponse(description="Removed.")})
+    def delete(self, request: Request, budget_id: int) -> Response:
+        services.budget_delete(actor=self.actor, budget_id=budget_id)
+        return Response(status=204)

@@ -13,13 +13,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit import services as audit
-from billing import ledger, selectors
+from billing import ledger, pricing, selectors
 from billing.models import Invoice, InvoiceLine, PlanChange, Price
 from core.actors import Actor
 from tenants import context
 
 CENT = Decimal("0.01")
-CURRENCY = "USD"
+CURRENCY = pricing.CURRENCY
 
 
 def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
@@ -79,12 +79,6 @@ def plan_segments(
     return [segment for segment in segments if segment[2] > segment[1]]
 
 
-def _price_for(prices: list[Price], meter: str, model: str = "") -> Price | None:
-    exact = [p for p in prices if p.meter == meter and p.model == model]
-    fallback = [p for p in prices if p.meter == meter and p.model == ""]
-    return (exact or fallback or [None])[0]
-
-
 def invoice_lines(tenant: Any, start: datetime, end: datetime) -> list[Line]:
     """What the organization owes for [start, end): the plan fee per segment, then usage."""
     lines: list[Line] = []
@@ -130,7 +124,7 @@ def invoice_lines(tenant: Any, start: datetime, end: datetime) -> list[Line]:
         tenant=tenant, meter="llm_tokens", start=start, end=end, group_by="model"
     )
     for model, tokens in sorted(by_model.items()):
-        price = _price_for(prices, "llm_tokens", model)
+        price = pricing.price_for(prices, "llm_tokens", model)
         if price is None or not tokens:
             continue
         unit_price = price.unit_price / price.per_units

@@ -52,9 +52,13 @@ BUILTIN_METERS: dict[str, BuiltinMeter] = {
     meter.slug: meter
     for meter in (
         BuiltinMeter("api_requests", "API requests", "requests", "COUNT", ("api_key",)),
-        BuiltinMeter("gateway_messages", "Gateway messages", "messages", "COUNT", ("agent",)),
+        BuiltinMeter(
+            "gateway_messages", "Gateway messages", "messages", "COUNT", ("agent", "api_key")
+        ),
         BuiltinMeter("tasks", "Tasks", "tasks", "COUNT", ("api_key",)),
-        BuiltinMeter("llm_tokens", "LLM tokens", "tokens", "SUM", ("model", "direction")),
+        BuiltinMeter(
+            "llm_tokens", "LLM tokens", "tokens", "SUM", ("model", "direction", "api_key", "agent")
+        ),
         BuiltinMeter("usage_events", "Reported usage events", "events", "COUNT", ("type",)),
         BuiltinMeter("tool_runs", "Custom tool runs", "runs", "COUNT", ("tool",)),
         BuiltinMeter("tool_cpu_ms", "Custom tool CPU time", "ms", "SUM", ("tool",)),

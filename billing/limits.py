@@ -15,12 +15,14 @@ primitive in the layers below (credentials, audit) with platform settings, and f
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.utils import timezone
 
-from billing.models import PlanLimit, Resource
+from billing.models import Budget, PlanLimit, PlanQuota, Resource
 from tenants import context
 
 FAIL_CLOSED = frozenset({Resource.PUBLISH, Resource.USAGE_EVENTS})
@@ -67,6 +69,75 @@ def forget() -> None:
     """Drop this process's cached limits (staff changed them; tests)."""
     _cache.clear()
     _overrides.clear()
+    _cached.clear()
+
+
+_cached: dict[tuple[str, Any], tuple[float, Any]] = {}
+
+
+def _read(kind: str, key: Any, load: Callable[[], Any]) -> Any:
+    """`load()` in the public schema, remembered for TTL_SECONDS per process."""
+    now = time.monotonic()
+    cached = _cached.get((kind, key))
+    if cached is None or now - cached[0] >= TTL_SECONDS:
+        with context.public_context():
+            cached = (now, load())
+        _cached[(kind, key)] = cached
+    return cached[1]
+
+
+@dataclass(frozen=True)
+class MonthlyQuota:
+    """A monthly quota on a meter: past `limit`, refused when `is_hard`, else only alerted."""
+
+    meter: str
+    limit: int
+    is_hard: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"{self.meter}_per_month"
+
+
+def plan_of(plan_id: int) -> Any:
+    """The plan row (its message price and quotas), cached like its limits."""
+    from tenants.models import Plan
+
+    return _read("plan", plan_id, lambda: Plan.objects.get(pk=plan_id))
+
+
+def monthly_quotas(tenant) -> dict[str, MonthlyQuota]:  # noqa: ANN001 - a tenants.models.Tenant
+    """Every monthly quota in force, per meter: the plan's messages (or staff's override of them)
+    and the plan's quotas on other meters. Built once per organization, plan and override and
+    cached (the request path reads it on every call): callers must not change it."""
+    override = getattr(tenant, "messages_per_month_override", None)
+
+    def load() -> dict[str, MonthlyQuota]:
+        rows = PlanQuota.objects.filter(plan_id=tenant.plan_id).values_list(
+            "meter", "limit", "is_hard"
+        )
+        quotas = {meter: MonthlyQuota(meter, limit, is_hard) for meter, limit, is_hard in rows}
+        messages = override if override is not None else plan_of(tenant.plan_id).messages_per_month
+        quotas["gateway_messages"] = MonthlyQuota("gateway_messages", messages, True)
+        return quotas
+
+    return _read("quotas", (tenant.pk, tenant.plan_id, override), load)
+
+
+def forget_budgets(tenant_id: int) -> None:
+    _cached.pop(("budgets", tenant_id), None)
+
+
+def budgets_of(tenant_id: int) -> dict[tuple[str, str], Budget]:
+    """The organization's spend budgets by (subject type, subject id), cached for TTL_SECONDS:
+    a change applies at once in the process that made it and within 30 s in every other."""
+    return _read(
+        "budgets",
+        tenant_id,
+        lambda: {
+            (b.subject_type, b.subject_id): b for b in Budget.objects.filter(tenant_id=tenant_id)
+        },
+    )
 
 
 _overrides: dict[int, tuple[float, dict[str, tuple[int, int, datetime]]]] = {}

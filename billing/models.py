@@ -207,3 +207,58 @@ class LimitOverride(models.Model):
     def __str__(self) -> str:
         until = f"{self.expires_at:%Y-%m-%d %H:%M}"
         return f"{self.resource} {self.limit}/{self.window_seconds}s until {until}"
+
+
+class PlanQuota(models.Model):
+    """A plan's monthly quota on one meter: hard (refused past it: 429 `quota_exceeded`) or soft
+    (counted past it). Both alert at 80% and 100%, once per threshold and month. Gateway messages
+    keep their quota on the plan (`messages_per_month`)."""
+
+    plan = models.ForeignKey("tenants.Plan", on_delete=models.CASCADE, related_name="quotas")
+    meter = models.CharField(max_length=40)
+    limit = models.PositiveBigIntegerField()
+    is_hard = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["plan", "meter"]
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "meter"], name="plan_quota_unique"),
+        ]
+
+    def __str__(self) -> str:
+        kind = "hard" if self.is_hard else "soft"
+        return f"{self.plan}: {self.meter} {self.limit:,} a month ({kind})"
+
+
+class BudgetSubject(models.TextChoices):
+    API_KEY = "api_key", "API key"
+    AGENT = "agent", "Agent"
+
+
+class Budget(models.Model):
+    """A monthly spend budget of one API key or agent: what its metered usage costs (the price
+    table's prices) may reach `amount` in `currency` each month; past it, 429 `budget_exceeded`.
+
+    `subject_id` is the key's id or the agent's id, as the ledger's `api_key`/`agent` groups
+    hold them."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    subject_type = models.CharField(max_length=16, choices=BudgetSubject.choices)
+    subject_id = models.CharField(max_length=64)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3, default="USD")
+    created_by = models.CharField(max_length=254, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["subject_type", "subject_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "subject_type", "subject_id"], name="budget_one_per_subject"
+            ),
+            models.CheckConstraint(condition=models.Q(amount__gte=0), name="budget_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject_type} {self.subject_id}: {self.amount} {self.currency} a month"

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from django.utils import timezone
 
-from billing import ledger
-from billing.models import Aggregation, Meter
+from billing import ledger, limits, pricing
+from billing.models import Aggregation, Budget, Meter
 from core.actors import Actor
 from tenants import context
 
@@ -251,14 +252,113 @@ def usage_report(
 
 
 def monthly_quotas() -> dict[str, int]:
-    """The current organization's monthly quotas per meter: the plan's messages, or staff's
-    override of them (the same number the gateway enforces)."""
+    """The current organization's monthly quotas per meter: the plan's messages (or staff's
+    override of them) and the plan's quotas on other meters (the numbers that are enforced)."""
     tenant = context.require_tenant()
-    override = getattr(tenant, "messages_per_month_override", None)
-    if override is None:
-        with context.public_context():
-            override = tenant.plan.messages_per_month
-    return {"gateway_messages": override}
+    return {meter: quota.limit for meter, quota in limits.monthly_quotas(tenant).items()}
+
+
+_SPEND = (
+    "SELECT meter, groups ->> 'model', groups ->> %s, SUM(value) FROM public.billing_usagebucket "
+    "WHERE tenant_id = %s AND hour >= %s AND hour < %s AND groups ? %s GROUP BY 1, 2, 3"
+)
+
+
+def subject_spend(
+    *, tenant: Any, subject_type: str, start: datetime, end: datetime
+) -> dict[str, Decimal]:
+    """What each API key (or agent) spent over [start, end): its metered usage (the ledger's
+    `api_key`/`agent` groups) at the price table's prices, in billing.pricing.CURRENCY. The
+    budgets' counters are seeded from it."""
+    quantities: dict[tuple[str, str, str], int] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_SPEND, [subject_type, tenant.pk, ledger.hour_of(start), end, subject_type])
+        for meter, model, subject, value in cursor.fetchall():
+            key = (meter, model or "", subject)
+            quantities[key] = quantities.get(key, 0) + int(value)
+    live = ledger.live_hashes(str(tenant.public_id), ledger.hour_of(start), end)
+    for fields in live.values():
+        for name, value in fields.items():
+            meter, groups = ledger.parse_field(name)
+            if subject_type in groups:
+                key = (meter, groups.get("model", ""), str(groups[subject_type]))
+                quantities[key] = quantities.get(key, 0) + value
+    with context.public_context():
+        max_meters = set(
+            Meter.objects.filter(tenant_id=tenant.pk, aggregation=Aggregation.MAX).values_list(
+                "slug", flat=True
+            )
+        )
+    table, plan = pricing.prices(), limits.plan_of(tenant.plan_id)
+    spend: dict[str, Decimal] = {}
+    for (meter, model, subject), quantity in quantities.items():
+        if meter in max_meters:
+            continue  # a maximum is no sum of costs: budgets charge summed meters only
+        cost = quantity * pricing.unit_price(table, plan, meter, model)
+        spend[subject] = spend.get(subject, Decimal(0)) + cost
+    return spend
+
+
+@dataclass(frozen=True)
+class BudgetView:
+    budget: Any
+    spent: Decimal
+    projected: Decimal
+
+    @property
+    def percent(self) -> int:
+        if not self.budget.amount:
+            return 100
+        return min(100, int(self.spent * 100 / self.budget.amount))
+
+
+def month_progress(now: datetime) -> tuple[datetime, Decimal]:
+    """The month's start and how much of it has passed (0 to 1): projections divide by it."""
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    following = (start + timedelta(days=32)).replace(day=1)
+    elapsed = Decimal((now - start).total_seconds()) / Decimal((following - start).total_seconds())
+    return start, max(elapsed, Decimal("0.000001"))
+
+
+def period_spend(*, actor: Actor, subject_type: str) -> dict[str, tuple[Decimal, Decimal]]:
+    """Each key's (or agent's) cost this month so far and projected to the month's end."""
+    _require(actor, "usage:read")
+    tenant = context.require_tenant()
+    now = timezone.now()
+    start, elapsed = month_progress(now)
+    spend = subject_spend(tenant=tenant, subject_type=subject_type, start=start, end=now)
+    return {subject: (cost, cost / elapsed) for subject, cost in spend.items()}
+
+
+def budgets(*, actor: Actor) -> list[Budget]:
+    """The organization's budgets, oldest first."""
+    _require(actor, "usage:read")
+    tenant = context.require_tenant()
+    with context.public_context():
+        return list(Budget.objects.filter(tenant_id=tenant.pk).order_by("id"))
+
+
+def budget_list(*, actor: Actor) -> list[BudgetView]:
+    """The organization's budgets with what their key or agent spent this month, and the
+    projection to the month's end."""
+    budgets_found = budgets(actor=actor)
+    spend = {
+        subject_type: period_spend(actor=actor, subject_type=subject_type)
+        for subject_type in {budget.subject_type for budget in budgets_found}
+    }
+    zero = (Decimal(0), Decimal(0))
+    return [
+        BudgetView(budget, *spend[budget.subject_type].get(budget.subject_id, zero))
+        for budget in budgets_found
+    ]
+
+
+def budget_get(*, actor: Actor, budget_id: int) -> BudgetView:
+    """One budget of the current organization (Budget.DoesNotExist for another's, as for none)."""
+    for view in budget_list(actor=actor):
+        if view.budget.pk == budget_id:
+            return view
+    raise Budget.DoesNotExist
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -16,11 +17,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit import services as audit
-from billing import ledger, limits
+from billing import ledger, limits, pricing
 from billing.ledger import Count
-from billing.models import Aggregation, Meter, Resource
+from billing.models import Aggregation, Budget, BudgetSubject, Meter, Resource
 from core import errors
 from core.actors import Actor
+from core.roles import BUDGETS_MANAGE
 from tenants import context, ratelimit
 
 logger = logging.getLogger(__name__)
@@ -53,36 +55,227 @@ def _window(org: str, limit: limits.Limit, key: str = "org") -> ratelimit.Window
         key=f"{RATE_PREFIX}:{org}:{limit.resource}:{key}",
         limit=limit.limit,
         seconds=limit.window_seconds,
-        name=limit.resource,
+        name=limit.resource if key == "org" else f"{limit.resource}.key",
     )
+
+
+def _windows(tenant: Any, resource: str, api_key: Any = None) -> list[ratelimit.Window]:
+    """The organization's window for `resource`, and the API key's own where it has one."""
+    org = str(tenant.public_id)
+    windows = [_window(org, limits.limit_for(tenant, resource))]
+    own = (getattr(api_key, "rate_limits", None) or {}).get(resource)
+    if own is not None:
+        limit = limits.Limit(resource, own["limit"], own["window_seconds"])
+        windows.append(_window(org, limit, f"key:{api_key.pk}"))
+    return windows
+
+
+def _tightest(usages: Sequence[ratelimit.Usage]) -> ratelimit.Usage | None:
+    """The policy the headers name: the one with the least remaining."""
+    return min(usages, key=lambda usage: usage.remaining, default=None)
 
 
 def month_label(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y%m")
 
 
-def request_admit(*, resource: str, counts: Sequence[Count] = ()) -> Admission:
-    """Count one request of the current organization against `resource` and meter `counts`.
+def month_start(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
-    One Lua call. Over the limit: RateLimited (a 429 naming the resource). Redis unreachable: a
-    fail-closed resource refuses (RateLimiterUnavailable, a 503); a fail-open one is let through
-    with a warning and its `counts` added to PostgreSQL directly, so nothing is lost.
+
+def _seconds_to_next_month(now: datetime) -> int:
+    start = month_start(now)
+    following = (start + timedelta(days=32)).replace(day=1)
+    return max(1, int((following - now).total_seconds()))
+
+
+# Monthly quotas and spend budgets: counters checked in the request's one Lua call ------------
+
+# A counter that is never refused: soft quotas, and usage metered after the fact (usage_add).
+UNBOUNDED = 2**53 - 1
+BUDGET_PREFIX = "agentplane:budget"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A monthly counter checked and counted with the request: a plan's quota on a meter, or a
+    spend budget (whole nano-units of its currency: billing.pricing)."""
+
+    quota: ratelimit.Quota
+    limit: int  # the quota, or the budget in nano-units (a soft quota's counter is unbounded)
+    meter: str = ""
+    budget: Budget | None = None
+
+
+def budget_key(org: str, subject_type: str, subject_id: str, now: datetime) -> str:
+    return f"{BUDGET_PREFIX}:{org}:{subject_type}:{subject_id}:{month_label(now)}"
+
+
+def _gates(
+    tenant: Any,
+    counts: Sequence[Count],
+    now: datetime,
+    *,
+    quotas: dict[str, limits.MonthlyQuota],
+    enforce: bool = True,
+) -> list[Gate]:
+    """The month's counters `counts` move: each quota on a meter they add to, and the budget of
+    each API key and agent they are grouped by, charged what they cost (billing.pricing)."""
+    org = str(tenant.public_id)
+    month = month_label(now)
+    per_meter: dict[str, int] = {}
+    for count in counts:
+        if count.op == "sum":
+            per_meter[count.meter] = per_meter.get(count.meter, 0) + count.amount
+    gates = []
+    for meter, amount in per_meter.items():
+        quota = quotas.get(meter)
+        if quota is None:
+            continue
+        bound = quota.limit if quota.is_hard and enforce else UNBOUNDED
+        key = f"{QUOTA_PREFIX}:{org}:{meter}:{month}"
+        counter = ratelimit.Quota(key, bound, amount, QUOTA_TTL_SECONDS, quota.name)
+        gates.append(Gate(counter, quota.limit, meter))
+    budgets = limits.budgets_of(tenant.pk)
+    if not budgets:
+        return gates
+    table, plan = pricing.prices(), limits.plan_of(tenant.plan_id)
+    spend: dict[tuple[str, str], int] = {}
+    for count in counts:
+        groups = count.groups or {}
+        for subject_type in BudgetSubject.values:
+            subject = (subject_type, groups.get(subject_type, ""))
+            if subject in budgets and count.op == "sum":
+                price = pricing.unit_price(table, plan, count.meter, groups.get("model", ""))
+                spend[subject] = spend.get(subject, 0) + pricing.to_nano(count.amount * price)
+    for subject, cost in spend.items():
+        budget = budgets[subject]
+        limit = pricing.to_nano(budget.amount)
+        # What costs nothing is refused too once the budget is spent (counter at the budget).
+        bound = (limit if cost else limit - 1) if enforce else UNBOUNDED
+        key = budget_key(org, *subject, now)
+        name = f"budget:{subject[0]}:{subject[1]}"
+        counter = ratelimit.Quota(key, bound, cost, QUOTA_TTL_SECONDS, name)
+        gates.append(Gate(counter, limit, budget=budget))
+    return gates
+
+
+def _refusal(gate: Gate, now: datetime, current: int) -> errors.DomainError:
+    """The refusal of a quota or budget whose counter stands at `current`."""
+    state = "is spent" if current >= gate.limit else "would be passed"
+    if gate.budget is not None:
+        budget = gate.budget
+        subject = BudgetSubject(budget.subject_type).label
+        return errors.UsageExhausted(
+            "budget_exceeded",
+            f"The {subject}'s budget of {budget.amount} {budget.currency} for this month {state}.",
+            retry_after=_seconds_to_next_month(now),
+            budget={
+                "id": budget.pk,
+                "subject_type": budget.subject_type,
+                "subject_id": budget.subject_id,
+                "amount": str(budget.amount),
+                "currency": budget.currency,
+            },
+        )
+    if gate.meter == "gateway_messages":
+        return errors.QuotaExceeded(
+            "message_quota_exceeded",
+            "The organization has used its plan's messages for this month.",
+            limit="messages_per_month",
+        )
+    return errors.UsageExhausted(
+        "quota_exceeded",
+        f"The plan's monthly quota “{gate.quota.name}” ({gate.limit:,}) "
+        + ("is used up." if current >= gate.limit else "would be passed."),
+        retry_after=_seconds_to_next_month(now),
+        quota={"name": gate.quota.name, "meter": gate.meter, "limit": gate.limit},
+    )
+
+
+def _consume(
+    tenant: Any,
+    now: datetime,
+    *,
+    windows: Sequence[ratelimit.Window] = (),
+    gates: Sequence[Gate] = (),
+    counts: Sequence[Count] = (),
+    dedup_ttl_seconds: int = 7 * 86400,
+) -> ratelimit.Outcome:
+    """One Lua call: the windows, the gates, the ledger's counts. A counter missing (a new month,
+    or Redis lost it) is seeded from the ledger, then the call is made again. Raises
+    RateLimited, the gate's refusal, or ratelimit.Unreachable (the caller's policy applies)."""
+    charge_list, index_sets = ledger.charges(str(tenant.public_id), counts, now)
+    for _ in range(len(gates) + 2):
+        try:
+            outcome = ratelimit.consume(
+                windows=windows,
+                quotas=[gate.quota for gate in gates],
+                charges=charge_list,
+                index_sets=index_sets,
+                hash_ttl_seconds=settings.BILLING_REDIS_TTL_SECONDS,
+                dedup_ttl_seconds=dedup_ttl_seconds,
+            )
+        except ratelimit.QuotaPassed as passed:
+            gate = next(g for g in gates if g.quota == passed.quota)
+            raise _refusal(gate, now, passed.current) from None
+        if outcome.missing_quota is None:
+            for gate, value in zip(gates, outcome.quota_values, strict=True):
+                if gate.meter:
+                    _alert_thresholds(
+                        tenant, gate.meter, gate.quota.key, value, gate.quota.amount, gate.limit
+                    )
+            return outcome
+        _seed(tenant, next(g for g in gates if g.quota == outcome.missing_quota), now)
+    raise errors.RateLimiterUnavailable  # a counter vanished again and again: Redis is flapping
+
+
+def _seed(tenant: Any, gate: Gate, now: datetime) -> None:
+    """Start a month's counter at what the ledger already holds for the month (zero on the first
+    request of a month; the flushed total after Redis lost its data)."""
+    from billing import selectors
+
+    start = month_start(now)
+    if gate.budget is not None:
+        budget = gate.budget
+        used = pricing.to_nano(
+            selectors.subject_spend(
+                tenant=tenant,
+                subject_type=budget.subject_type,
+                start=start,
+                end=now,
+            ).get(budget.subject_id, Decimal(0))
+        )
+    else:
+        used = selectors.meter_total(tenant=tenant, meter=gate.meter, start=start, end=now)
+    client = ratelimit.redis_client()
+    if client is None:
+        ratelimit.memory_set(gate.quota.key, used, gate.quota.ttl_seconds, only_if_missing=True)
+    else:
+        try:
+            client.set(gate.quota.key, used, nx=True, ex=gate.quota.ttl_seconds)
+        except ratelimit.unreachable_errors():
+            raise errors.RateLimiterUnavailable from None
+
+
+def request_admit(*, resource: str, counts: Sequence[Count] = (), api_key: Any = None) -> Admission:
+    """Count one request of the current organization against `resource` (and the API key's own
+    limit for it), check the month's quotas and budgets, and meter `counts`.
+
+    One Lua call. Over a limit: RateLimited (a 429 naming the policy); a quota or budget used
+    up: its refusal. Redis unreachable: a fail-closed resource refuses (RateLimiterUnavailable,
+    a 503); a fail-open one is let through with a warning (its quotas and budgets unchecked) and
+    its `counts` added to PostgreSQL directly, so nothing is lost.
     """
     global fail_open_total
     tenant = context.require_tenant()
-    org = str(tenant.public_id)
-    limit = limits.limit_for(tenant, resource)
     now = timezone.now()
-    charge_list, index_sets = ledger.charges(org, counts, now)
+    windows = _windows(tenant, resource, api_key)
+    gates = _gates(tenant, counts, now, quotas=limits.monthly_quotas(tenant))
     try:
-        outcome = ratelimit.consume(
-            windows=[_window(org, limit)],
-            charges=charge_list,
-            index_sets=index_sets,
-            hash_ttl_seconds=settings.BILLING_REDIS_TTL_SECONDS,
-        )
+        outcome = _consume(tenant, now, windows=windows, gates=gates, counts=counts)
     except ratelimit.Unreachable:
-        if limit.fail_closed:
+        if limits.limit_for(tenant, resource).fail_closed:
             logger.error("rate limiter unavailable for %s: refusing", resource)
             raise errors.RateLimiterUnavailable from None
         fail_open_total += 1
@@ -90,23 +283,21 @@ def request_admit(*, resource: str, counts: Sequence[Count] = ()) -> Admission:
         if counts:
             ledger.add_directly(tenant.pk, counts, now)
         return Admission(usage=None)
-    return Admission(usage=outcome.usages[0])
+    return Admission(usage=_tightest(outcome.usages))
 
 
 def usage_add(*, tenant: Any, counts: Sequence[Count]) -> None:
     """Meter platform-measured usage that no limit gates (custom tool runs and their CPU time).
 
-    The same ledger as every other count: one Redis call; Redis unreachable, the counts go to
-    PostgreSQL directly, so nothing is lost.
+    The same ledger as every other count, and the same monthly counters (their quotas alert at
+    80% and 100%, budgets are charged; nothing is refused: the usage already happened). One
+    Redis call; Redis unreachable, the counts go to PostgreSQL directly, so nothing is lost.
     """
     now = timezone.now()
-    charge_list, index_sets = ledger.charges(str(tenant.public_id), counts, now)
+    gates = _gates(tenant, counts, now, quotas=limits.monthly_quotas(tenant), enforce=False)
     try:
-        ratelimit.consume(
-            charges=charge_list,
-            index_sets=index_sets,
-            hash_ttl_seconds=settings.BILLING_REDIS_TTL_SECONDS,
-        )
+        with context.tenant_context(tenant):
+            _consume(tenant, now, gates=gates, counts=counts)
     except ratelimit.Unreachable:
         logger.warning("usage of %s written to PostgreSQL: Redis is unreachable", tenant.slug)
         ledger.add_directly(tenant.pk, counts, now)
@@ -122,11 +313,12 @@ def message_admit(
     count_publish_window: bool = True,
 ) -> Admission:
     """Admit one gateway message of the current organization, in one Lua call: the publish
-    rate limits (per connection, per organization), the monthly message quota, the counters.
+    rate limits (per connection, per organization), the monthly quotas (`monthly_limit`
+    messages), the agent's or key's budget, the counters.
 
     Fails closed when Redis is unreachable (the channel layer that would deliver the message is
-    Redis too). Raises RateLimited, QuotaExceeded (`message_quota_exceeded`) or
-    RateLimiterUnavailable.
+    Redis too). Raises RateLimited, QuotaExceeded (`message_quota_exceeded`), UsageExhausted
+    (another quota, a budget) or RateLimiterUnavailable.
     """
     if actor.kind == "anonymous":
         raise PermissionDenied("Sign in to publish.")
@@ -154,56 +346,17 @@ def message_admit(
     if groups is None and actor.kind == "api_key":
         groups = {"api_key": actor.id}
     counts = [Count(meter, 1, groups) for meter in meters]
-    quota = ratelimit.Quota(
-        key=f"{QUOTA_PREFIX}:{org}:gateway_messages:{month_label(now)}",
-        limit=monthly_limit,
-        amount=1,
-        ttl_seconds=QUOTA_TTL_SECONDS,
-        name="messages_per_month",
-    )
-    charge_list, index_sets = ledger.charges(org, counts, now)
-    for _ in range(2):
-        try:
-            outcome = ratelimit.consume(
-                windows=windows,
-                quotas=[quota],
-                charges=charge_list,
-                index_sets=index_sets,
-                hash_ttl_seconds=settings.BILLING_REDIS_TTL_SECONDS,
-            )
-        except ratelimit.Unreachable:
-            logger.error("gateway counters unavailable: refusing the message")
-            raise errors.RateLimiterUnavailable from None
-        except ratelimit.QuotaPassed:
-            raise errors.QuotaExceeded(
-                "message_quota_exceeded",
-                "The organization has used its plan's messages for this month.",
-                limit="messages_per_month",
-            ) from None
-        if outcome.missing_quota is None:
-            _alert_thresholds(
-                tenant, "gateway_messages", quota.key, outcome.quota_values[0], 1, monthly_limit
-            )
-            return Admission(usage=outcome.usages[-1] if outcome.usages else None)
-        _seed_quota(tenant, quota, "gateway_messages", now)
-    raise errors.RateLimiterUnavailable  # the counter vanished twice in a row: Redis is flapping
-
-
-def _seed_quota(tenant: Any, quota: ratelimit.Quota, meter: str, now: datetime) -> None:
-    """Start a month's quota counter at what the ledger already holds for the month (zero on the
-    first message of a month; the flushed total after Redis lost its data)."""
-    from billing import selectors
-
-    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    used = selectors.meter_total(tenant=tenant, meter=meter, start=start, end=now)
-    client = ratelimit.redis_client()
-    if client is None:
-        ratelimit.memory_set(quota.key, used, quota.ttl_seconds, only_if_missing=True)
-    else:
-        try:
-            client.set(quota.key, used, nx=True, ex=quota.ttl_seconds)
-        except ratelimit.unreachable_errors():
-            raise errors.RateLimiterUnavailable from None
+    quotas = {
+        **limits.monthly_quotas(tenant),
+        "gateway_messages": limits.MonthlyQuota("gateway_messages", monthly_limit),
+    }
+    gates = _gates(tenant, counts, now, quotas=quotas)
+    try:
+        outcome = _consume(tenant, now, windows=windows, gates=gates, counts=counts)
+    except ratelimit.Unreachable:
+        logger.error("gateway counters unavailable: refusing the message")
+        raise errors.RateLimiterUnavailable from None
+    return Admission(usage=outcome.usages[-1] if outcome.usages else None)
 
 
 ALERT_THRESHOLDS = (80, 100)
@@ -255,13 +408,19 @@ def _alert_thresholds(
 
 def quota_forget(*, tenant: Any, meter: str = "gateway_messages") -> None:
     """Drop the month's quota counter (staff changed the usage by hand; tests): it is seeded
-    again from the ledger at the next message."""
-    key = f"{QUOTA_PREFIX}:{tenant.public_id}:{meter}:{month_label(timezone.now())}"
+    again from the ledger at the next request that counts it."""
+    _counters_forget([f"{QUOTA_PREFIX}:{tenant.public_id}:{meter}:{month_label(timezone.now())}"])
+
+
+def _counters_forget(keys: Sequence[str]) -> None:
+    if not keys:
+        return
     client = ratelimit.redis_client()
     if client is None:
-        ratelimit.memory_pop(key)
+        for key in keys:
+            ratelimit.memory_pop(key)
     else:
-        client.delete(key)
+        client.delete(*keys)
 
 
 # Reported usage events (CloudEvents 1.0) -----------------------------------------------------
@@ -282,6 +441,9 @@ KNOWN_ATTRIBUTES = {
 EXTENSION_PATTERN = re.compile(r"^[a-z0-9]{1,20}$")
 MAX_GROUP_VALUE = 128
 LLM_TOKENS = "llm.tokens"
+AGENT_ID_PATTERN = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 
 
 def _text(event: dict[str, Any], name: str, errors_: dict[str, list[str]]) -> str:
@@ -315,9 +477,15 @@ def _count_of(value: Any) -> int | None:
 
 
 def _event_counts(
-    event: dict[str, Any], meters: list[Meter], org: str, now: datetime
+    event: dict[str, Any],
+    meters: list[Meter],
+    org: str,
+    now: datetime,
+    reporter: dict[str, str] | None = None,
 ) -> tuple[list[Count], dict[str, list[str]]]:
-    """Validate one CloudEvent; its ledger counts (each with the event's de-duplication key)."""
+    """Validate one CloudEvent; its ledger counts (each with the event's de-duplication key).
+    LLM tokens are attributed to `reporter` (the reporting key) and to the `agentid` extension's
+    agent."""
     problems: dict[str, list[str]] = {}
     if not isinstance(event, dict):
         return [], {"event": ["A CloudEvent is a JSON object."]}
@@ -354,6 +522,13 @@ def _event_counts(
                 problems["time"] = ["In the future."]
             elif at < now - MAX_AGE:
                 problems["time"] = ["Older than 7 days: report usage within a week."]
+    attribution = dict(reporter or {})
+    if "agentid" in event:
+        agent = event["agentid"]
+        if not isinstance(agent, str) or not AGENT_ID_PATTERN.match(agent):
+            problems["agentid"] = ["An agent's id (a UUID)."]
+        else:
+            attribution["agent"] = agent.lower()
     data = event.get("data")
     if problems:
         return [], problems
@@ -370,7 +545,7 @@ def _event_counts(
             if tokens is None:
                 return [], {f"data.{direction}_tokens": ["A whole number from 0 to 10^12."]}
             if tokens:
-                groups = {"model": model, "direction": direction}
+                groups = {"model": model, "direction": direction, **attribution}
                 counts.append(Count("llm_tokens", tokens, groups, at, "sum", dedup))
     for meter in meters:
         if meter.event_type != event_type:
@@ -403,11 +578,14 @@ class Ingested:
     admission: Admission
 
 
-def usage_events_ingest(*, actor: Actor, events: list[Any]) -> Ingested:
+def usage_events_ingest(*, actor: Actor, events: list[Any], api_key: Any = None) -> Ingested:
     """Count reported usage events (CloudEvents 1.0), each (source, id) once.
 
     All or nothing: one invalid event refuses the whole batch (400, errors by index) and counts
-    nothing. The batch is one request against the `usage_events` limit, and one Lua call.
+    nothing; so does a batch that would pass a hard quota (`quota_exceeded`) or a budget
+    (`budget_exceeded`). The batch is one request against the `usage_events` limit (and the
+    reporting `api_key`'s own), and one Lua call. Each event is attributed to the reporting key
+    and, with the extension attribute `agentid`, to that agent.
     """
     if not actor.can("usage:report"):
         raise PermissionDenied("Reporting usage needs the “usage:report” permission.")
@@ -425,8 +603,9 @@ def usage_events_ingest(*, actor: Actor, events: list[Any]) -> Ingested:
     counts: list[Count] = []
     problems: dict[str, list[str]] = {}
     in_batch: set[str | None] = set()
+    reporter = {"api_key": actor.id} if actor.kind == "api_key" else {}
     for index, event in enumerate(events):
-        event_counts, event_problems = _event_counts(event, meters, org, now)
+        event_counts, event_problems = _event_counts(event, meters, org, now, reporter)
         for name, messages in event_problems.items():
             problems[name if len(events) == 1 else f"{index}.{name}"] = messages
         # A repeat inside the batch is a duplicate too (the script sees each key once per call).
@@ -435,16 +614,20 @@ def usage_events_ingest(*, actor: Actor, events: list[Any]) -> Ingested:
             counts += event_counts
     if problems:
         raise ValidationError(problems)
-    limit = limits.limit_for(tenant, Resource.USAGE_EVENTS)
-    charge_list, index_sets = ledger.charges(org, counts, now)
+    windows = _windows(tenant, Resource.USAGE_EVENTS, api_key)
+    quotas = limits.monthly_quotas(tenant)
     try:
-        outcome = ratelimit.consume(
-            windows=[_window(org, limit)],
-            charges=charge_list,
-            index_sets=index_sets,
-            hash_ttl_seconds=settings.BILLING_REDIS_TTL_SECONDS,
-            dedup_ttl_seconds=settings.BILLING_EVENT_DEDUP_SECONDS,
-        )
+        try:
+            outcome = _ingest(tenant, now, windows, counts, quotas)
+        except (errors.UsageExhausted, errors.QuotaExceeded):
+            # Refused as if every event were new: a retried batch may hold events already
+            # counted (its first answer was lost). Those count nothing, so leave them out and ask
+            # again; a batch of duplicates only is answered as such.
+            seen = _seen_before({count.dedup_key for count in counts if count.dedup_key})
+            if not seen:
+                raise
+            counts = [count for count in counts if count.dedup_key not in seen]
+            outcome = _ingest(tenant, now, windows, counts, quotas)
     except ratelimit.Unreachable:
         # Fails closed: without Redis, duplicates could not be recognised. The runtime retries.
         raise errors.RateLimiterUnavailable from None
@@ -453,8 +636,44 @@ def usage_events_ingest(*, actor: Actor, events: list[Any]) -> Ingested:
         received=len(events),
         counted=fresh,
         duplicates=len(events) - fresh,
-        admission=Admission(usage=outcome.usages[0]),
+        admission=Admission(usage=_tightest(outcome.usages)),
     )
+
+
+def _ingest(
+    tenant: Any,
+    now: datetime,
+    windows: list[ratelimit.Window],
+    counts: list[Count],
+    quotas: dict[str, limits.MonthlyQuota],
+) -> ratelimit.Outcome:
+    gates = _gates(tenant, counts, now, quotas=quotas)
+    outcome = _consume(
+        tenant,
+        now,
+        windows=windows,
+        gates=gates,
+        counts=counts,
+        dedup_ttl_seconds=settings.BILLING_EVENT_DEDUP_SECONDS,
+    )
+    if gates and outcome.new_dedup_keys < len({c.dedup_key for c in counts}):
+        # Events seen before moved the month's counters but not the ledger: start those
+        # counters again from the ledger, which counted each event once.
+        _counters_forget([gate.quota.key for gate in gates])
+    return outcome
+
+
+def _seen_before(keys: set[str | None]) -> set[str]:
+    """Which reported events' de-duplication keys exist (one pipelined round trip; the refusal
+    path only). In memory (development, no Redis) none are looked up."""
+    client = ratelimit.redis_client()
+    ordered = sorted(key for key in keys if key)
+    if client is None or not ordered:
+        return set()
+    pipe = client.pipeline(transaction=False)
+    for key in ordered:
+        pipe.exists(key)
+    return {key for key, found in zip(ordered, pipe.execute(), strict=True) if found}
 
 
 # Custom meters -------------------------------------------------------------------------------
@@ -622,11 +841,13 @@ def price_save(*, actor: Actor, price: Any, fields: Sequence[str]) -> Any:
             resource_id=f"{price.meter}:{price.model}",
             details={name: str(getattr(price, name)) for name in fields},
         )
+    pricing.forget()
     return price
 
 
 def plan_limit_save(*, actor: Actor, plan_limit: Any, fields: Sequence[str]) -> Any:
-    """Create or change a plan's limit for a resource (staff); in the platform's log."""
+    """Create or change a plan's limit for a resource, or its monthly quota on a meter (a
+    PlanQuota), staff only; in the platform's log."""
     audit.require_staff(actor, "plan_limit.updated", "plan", str(plan_limit.plan_id))
     with context.public_context(), transaction.atomic():
         is_new = plan_limit.pk is None
@@ -638,9 +859,168 @@ def plan_limit_save(*, actor: Actor, plan_limit: Any, fields: Sequence[str]) -> 
             resource_type="plan",
             resource_id=str(plan_limit.plan_id),
             details={
-                "resource": plan_limit.resource,
+                "resource": getattr(plan_limit, "resource", None) or plan_limit.meter,
                 **{name: str(getattr(plan_limit, name)) for name in fields},
             },
         )
     limits.forget()
     return plan_limit
+
+
+# Spend budgets of API keys and agents -------------------------------------------------------
+
+BUDGET_MAX = Decimal("1000000.00")  # in nano-units, far inside Lua's exact integers (2^53)
+
+
+@dataclass(frozen=True)
+class SubjectKind:
+    """What a budget can be on. `check(actor, id)` returns the id as the ledger's groups hold
+    it, or raises ObjectDoesNotExist when the organization has no such key or agent;
+    `choices(actor)` lists the organization's (id, name) pairs."""
+
+    check: Callable[[Actor, str], str]
+    choices: Callable[[Actor], list[tuple[str, str]]]
+
+
+# API keys are registered here; agents, a layer above billing, register theirs (agents.apps).
+budget_subjects: dict[str, SubjectKind] = {}
+
+
+def budget_subject_register(subject_type: str, kind: SubjectKind) -> None:
+    budget_subjects[subject_type] = kind
+
+
+def _api_key_subject(actor: Actor, subject_id: str) -> str:
+    from credentials import selectors as credential_selectors
+    from credentials.models import ApiKey
+
+    if not subject_id.isdigit():
+        raise ApiKey.DoesNotExist
+    return str(credential_selectors.api_key_get(actor=actor, key_id=int(subject_id)).pk)
+
+
+def _api_key_choices(actor: Actor) -> list[tuple[str, str]]:
+    from credentials import selectors as credential_selectors
+
+    return [
+        (str(key.pk), key.name if key.status == "active" else f"{key.name} ({key.status})")
+        for key in credential_selectors.api_key_list(actor=actor)
+    ]
+
+
+budget_subject_register(BudgetSubject.API_KEY, SubjectKind(_api_key_subject, _api_key_choices))
+
+
+def _clean_amount(amount: Any, currency: str) -> Decimal:
+    problems: dict[str, list[str]] = {}
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        problems["amount"] = ["A decimal amount, e.g. “25.00”."]
+    elif not Decimal(0) <= amount <= BUDGET_MAX or amount != amount.quantize(Decimal("0.01")):
+        problems["amount"] = [f"From 0.00 to {BUDGET_MAX:,} with at most 2 decimals."]
+    if currency != pricing.CURRENCY:
+        problems["currency"] = [f"Budgets are in the price table's currency, {pricing.CURRENCY}."]
+    if problems:
+        raise ValidationError(problems)
+    return amount
+
+
+def _budget_details(budget: Budget) -> dict[str, Any]:
+    return {
+        "subject_type": budget.subject_type,
+        "subject_id": budget.subject_id,
+        "amount": str(budget.amount),
+        "currency": budget.currency,
+    }
+
+
+def budget_create(
+    *,
+    actor: Actor,
+    subject_type: str,
+    subject_id: str,
+    amount: Decimal,
+    currency: str = pricing.CURRENCY,
+) -> Budget:
+    """A monthly spend budget for one API key or agent of the organization (audited
+    `budget.created`); in force at once in this process, within 30 s in every other."""
+    audit.require(actor, BUDGETS_MANAGE, action="budget.created", resource_type="budget")
+    tenant = context.require_tenant()
+    kind = budget_subjects.get(subject_type)
+    if kind is None:
+        raise ValidationError({"subject_type": [f"One of: {', '.join(budget_subjects)}."]})
+    subject_id = kind.check(actor, str(subject_id))  # 404 for another organization's key or agent
+    amount = _clean_amount(amount, currency)
+    try:
+        with transaction.atomic():
+            with context.public_context():
+                budget = Budget.objects.create(
+                    tenant_id=tenant.pk,
+                    subject_type=subject_type,
+                    subject_id=subject_id,
+                    amount=amount,
+                    currency=currency,
+                    created_by=actor.label[:254],
+                )
+            audit.emit(
+                actor=actor,
+                action="budget.created",
+                resource_type="budget",
+                resource_id=budget.pk,
+                details=_budget_details(budget),
+            )
+    except IntegrityError:
+        raise ValidationError(
+            {"subject_id": ["This key or agent has a budget already: change that one."]}
+        ) from None
+    limits.forget_budgets(tenant.pk)
+    return budget
+
+
+def _budget_ref(budget_id: int) -> dict[str, Any]:
+    return {"resource_type": "budget", "resource_id": budget_id}
+
+
+def _budget_for_update(tenant: Any, budget_id: int) -> Budget:
+    with context.public_context():
+        return Budget.objects.select_for_update().get(pk=budget_id, tenant_id=tenant.pk)
+
+
+def budget_update(*, actor: Actor, budget_id: int, amount: Decimal) -> Budget:
+    """Change a budget's amount (audited `budget.updated`, with the amount before)."""
+    audit.require(actor, BUDGETS_MANAGE, action="budget.updated", **_budget_ref(budget_id))
+    tenant = context.require_tenant()
+    with transaction.atomic():
+        budget = _budget_for_update(tenant, budget_id)
+        amount = _clean_amount(amount, budget.currency)
+        before = str(budget.amount)
+        budget.amount = amount
+        with context.public_context():
+            budget.save(update_fields=["amount", "updated_at"])
+        audit.emit(
+            actor=actor,
+            action="budget.updated",
+            resource_type="budget",
+            resource_id=budget.pk,
+            details={**_budget_details(budget), "amount_before": before},
+        )
+    limits.forget_budgets(tenant.pk)
+    return budget
+
+
+def budget_delete(*, actor: Actor, budget_id: int) -> None:
+    """Remove a budget (audited `budget.deleted`): the key or agent is unbounded again."""
+    audit.require(actor, BUDGETS_MANAGE, action="budget.deleted", **_budget_ref(budget_id))
+    tenant = context.require_tenant()
+    with transaction.atomic():
+        budget = _budget_for_update(tenant, budget_id)
+        details = _budget_details(budget)
+        with context.public_context():
+            budget.delete()
+        audit.emit(
+            actor=actor,
+            action="budget.deleted",
+            resource_type="budget",
+            resource_id=budget_id,
+            details=details,
+        )
+    limits.forget_budgets(tenant.pk)

@@ -29,7 +29,7 @@ class PlanThrottle(BaseThrottle):
         api_key = getattr(credential, "api_key", None)
         groups = {"api_key": str(api_key.pk)} if api_key is not None else None
         counts = [Count("api_requests", 1, groups)]
-        admission = services.request_admit(resource=resource, counts=counts)
+        admission = services.request_admit(resource=resource, counts=counts, api_key=api_key)
         # Read by billing.middleware.rate_limit_headers on the way out.
         request._request.rate_limit_headers = admission.headers
         return True

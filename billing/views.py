@@ -7,17 +7,20 @@ import csv
 import io
 import json
 from datetime import UTC, datetime, time, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.contrib import messages
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from audit.exports import csv_escape
-from billing import selectors
+from billing import invoicing, limits, pricing, selectors, services
+from billing.models import BudgetSubject
 from core.actors import Actor
 from core.pages import requires
 
@@ -79,9 +82,68 @@ def _report(request: HttpRequest, actor: Actor) -> dict[str, Any]:
     }
 
 
+def money_display(amount: Decimal, currency: str | None = pricing.CURRENCY) -> str:
+    """2 decimals, 4 below one unit (a month's first requests cost fractions of a cent)."""
+    places = 4 if Decimal(0) < abs(amount) < 1 else 2
+    return f"{amount:,.{places}f}" + (f" {currency}" if currency else "")
+
+
+def _costs(actor: Actor) -> dict[str, Any]:
+    """This month's cost so far and projected to its end: the organization's (the invoice's
+    lines so far, unrounded) and each API key's and agent's, beside their budgets."""
+    from tenants import context as tenant_context
+
+    tenant = tenant_context.require_tenant()
+    now = timezone.now()
+    start, elapsed = selectors.month_progress(now)
+    lines = invoicing.invoice_lines(tenant, start, now)
+    usage_cost = sum((line.quantity * line.unit_price for line in lines if line.meter), Decimal(0))
+    budgets = {(b.subject_type, b.subject_id): b for b in selectors.budgets(actor=actor)}
+    groups = []
+    for subject_type, kind in services.budget_subjects.items():
+        names = dict(kind.choices(actor))
+        spend = selectors.period_spend(actor=actor, subject_type=subject_type)
+        ids = set(spend) | {subject for (kind_, subject) in budgets if kind_ == subject_type}
+        rows = []
+        for subject in sorted(ids, key=lambda i: names.get(i, i).lower()):
+            so_far, projected = spend.get(subject, (Decimal(0), Decimal(0)))
+            budget = budgets.get((subject_type, subject))
+            view = selectors.BudgetView(budget, so_far, projected) if budget else None
+            rows.append(
+                {
+                    "name": names.get(subject, f"#{subject}"),
+                    "so_far": money_display(so_far, None),
+                    "projected": money_display(projected, None),
+                    "budget": view,
+                    "budget_display": f"{view.budget.amount:,.2f}" if view else "",
+                    "is_over": bool(view and projected > view.budget.amount),
+                }
+            )
+        groups.append(
+            {
+                "type": subject_type,
+                "label": BudgetSubject(subject_type).label,
+                "noun": BudgetSubject(subject_type).label.replace("Agent", "agent"),
+                "rows": rows,
+                "choices": sorted(names.items(), key=lambda item: item[1].lower()),
+            }
+        )
+    return {
+        "so_far": money_display(usage_cost),
+        "projected": money_display(usage_cost / elapsed),
+        "plan_fee": money_display(
+            Decimal(limits.plan_of(tenant.plan_id).price_monthly_cents) / 100
+        ),
+        "groups": groups,
+        "can_manage": actor.can("budgets:manage"),
+        "currency": pricing.CURRENCY,
+    }
+
+
 @requires("usage:read")
 def usage(request: HttpRequest, actor: Actor) -> HttpResponse:
     context = _report(request, actor)
+    context["costs"] = _costs(actor)
     summary = selectors.usage_summary(actor=actor, quotas=selectors.monthly_quotas())
     context["summary"] = [
         {
@@ -115,6 +177,45 @@ def usage(request: HttpRequest, actor: Actor) -> HttpResponse:
             for bucket in report.buckets
         ]
     return render(request, "billing/usage.html", context)
+
+
+@require_POST
+@requires("budgets:manage")
+def budget_save(request: HttpRequest, actor: Actor) -> HttpResponse:
+    """Set the monthly budget of a key or agent (a new one, or a new amount), or remove it."""
+    subject_type, _, subject_id = request.POST.get("subject", "").partition(":")
+    existing = next(
+        (
+            budget
+            for budget in selectors.budgets(actor=actor)
+            if (budget.subject_type, budget.subject_id) == (subject_type, subject_id)
+        ),
+        None,
+    )
+    try:
+        if request.POST.get("remove"):
+            if existing is None:
+                raise ValidationError("That key or agent has no budget.")
+            services.budget_delete(actor=actor, budget_id=existing.pk)
+            messages.success(request, "Budget removed.")
+            return redirect("billing:usage")
+        try:
+            amount = Decimal(request.POST.get("amount", "").strip())
+        except InvalidOperation:
+            raise ValidationError({"amount": ["A decimal amount, e.g. “25.00”."]}) from None
+        if existing is not None:
+            services.budget_update(actor=actor, budget_id=existing.pk, amount=amount)
+        else:
+            services.budget_create(
+                actor=actor, subject_type=subject_type, subject_id=subject_id, amount=amount
+            )
+    except ValidationError as refused:
+        messages.error(request, " ".join(refused.messages))
+    except ObjectDoesNotExist:
+        messages.error(request, "No such API key or agent.")
+    else:
+        messages.success(request, "Budget saved.")
+    return redirect("billing:usage")
 
 
 @requires("usage:read")
@@ -162,9 +263,7 @@ def usage_download(request: HttpRequest, actor: Actor) -> HttpResponse:
 
 
 def _plan_card(plan: Any, current: bool) -> dict[str, Any]:
-    from billing import limits as plan_limits
-
-    per_resource = plan_limits.plan_limits(plan.pk)
+    per_resource = limits.plan_limits(plan.pk)
     rows = [
         ("Price", f"{Decimal(plan.price_monthly_cents) / 100:,.2f} USD a month"),
         ("API requests", f"{plan.requests_per_minute:,} a minute"),

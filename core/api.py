@@ -403,7 +403,8 @@ ERROR_DESCRIPTIONS = {
     405: "Method not allowed.",
     406: "Not acceptable: this API answers JSON.",
     415: "Unsupported media type: send JSON.",
-    429: "Rate limited: retry after `Retry-After` seconds.",
+    429: "Rate limited (`rate_limited`), or a monthly quota or spend budget used up "
+    "(`quota_exceeded`, `budget_exceeded`): retry after `Retry-After` seconds.",
     503: "Temporarily unavailable (e.g. the rate limiter): retry after `Retry-After`.",
 }
 

@@ -125,6 +125,16 @@ def rate_limit_headers(
     }
 
 
+class UsageExhausted(DomainError):
+    """A monthly quota of the plan (`quota_exceeded`) or a spend budget (`budget_exceeded`) is
+    used up: a 429 whose `detail` names it; `Retry-After` is the time until the month restarts."""
+
+    status = 429
+
+    def __init__(self, code: str, message: str, *, retry_after: int, **detail: Any) -> None:
+        super().__init__(code, message, detail=detail, retry_after=retry_after)
+
+
 class ConcurrencyLimited(DomainError):
     """Too many runs of the organization at once (`concurrency_limit`): a 429; retry shortly."""
 

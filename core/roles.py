@@ -52,6 +52,9 @@ OWNER_ONLY = {
 }
 MANAGE |= {"tools:write"}  # write custom tools: code, schema, limits, host API permissions
 MANAGE |= {"usage:manage"}  # the organization's custom meters (billing)
+# Spend budgets of API keys and agents (billing): never on a key, which could lift its own.
+BUDGETS_MANAGE = "budgets:manage"
+MANAGE |= {BUDGETS_MANAGE}
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.VIEWER: frozenset(READ),
@@ -65,7 +68,9 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 
 
 # Powers an API key never carries, whatever its creator holds: a key must not mint keys or owners.
-NON_DELEGABLE = frozenset({API_KEYS_MANAGE, "members:grant_owner", "billing:manage", *OWNER_ONLY})
+NON_DELEGABLE = frozenset(
+    {API_KEYS_MANAGE, BUDGETS_MANAGE, "members:grant_owner", "billing:manage", *OWNER_ONLY}
+)
 
 
 def delegable_scopes() -> frozenset[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -127,6 +127,43 @@ class TokenRevokeApi(ApiView):
 # API keys ------------------------------------------------------------------------------------
 
 
+class RateLimitSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=0, max_value=services.KEY_LIMIT_MAX)
+    window_seconds = serializers.IntegerField(
+        min_value=1, max_value=services.KEY_WINDOW_MAX_SECONDS, default=60
+    )
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "The key's own limits beside its organization's, per resource "
+        f"({', '.join(services.KEY_LIMIT_RESOURCES)}); over one, 429 `rate_limited` with the "
+        "policy `<resource>.key` in the RateLimit headers. `{}` removes them.",
+        "properties": {
+            name: {
+                "type": "object",
+                "properties": {
+                    "limit": {"type": "integer", "minimum": 0, "maximum": services.KEY_LIMIT_MAX},
+                    "window_seconds": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": services.KEY_WINDOW_MAX_SECONDS,
+                        "default": 60,
+                    },
+                },
+                "required": ["limit"],
+                "additionalProperties": False,
+            }
+            for name in services.KEY_LIMIT_RESOURCES
+        },
+        "additionalProperties": False,
+    }
+)
+class RateLimitsField(serializers.JSONField):
+    """Checked by the service (credentials.services.clean_rate_limits)."""
+
+
 class ApiKeyCreateInputSerializer(InputSerializer):
     name = serializers.CharField(max_length=services.NAME_MAX_LENGTH)
     scopes = serializers.ListField(
@@ -137,6 +174,11 @@ class ApiKeyCreateInputSerializer(InputSerializer):
         "(e.g. `agents:read`, `agents:write`, `audit:read`).",
     )
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    rate_limits = RateLimitsField(required=False)
+
+
+class ApiKeyLimitsInputSerializer(InputSerializer):
+    rate_limits = RateLimitsField()
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -144,6 +186,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
     status = serializers.ChoiceField(choices=["active", "revoked", "expired"], read_only=True)
     created_by = serializers.EmailField(source="created_by.email", read_only=True)
     scopes = serializers.ListField(child=serializers.CharField(), read_only=True)
+    rate_limits = RateLimitsField(read_only=True)
 
     class Meta:
         model = ApiKey
@@ -152,6 +195,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "name",
             "prefix",
             "scopes",
+            "rate_limits",
             "status",
             "created_at",
             "created_by",
@@ -195,6 +239,7 @@ class ApiKeyListApi(ApiView):
             name=data.validated_data["name"],
             scopes=data.validated_data["scopes"],
             expires_at=data.validated_data.get("expires_at"),
+            rate_limits=data.validated_data.get("rate_limits"),
         )
         key.key = raw
         return Response(
@@ -203,11 +248,25 @@ class ApiKeyListApi(ApiView):
 
 
 class ApiKeyDetailApi(ApiView):
-    required = {"GET": "api_keys:manage", "DELETE": "api_keys:manage"}
+    required = {"GET": "api_keys:manage", "PATCH": "api_keys:manage", "DELETE": "api_keys:manage"}
 
     @extend_schema(tags=["api-keys"], responses={200: ApiKeySerializer}, summary="Get an API key")
     def get(self, request: Request, key_id: int) -> Response:
         key = selectors.api_key_get(actor=self.actor, key_id=key_id)
+        return Response(ApiKeySerializer(key).data)
+
+    @extend_schema(
+        tags=["api-keys"],
+        request=ApiKeyLimitsInputSerializer,
+        responses={200: ApiKeySerializer},
+        summary="Set an API key's own rate limits",
+    )
+    def patch(self, request: Request, key_id: int) -> Response:
+        data = ApiKeyLimitsInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        key = services.api_key_limits_set(
+            actor=self.actor, key_id=key_id, rate_limits=data.validated_data["rate_limits"]
+        )
         return Response(ApiKeySerializer(key).data)
 
     @extend_schema(

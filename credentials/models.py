@@ -22,6 +22,9 @@ class ApiKey(models.Model):
     # The organization's public id, repeated in the row: checked against the host's tenant.
     tenant_id = models.CharField(max_length=64)
     scopes = models.JSONField(default=list)
+    # The key's own limits, beside its organization's: {resource: {"limit", "window_seconds"}}
+    # for resources in KEY_LIMIT_RESOURCES (billing enforces them; docs/billing.md).
+    rate_limits = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="api_keys"
     )

@@ -29,6 +29,10 @@ from tenants.models import SigningKey, SigningKeyStatus
 MANAGE_PERMISSION = API_KEYS_MANAGE
 NAME_MAX_LENGTH = 100
 MAX_SCOPES = 64
+# What a key's own limits may apply to (billing's resources a key's requests count against).
+KEY_LIMIT_RESOURCES = ("api", "tasks", "usage_events")
+KEY_LIMIT_MAX = 1_000_000
+KEY_WINDOW_MAX_SECONDS = 86400
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +72,50 @@ def _clean_scopes(actor: Actor, scopes: Iterable[object]) -> list[str]:
     return sorted(set(scopes))
 
 
+def clean_rate_limits(rate_limits: object) -> dict[str, dict[str, int]]:
+    """{resource: {"limit", "window_seconds"}} checked: known resources, whole numbers in range."""
+    if not isinstance(rate_limits, dict):
+        raise ValidationError({"rate_limits": ["An object: {resource: {limit, window_seconds}}."]})
+    clean: dict[str, dict[str, int]] = {}
+    problems = []
+    for resource, value in rate_limits.items():
+        if resource not in KEY_LIMIT_RESOURCES:
+            known = ", ".join(KEY_LIMIT_RESOURCES)
+            problems.append(f"Unknown resource “{str(resource)[:32]}” ({known}).")
+            continue
+        limit = value.get("limit") if isinstance(value, dict) else None
+        window = value.get("window_seconds", 60) if isinstance(value, dict) else None
+        if (
+            not isinstance(value, dict)
+            or set(value) - {"limit", "window_seconds"}
+            or not _whole(limit, 0, KEY_LIMIT_MAX)
+            or not _whole(window, 1, KEY_WINDOW_MAX_SECONDS)
+        ):
+            problems.append(
+                f"“{resource}”: limit from 0 to {KEY_LIMIT_MAX:,}, window_seconds from 1 to "
+                f"{KEY_WINDOW_MAX_SECONDS:,}."
+            )
+            continue
+        clean[resource] = {"limit": limit, "window_seconds": window}
+    if problems:
+        raise ValidationError({"rate_limits": problems})
+    return clean
+
+
+def _whole(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 # API keys ------------------------------------------------------------------------------------
 
 
 def api_key_create(
-    *, actor: Actor, name: str, scopes: list[str], expires_at: datetime | None = None
+    *,
+    actor: Actor,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None = None,
+    rate_limits: dict[str, Any] | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key. Returns it and its full text, which is never available again."""
     tenant = context.require_tenant()
@@ -95,6 +138,10 @@ def api_key_create(
         clean_scopes = _clean_scopes(actor, scopes)
     except ValidationError as error:
         errors.update(error.message_dict)
+    try:
+        clean_limits = clean_rate_limits(rate_limits or {})
+    except ValidationError as error:
+        errors.update(error.message_dict)
     if errors:
         raise ValidationError(errors)
     ratelimit.hit(
@@ -113,6 +160,7 @@ def api_key_create(
             ),
             tenant_id=str(tenant.public_id),
             scopes=clean_scopes,
+            rate_limits=clean_limits,
             created_by=actor.user,
             expires_at=expires_at,
         )
@@ -126,9 +174,40 @@ def api_key_create(
                 "prefix": key.prefix,
                 "scopes": clean_scopes,
                 "expires_at": expires_at.isoformat() if expires_at else None,
+                "rate_limits": clean_limits,
             },
         )
     return key, raw
+
+
+def api_key_limits_set(*, actor: Actor, key_id: int, rate_limits: dict[str, Any]) -> ApiKey:
+    """Replace a key's own rate limits (an empty object removes them), audited
+    `api_key.limits_changed`; in force from the key's next request."""
+    if not actor.can(MANAGE_PERMISSION):
+        audit.deny(
+            actor=actor,
+            action="api_key.limits_changed",
+            resource_type="api_key",
+            resource_id=str(key_id),
+            reason="You cannot manage API keys.",
+        )
+    clean = clean_rate_limits(rate_limits)
+    with transaction.atomic():
+        key = ApiKey.objects.select_for_update().get(pk=key_id)
+        if key.revoked_at is not None:
+            raise ValidationError({"rate_limits": ["The key is revoked."]})
+        before = key.rate_limits
+        key.rate_limits = clean
+        key.save(update_fields=["rate_limits"])
+        audit.emit(
+            actor=actor,
+            action="api_key.limits_changed",
+            resource_type="api_key",
+            resource_id=key.pk,
+            details={"name": key.name, "prefix": key.prefix, "before": before, "after": clean},
+            recheck=True,  # every process drops its cached copy of the key: limits apply at once
+        )
+    return key
 
 
 def api_key_revoke(*, actor: Actor, key_id: int) -> ApiKey:

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from accounts import selectors as account_selectors
 from accounts.handoff import handoff_token_make
 from agents import selectors as agent_selectors
+from billing import limits as billing_limits
 from core.actors import Actor
 from core.errors import DomainError
 from core.pages import requires
@@ -167,7 +168,7 @@ def dashboard(request: HttpRequest, actor: Actor) -> HttpResponse:
         ("CPU", _cores(effective.max_cpu_millicores)),
         ("Memory", _memory(effective.max_memory_mb)),
         ("Messages per month", f"{effective.messages_per_month:,}"),
-        ("API requests per minute", f"{plan.requests_per_minute:,}"),
+        ("API requests per minute", f"{billing_limits.limit_for(tenant, 'api').limit:,}"),
         ("Audit retention", f"{plan.audit_retention_days:,} days"),
     ]
     can_invite = request.user.can("members:invite")

@@ -242,6 +242,7 @@ def test_api_key_list_by_role(org, other_org, client_for, principal, refused):
         "name": "test key",
         "prefix": key.prefix,
         "scopes": ["org:read"],
+        "rate_limits": {},
         "status": "active",
         "created_at": listed["created_at"],
         "created_by": org.admin.email,

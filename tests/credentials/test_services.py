@@ -71,6 +71,7 @@ def test_api_key_create_records_and_announces_it(
         "prefix": key.prefix,
         "scopes": ["members:read", "org:read"],
         "expires_at": None,
+        "rate_limits": {},
     }
     with in_tenant(org):
         (event,) = _events("api_key.created")

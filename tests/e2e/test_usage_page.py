@@ -39,6 +39,22 @@ def used_org(scratch_org):
         for model, share in (("large", 3), ("small", 1)):
             at = now - timezone.timedelta(days=day)
             counts.append(Count("llm_tokens", 1000 * share * (day + 1), {"model": model}, at))
+    from decimal import Decimal
+
+    from billing import services
+    from core.actors import Actor
+    from credentials import services as credentials
+
+    with context.tenant_context(scratch_org.tenant):
+        admin = Actor.for_user(scratch_org.admin)
+        key, _ = credentials.api_key_create(
+            actor=admin, name="nightly runtime", scopes=["usage:report"]
+        )
+        services.budget_create(
+            actor=admin, subject_type="api_key", subject_id=str(key.pk), amount=Decimal("0.05")
+        )
+    # The starting price table: 0.002 USD per thousand tokens, so 0.04 USD of a 0.05 budget.
+    counts.append(Count("llm_tokens", 20_000, {"model": "small", "api_key": str(key.pk)}, now))
     ledger.add_directly(scratch_org.tenant.pk, counts, now)
     return scratch_org
 
@@ -75,7 +91,12 @@ def test_the_usage_page_draws_its_chart(server, used_org):
                 page.wait_for_url(server.url(slug, "/"))
                 page.goto(server.url(slug, "/usage/?meter=llm_tokens&group_by=model"))
                 expect(page.locator("canvas#usage-chart")).to_have_attribute("data-drawn", "true")
-                expect(page.locator("[data-total]")).to_have_text(f"{28000 * 4:,}")
+                expect(page.locator("[data-total]")).to_have_text(f"{28000 * 4 + 20000:,}")
+                key_costs = page.locator('[data-costs-of="api_key"] tbody tr')
+                expect(key_costs).to_have_count(1)
+                expect(key_costs).to_contain_text("nightly runtime")
+                expect(key_costs).to_contain_text("0.0400")
+                expect(key_costs).to_contain_text("80%")
                 expect(page.locator('[data-meter="llm_tokens"] .meter-value')).to_contain_text(
                     "tokens"
                 )

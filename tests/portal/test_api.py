@@ -76,7 +76,7 @@ def test_every_api_route_is_an_api_view():
         for route, callback in walk(get_resolver("portal.urls_tenant").url_patterns)
         if route.startswith("api/v1/")
     ]
-    assert len(routes) == 33
+    assert len(routes) == 35
     for route, callback in routes:
         view_class = getattr(callback, "view_class", None)
         assert view_class is not None and issubclass(view_class, ApiView), route

@@ -35,7 +35,7 @@ def test_every_operation_declares_permission_auth_and_errors(org, client_for):
         for method, operation in item.items()
         if method in HTTP_METHODS
     ]
-    assert len(operations) == 53
+    assert len(operations) == 59
     for path, method, operation in operations:
         needed = operation["x-required-permission"]
         codes = set(operation["responses"])
