@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -70,6 +71,11 @@ def hour_label(moment: datetime) -> str:
     return hour_of(moment).strftime(HOUR_FORMAT)
 
 
+def hour_number(moment: datetime) -> int:
+    """The UTC hour of `moment` as a number (hours since the epoch): cheaper than its label."""
+    return int(moment.timestamp()) // 3600
+
+
 def parse_hour(label: str) -> datetime:
     return datetime.strptime(label, HOUR_FORMAT).replace(tzinfo=UTC)
 
@@ -103,8 +109,25 @@ class Count:
     amount: int
     groups: dict[str, str] | None = None
     at: datetime | None = None
-    op: str = "sum"  # "max" for MAX meters
+    op: str = "sum"  # "max" for MAX meters, "unique" for UNIQUE_COUNT meters
     dedup_key: str | None = None
+    member: str = ""  # the distinct value a UNIQUE_COUNT meter counts
+
+
+def counts_signature(counts: Iterable[Count]) -> tuple[Any, ...]:
+    """What makes two lists of counts charge the same (within one hour): a cache key."""
+    return tuple(
+        (
+            count.meter,
+            count.amount,
+            count.op,
+            count.dedup_key,
+            count.at,
+            count.member,
+            tuple(count.groups.items()) if count.groups else (),
+        )
+        for count in counts
+    )
 
 
 def charges(org: str, counts: Iterable[Count], now: datetime) -> tuple[list, list]:
@@ -121,6 +144,7 @@ def charges(org: str, counts: Iterable[Count], now: datetime) -> tuple[list, lis
                 amount=count.amount,
                 op=count.op,
                 dedup_key=count.dedup_key,
+                member=count.member,
             )
         )
     index_sets = []

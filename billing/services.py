@@ -61,6 +61,42 @@ def month_label(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y%m")
 
 
+# Script calls built once (tenants.ratelimit.Prepared), by what they count: an organization's
+# requests repeat the previous request's call until the hour or a limit changes. Bounded.
+PREPARED_CACHE_SIZE = 4096
+_prepared: dict[tuple[Any, ...], ratelimit.Prepared] = {}
+
+
+def _call(
+    org: str,
+    windows: Sequence[ratelimit.Window],
+    counts: Sequence[Count],
+    now: datetime,
+    quotas: Sequence[ratelimit.Quota] = (),
+) -> ratelimit.Prepared:
+    signature = (
+        tuple(windows),
+        tuple(quotas),
+        ledger.counts_signature(counts),
+        ledger.hour_number(now),
+        settings.BILLING_REDIS_TTL_SECONDS,
+    )
+    prepared = _prepared.get(signature)
+    if prepared is None:
+        charge_list, index_sets = ledger.charges(org, counts, now)
+        prepared = ratelimit.Prepared(
+            windows=windows,
+            quotas=quotas,
+            charges=charge_list,
+            index_sets=index_sets,
+            hash_ttl_seconds=settings.BILLING_REDIS_TTL_SECONDS,
+        )
+        if len(_prepared) >= PREPARED_CACHE_SIZE:
+            _prepared.clear()
+        _prepared[signature] = prepared
+    return prepared
+
+
 def request_admit(*, resource: str, counts: Sequence[Count] = ()) -> Admission:
     """Count one request of the current organization against `resource` and meter `counts`.
 
@@ -73,14 +109,8 @@ def request_admit(*, resource: str, counts: Sequence[Count] = ()) -> Admission:
     org = str(tenant.public_id)
     limit = limits.limit_for(tenant, resource)
     now = timezone.now()
-    charge_list, index_sets = ledger.charges(org, counts, now)
     try:
-        outcome = ratelimit.consume(
-            windows=[_window(org, limit)],
-            charges=charge_list,
-            index_sets=index_sets,
-            hash_ttl_seconds=settings.BILLING_REDIS_TTL_SECONDS,
-        )
+        outcome = ratelimit.run(_call(org, (_window(org, limit),), counts, now))
     except ratelimit.Unreachable:
         if limit.fail_closed:
             logger.error("rate limiter unavailable for %s: refusing", resource)
@@ -161,16 +191,10 @@ def message_admit(
         ttl_seconds=QUOTA_TTL_SECONDS,
         name="messages_per_month",
     )
-    charge_list, index_sets = ledger.charges(org, counts, now)
+    prepared = _call(org, windows, counts, now, quotas=[quota])
     for _ in range(2):
         try:
-            outcome = ratelimit.consume(
-                windows=windows,
-                quotas=[quota],
-                charges=charge_list,
-                index_sets=index_sets,
-                hash_ttl_seconds=settings.BILLING_REDIS_TTL_SECONDS,
-            )
+            outcome = ratelimit.run(prepared)
         except ratelimit.Unreachable:
             logger.error("gateway counters unavailable: refusing the message")
             raise errors.RateLimiterUnavailable from None
