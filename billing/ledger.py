@@ -65,6 +65,10 @@ BUILTIN_METERS: dict[str, BuiltinMeter] = {
 }
 
 
+# The ledger's operation per aggregation (SUM and COUNT add).
+OPS = {Aggregation.MAX: "max", Aggregation.UNIQUE_COUNT: "unique"}
+
+
 def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -357,6 +361,29 @@ def live_hashes(org: str, start: datetime, end: datetime) -> dict[datetime, dict
     return result
 
 
+def live_distinct(org: str, meter: str, start: datetime, end: datetime) -> list[tuple]:
+    """The distinct values of a UNIQUE_COUNT meter in the hours of [start, end) still in Redis
+    (or memory): (hour, groups json, value), each once per hour and groups."""
+    client = ratelimit.redis_client()
+    if client is None:
+        hours = ratelimit.memory_members(hours_key(org))
+    else:
+        hours = {h.decode() for h in client.smembers(hours_key(org))}
+    prefix = f"{meter}\t"
+    found = set()
+    for hour in sorted(h for h in hours if start <= parse_hour(h) < end):
+        moment = parse_hour(hour)
+        for key in (f"{hash_key(org, hour)}:distinct", f"{hash_key(org, hour)}:flush:distinct"):
+            if client is None:
+                members = [m for m in ratelimit.memory_members(key) if m.startswith(prefix)]
+            else:
+                members = [m.decode() for m in client.sscan_iter(key, match=f"{meter}\t*")]
+            for member in members:
+                groups, _, value = member[len(prefix) :].partition("\t")
+                found.add((moment, groups, value))
+    return sorted(found)
+
+
 # The rollup ---------------------------------------------------------------------------------------
 
 # Move a hash (and its set of distinct values) aside for the rollup, with a new generation id
@@ -404,10 +431,9 @@ def _meter_ops(tenant_ids: set[int]) -> dict[tuple[int, str], str]:
     """Which custom meters take maxima or count distinct values (everything else adds)."""
     from billing.models import Meter
 
-    ops = {Aggregation.MAX: "max", Aggregation.UNIQUE_COUNT: "unique"}
     return {
-        (meter.tenant_id, meter.slug): ops[meter.aggregation]
-        for meter in Meter.objects.filter(tenant_id__in=tenant_ids, aggregation__in=ops).only(
+        (meter.tenant_id, meter.slug): OPS[meter.aggregation]
+        for meter in Meter.objects.filter(tenant_id__in=tenant_ids, aggregation__in=OPS).only(
             "tenant_id", "slug", "aggregation"
         )
     }

@@ -332,6 +332,16 @@ def _path(data: Any, path: str) -> Any:
     return data
 
 
+def _distinct_value(value: Any) -> str:
+    """What a UNIQUE_COUNT meter counts: a printable string or a whole number, as text (so 7 and
+    "7" are one value); "" when the event has no such value."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and len(value) <= MAX_GROUP_VALUE and value.isprintable():
+        return value
+    return ""
+
+
 def _count_of(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**12:
         return None
@@ -399,8 +409,18 @@ def _event_counts(
     for meter in meters:
         if meter.event_type != event_type:
             continue
+        member = ""
         if meter.aggregation == Aggregation.COUNT:
             amount: int | None = 1
+        elif meter.aggregation == Aggregation.UNIQUE_COUNT:
+            amount, member = 1, _distinct_value(_path(data, meter.value_path))
+            if not member:
+                return [], {
+                    f"data.{meter.value_path}": [
+                        f"Meter “{meter.slug}” counts distinct values here: a string of 1 to "
+                        f"{MAX_GROUP_VALUE} printable characters or a whole number."
+                    ]
+                }
         else:
             amount = _count_of(_path(data, meter.value_path))
             if amount is None:
@@ -414,8 +434,8 @@ def _event_counts(
             value = _path(data, path)
             if value is not None:
                 groups[path] = _printable(str(value)[:MAX_GROUP_VALUE])
-        op = "max" if meter.aggregation == Aggregation.MAX else "sum"
-        counts.append(Count(meter.slug, amount, groups, at, op, dedup))
+        op = ledger.OPS.get(meter.aggregation, "sum")
+        counts.append(Count(meter.slug, amount, groups, at, op, dedup, member))
     return counts, {}
 
 
