@@ -316,7 +316,8 @@ def main() -> int:
         return 0
     database = database_url("billing")
     ensure_database(database)
-    env = django_env(database)
+    # Plain HTTP in process, as behind the TLS-terminating proxy production runs with.
+    env = django_env(database, SECURE_SSL_REDIRECT="0")
     done = subprocess.run(
         [PYTHON, __file__, "--inner", "--rounds", str(args.rounds), "--parts", args.parts],
         cwd=ROOT,

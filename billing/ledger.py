@@ -231,10 +231,12 @@ def new_batch() -> Batch:
 
 def merge(batch: Batch) -> None:
     """Add a batch to `UsageBucket` (sums add, maxima take the greater) and its distinct values
-    to `UsageDistinct`, in the caller's transaction: COPY into a staging table, then one merge."""
+    to `UsageDistinct`: COPY into a staging table, then one merge."""
     if not batch.lines and not batch.distinct_lines:
         return
-    with connection.cursor() as cursor:
+    # Its own transaction when the caller has none: the staging tables, the lock and the setting
+    # live until its end.
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LEDGER_LOCK])
         cursor.execute("SET LOCAL jit = off")  # compiling the merge costs more than it saves
         if batch.lines:
