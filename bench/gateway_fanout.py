@@ -9,8 +9,10 @@ server on the machine (BENCH_NATS_URL, default nats://127.0.0.1:4222) beside it 
             same subject; latency from the publish frame's send to each subscriber's receipt
             (p50, p99 over every delivery), messages sent one at a time
   rate      messages/s through one server process: one publisher sends as fast as the server
-            acknowledges (a window of 100 in flight), one subscriber; each message is checked,
-            rate-limited (Redis), counted against the monthly quota (one UPDATE) and fanned out
+            answers (a window of 100 in flight; an ack or a refusal frees a place, refusals are
+            counted by code, a leg with no reply for 30 s fails), one subscriber; each message
+            is checked, admitted by billing's one Lua call (rate limits, monthly quota, usage
+            ledger) and fanned out
   memory    the server's resident memory before and after 1000 authenticated, subscribed, idle
             connections: the increase per connection
   http      GET /api/v1/organization/ (Api-Key) with wrk on uvicorn (ASGI) and gunicorn (WSGI,
@@ -267,33 +269,60 @@ async def nats_rate(messages: int) -> float:
     return messages / elapsed
 
 
-async def gateway_rate(key: str, messages: int, window: int = 100) -> float:
+REPLY_TIMEOUT = 30.0  # seconds without a reply or a delivery before a throughput leg fails
+
+
+async def gateway_rate(key: str, messages: int, window: int = 100) -> dict:
+    """One publisher (`window` publishes in flight, each freed by its ack or its refusal), one
+    subscriber: accepted messages/s until the last is delivered, and the refusals by code."""
     subscriber = await open_client(key, "bench.rate")
     publisher = await open_client(key, None)
     in_flight = asyncio.Semaphore(window)
+    acked = 0
+    refused: dict[str, int] = {}
+    delivered = 0
 
-    async def acks():
-        for _ in range(messages):
-            frame = json.loads(await publisher.recv())
-            assert frame.get("op") == "ack", frame
+    async def replies() -> None:
+        nonlocal acked
+        while acked + sum(refused.values()) < messages:
+            frame = json.loads(await asyncio.wait_for(publisher.recv(), REPLY_TIMEOUT))
+            if frame.get("op") == "ack":
+                acked += 1
+            elif "error" in frame:
+                code = frame["error"].get("code", "?")
+                refused[code] = refused.get(code, 0) + 1
+            else:
+                continue
             in_flight.release()
 
-    async def deliveries():
-        for _ in range(messages):
+    async def deliveries() -> None:
+        nonlocal delivered
+        while True:
             await subscriber.recv()
+            delivered += 1
 
+    receiver = asyncio.ensure_future(deliveries())
+    replier = asyncio.ensure_future(replies())
     started = time.perf_counter()
-    waiters = asyncio.gather(acks(), deliveries())
-    for n in range(messages):
-        await in_flight.acquire()
-        await publisher.send(
-            json.dumps({"op": "publish", "subject": "bench.rate", "data": {"n": n}, "ref": n})
-        )
-    await waiters
-    elapsed = time.perf_counter() - started
-    await subscriber.close()
-    await publisher.close()
-    return messages / elapsed
+    try:
+        for n in range(messages):
+            await asyncio.wait_for(in_flight.acquire(), REPLY_TIMEOUT)
+            await publisher.send(
+                json.dumps({"op": "publish", "subject": "bench.rate", "data": {"n": n}, "ref": n})
+            )
+        await replier
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        while delivered < acked:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{acked - delivered} accepted messages never delivered")
+            await asyncio.sleep(0.002)
+        elapsed = time.perf_counter() - started
+    finally:
+        receiver.cancel()
+        replier.cancel()
+        await subscriber.close()
+        await publisher.close()
+    return {"rate": acked / elapsed, "accepted": acked, "refused": refused}
 
 
 async def redis_rate(messages: int) -> float:
@@ -410,8 +439,15 @@ def main() -> None:
             }
             print(count, results["fanout"][count], flush=True)
         rates = {"gateway": [], "redis": [], "nats": []}
+        refusals: list[dict[str, int]] = []
+
+        async def gateway() -> float:
+            leg = await gateway_rate(key, options.rate_messages)
+            refusals.append(leg["refused"])
+            return leg["rate"]
+
         measures = {
-            "gateway": lambda: gateway_rate(key, options.rate_messages),
+            "gateway": gateway,
             "redis": lambda: redis_rate(options.rate_messages),
             "nats": lambda: nats_rate(options.rate_messages),
         }
@@ -420,6 +456,10 @@ def main() -> None:
             for name in names[round_ % 3 :] + names[: round_ % 3]:
                 rates[name].append(asyncio.run(measures[name]()))
         results["rate"] = {name: {"median": median(v), "runs": v} for name, v in rates.items()}
+        results["rate"]["gateway_refusals_per_round"] = refusals
+        results["rate"]["gateway_over_redis_per_round"] = [
+            g / r for g, r in zip(rates["gateway"], rates["redis"], strict=True)
+        ]
         results["rate"]["gateway_over_redis"] = median(
             [g / r for g, r in zip(rates["gateway"], rates["redis"], strict=True)]
         )

@@ -258,7 +258,10 @@ class MeterInputSerializer(InputSerializer):
         required=False,
         default="",
         allow_blank=True,
-        help_text="Where the value is in the event's data (SUM, MAX); empty for COUNT.",
+        help_text=(
+            "Where the value is in the event's data (SUM, MAX: a whole number; UNIQUE_COUNT: "
+            "the string or whole number counted distinct); empty for COUNT."
+        ),
     )
     group_by = serializers.ListField(
         child=StrictRegexField(r"^[A-Za-z0-9_]{1,40}(\.[A-Za-z0-9_]{1,40}){0,4}$"),

@@ -157,6 +157,8 @@ def overrides_of(tenant_id: int) -> dict[str, tuple[int, int, datetime]]:
             found = {r.resource: (r.limit, r.window_seconds, r.expires_at) for r in rows}
         cached = (now, found)
         _overrides[tenant_id] = cached
+    if not cached[1]:
+        return cached[1]  # the usual case, on every request: no override
     moment = timezone.now()
     return {name: value for name, value in cached[1].items() if value[2] > moment}
 

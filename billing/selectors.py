@@ -140,6 +140,86 @@ def _aggregate(
     return found
 
 
+# UNIQUE_COUNT meters: distinct values per (bucket, group), per bucket, per group and over the
+# whole range, in one query (GROUPING(b, g): 0, 1, 2, 3 respectively).
+_DISTINCT = {
+    (granularity, grouped): (
+        "SELECT b, g, COUNT(DISTINCT value), GROUPING(b, g) FROM ("  # noqa: S608 # nosec B608
+        f"SELECT {_BUCKET[granularity]} AS b, {_GROUP[grouped]} AS g, value "
+        "FROM public.billing_usagedistinct "
+        "WHERE tenant_id = %s AND meter = %s AND hour >= %s AND hour < %s) AS d "
+        "GROUP BY GROUPING SETS ((b, g), (b), (g), ())"
+    )
+    for granularity in _BUCKET
+    for grouped in (True, False)
+}
+# Which of the live hours' values PostgreSQL holds already, and where.
+_DISTINCT_SEEN = {
+    (granularity, grouped): (
+        f"SELECT {_BUCKET[granularity]}, {_GROUP[grouped]}, value "  # noqa: S608 # nosec B608
+        "FROM public.billing_usagedistinct "
+        "WHERE tenant_id = %s AND meter = %s AND hour >= %s AND hour < %s AND value = ANY(%s)"
+    )
+    for granularity in _BUCKET
+    for grouped in (True, False)
+}
+BUCKET_GROUP, BUCKET, GROUP, TOTAL = 0, 1, 2, 3
+_TOTAL = (TOTAL, None, None)
+
+
+def _scopes(bucket: datetime | None, group: str | None) -> tuple[tuple, ...]:
+    return (
+        (BUCKET_GROUP, bucket, group),
+        (BUCKET, bucket, None),
+        (GROUP, None, group),
+        (TOTAL, None, None),
+    )
+
+
+def _distinct(
+    tenant: Any,
+    meter: str,
+    start: datetime,
+    end: datetime,
+    *,
+    granularity: str | None = None,
+    group_by: str | None = None,
+) -> dict[tuple[int, datetime | None, str | None], int]:
+    """Exact distinct counts of a UNIQUE_COUNT meter over the hours in [start, end): keyed
+    (BUCKET_GROUP, bucket, group), (BUCKET, bucket, None), (GROUP, None, group) and
+    (TOTAL, None, None). PostgreSQL counts the rolled-up hours; a value of the live hours in
+    Redis adds one to a scope unless PostgreSQL already holds it there."""
+    first = ledger.hour_of(start)
+    grouped = group_by is not None
+    params: list[Any] = [group_by] if grouped else []
+    params += [tenant.pk, meter, first, end]
+    with connection.cursor() as cursor:
+        cursor.execute(_DISTINCT[(granularity, grouped)], params)
+        counts = {
+            (kind, _floor(bucket, granularity) if bucket else None, group): int(value)
+            for bucket, group, value, kind in cursor.fetchall()
+        }
+    live: dict[tuple, set[str]] = {}
+    for hour, groups, value in ledger.live_distinct(str(tenant.public_id), meter, first, end):
+        group = None
+        if grouped:
+            raw = json.loads(groups or "{}").get(group_by)
+            group = None if raw is None else str(raw)
+        for scope in _scopes(_floor(hour, granularity), group):
+            live.setdefault(scope, set()).add(value)
+    if not live:
+        return counts
+    seen: dict[tuple, set[str]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_DISTINCT_SEEN[(granularity, grouped)], [*params, sorted(live[_TOTAL])])
+        for bucket, group, value in cursor.fetchall():
+            for scope in _scopes(_floor(bucket, granularity) if bucket else None, group):
+                seen.setdefault(scope, set()).add(value)
+    for scope, values in live.items():
+        counts[scope] = counts.get(scope, 0) + len(values - seen.get(scope, set()))
+    return counts
+
+
 def _aggregation_of(tenant: Any, meter: str) -> str:
     if meter in ledger.BUILTIN_METERS:
         return ledger.BUILTIN_METERS[meter].aggregation
@@ -151,6 +231,8 @@ def _aggregation_of(tenant: Any, meter: str) -> str:
 def meter_total(*, tenant: Any, meter: str, start: datetime, end: datetime) -> int:
     """A meter's total over [start, end) for quotas and invoices: the reports' numbers."""
     aggregation = _aggregation_of(tenant, meter)
+    if aggregation == Aggregation.UNIQUE_COUNT:
+        return _distinct(tenant, meter, start, end).get(_TOTAL, 0)
     values = list(_aggregate(tenant, meter, start, end, aggregation=aggregation).values())
     return _combine(values, aggregation)
 
@@ -160,6 +242,9 @@ def meter_group_totals(
 ) -> dict[str, int]:
     """A meter's totals per value of one group key (empty string: events without it)."""
     aggregation = _aggregation_of(tenant, meter)
+    if aggregation == Aggregation.UNIQUE_COUNT:
+        counts = _distinct(tenant, meter, start, end, group_by=group_by)
+        return {group or "": value for (kind, _, group), value in counts.items() if kind == GROUP}
     totals: dict[str, list[int]] = {}
     found = _aggregate(tenant, meter, start, end, aggregation=aggregation, group_by=group_by)
     for (_, group), value in found.items():
@@ -214,6 +299,8 @@ def usage_report(
         raise ValidationError({"end": [f"At most {days} days at {granularity} granularity."]})
     step = GRANULARITIES[granularity]
     first = _floor(start, granularity)
+    if info.aggregation == Aggregation.UNIQUE_COUNT:
+        return _distinct_report(Report(info, granularity, first, end, group_by), tenant, step)
     found = _aggregate(
         tenant,
         meter,
@@ -248,6 +335,36 @@ def usage_report(
         all_values += values
         bucket += step
     report.total = _combine(all_values, info.aggregation)
+    return report
+
+
+def _distinct_report(report: Report, tenant: Any, step: timedelta) -> Report:
+    """A UNIQUE_COUNT meter's report: each bucket, each group and the total counted distinct
+    over its own span (never summed from hours)."""
+    counts = _distinct(
+        tenant,
+        report.meter.slug,
+        report.start,
+        report.end,
+        granularity=report.granularity,
+        group_by=report.group_by,
+    )
+    groups: dict[datetime, dict[str, int]] = {}
+    for (kind, bucket, group), value in counts.items():
+        if kind == BUCKET_GROUP and report.group_by is not None:
+            groups.setdefault(bucket, {})[group or ""] = value
+    bucket = report.start
+    while bucket < report.end:
+        entry: dict[str, Any] = {
+            "start": bucket,
+            "end": bucket + step,
+            "value": counts.get((BUCKET, bucket, None), 0),
+        }
+        if report.group_by is not None:
+            entry["groups"] = dict(sorted(groups.get(bucket, {}).items()))
+        report.buckets.append(entry)
+        bucket += step
+    report.total = counts.get(_TOTAL, 0)
     return report
 
 
@@ -375,8 +492,11 @@ def usage_summary(*, actor: Actor, quotas: dict[str, int]) -> list[MeterSummary]
     start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     summary = []
     for meter in meters_list(actor=actor):
-        found = _aggregate(tenant, meter.slug, start, now, aggregation=meter.aggregation)
-        used = _combine(list(found.values()), meter.aggregation)
+        if meter.aggregation == Aggregation.UNIQUE_COUNT:
+            used = _distinct(tenant, meter.slug, start, now).get(_TOTAL, 0)
+        else:
+            found = _aggregate(tenant, meter.slug, start, now, aggregation=meter.aggregation)
+            used = _combine(list(found.values()), meter.aggregation)
         summary.append(MeterSummary(meter, used, quotas.get(meter.slug)))
     return summary
 

@@ -83,6 +83,46 @@ def month_start(now: datetime) -> datetime:
     return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
+# Script calls built once (tenants.ratelimit.Prepared), by what they count: an organization's
+# requests repeat the previous request's call until the hour or a limit changes. Bounded.
+PREPARED_CACHE_SIZE = 4096
+_prepared: dict[tuple[Any, ...], ratelimit.Prepared] = {}
+
+
+def _call(
+    org: str,
+    windows: Sequence[ratelimit.Window],
+    counts: Sequence[Count],
+    now: datetime,
+    quotas: Sequence[ratelimit.Quota] = (),
+    dedup_ttl_seconds: int = 7 * 86400,
+) -> ratelimit.Prepared:
+    signature = (
+        org,  # the charges' keys carry it even when no window or quota does (usage_add)
+        tuple(windows),
+        tuple(quotas),
+        ledger.counts_signature(counts),
+        ledger.hour_number(now),
+        settings.BILLING_REDIS_TTL_SECONDS,
+        dedup_ttl_seconds,
+    )
+    prepared = _prepared.get(signature)
+    if prepared is None:
+        charge_list, index_sets = ledger.charges(org, counts, now)
+        prepared = ratelimit.Prepared(
+            windows=windows,
+            quotas=quotas,
+            charges=charge_list,
+            index_sets=index_sets,
+            hash_ttl_seconds=settings.BILLING_REDIS_TTL_SECONDS,
+            dedup_ttl_seconds=dedup_ttl_seconds,
+        )
+        if len(_prepared) >= PREPARED_CACHE_SIZE:
+            _prepared.clear()
+        _prepared[signature] = prepared
+    return prepared
+
+
 def _seconds_to_next_month(now: datetime) -> int:
     start = month_start(now)
     following = (start + timedelta(days=32)).replace(day=1)
@@ -205,17 +245,17 @@ def _consume(
     """One Lua call: the windows, the gates, the ledger's counts. A counter missing (a new month,
     or Redis lost it) is seeded from the ledger, then the call is made again. Raises
     RateLimited, the gate's refusal, or ratelimit.Unreachable (the caller's policy applies)."""
-    charge_list, index_sets = ledger.charges(str(tenant.public_id), counts, now)
+    prepared = _call(
+        str(tenant.public_id),
+        tuple(windows),
+        counts,
+        now,
+        quotas=tuple(gate.quota for gate in gates),
+        dedup_ttl_seconds=dedup_ttl_seconds,
+    )
     for _ in range(len(gates) + 2):
         try:
-            outcome = ratelimit.consume(
-                windows=windows,
-                quotas=[gate.quota for gate in gates],
-                charges=charge_list,
-                index_sets=index_sets,
-                hash_ttl_seconds=settings.BILLING_REDIS_TTL_SECONDS,
-                dedup_ttl_seconds=dedup_ttl_seconds,
-            )
+            outcome = ratelimit.run(prepared)
         except ratelimit.QuotaPassed as passed:
             gate = next(g for g in gates if g.quota == passed.quota)
             raise _refusal(gate, now, passed.current) from None
@@ -470,6 +510,16 @@ def _path(data: Any, path: str) -> Any:
     return data
 
 
+def _distinct_value(value: Any) -> str:
+    """What a UNIQUE_COUNT meter counts: a printable string or a whole number, as text (so 7 and
+    "7" are one value); "" when the event has no such value."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and len(value) <= MAX_GROUP_VALUE and value.isprintable():
+        return value
+    return ""
+
+
 def _count_of(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**12:
         return None
@@ -550,8 +600,18 @@ def _event_counts(
     for meter in meters:
         if meter.event_type != event_type:
             continue
+        member = ""
         if meter.aggregation == Aggregation.COUNT:
             amount: int | None = 1
+        elif meter.aggregation == Aggregation.UNIQUE_COUNT:
+            amount, member = 1, _distinct_value(_path(data, meter.value_path))
+            if not member:
+                return [], {
+                    f"data.{meter.value_path}": [
+                        f"Meter “{meter.slug}” counts distinct values here: a string of 1 to "
+                        f"{MAX_GROUP_VALUE} printable characters or a whole number."
+                    ]
+                }
         else:
             amount = _count_of(_path(data, meter.value_path))
             if amount is None:
@@ -565,8 +625,8 @@ def _event_counts(
             value = _path(data, path)
             if value is not None:
                 groups[path] = _printable(str(value)[:MAX_GROUP_VALUE])
-        op = "max" if meter.aggregation == Aggregation.MAX else "sum"
-        counts.append(Count(meter.slug, amount, groups, at, op, dedup))
+        op = ledger.OPS.get(meter.aggregation, "sum")
+        counts.append(Count(meter.slug, amount, groups, at, op, dedup, member))
     return counts, {}
 
 

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "Charge",
     "Outcome",
+    "Prepared",
     "Quota",
     "RateLimited",
     "RateLimiterUnavailable",
@@ -42,6 +43,7 @@ __all__ = [
     "hit",
     "parse_rate",
     "redis_client",
+    "run",
 ]
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -78,13 +80,15 @@ class Quota:
 class Charge:
     """Add `amount` to field `field` of hash `hash_key` (or raise it to `amount` when `op` is
     "max"), only if the request is allowed and, with a `dedup_key`, the first time that key is
-    seen."""
+    seen. With `op` "unique", `member` joins the set `<hash_key>:distinct` (as
+    `<field>\\t<member>`) and the field counts the members it added."""
 
     hash_key: str
     field: str
     amount: int
     op: str = "sum"
     dedup_key: str | None = None
+    member: str = ""
 
 
 @dataclass(frozen=True)
@@ -115,48 +119,58 @@ class _Plan:
 
 # KEYS: windows, quotas, then every other key (hashes, dedup keys, index sets) by position.
 # ARGV: nw, [limit, window_ms]*nw, nq, [limit, amount, ttl_s]*nq, hash_ttl_s, dedup_ttl_s,
-#       nc, [hash_index, op, field, amount, dedup_index(0 = none)]*nc,
+#       nc, [hash_index, op, field, amount, dedup_index(0 = none), member]*nc,
 #       ni, [set_index, member]*ni   (index sets: which hashes exist, for the rollup)
 # Returns {1, counted, new_dedup_keys, remaining_1, ttl_1, ..., quota_value_1, ...} when
 # allowed; {0, window_index, ttl} when a window is full; {-1, quota_index, current} when a
 # quota would be passed; {-2, quota_index} when a quota counter does not exist yet (the caller
-# seeds it, then retries).
+# seeds it, then retries). A refused request leaves every counter as it was.
+#
+# What a request usually costs: INCR and PTTL per window, HINCRBY per charge. The rest runs only
+# when a key is created: PEXPIRE with a window's first hit; EXPIRE of the hashes and the index
+# sets' SADDs when a charge creates a field (a new hash creates all its fields, so every hash
+# the rollup must see is indexed, and a rollup that moved a hash aside sees the next one).
 SCRIPT = """
 local nw = tonumber(ARGV[1])
-local a = 2
+local result = {1, 0, 0}
 for i = 1, nw do
-  local limit = tonumber(ARGV[a])
-  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if current >= limit then
-    local ttl = redis.call('PTTL', KEYS[i])
+  local count = redis.call('INCR', KEYS[i])
+  local ttl
+  if count == 1 then
+    ttl = tonumber(ARGV[2 * i + 1])
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  else
+    ttl = redis.call('PTTL', KEYS[i])
     if ttl < 0 then
-      redis.call('PEXPIRE', KEYS[i], ARGV[a + 1])
-      ttl = tonumber(ARGV[a + 1])
+      ttl = tonumber(ARGV[2 * i + 1])
+      redis.call('PEXPIRE', KEYS[i], ttl)
     end
+  end
+  local left = tonumber(ARGV[2 * i]) - count
+  if left < 0 then
+    for k = 1, i do redis.call('DECR', KEYS[k]) end
     return {0, i, ttl}
   end
-  a = a + 2
+  result[#result + 1] = left
+  result[#result + 1] = ttl
 end
+local a = 2 + 2 * nw
 local nq = tonumber(ARGV[a])
 a = a + 1
 local qa = a
 for j = 1, nq do
   local current = redis.call('GET', KEYS[nw + j])
-  if not current then return {-2, j} end
-  if tonumber(current) + tonumber(ARGV[a + 1]) > tonumber(ARGV[a]) then
-    return {-1, j, tonumber(current)}
+  local refusal
+  if not current then
+    refusal = {-2, j}
+  elseif tonumber(current) + tonumber(ARGV[a + 1]) > tonumber(ARGV[a]) then
+    refusal = {-1, j, tonumber(current)}
+  end
+  if refusal then
+    for k = 1, nw do redis.call('DECR', KEYS[k]) end
+    return refusal
   end
   a = a + 3
-end
-local result = {1, 0, 0}
-a = 2
-for i = 1, nw do
-  local count = redis.call('INCR', KEYS[i])
-  if count == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[a + 1]) end
-  local ttl = redis.call('PTTL', KEYS[i])
-  result[#result + 1] = tonumber(ARGV[a]) - count
-  result[#result + 1] = ttl
-  a = a + 2
 end
 a = qa
 for j = 1, nq do
@@ -171,11 +185,12 @@ a = a + 3
 local seen = {}
 local counted = 0
 local fresh_keys = 0
+local created = false
+local touched = {}
 for c = 1, nc do
   local h = KEYS[tonumber(ARGV[a])]
   local op = ARGV[a + 1]
   local f = ARGV[a + 2]
-  local amount = tonumber(ARGV[a + 3])
   local d = tonumber(ARGV[a + 4])
   local fresh = true
   if d > 0 then
@@ -187,21 +202,40 @@ for c = 1, nc do
   end
   if fresh then
     if op == 'max' then
-      local current = tonumber(redis.call('HGET', h, f) or '')
-      if current == nil or amount > current then redis.call('HSET', h, f, amount) end
+      local amount = tonumber(ARGV[a + 3])
+      local current = redis.call('HGET', h, f)
+      if not current then
+        created = true
+        redis.call('HSET', h, f, amount)
+      elseif amount > tonumber(current) then
+        redis.call('HSET', h, f, amount)
+      end
+      touched[h] = touched[h] or 'hash'
+    elseif op == 'unique' then
+      if redis.call('SADD', h .. ':distinct', f .. '\\t' .. ARGV[a + 5]) == 1 then
+        if redis.call('HINCRBY', h, f, 1) == 1 then created = true end
+      end
+      touched[h] = 'unique'
     else
-      redis.call('HINCRBY', h, f, amount)
+      local amount = tonumber(ARGV[a + 3])
+      if redis.call('HINCRBY', h, f, amount) == amount then created = true end
+      touched[h] = touched[h] or 'hash'
     end
-    redis.call('EXPIRE', h, hash_ttl)
     counted = counted + 1
   end
-  a = a + 5
+  a = a + 6
 end
 local ni = tonumber(ARGV[a])
 a = a + 1
-for s = 1, ni do
-  redis.call('SADD', KEYS[tonumber(ARGV[a])], ARGV[a + 1])
-  a = a + 2
+if created then
+  for h, kind in pairs(touched) do
+    redis.call('EXPIRE', h, hash_ttl)
+    if kind == 'unique' then redis.call('EXPIRE', h .. ':distinct', hash_ttl) end
+  end
+  for s = 1, ni do
+    redis.call('SADD', KEYS[tonumber(ARGV[a])], ARGV[a + 1])
+    a = a + 2
+  end
 end
 result[2] = counted
 result[3] = fresh_keys
@@ -241,12 +275,22 @@ def _redis_location() -> tuple[str, float, float] | None:
     )
 
 
+# The last CACHES["default"] seen and its client: settings are read on every request, and
+# replaced (not changed in place) when tests override them.
+_last: tuple[Any, Any] = (None, None)
+
+
 def redis_client() -> Any | None:
     """The counters' Redis client (one per process and location), or None without Redis."""
     import redis
 
+    global _last
+    cache = settings.CACHES.get("default")
+    if _last[0] is cache and cache is not None:
+        return _last[1]
     location = _redis_location()
     if location is None:
+        _last = (cache, None)
         return None
     client = _clients.get(location)
     if client is None:
@@ -261,6 +305,7 @@ def redis_client() -> Any | None:
                     health_check_interval=30,
                 )
                 _clients[location] = client
+    _last = (cache, client)
     return client
 
 
@@ -270,6 +315,38 @@ def _script(client: Any) -> Any:
         script = client.register_script(SCRIPT)
         _scripts[id(client)] = script
     return script
+
+
+def _evalsha(client: Any, prepared: Prepared) -> Any:
+    """The script's reply: one EVALSHA on a pooled connection. The packed command is kept on
+    `prepared`: redis-py takes longer to pack a call's ~20 arguments than the round trip itself
+    (bench/billing_bench.py). Loads the script when the server does not know it (a restart)."""
+    import redis
+
+    script = _script(client)
+    pool = client.connection_pool
+    for attempt in range(3):
+        connection = pool.get_connection()
+        try:
+            packed = prepared.packed
+            if packed is None or packed[0] != id(client):
+                keys, args = prepared.keys, prepared.args
+                command = connection.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                packed = prepared.packed = (id(client), command)
+            connection.send_packed_command(packed[1])
+            return connection.read_response()
+        except redis.exceptions.NoScriptError:
+            if attempt == 2:
+                raise
+            client.script_load(SCRIPT)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            # redis-py closed the connection: a stale pooled one is retried once on a new one,
+            # as redis-py's own retry would.
+            if attempt >= 1:
+                raise
+        finally:
+            pool.release(connection)
+    raise AssertionError("unreachable")
 
 
 def unreachable_errors() -> tuple[type[BaseException], ...]:
@@ -359,11 +436,21 @@ def _run_in_memory(keys: list[str], args: list[Any]) -> list[int]:
                 if op == "max":
                     if name not in table or amount > table[name]:
                         table[name] = amount
+                elif op == "unique":
+                    set_key = f"{hash_key}:distinct"
+                    members = _memory.get(set_key) if _alive(set_key, now) else None
+                    if members is None:
+                        members = _memory[set_key] = set()
+                    member = f"{name}\t{args[a + 5]}"
+                    if member not in members:
+                        members.add(member)
+                        table[name] = table.get(name, 0) + 1
+                    _expiry[set_key] = now + hash_ttl
                 else:
                     table[name] = table.get(name, 0) + amount
                 _expiry[hash_key] = now + hash_ttl
                 counted += 1
-            a += 5
+            a += 6
         ni = int(args[a])
         a += 1
         for _ in range(ni):
@@ -409,6 +496,59 @@ def memory_set(key: str, value: Any, ttl_seconds: int, *, only_if_missing: bool)
 # The one entry point ------------------------------------------------------------------------------
 
 
+class Prepared:
+    """One script call's keys and arguments, built once: a caller whose requests repeat the same
+    call (an organization's API requests within an hour) keeps it and runs it again
+    (`run`); its packed command is kept with it."""
+
+    __slots__ = ("windows", "quotas", "keys", "args", "packed")
+
+    def __init__(
+        self,
+        *,
+        windows: Sequence[Window] = (),
+        quotas: Sequence[Quota] = (),
+        charges: Sequence[Charge] = (),
+        index_sets: Sequence[tuple[str, str]] = (),
+        hash_ttl_seconds: int = 7 * 86400,
+        dedup_ttl_seconds: int = 7 * 86400,
+    ) -> None:
+        self.windows = tuple(windows)
+        self.quotas = tuple(quotas)
+        keys: list[str] = [w.key for w in windows] + [q.key for q in quotas]
+        positions: dict[str, int] = {}
+
+        def position(key: str) -> int:
+            if key not in positions:
+                keys.append(key)
+                positions[key] = len(keys)
+            return positions[key]
+
+        args: list[Any] = [len(windows)]
+        for window in windows:
+            args += [window.limit, window.seconds * 1000]
+        args.append(len(quotas))
+        for quota in quotas:
+            args += [quota.limit, quota.amount, quota.ttl_seconds]
+        args += [hash_ttl_seconds, dedup_ttl_seconds, len(charges)]
+        for charge in charges:
+            dedup = position(charge.dedup_key) if charge.dedup_key else 0
+            args += [
+                position(charge.hash_key),
+                charge.op,
+                charge.field,
+                charge.amount,
+                dedup,
+                charge.member,
+            ]
+        args.append(len(index_sets))
+        for set_key, member in index_sets:
+            args += [position(set_key), member]
+        self.keys = keys
+        self.args = args
+        self.packed: tuple[int, Any] | None = None  # (id of the client, the packed EVALSHA)
+
+
 def consume(
     *,
     windows: Sequence[Window] = (),
@@ -425,38 +565,30 @@ def consume(
     passed is reported by raising `QuotaPassed`; a quota counter that does not exist yet comes
     back as `missing_quota` with nothing counted.
     """
-    keys: list[str] = [w.key for w in windows] + [q.key for q in quotas]
-    positions: dict[str, int] = {}
+    return run(
+        Prepared(
+            windows=windows,
+            quotas=quotas,
+            charges=charges,
+            index_sets=index_sets,
+            hash_ttl_seconds=hash_ttl_seconds,
+            dedup_ttl_seconds=dedup_ttl_seconds,
+        )
+    )
 
-    def position(key: str) -> int:
-        if key not in positions:
-            keys.append(key)
-            positions[key] = len(keys)
-        return positions[key]
 
-    args: list[Any] = [len(windows)]
-    for window in windows:
-        args += [window.limit, window.seconds * 1000]
-    args.append(len(quotas))
-    for quota in quotas:
-        args += [quota.limit, quota.amount, quota.ttl_seconds]
-    args += [hash_ttl_seconds, dedup_ttl_seconds, len(charges)]
-    for charge in charges:
-        dedup = position(charge.dedup_key) if charge.dedup_key else 0
-        args += [position(charge.hash_key), charge.op, charge.field, charge.amount, dedup]
-    args.append(len(index_sets))
-    for set_key, member in index_sets:
-        args += [position(set_key), member]
-
+def run(prepared: Prepared) -> Outcome:
+    """`consume` with its call built beforehand (the same answers and errors)."""
     client = redis_client()
     if client is None:
-        reply = _run_in_memory(keys, args)
+        reply = _run_in_memory(prepared.keys, prepared.args)
     else:
         try:
-            reply = _script(client)(keys=keys, args=args)
+            reply = _evalsha(client, prepared)
         except unreachable_errors() as error:
             raise Unreachable(str(error)) from error
-    status = int(reply[0])
+    windows, quotas = prepared.windows, prepared.quotas
+    status = reply[0]
     if status == 0:
         window = windows[int(reply[1]) - 1]
         retry_after = max(1, -(-int(reply[2]) // 1000))
@@ -471,24 +603,21 @@ def consume(
         raise QuotaPassed(quota, int(reply[2]))
     if status == -2:
         return Outcome(usages=[], counted=0, missing_quota=quotas[int(reply[1]) - 1])
-    usages = []
-    for index, window in enumerate(windows):
-        remaining, ttl_ms = int(reply[3 + 2 * index]), int(reply[4 + 2 * index])
-        usages.append(
-            Usage(
-                name=window.name or "limit",
-                limit=window.limit,
-                remaining=max(remaining, 0),
-                reset=max(0, -(-ttl_ms // 1000)),
-                window=window.seconds,
-            )
+    usages = [
+        Usage(
+            window.name or "limit",
+            window.limit,
+            max(reply[3 + 2 * index], 0),
+            max(0, -(-reply[4 + 2 * index] // 1000)),
+            window.seconds,
         )
-    first_quota = 3 + 2 * len(windows)
+        for index, window in enumerate(windows)
+    ]
     return Outcome(
         usages=usages,
-        counted=int(reply[1]),
-        new_dedup_keys=int(reply[2]),
-        quota_values=tuple(int(value) for value in reply[first_quota:]),
+        counted=reply[1],
+        new_dedup_keys=reply[2],
+        quota_values=tuple(reply[3 + 2 * len(windows) :]),
     )
 
 

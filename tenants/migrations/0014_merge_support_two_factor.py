@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenants', '0013_support_session'),
-        ('tenants', '0013_tenant_require_two_factor'),
+        ("tenants", "0013_support_session"),
+        ("tenants", "0013_tenant_require_two_factor"),
     ]
 
-    operations = [
-    ]
+    operations = []

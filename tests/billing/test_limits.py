@@ -182,3 +182,48 @@ def test_a_window_keeps_its_count_at_its_edge(db):
     assert 0 < ttl_after_three <= 1000
     assert refused.value.retry_after == 1
     assert int(client.get(key)) == 3  # a refusal does not count
+
+
+def test_a_request_refused_by_a_later_limit_counts_nothing(db):
+    """Windows are counted first and taken back when a later window or a quota refuses."""
+    client = ratelimit.redis_client()
+    prefix = f"agentplane:rl:test:{uuid.uuid4().hex}"
+    roomy = ratelimit.Window(key=f"{prefix}:roomy", limit=10, seconds=60)
+    full = ratelimit.Window(key=f"{prefix}:full", limit=1, seconds=60)
+    quota = ratelimit.Quota(key=f"{prefix}:quota", limit=5, amount=1, ttl_seconds=60)
+    charge = ratelimit.Charge(hash_key=f"{prefix}:hash", field="meter\t{}", amount=1)
+    client.set(quota.key, 5)
+    ratelimit.consume(windows=[full])
+
+    with pytest.raises(ratelimit.RateLimited):
+        ratelimit.consume(windows=[roomy, full], charges=[charge])
+    with pytest.raises(ratelimit.QuotaPassed):
+        ratelimit.consume(windows=[roomy], quotas=[quota], charges=[charge])
+    client.delete(quota.key)
+    missing = ratelimit.consume(windows=[roomy], quotas=[quota], charges=[charge])
+
+    assert missing.missing_quota == quota and missing.counted == 0
+    assert int(client.get(roomy.key)) == 0
+    assert 0 < client.pttl(roomy.key) <= 60_000
+    assert int(client.get(full.key)) == 1
+    assert not client.exists(charge.hash_key)
+
+
+def test_a_hash_is_indexed_when_a_charge_creates_a_field(db):
+    client = ratelimit.redis_client()
+    prefix = f"agentplane:usage:test:{uuid.uuid4().hex}"
+    index = (f"{prefix}:index", "member")
+
+    def charge(field: str) -> list[ratelimit.Charge]:
+        return [ratelimit.Charge(hash_key=f"{prefix}:hash", field=field, amount=2)]
+
+    ratelimit.consume(charges=charge("a"), index_sets=[index], hash_ttl_seconds=100)
+    client.delete(index[0])
+    ratelimit.consume(charges=charge("a"), index_sets=[index], hash_ttl_seconds=100)
+    assert not client.exists(index[0])  # the field existed: no index write
+    client.rename(f"{prefix}:hash", f"{prefix}:moved")  # a rollup moved the hash aside
+    ratelimit.consume(charges=charge("a"), index_sets=[index], hash_ttl_seconds=100)
+
+    assert client.smembers(index[0]) == {b"member"}
+    assert client.hgetall(f"{prefix}:hash") == {b"a": b"2"}
+    assert 0 < client.ttl(f"{prefix}:hash") <= 100
