@@ -411,3 +411,24 @@ def test_usage_keys_carry_the_organization(org, client_for):
     keys = [k.decode() for k in client.keys("agentplane:usage:*")]
     org_keys = [k for k in keys if k not in (ledger.PENDING,)]
     assert org_keys and all(str(org.tenant.public_id) in k for k in org_keys)
+
+
+def test_the_same_counts_of_two_organizations_are_charged_each_to_its_own(org, other_org):
+    """`usage_add` has no window or quota that names the organization: the prepared call it
+    reuses must still be the organization's own (a shared cache key once charged B's usage
+    to A)."""
+    now = timezone.now()
+    start = now.replace(minute=0, second=0, microsecond=0)
+    counts = [ledger.Count("tool_cpu_ms", 3, {"tool": "same-name"})]
+
+    def total(tenant):
+        return selectors.meter_total(
+            tenant=tenant, meter="tool_cpu_ms", start=start, end=start + timedelta(hours=1)
+        )
+
+    before = total(org.tenant), total(other_org.tenant)
+    services.usage_add(tenant=org.tenant, counts=counts)
+    services.usage_add(tenant=other_org.tenant, counts=counts)
+    services.usage_add(tenant=other_org.tenant, counts=counts)
+
+    assert (total(org.tenant), total(other_org.tenant)) == (before[0] + 3, before[1] + 6)
