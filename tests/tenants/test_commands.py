@@ -5,6 +5,8 @@ import threading
 import pytest
 from django.core.management import CommandError, call_command
 
+from agents.models import Agent
+from autoscaler.models import ScalingPolicy
 from tenants import context, schema_pool
 from tenants.models import SpareSchema, Tenant
 from tests.conftest import PASSWORD
@@ -65,6 +67,15 @@ def test_demo_setup_is_idempotent(db, capsys):
     output = capsys.readouterr().out
     assert "http://acme.localhost:8000/" in output
     assert Tenant.objects.filter(slug="acme").count() == 1
+    with context.tenant_context(Tenant.objects.get(slug="acme")):
+        agents = {agent.name: agent for agent in Agent.objects.all()}
+        assert sorted(agents) == ["Nightly summarizer", "Support triage"]
+        policy = ScalingPolicy.objects.get()
+        assert (policy.agent_id, policy.is_enabled, policy.max_instances) == (
+            agents["Support triage"].pk,
+            True,
+            4,
+        )
 
 
 def test_background_refill_builds_the_pool_in_its_own_thread(

@@ -1,4 +1,5 @@
-"""`manage.py demo_setup`: the demo organization, its owner and a member, and a staff account."""
+"""`manage.py demo_setup`: the demo organization, its owner and a member, sample agents (one
+autoscaled), and a staff account."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from django.core.management.base import BaseCommand
 
 from accounts import services as account_services
 from accounts.models import User
+from agents import services as agent_services
+from agents.models import Agent
+from autoscaler import services as autoscaler_services
 from core.actors import Actor
 from core.roles import Role
 from organizations import services
@@ -16,6 +20,40 @@ from tenants.models import Tenant
 DEMO_SLUG = "acme"
 DEMO_PASSWORD = "demo-password-123"  # development demo only; printed on purpose
 STAFF_EMAIL = "staff@agentplane.local"
+# The sample agents; the first is autoscaled on CPU and queue depth (docs/scaling.md).
+SAMPLE_AGENTS = (
+    {
+        "name": "Support triage",
+        "type": "assistant",
+        "description": "Answers first-line support tickets and routes the rest.",
+        "cpu": "0.5",
+        "memory": "512MB",
+        "config": {"model": "small", "temperature": 0.2},
+    },
+    {
+        "name": "Nightly summarizer",
+        "type": "batch",
+        "description": "Summarises the day's conversations every night.",
+        "cpu": "1",
+        "memory": "1GB",
+    },
+)
+SCALING = {
+    "is_enabled": True,
+    "min_instances": 1,
+    "max_instances": 4,
+    "window_minutes": 3,
+    "scale_up_cooldown_seconds": 180,
+    "scale_down_cooldown_seconds": 600,
+    "cpu_up": 75,
+    "cpu_down": 25,
+    "memory_up": None,
+    "memory_down": None,
+    "queue_up": 10,
+    "queue_down": 1,
+    "response_up": None,
+    "response_down": None,
+}
 
 
 class Command(BaseCommand):
@@ -47,6 +85,12 @@ class Command(BaseCommand):
                     role=Role.MEMBER,
                     full_name="Demo Member",
                 )
+            owner = Actor.for_user(User.objects.get(email=f"owner@{DEMO_SLUG}.test"))
+            for sample in SAMPLE_AGENTS:
+                if not Agent.objects.filter(name=sample["name"]).exists():
+                    agent = agent_services.agent_create(actor=owner, **sample)
+                    if sample is SAMPLE_AGENTS[0]:
+                        autoscaler_services.policy_set(actor=owner, agent_id=agent.pk, **SCALING)
         port = f":{settings.PORTAL_PORT}" if settings.PORTAL_PORT else ""
         public = f"{settings.PORTAL_SCHEME}://{settings.PORTAL_DOMAIN}{port}/"
         self.stdout.write(
@@ -57,6 +101,9 @@ class Command(BaseCommand):
                     f"  Organization portal: {tenant.url}",
                     f"    owner:  owner@{DEMO_SLUG}.test / {DEMO_PASSWORD}",
                     f"    member: member@{DEMO_SLUG}.test / {DEMO_PASSWORD}",
+                    "    agents: "
+                    + ", ".join(sample["name"] for sample in SAMPLE_AGENTS)
+                    + f" (autoscaled: {SAMPLE_AGENTS[0]['name']})",
                     f"  Sign up another organization: {public}signup/",
                     f"  Staff admin: {public}admin/  ({STAFF_EMAIL} / {DEMO_PASSWORD})",
                     "",
