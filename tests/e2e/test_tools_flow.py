@@ -122,11 +122,7 @@ def test_write_a_tool_fix_a_syntax_error_and_test_run_it(server, admin_org):
                 context = browser.new_context(viewport={"width": width, "height": 900})
                 page = context.new_page()
                 page.set_default_timeout(20_000)
-                page.goto(server.url(slug, "/login/"))
-                page.fill("input[name=username]", admin_org.admin.email)
-                page.fill("input[name=password]", PASSWORD)
-                page.click("form button[type=submit]")
-                page.wait_for_url(server.url(slug, "/"))
+                _sign_in(page, server, admin_org)
 
                 name = f"greet-{suffix}"
                 page.goto(server.url(slug, "/tools/new/"))
