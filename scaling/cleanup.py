@@ -161,17 +161,17 @@ def _act(
     tables: list[str] | None = None,
 ) -> None:
     what = f"orphaned copy {schema}" if orphan else f"{len(tables or [])} triggers on {schema}"
-    if not apply:
-        if orphan:
-            report.orphans.append(schema)
-        else:
-            report.triggers[schema] = len(tables or [])
-        say(f"{alias}: would remove the {what} ({tenant.slug} is on {tenant.shard})")
-        return
     if not move_lock(tenant):
         report.skipped[schema] = f"{tenant.slug} is being moved"
         return
     try:
+        if not apply:
+            if orphan:
+                report.orphans.append(schema)
+            else:
+                report.triggers[schema] = len(tables or [])
+            say(f"{alias}: would remove the {what} ({tenant.slug} is on {tenant.shard})")
+            return
         if orphan:
             if not _drop_orphan(alias, schema, tenant):
                 report.skipped[schema] = f"{tenant.slug} was just moved to {alias}"
