@@ -35,6 +35,8 @@ def django_env(database: str, **extra: str) -> dict[str, str]:
         TENANT_CONTEXT_GUARD="0",
         SCHEMA_POOL_BACKGROUND_REFILL="0",
         LOG_LEVEL="WARNING",
+        # Plain HTTP on loopback (TLS ends at the proxy in production): no redirect to https.
+        SECURE_SSL_REDIRECT="0",
         # WhiteNoise warns that collectstatic has not run: irrelevant to the benches.
         PYTHONWARNINGS="ignore:No directory at",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),

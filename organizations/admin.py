@@ -97,13 +97,23 @@ class TenantAdminForm(forms.ModelForm):
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
     form = TenantAdminForm
-    list_display = ["name", "slug", "plan", "region", "residency_policy", "status", "created_at"]
-    list_filter = ["plan", "region", "residency_policy", "status"]
+    list_display = [
+        "name",
+        "slug",
+        "plan",
+        "region",
+        "residency_policy",
+        "shard",
+        "status",
+        "created_at",
+    ]
+    list_filter = ["plan", "region", "residency_policy", "shard", "status"]
     search_fields = ["name", "slug", "domains__domain", "public_id"]
     readonly_fields = [
         "public_id",
         "slug",
         "schema_name",
+        "shard",
         "status",
         "created_at",
         "suspended_at",
@@ -117,6 +127,7 @@ class TenantAdmin(admin.ModelAdmin):
         "public_id",
         "slug",
         "schema_name",
+        "shard",
         "region",
         "residency_policy",
         "status",

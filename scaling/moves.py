@@ -23,7 +23,11 @@ leaves the same (its transaction dies with its connection; the pause is a deadli
 by itself; the next attempt drops the stale copy and replaces the triggers). Killed between the
 switch and the drop (only when the source is not `default`, where both are one commit), the
 organization works on the verified copy and the old schema is left behind, routed to by nothing
-(docs/scaling.md says how to drop it).
+(`manage.py shard_cleanup` finds and drops it, and a killed mover's triggers).
+
+One move per organization at a time: a move holds a session advisory lock on the directory's
+connection (`move_lock`), released when it ends or its connection dies; `shard_cleanup` skips an
+organization whose lock is taken.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ STEPS = ("copy", "check", "pause", "verify", "switch", "drop")
 # A move records which tables changed since its dump in agentplane_moves.changes on the source
 # shard, through statement triggers of this name on the moving schema's tables.
 TRIGGER_NAME = "agentplane_move_changes"
+MOVE_LOCK_CLASS = 0x4D4F5645  # "MOVE": pg_try_advisory_lock(MOVE_LOCK_CLASS, tenant id)
 
 
 class MoveFailed(Exception):
@@ -227,6 +232,18 @@ def _exists(alias: str, schema_name: str) -> bool:
         return cursor.fetchone() is not None
 
 
+def move_lock(tenant: Tenant) -> bool:
+    """Take the organization's move lock (a session lock: a killed mover's dies with it)."""
+    with guard.dangerously_unguarded(), context.directory_cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [MOVE_LOCK_CLASS, tenant.pk])
+        return bool(cursor.fetchone()[0])
+
+
+def move_unlock(tenant: Tenant) -> None:
+    with guard.dangerously_unguarded(), context.directory_cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [MOVE_LOCK_CLASS, tenant.pk])
+
+
 def _set_pause(tenant: Tenant, until) -> None:
     with context.public_context(), transaction.atomic():
         Tenant.objects.filter(pk=tenant.pk).update(writes_paused_until=until)
@@ -258,6 +275,16 @@ def tenant_move(
         purpose=residency.Purpose.MOVE,
         subject=target.name,
     )
+    if not move_lock(tenant):
+        raise ValidationError({"slug": [f"{slug} is being moved already."]})
+    try:
+        return _move(actor=actor, tenant=tenant, target=target, say=say)
+    finally:
+        move_unlock(tenant)
+
+
+def _move(*, actor: Actor, tenant: Tenant, target: shards.ShardInfo, say: Progress) -> MoveReport:
+    slug, source = tenant.slug, tenant.shard
     schema = tenant.schema_name
     report = MoveReport(tenant=slug, source=source, target=target.name)
     details = {"slug": slug, "from": source, "to": target.name}

@@ -41,10 +41,14 @@ class ToolInputSerializer(InputSerializer):
         required=False, min_value=8, max_value=4096, help_text="At most the plan's maximum."
     )
     permissions = serializers.ListField(
-        child=serializers.ChoiceField(choices=list(tool_permissions.CATALOGUE)),
+        child=serializers.RegexField(tool_permissions.TOOL_PERMISSION_PATTERN, max_length=72),
         required=False,
-        max_length=len(tool_permissions.CATALOGUE),
-        help_text="Host API permissions; the plan must allow them.",
+        max_length=tool_permissions.MAX_TOOL_PERMISSIONS,
+        help_text=(
+            "Host API permissions; the plan must allow them. `secrets:NAME` grants "
+            '`api.secret("NAME")` for an existing secret (needs `secrets:write`, as does any '
+            f"new version of a tool holding one; at most {tool_permissions.MAX_SECRETS_PER_TOOL})."
+        ),
     )
 
 
@@ -58,7 +62,7 @@ class ToolSerializer(serializers.Serializer):
     timeout_ms = serializers.IntegerField()
     memory_mb = serializers.IntegerField()
     permissions = serializers.ListField(
-        child=serializers.ChoiceField(choices=list(tool_permissions.CATALOGUE))
+        child=serializers.RegexField(tool_permissions.TOOL_PERMISSION_PATTERN)
     )
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()

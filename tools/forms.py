@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
@@ -58,12 +59,23 @@ class ToolForm(forms.Form):
     memory_mb = forms.IntegerField(label="Memory (MiB)", min_value=8)
     permissions = forms.MultipleChoiceField(
         required=False,
-        choices=[
-            (name, f"{name} — {text}") for name, (_, text) in tool_permissions.CATALOGUE.items()
-        ],
         widget=forms.CheckboxSelectMultiple,
-        help_text="Host API functions the tool is handed; your plan decides which are allowed.",
+        help_text=(
+            "Host API functions the tool is handed; your plan decides which are allowed. "
+            'A secret is read with api.secret("NAME"); only admins save a tool granted one.'
+        ),
     )
+
+    def __init__(self, *args: Any, secrets: Iterable[str] = (), **kwargs: Any) -> None:
+        """`secrets`: the secret names to offer (the organization's, and those already granted)."""
+        super().__init__(*args, **kwargs)
+        choices = [
+            (name, f"{name} — {text}") for name, (_, text) in tool_permissions.CATALOGUE.items()
+        ]
+        for name in sorted(set(secrets)):
+            permission = tool_permissions.secret_permission(name)
+            choices.append((permission, f"{permission} — Read the secret {name}"))
+        self.fields["permissions"].choices = choices
 
     def clean_input_schema(self) -> Any:
         return _parse_json(self.cleaned_data["input_schema"], "input_schema")

@@ -1,11 +1,17 @@
 """Every write of custom tools, and every run: save (a new version each time the code, schema,
 limits or permissions change), delete, run (API, portal, agents' runtimes), and the host API a
-run is handed (config.read, kv.read, kv.write, kv.delete, publish).
+run is handed (config.read, kv.read, kv.write, kv.delete, publish, secret).
 
 A run happens in a sandbox worker process (tools.pool), never here. The host API calls come back
 to this process and are answered by `_host`, which takes the organization from the run (the
 schema the run started in, checked again at every call) and the permissions from the tool
 version's grant filtered by the current plan, never from the sandbox's arguments.
+
+Secrets: a version granted `secrets:<NAME>` may read that secret with `api.secret("NAME")`.
+Only someone who may set secrets (`secrets:write`: admins) saves a version that holds such a
+grant, a change of code included (new code could hand the value to anyone who runs the tool).
+Every value a run read is replaced by `[secret NAME]` in its output, logs and error before they
+leave this module: an accident guard, not a boundary (code can encode a value it was granted).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from tenants import context
 from tenants.events import SUBJECT_TOKEN
 from tools import metering, pool, selectors
 from tools.models import Tool, ToolValue, ToolVersion
+from vault import services as vault
 
 logger = logging.getLogger("agentplane.tools")
 
@@ -65,6 +72,7 @@ SLOT_HOLD_EXTRA_SECONDS = 60
 RUN_STATUSES = ("ok", "timeout", "memory_limit", "error", "invalid_input")
 KV_KEY_MAX = 200
 PUBLISH_SUBJECT_MAX = 100
+SECRETS_PERMISSION = "secrets:write"  # who may grant a tool secrets (admins)
 
 
 @dataclass
@@ -187,9 +195,7 @@ def _clean(data: dict[str, Any], limits: selectors.ToolLimits, *, partial: bool)
         "memory_mb": lambda v: _clean_int(
             "memory_mb", v, MIN_MEMORY_MB, max(limits.max_memory_mb, MIN_MEMORY_MB), "MiB"
         ),
-        "permissions": lambda v: tool_permissions.validate_permissions(
-            v, allowed=limits.allowed_permissions
-        ),
+        "permissions": lambda v: _clean_permissions(v, limits),
     }
     for name, check in checks.items():
         if name not in data:
@@ -208,6 +214,14 @@ def _clean(data: dict[str, Any], limits: selectors.ToolLimits, *, partial: bool)
         if syntax:
             raise field_error("code", syntax, "syntax_error")
     return cleaned
+
+
+def _clean_permissions(value: Any, limits: selectors.ToolLimits) -> list[str]:
+    permissions = tool_permissions.validate_permissions(value, allowed=limits.allowed_permissions)
+    unknown = vault.unknown_secrets(tool_permissions.secret_names(permissions))
+    if unknown:
+        raise field_error("permissions", f"No such secret: {', '.join(unknown)}.", "unknown_secret")
+    return permissions
 
 
 def compile_check(code: str) -> str:
@@ -268,10 +282,28 @@ def _snapshot(tool: Tool) -> dict[str, Any]:
     return {"name": tool.name, "version": tool.version}
 
 
+class _SecretGrantRefused(Exception):
+    """Raised inside a save's transaction so that it rolls back before the refusal is recorded."""
+
+
+def _refuse_secret_grant(actor: Actor, action: str, tool_id: Any = "") -> None:
+    audit.deny(
+        actor=actor,
+        action=action,
+        resource_type="tool",
+        resource_id=str(tool_id),
+        reason=f"Granting a tool secrets needs the “{SECRETS_PERMISSION}” permission.",
+    )
+
+
 def tool_create(*, actor: Actor, **data: Any) -> Tool:
     audit.require(actor, "tools:write", action="tool.created", resource_type="tool")
     limits = selectors.limits_get()
     cleaned = _clean(data, limits, partial=False)
+    if tool_permissions.secret_names(cleaned.get("permissions", [])) and not actor.can(
+        SECRETS_PERMISSION
+    ):
+        _refuse_secret_grant(actor, "tool.created")
     try:
         with transaction.atomic():
             tool = Tool.objects.create(
@@ -323,6 +355,14 @@ def tool_update(*, actor: Actor, tool_id: Any, **data: Any) -> Tool:
                 for name in VERSIONED_FIELDS
                 if name in cleaned and cleaned[name] != getattr(current, name)
             }
+            # A new version that holds a secret grant (kept or added) is an admin's to save.
+            resulting = changed.get("permissions", current.permissions)
+            if (
+                changed
+                and tool_permissions.secret_names(resulting)
+                and not actor.can(SECRETS_PERMISSION)
+            ):
+                raise _SecretGrantRefused
             for name in ("name", "description"):
                 if name in cleaned:
                     setattr(tool, name, cleaned[name])
@@ -349,6 +389,8 @@ def tool_update(*, actor: Actor, tool_id: Any, **data: Any) -> Tool:
             )
     except IntegrityError as error:
         raise field_error("name", "A tool with this name exists.", "unique") from error
+    except _SecretGrantRefused:
+        _refuse_secret_grant(actor, "tool.updated", tool_id)
     return tool
 
 
@@ -440,6 +482,9 @@ class _Run:
     version: ToolVersion
     functions: frozenset[str]
     actor: Actor  # who the host API's writes are recorded as
+    caller: Actor  # who started the run
+    secrets: frozenset[str] = frozenset()  # the secret names granted
+    revealed: dict[str, str] = field(default_factory=dict)  # value -> name, read by this run
 
 
 def tool_run(
@@ -480,8 +525,10 @@ def tool_run(
                     id=f"tool:{tool.pk}",
                     label=f"tool {tool.name} v{chosen.number} (run by {actor.label})"[:200],
                 ),
+                caller=actor,
+                secrets=frozenset(tool_permissions.secret_names(permissions)),
             )
-            result = _execute(run, chosen, input, limits)
+            result = _redact(_execute(run, chosen, input, limits), run.revealed)
     result.tool, result.version = tool, chosen.number
     metering.record_tool_run(tenant=tenant, tool=tool.name, cpu_ms=result.cpu_ms)
     details = {
@@ -618,6 +665,58 @@ def _kv_delete(run: _Run, key: Any) -> bool:
     return kv_delete(actor=run.actor, key=_kv_key(key))
 
 
+def _secret(run: _Run, name: Any) -> str:
+    """`api.secret(name)`: the value, if this version is granted `secrets:<name>` (read through
+    the vault as the run's organization, and recorded there)."""
+    if not isinstance(name, str) or name not in run.secrets:
+        shown = name[:64] if isinstance(name, str) else ""
+        audit.record(
+            actor=run.caller,
+            action="secret.read_by_tool",
+            resource_type="secret",
+            result=Result.DENIED,
+            details={"name": shown, "tool": run.tool.name, "version": run.version.number},
+        )
+        raise pool.HostError(
+            "permission_denied", f"This tool was not granted the secret {shown!r}."
+        )
+    value = vault.secret_tool_read(
+        actor=run.caller, name=name, tool=run.tool.name, version=run.version.number
+    )
+    if value is None:
+        raise pool.HostError("not_found", f"The organization has no secret {name!r}.")
+    run.revealed[value] = name
+    return value
+
+
+def _redact(result: RunResult, revealed: dict[str, str]) -> RunResult:
+    """The run's output, logs and error with every secret value it read replaced by its name."""
+    if not revealed:
+        return result
+    # Longest first, so that a value containing another is replaced whole.
+    pairs = sorted(revealed.items(), key=lambda pair: -len(pair[0]))
+
+    def text(value: str) -> str:
+        for secret, name in pairs:
+            value = value.replace(secret, f"[secret {name}]")
+        return value
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return text(value)
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        if isinstance(value, dict):
+            return {text(key): walk(item) for key, item in value.items()}
+        return value
+
+    result.output = walk(result.output)
+    result.logs = [text(line) for line in result.logs]
+    if result.error is not None:
+        result.error = walk(result.error)
+    return result
+
+
 def _publish(run: _Run, subject: Any, data: Any = None) -> bool:
     if (
         not isinstance(subject, str)
@@ -645,6 +744,7 @@ HOST_FUNCTIONS = {
     "kv.write": (_kv_write, (2, 2)),
     "kv.delete": (_kv_delete, (1, 1)),
     "publish": (_publish, (1, 2)),
+    tool_permissions.SECRET_FUNCTION: (_secret, (1, 1)),
 }
 
 

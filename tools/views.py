@@ -12,12 +12,14 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core import tool_permissions
 from core.actors import Actor
 from core.errors import DomainError
 from core.pages import requires
 from tools import selectors, services
 from tools.forms import RunForm, ToolForm
 from tools.models import Tool, ToolVersion
+from vault import selectors as vault_selectors
 
 
 def _tool_or_404(actor: Actor, tool_id: Any) -> Tool:
@@ -25,6 +27,18 @@ def _tool_or_404(actor: Actor, tool_id: Any) -> Tool:
         return selectors.tool_get(actor=actor, tool_id=tool_id)
     except Tool.DoesNotExist as error:
         raise Http404("No such tool.") from error
+
+
+def _form(
+    actor: Actor, version: ToolVersion | None, data: Any = None, tool: Tool | None = None
+) -> ToolForm:
+    """The editor's form, offering the organization's secrets (by name) and those granted."""
+    secrets = tool_permissions.secret_names(version.permissions) if version else []
+    if actor.can("secrets:read"):
+        secrets += vault_selectors.secret_names(actor=actor)
+    if data is not None:
+        return ToolForm(data, secrets=secrets)
+    return ToolForm(initial=ToolForm.initial_for(tool, version), secrets=secrets)
 
 
 def _apply_errors(form: ToolForm, error: ValidationError) -> None:
@@ -77,8 +91,8 @@ def _editor(
 @require_http_methods(["GET", "POST"])
 def tool_create(request: HttpRequest, actor: Actor) -> HttpResponse:
     if request.method == "GET":
-        return _editor(request, actor, ToolForm(initial=ToolForm.initial_for(None, None)), None)
-    form = ToolForm(request.POST)
+        return _editor(request, actor, _form(actor, None), None)
+    form = _form(actor, None, request.POST)
     if form.is_valid():
         try:
             tool = services.tool_create(actor=actor, **form.service_data())
@@ -96,10 +110,10 @@ def tool_create(request: HttpRequest, actor: Actor) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def tool_detail(request: HttpRequest, actor: Actor, tool_id: Any) -> HttpResponse:
     tool = _tool_or_404(actor, tool_id)
+    version = selectors.version_get(tool=tool)
     if request.method == "GET":
-        version = selectors.version_get(tool=tool)
-        return _editor(request, actor, ToolForm(initial=ToolForm.initial_for(tool, version)), tool)
-    form = ToolForm(request.POST)
+        return _editor(request, actor, _form(actor, version, tool=tool), tool)
+    form = _form(actor, version, request.POST)
     if form.is_valid():
         try:
             saved = services.tool_update(actor=actor, tool_id=tool.pk, **form.service_data())
@@ -122,8 +136,7 @@ def tool_detail(request: HttpRequest, actor: Actor, tool_id: Any) -> HttpRespons
 @require_POST
 def tool_run(request: HttpRequest, actor: Actor, tool_id: Any) -> HttpResponse:
     tool = _tool_or_404(actor, tool_id)
-    version = selectors.version_get(tool=tool)
-    form = ToolForm(initial=ToolForm.initial_for(tool, version))
+    form = _form(actor, selectors.version_get(tool=tool), tool=tool)
     run_form = RunForm(request.POST)
     if not run_form.is_valid():
         return _editor(request, actor, form, tool, run_form=run_form, status=400)

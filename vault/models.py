@@ -11,10 +11,10 @@ import uuid
 from django.db import models
 from django.db.models.functions import Lower
 
+from core.tool_permissions import SECRET_NAME_PATTERN
 from vault.fields import EncryptedTextField
 
 SINGLETON_PK = 1
-SECRET_NAME_PATTERN = r"^[A-Z][A-Z0-9_]{0,63}$"
 
 
 class KeyState(models.Model):
@@ -50,7 +50,8 @@ class KeyState(models.Model):
 
 class Secret(models.Model):
     """A named secret. The value (and its last four characters, for the masked view) are
-    encrypted; nothing ever reads the value back out but an attached agent that references it."""
+    encrypted; nothing ever reads the value back out but an attached agent that references it,
+    or a custom tool's run granted `secrets:<name>` (vault.services.secret_tool_read)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=64)

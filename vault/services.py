@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit import services as audit
+from audit.models import Result
 from core.actors import Actor
 from core.errors import DomainError, field_error
 from core.roles import DATA_KEYS_ROTATE
@@ -179,11 +180,38 @@ def validate_secret_references(value: Any) -> list[str]:
             raise field_error("secrets", "Secret names are capitals, digits and _.", "invalid")
         if item not in names:
             names.append(item)
-    existing = set(Secret.objects.filter(name__in=names).values_list("name", flat=True))
-    unknown = [name for name in names if name not in existing]
+    unknown = unknown_secrets(names)
     if unknown:
         raise field_error("secrets", f"No such secret: {', '.join(unknown)}.", "unknown_secret")
     return names
+
+
+def unknown_secrets(names: list[str]) -> list[str]:
+    """The names among `names` that are not secrets of the current organization."""
+    existing = set(Secret.objects.filter(name__in=names).values_list("name", flat=True))
+    return [name for name in names if name not in existing]
+
+
+def secret_tool_read(*, actor: Actor, name: str, tool: str, version: int) -> str | None:
+    """The value of the secret `name` for a custom tool's run, in the run's organization (the
+    current schema); None if there is no such secret.
+
+    Only tools.services calls this, after checking that the run's tool version is granted
+    `secrets:<name>` by an admin (`secrets:write` when saving) and that the thread is still in the
+    run's organization: `actor` is who started the run, and needs no secrets permission of their
+    own. Every read is recorded (who ran, the tool and version, the name; never the value).
+    """
+    with transaction.atomic():
+        secret = Secret.objects.filter(name=name).first()
+        audit.record(
+            actor=actor,
+            action="secret.read_by_tool",
+            resource_type="secret",
+            resource_id=secret.pk if secret else "",
+            result=Result.SUCCESS if secret else Result.FAILED,
+            details={"name": name, "tool": tool, "version": version},
+        )
+    return secret.value if secret else None
 
 
 # --- Knowledge -----------------------------------------------------------------------------------

@@ -24,6 +24,14 @@ FIXED = (
     "}\n"
 )
 BROKEN = FIXED.replace("};\n}", "\n}")
+SECRET_VALUE = "e2e-secret-value-7781"  # noqa: S105 (a test value)
+SECRET_READER = (
+    "async function run(input, api) {\n"
+    "  const token = await api.secret('E2E_TOKEN');\n"
+    "  console.log('token', token);\n"
+    "  return {token, length: token.length};\n"
+    "}\n"
+)
 
 
 @pytest.fixture
@@ -53,6 +61,55 @@ def server(admin_org) -> Iterator[live.Server]:
         yield served
 
 
+def _sign_in(page, server, org) -> None:
+    slug = org.tenant.slug
+    page.goto(server.url(slug, "/login/"))
+    page.fill("input[name=username]", org.admin.email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form button[type=submit]")
+    page.wait_for_url(server.url(slug, "/"))
+
+
+def test_grant_a_tool_a_secret_and_see_it_redacted(server, admin_org):
+    from playwright.sync_api import expect, sync_playwright
+
+    slug = admin_org.tenant.slug
+    with sync_playwright() as playwright:
+        browser = live.chromium(playwright)
+        try:
+            for width, suffix in ((1280, "desktop"), (390, "phone")):
+                context_ = browser.new_context(viewport={"width": width, "height": 900})
+                page = context_.new_page()
+                page.set_default_timeout(20_000)
+                _sign_in(page, server, admin_org)
+                if suffix == "desktop":  # the secret, set on the Secrets page (write-only)
+                    page.goto(server.url(slug, "/secrets/"))
+                    page.fill("#id_name", "E2E_TOKEN")
+                    page.fill("#id_value", SECRET_VALUE)
+                    page.click("form[action$='/secrets/'] button[type=submit]")
+                    expect(page.locator(".messages")).to_contain_text("E2E_TOKEN")
+                page.goto(server.url(slug, "/tools/new/"))
+                page.fill("#id_name", f"token-{suffix}")
+                page.fill("#id_code", SECRET_READER)
+                page.check('input[name=permissions][value="secrets:E2E_TOKEN"]')
+                page.click("[data-tool-form] button[type=submit]")
+                expect(page.locator(".messages")).to_contain_text("saved as version 1")
+                expect(page.locator('input[value="secrets:E2E_TOKEN"]')).to_be_checked()
+                page.fill("#id_input", '{"name": "Ada"}')
+                page.click("[data-run-form] button[type=submit]")
+                result = page.locator(".run-result")
+                expect(result).to_have_attribute("data-run-status", "ok")
+                expect(result).to_contain_text("[secret E2E_TOKEN]")
+                expect(result).to_contain_text(f'"length": {len(SECRET_VALUE)}')
+                assert SECRET_VALUE not in page.content()
+                page.screenshot(
+                    path=str(ARTIFACTS / f"tool-secret-run-{suffix}.png"), full_page=True
+                )
+                context_.close()
+        finally:
+            browser.close()
+
+
 def test_write_a_tool_fix_a_syntax_error_and_test_run_it(server, admin_org):
     from playwright.sync_api import expect, sync_playwright
 
@@ -65,11 +122,7 @@ def test_write_a_tool_fix_a_syntax_error_and_test_run_it(server, admin_org):
                 context = browser.new_context(viewport={"width": width, "height": 900})
                 page = context.new_page()
                 page.set_default_timeout(20_000)
-                page.goto(server.url(slug, "/login/"))
-                page.fill("input[name=username]", admin_org.admin.email)
-                page.fill("input[name=password]", PASSWORD)
-                page.click("form button[type=submit]")
-                page.wait_for_url(server.url(slug, "/"))
+                _sign_in(page, server, admin_org)
 
                 name = f"greet-{suffix}"
                 page.goto(server.url(slug, "/tools/new/"))

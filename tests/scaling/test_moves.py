@@ -7,12 +7,14 @@ Moves copy with pg_dump, which sees only committed data: these tests commit (lik
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
 import uuid
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.test import Client
@@ -23,6 +25,7 @@ from agents.models import Agent, ConfigKey
 from audit.models import AuditEvent
 from core.actors import Actor
 from organizations import services
+from scaling import moves
 from scaling.moves import TRIGGER_NAME, tenant_move
 from tenants import context, routing, shards
 from tenants.models import Shard, Tenant
@@ -400,3 +403,114 @@ def test_rebalance_applies_its_plan_with_progress(mover):
     assert seen == [(1, "moving"), (1, "moved")]
     with context.public_context():
         assert Tenant.objects.get(slug=moves[0].slug).shard == SHARD_B
+
+
+# --- What killed movers leave behind: shard_cleanup ---------------------------------------------
+
+
+def kill_at(step: str):
+    def killed(at: str, _message: str) -> None:
+        if at == step:
+            raise KeyboardInterrupt
+
+    return killed
+
+
+def killed_move(tenant: Tenant, to: str, step: str) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        tenant_move(actor=SYSTEM, slug=tenant.slug, to=to, progress=kill_at(step))
+    connections.close_all()  # what the kill does to its sessions
+    context.activate(None)
+    routing.clear()
+
+
+def cleanup(*args: str) -> str:
+    out = io.StringIO()
+    call_command("shard_cleanup", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_shard_cleanup_drops_the_copy_a_mover_killed_after_the_switch_left(mover, settings):
+    settings.MOVE_PAUSE_MAX_SECONDS = 0.5
+    orphaned, settled = mover(), mover()
+    tenant_move(actor=SYSTEM, slug=orphaned.slug, to=SHARD_B)
+    tenant_move(actor=SYSTEM, slug=settled.slug, to=SHARD_B)
+    killed_move(orphaned, "default", "switch")
+    schema = orphaned.schema_name
+    assert reload(orphaned).shard == "default" and schema_on(SHARD_B, schema)
+
+    report = cleanup()
+    still_there = schema_on(SHARD_B, schema)
+    applied = cleanup("--apply")
+
+    assert f"{SHARD_B}: would remove the orphaned copy {schema}" in report
+    assert "Run again with --apply" in report and still_there  # a report changes nothing
+    assert f"{SHARD_B}: removed the orphaned copy {schema}" in applied
+    assert not schema_on(SHARD_B, schema)
+    # The live schemas are untouched: the organization's on default, the other one's on shard_b.
+    assert schema_on("default", schema) and agent_names(orphaned) == ["First", "Second"]
+    assert schema_on(SHARD_B, settled.schema_name) and agent_names(settled) == ["First", "Second"]
+    with context.public_context():
+        dropped = AuditEvent.objects.get(
+            action="organization.orphan_dropped", resource_id=str(orphaned.public_id)
+        )
+    assert dropped.details == {"shard": SHARD_B}
+    assert f"{SHARD_B}: 0 orphaned copies and 0 triggers removed" in cleanup("--apply")
+
+
+def test_shard_cleanup_removes_a_killed_movers_triggers(mover, settings):
+    settings.MOVE_PAUSE_MAX_SECONDS = 0.5
+    tenant = mover()
+    killed_move(tenant, SHARD_B, "copy")  # after the triggers went on, before the dump
+    installed = triggers_on("default", tenant.schema_name)
+
+    applied = cleanup("--apply", "--shard", "default")
+
+    assert installed > 0
+    assert f"default: removed the {installed} triggers on {tenant.schema_name}" in applied
+    assert triggers_on("default", tenant.schema_name) == 0
+    with context.public_context(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM agentplane_moves.changes WHERE schema_name = %s",
+            [tenant.schema_name],
+        )
+        assert cursor.fetchone()[0] == 0
+    assert agent_names(tenant) == ["First", "Second"]
+    tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B)  # and it moves as before
+    assert reload(tenant).shard == SHARD_B
+
+
+def test_shard_cleanup_leaves_a_moving_organization_and_unknown_schemas_alone(mover, settings):
+    import psycopg
+
+    settings.MOVE_PAUSE_MAX_SECONDS = 0.5
+    tenant = mover()
+    tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B)
+    killed_move(tenant, "default", "switch")
+    with context.public_context(shard=SHARD_B), connection.cursor() as cursor:
+        cursor.execute('CREATE SCHEMA IF NOT EXISTS "t_stray"')
+    try:
+        # Another process holds the organization's move lock (a move under way).
+        directory = context.directory_connection().settings_dict
+        with psycopg.connect(
+            dbname=directory["NAME"],
+            host=directory["HOST"] or "127.0.0.1",
+            port=directory["PORT"] or 5432,
+            user=directory["USER"] or "postgres",
+            autocommit=True,
+        ) as other:
+            other.execute("SELECT pg_advisory_lock(%s, %s)", [moves.MOVE_LOCK_CLASS, tenant.pk])
+            applied = cleanup("--apply", "--shard", SHARD_B)
+            with pytest.raises(ValidationError, match="being moved already"):
+                tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B)
+        assert f"left {tenant.schema_name} alone: {tenant.slug} is being moved" in applied
+        assert "left t_stray alone: no organization claims it" in applied
+        assert schema_on(SHARD_B, tenant.schema_name) and schema_on(SHARD_B, "t_stray")
+    finally:
+        _drop_if_exists(SHARD_B, "t_stray")
+    assert "removed the orphaned copy" in cleanup("--apply")  # once the lock is free
+
+
+def test_shard_cleanup_refuses_an_unknown_shard(db):
+    with pytest.raises(CommandError, match="No shard “nowhere”"):
+        cleanup("--shard", "nowhere")

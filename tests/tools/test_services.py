@@ -91,6 +91,7 @@ def test_functions_not_granted_are_absent_and_refused_by_the_server(org, in_tena
             version=tool.versions.get(),
             functions=frozenset(),
             actor=system(),
+            caller=system(),
         )
         with pytest.raises(pool.HostError) as refused:
             services._host(handed, "kv.write", ["k", 1])
@@ -112,6 +113,7 @@ def test_a_host_call_outside_the_runs_organization_is_refused(org, other_org, in
             version=tool.versions.get(),
             functions=frozenset({"kv.read", "kv.write"}),
             actor=system(),
+            caller=system(),
         )
     with in_tenant(other_org):
         with pytest.raises(pool.HostError) as refused:
