@@ -64,6 +64,10 @@ class SupportPrincipal:
     is_staff = False
     is_superuser = False
     is_support = True
+    # Their second factor is the staff sign-in's (STAFF_REQUIRE_TWO_FACTOR): the organization's
+    # setup page is not theirs. An organization that requires two-factor authentication gets
+    # no session from a staff account without it (support_session_open).
+    two_factor_enabled = True
     role = "support"
     pk = None
     id = None
@@ -163,6 +167,15 @@ def support_session_open(
         if current.status != TenantStatus.ACTIVE:
             raise ValidationError(
                 {"__all__": [f"{current.name} is {current.get_status_display().lower()}."]}
+            )
+        if current.require_two_factor and not actor.user.two_factor_enabled:
+            raise ValidationError(
+                {
+                    "__all__": [
+                        f"{current.name} requires two-factor authentication: set it up for "
+                        "your staff account first (Two-factor authentication, top of the admin)."
+                    ]
+                }
             )
         session = SupportSession.objects.create(
             tenant=current,

@@ -16,7 +16,7 @@ from accounts.models import Invitation
 from audit.models import AuditEvent
 from core.actors import Actor
 from organizations import services, support
-from tenants import context
+from tenants import context, routing
 from tenants.models import SupportSession
 
 REASON = "Ticket 4711: the customer's agents do not start"
@@ -117,6 +117,29 @@ def test_a_session_needs_a_reason_and_a_bounded_duration(org, staff_user, reason
     with context.public_context():
         assert not SupportSession.objects.exists()
     assert both_logs(org, "support.session_opened") == ([], [])
+
+
+def test_an_organization_requiring_two_factor_gets_no_session_from_staff_without_it(
+    org, staff_user
+):
+    with context.public_context():
+        type(org.tenant).objects.filter(pk=org.tenant.pk).update(require_two_factor=True)
+        org.tenant.refresh_from_db()
+    routing.clear()  # the hosts' routing cache holds the organization's row
+    try:
+        with pytest.raises(ValidationError, match="requires two-factor authentication"):
+            open_session(org, staff_user)
+        assert not SupportSession.objects.filter(tenant=org.tenant).exists()
+
+        type(staff_user).objects.filter(pk=staff_user.pk).update(two_factor_enabled=True)
+        staff_user.refresh_from_db()
+        session = open_session(org, staff_user)
+        assert support_client(org, session).get("/").status_code == 200
+    finally:
+        with context.public_context():
+            type(org.tenant).objects.filter(pk=org.tenant.pk).update(require_two_factor=False)
+            org.tenant.refresh_from_db()
+        routing.clear()
 
 
 def test_a_suspended_organization_gets_no_session(org, staff_user):
@@ -441,14 +464,17 @@ def test_staff_have_no_other_way_in_the_admin_holds_no_tenant_data():
 
     assert registered == [
         "audit.AuditEvent",  # the platform's own log (public)
+        "billing.Budget",  # spend budgets: amounts per key or agent id (public, billing's)
         "billing.Invoice",
         "billing.LimitOverride",
         "billing.PlanLimit",
+        "billing.PlanQuota",
         "billing.Price",
         "billing.UsageBucket",
         "tenants.Domain",
         "tenants.Plan",
         "tenants.PlatformConfigDefault",
+        "tenants.Shard",  # the shard map (read-only)
         "tenants.SigningKey",
         "tenants.SpareSchema",
         "tenants.SupportSession",
