@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from drf_spectacular.utils import (
-    OpenApiParameter,
     OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
@@ -18,27 +18,11 @@ from rest_framework.response import Response
 
 from billing import selectors, services
 from billing.models import Aggregation, Meter
-from core.api import ApiView, InputSerializer
+from core.api import NOT_BLANK, ApiView, InputSerializer, PatternField, TextField
 from core.parsers import StrictJSONParser
 
 CLOUDEVENT = "application/cloudevents+json"
 CLOUDEVENT_BATCH = "application/cloudevents-batch+json"
-
-
-class StrictCharField(serializers.CharField):
-    """A string, and only a string (DRF's CharField would turn 0 into "0")."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictRegexField(serializers.RegexField):
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class CloudEventParser(StrictJSONParser):
@@ -58,11 +42,11 @@ class CloudEventBatchParser(StrictJSONParser):
 
 
 class ReportQuerySerializer(InputSerializer):
-    meter = StrictRegexField(r"^[a-z][a-z0-9_]{1,39}$", required=False)
+    meter = PatternField(r"^[a-z][a-z0-9_]{1,39}$", required=False)
     start = serializers.DateTimeField(required=False)
     end = serializers.DateTimeField(required=False)
     granularity = serializers.ChoiceField(["hour", "day"], default="day")
-    group_by = StrictRegexField(r"^[A-Za-z0-9_.]{1,200}$", required=False)
+    group_by = PatternField(r"^[A-Za-z0-9_.]{1,200}$", required=False)
 
 
 class BucketSerializer(serializers.Serializer):
@@ -118,13 +102,7 @@ class UsageReportApi(ApiView):
     required = {"GET": "usage:read"}
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("meter", str, pattern=r"^[a-z][a-z0-9_]{1,39}$"),
-            OpenApiParameter("start", str, description="RFC 3339 with offset (default: 1st)."),
-            OpenApiParameter("end", str, description="RFC 3339 with offset (default: now)."),
-            OpenApiParameter("granularity", str, enum=["hour", "day"], default="day"),
-            OpenApiParameter("group_by", str, description="One of the meter's group keys."),
-        ],
+        parameters=[ReportQuerySerializer],
         responses={
             200: PolymorphicProxySerializer(
                 component_name="UsageReportOrSummary",
@@ -205,7 +183,12 @@ class UsageEventsApi(ApiView):
     @extend_schema(
         request={
             CLOUDEVENT: CloudEventSerializer,
-            CLOUDEVENT_BATCH: CloudEventSerializer(many=True),
+            CLOUDEVENT_BATCH: {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/CloudEventRequest"},
+                "minItems": 1,
+                "maxItems": settings.BILLING_MAX_BATCH_EVENTS,
+            },
         },
         responses={202: IngestedSerializer},
     )
@@ -243,11 +226,11 @@ class MeterSerializer(serializers.Serializer):
 
 
 class MeterInputSerializer(InputSerializer):
-    slug = StrictRegexField(r"^[a-z][a-z0-9_]{1,39}$")
-    name = StrictCharField(max_length=80)
-    event_type = StrictRegexField(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    slug = PatternField(r"^[a-z][a-z0-9_]{1,39}$")
+    name = PatternField(NOT_BLANK, max_length=80)
+    event_type = PatternField(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
     aggregation = serializers.ChoiceField(Aggregation.values)
-    value_path = StrictRegexField(
+    value_path = PatternField(
         r"^([A-Za-z0-9_]{1,40}(\.[A-Za-z0-9_]{1,40}){0,4})?$",
         required=False,
         default="",
@@ -255,12 +238,12 @@ class MeterInputSerializer(InputSerializer):
         help_text="Where the value is in the event's data (SUM, MAX); empty for COUNT.",
     )
     group_by = serializers.ListField(
-        child=StrictRegexField(r"^[A-Za-z0-9_]{1,40}(\.[A-Za-z0-9_]{1,40}){0,4}$"),
+        child=PatternField(r"^[A-Za-z0-9_]{1,40}(\.[A-Za-z0-9_]{1,40}){0,4}$"),
         max_length=5,
         required=False,
         default=list,
     )
-    unit = StrictCharField(max_length=32, required=False, default="units")
+    unit = TextField(max_length=32, required=False, default="units")
 
 
 def _meter_body(meter: selectors.MeterInfo | Meter) -> dict[str, Any]:

@@ -22,6 +22,8 @@ CATALOGUE: dict[str, tuple[tuple[str, ...], str]] = {
     "kv:write": (("kv.write", "kv.delete"), "Write the organization's tool key-value store"),
     "publish": (("publish",), "Publish events to the organization's subjects (tools.*)"),
 }
+# The catalogue's names as choices (the API's enum; portal.settings names it for the schema).
+NAMES = list(CATALOGUE)
 
 
 def default_allowed() -> list[str]:

@@ -84,13 +84,16 @@ def api_key_create(
             reason="You cannot manage API keys.",
         )
     name = (name or "").strip()
-    errors: dict[str, list[str]] = {}
+    errors: dict[str, list[Any]] = {}
     if not name:
         errors["name"] = ["Give the key a name."]
     elif len(name) > NAME_MAX_LENGTH:
         errors["name"] = [f"At most {NAME_MAX_LENGTH} characters."]
     if expires_at is not None and expires_at <= timezone.now():
-        errors["expires_at"] = ["The expiry must be in the future."]
+        # Well-formed, refused for when it is: 422 (core.errors.UNPROCESSABLE_CODES).
+        errors["expires_at"] = [
+            ValidationError("The expiry must be in the future.", code="in_past")
+        ]
     try:
         clean_scopes = _clean_scopes(actor, scopes)
     except ValidationError as error:
