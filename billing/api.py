@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing import selectors, services
+from billing.ledger import BUILTIN_METERS
 from billing.models import Aggregation, Meter
 from core.api import NOT_BLANK, ApiView, InputSerializer, PatternField, TextField
 from core.parsers import StrictJSONParser
@@ -157,16 +158,21 @@ class IngestedSerializer(serializers.Serializer):
     duplicates = serializers.IntegerField(help_text="Events already counted (same source, id).")
 
 
-class CloudEventSerializer(serializers.Serializer):
+class CloudEventSerializer(InputSerializer):
+    """The schema of one event (billing.services validates it). Extension attributes (1 to 20 of
+    a-z, 0-9) are accepted too, which OpenAPI 3.0 cannot state beside `additionalProperties`."""
+
     specversion = serializers.ChoiceField(["1.0"])
-    id = serializers.CharField(max_length=256)
-    source = serializers.CharField(max_length=256)
-    type = serializers.CharField(max_length=256, help_text="`llm.tokens`, or a custom meter's.")
+    id = PatternField(services.TEXT_PATTERN)
+    source = PatternField(services.TEXT_PATTERN)
+    type = PatternField(services.TEXT_PATTERN, help_text="`llm.tokens`, or a custom meter's.")
     time = serializers.DateTimeField(
         required=False, help_text="RFC 3339 with its offset, within the last 7 days."
     )
-    subject = serializers.CharField(required=False, max_length=256)
-    data = serializers.JSONField(required=False)
+    subject = PatternField(services.TEXT_PATTERN, required=False)
+    datacontenttype = PatternField(services.TEXT_PATTERN, required=False)
+    dataschema = PatternField(services.TEXT_PATTERN, required=False)
+    data = serializers.JSONField(required=False, allow_null=True)
 
 
 class UsageEventsApi(ApiView):
@@ -226,7 +232,7 @@ class MeterSerializer(serializers.Serializer):
 
 
 class MeterInputSerializer(InputSerializer):
-    slug = PatternField(r"^[a-z][a-z0-9_]{1,39}$")
+    slug = PatternField(r"^[a-z][a-z0-9_]{1,39}$", reserved=tuple(BUILTIN_METERS))
     name = PatternField(NOT_BLANK, max_length=80)
     event_type = PatternField(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
     aggregation = serializers.ChoiceField(Aggregation.values)

@@ -280,6 +280,8 @@ KNOWN_ATTRIBUTES = {
     "data",
 }
 EXTENSION_PATTERN = re.compile(r"^[a-z0-9]{1,20}$")
+# An attribute's text: 1 to TEXT_MAX characters, no control character (C0, DEL, C1).
+TEXT_PATTERN = rf"^[^\x00-\x1f\x7f-\x9f]{{1,{TEXT_MAX}}}$"
 MAX_GROUP_VALUE = 128
 LLM_TOKENS = "llm.tokens"
 
@@ -289,7 +291,7 @@ def _text(event: dict[str, Any], name: str, errors_: dict[str, list[str]]) -> st
     if not isinstance(value, str) or not value or len(value) > TEXT_MAX:
         errors_.setdefault(name, []).append(f"A non-empty string of at most {TEXT_MAX} chars.")
         return ""
-    if any(not c.isprintable() for c in value):
+    if not re.fullmatch(TEXT_PATTERN, value):
         errors_.setdefault(name, []).append("No control characters.")
         return ""
     return value

@@ -244,6 +244,18 @@ class InputSerializer(serializers.Serializer):
             unknown = sorted(str(name) for name in data if name not in self.fields)
             if unknown:
                 raise exceptions.ValidationError({name: ["Unknown field."] for name in unknown})
+            # A string field takes a string: DRF's CharField would turn 0 into "0", which the
+            # schema (`type: string`) forbids.
+            not_text = sorted(
+                name
+                for name, field in self.fields.items()
+                if isinstance(field, serializers.CharField)
+                and name in data
+                and data[name] is not None
+                and not isinstance(data[name], str)
+            )
+            if not_text:
+                raise exceptions.ValidationError({name: ["Must be a string."] for name in not_text})
         return super().to_internal_value(data)
 
 

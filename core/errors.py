@@ -33,8 +33,11 @@ CONFLICT_CODES = frozenset(
         "permissions_not_allowed",
         "unknown_group",
         "meter_value",
+        "plan_maximum",
     }
 )
+# ... and 403 `permission_denied` when the caller may not ask for it (a scope their role lacks).
+FORBIDDEN_CODES = frozenset({"not_held"})
 UNPROCESSABLE_CODES = frozenset(
     {
         "syntax_error",
@@ -250,6 +253,8 @@ def describe(error: Exception) -> Problem | None:
         codes = _field_codes(error)
         detail = error.message_dict if hasattr(error, "error_dict") else error.messages
         message = "; ".join(error.messages)[:500]
+        if codes and codes <= FORBIDDEN_CODES:
+            return Problem(403, "permission_denied", message, detail)
         if codes and codes <= CONFLICT_CODES:
             return Problem(409, "conflict", message, detail)
         if codes and codes <= CONFLICT_CODES | UNPROCESSABLE_CODES:

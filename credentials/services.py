@@ -60,9 +60,11 @@ def _clean_scopes(actor: Actor, scopes: Iterable[object]) -> list[str]:
     errors = []
     for scope in scopes:
         if not isinstance(scope, str) or scope not in known:
-            errors.append(f"Unknown scope “{str(scope)[:64]}”.")
+            errors.append(ValidationError(f"Unknown scope “{str(scope)[:64]}”.", code="invalid"))
         elif scope not in allowed:
-            errors.append(f"You cannot grant “{scope}”: your role does not hold it.")
+            # A scope the document lists, that this caller may not give: 403 (core.errors).
+            message = f"You cannot grant “{scope}”: your role does not hold it."
+            errors.append(ValidationError(message, code="not_held"))
     if errors:
         raise ValidationError({"scopes": errors})
     return sorted(set(scopes))

@@ -19,6 +19,7 @@ from core.api import (
     JsonObjectField,
     Pagination,
     PatternField,
+    TextField,
     paginated,
 )
 from tools import selectors, services
@@ -31,9 +32,7 @@ class ToolInputSerializer(InputSerializer):
     """What a client may send; the service checks the values against the plan (all errors)."""
 
     name = PatternField(TOOL_NAME_PATTERN, max_length=64)
-    description = serializers.CharField(
-        required=False, allow_blank=True, allow_null=True, max_length=2000
-    )
+    description = TextField(required=False, allow_blank=True, allow_null=True, max_length=2000)
     input_schema = JsonObjectField(
         required=False, help_text="A JSON Schema (2020-12) object; `pattern` is not supported."
     )
