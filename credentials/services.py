@@ -99,7 +99,7 @@ def api_key_create(
     try:
         clean_scopes = _clean_scopes(actor, scopes)
     except ValidationError as error:
-        errors.update(error.message_dict)
+        errors.update(error.error_dict)  # the errors themselves, codes kept (core.errors)
     if errors:
         raise ValidationError(errors)
     ratelimit.hit(
