@@ -350,7 +350,7 @@ def _translate(exc: Exception) -> tuple[Exception, dict[str, str]]:
     """Django's and the services' exceptions as DRF ones (plus headers to add)."""
     if isinstance(exc, DjangoValidationError):
         problem = errors.describe(exc)
-        if problem is not None and problem.status != 400:  # a conflict, or unprocessable
+        if problem is not None and problem.status != 400:  # 403, 409 or 422 (core.errors)
             return DomainApiError(problem), {}
         detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         return exceptions.ValidationError(detail), {}
