@@ -104,9 +104,12 @@ class Pagination(PageNumberPagination):
 
 
 def _whole_number(request: Request, name: str, maximum: int, default: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
+    given = request.query_params.getlist(name)
+    if not given:
         return default
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and 1 <= int(raw) <= maximum):
+    raw = given[0]
+    if len(given) > 1 or not (
+        raw.isascii() and raw.isdigit() and len(raw) <= 9 and 1 <= int(raw) <= maximum
+    ):
         raise exceptions.ValidationError({name: [f"A whole number from 1 to {maximum:,}."]})
     return int(raw)
