@@ -67,6 +67,10 @@ def test_schemathesis_finds_no_5xx_and_no_nonconforming_response(
         "API_TOKEN_RATE_PER_IP": "100000/m",
         "API_TOKEN_RATE_PER_ACCOUNT": "100000/m",
         "API_KEY_CREATE_RATE": "100000/h",
+        # The fuzzer's bad credentials (the ignored_auth check) would trip the failed-credentials
+        # throttle, and the revocation check below would get a 429 instead of its 401.
+        "AUTH_FAILURE_RATE_PER_IP": "100000/m",
+        "AUTH_FAILURE_RATE_PER_ORGANIZATION": "100000/m",
         # Secrets and knowledge need a master key; DEBUG=0 servers do not generate one.
         "AGENTPLANE_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         # One sandbox worker per server process is plenty for the fuzzer (custom tools).
