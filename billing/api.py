@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from billing import selectors, services
 from billing.ledger import BUILTIN_METERS
 from billing.models import Aggregation, Meter
-from core.api import NOT_BLANK, ApiView, InputSerializer, PatternField, TextField
+from core.api import NOT_BLANK, ApiView, InputSerializer, PatternField
 from core.parsers import StrictJSONParser
 
 CLOUDEVENT = "application/cloudevents+json"
@@ -249,7 +249,7 @@ class MeterInputSerializer(InputSerializer):
         required=False,
         default=list,
     )
-    unit = TextField(max_length=32, required=False, default="units")
+    unit = PatternField(NOT_BLANK, max_length=32, required=False, default="units")
 
 
 def _meter_body(meter: selectors.MeterInfo | Meter) -> dict[str, Any]:

@@ -582,6 +582,12 @@ class ApiSchema(AutoSchema):
             ),
         ]
 
+    def _get_request_body(self, direction: str = "request") -> dict[str, Any] | None:
+        body = super()._get_request_body(direction)
+        if body is not None and self.method in ("POST", "PUT"):
+            body["required"] = True  # a documented body is needed (an empty one is a 400)
+        return body
+
     def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
         responses = super()._get_response_bodies(direction)
         # 401 everywhere: a bad `Authorization` header is refused even where none is needed.

@@ -253,11 +253,11 @@ def describe(error: Exception) -> Problem | None:
         codes = _field_codes(error)
         detail = error.message_dict if hasattr(error, "error_dict") else error.messages
         message = "; ".join(error.messages)[:500]
-        if codes and codes <= FORBIDDEN_CODES:
-            return Problem(403, "permission_denied", message, detail)
-        if codes and codes <= CONFLICT_CODES:
-            return Problem(409, "conflict", message, detail)
-        if codes and codes <= CONFLICT_CODES | UNPROCESSABLE_CODES:
+        if codes and codes <= FORBIDDEN_CODES | CONFLICT_CODES | UNPROCESSABLE_CODES:
+            if codes & FORBIDDEN_CODES:
+                return Problem(403, "permission_denied", message, detail)
+            if codes <= CONFLICT_CODES:
+                return Problem(409, "conflict", message, detail)
             return Problem(422, "unprocessable", message, detail)
         code = "invalid_transition" if "invalid_transition" in codes else "invalid"
         return Problem(400, code, message, detail)

@@ -54,6 +54,13 @@ def test_well_formed_refusals_are_409_422_or_403_only_when_they_are_all_there_is
     assert (describe(both).status, describe(both).code) == (422, "unprocessable")
     held = errors.field_error("scopes", "Not yours.", "not_held")
     assert (describe(held).status, describe(held).code) == (403, "permission_denied")
+    held_and_past = ValidationError(
+        {
+            "scopes": [ValidationError("Not yours.", code="not_held")],
+            "expires_at": [ValidationError("Past.", code="in_past")],
+        }
+    )
+    assert describe(held_and_past).status == 403
     with_a_bad_field = ValidationError(
         {
             "name": [ValidationError("Taken.", code="name_taken")],
