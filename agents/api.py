@@ -4,16 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agents import selectors, services
-from agents.configuration import validate_agent_type
+from agents.configuration import AGENT_TYPE_PATTERN, RESERVED_AGENT_TYPES, validate_agent_type
 from agents.models import Agent, InstanceStatus
-from core.api import ApiView, InputSerializer, Pagination, paginated
+from core.agent_permissions import CATALOGUE as AGENT_PERMISSIONS
+from core.agent_permissions import MAX_TOOLS, TOOL_ENTRY_RE
+from core.agent_permissions import NAMES as AGENT_PERMISSION_NAMES
+from core.api import (
+    NOT_BLANK,
+    ApiView,
+    InputSerializer,
+    JsonObjectField,
+    Pagination,
+    PatternField,
+    TextField,
+    paginated,
+)
 from vault.models import SECRET_NAME_PATTERN
+from vault.services import MAX_SECRETS_PER_AGENT
 
 AGENT_OPTIONAL_DEFAULTS = {
     "description": "",
@@ -32,11 +45,13 @@ class QuotaErrorSerializer(serializers.Serializer):
             "insufficient_cpu",
             "insufficient_memory",
             "instance_too_large",
+            "conflict",
         ]
     )
     message = serializers.CharField()
     detail = serializers.DictField(
-        help_text="`limit` (the limit's name), `allowed`, `in_use`, `requested`."
+        help_text="`limit` (the limit's name), `allowed`, `in_use`, `requested`; for a "
+        "`conflict`, field -> messages."
     )
 
 
@@ -52,39 +67,50 @@ QUOTA_409 = OpenApiResponse(
 # --- Serializers -----------------------------------------------------------------------------
 
 
-class AgentInputSerializer(InputSerializer):
-    """What a client may send; the service checks the values (all errors at once)."""
+# What the API takes for cpu and memory: the forms agents.resources parses, above zero and to the
+# millicore (the plan's maximum per instance is a 409). Leading zeros and spare decimals, which the
+# parser would also read, are left out so that the pattern can say "above zero".
+CPU_PATTERN = (
+    r"^([1-9][0-9]{0,8}m|[1-9][0-9]{0,5}(\.[0-9]{1,3})?|0\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$"
+)
+MEMORY_PATTERN = r"^([1-9][0-9]{0,8}(Mi|MB|Gi|GB)|[0-9]{1,6}\.(5|25|75|125|375|625|875)(Gi|GB))$"
 
-    name = serializers.CharField(required=False, allow_blank=True, max_length=400)
-    type = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        max_length=100,
+
+class AgentInputSerializer(InputSerializer):
+    """What a client may send; the service checks the values against the organization (a name
+    taken, above the plan's maximum, a secret that does not exist: 409)."""
+
+    name = PatternField(NOT_BLANK, max_length=services.MAX_NAME_LENGTH, help_text="Not blank.")
+    type = PatternField(
+        AGENT_TYPE_PATTERN,
+        reserved=tuple(RESERVED_AGENT_TYPES),
         help_text="`worker`, `assistant`, `router`, or a custom type (`billing-bot`).",
     )
-    description = serializers.CharField(
-        required=False, allow_blank=True, allow_null=True, max_length=5000
-    )
-    config = serializers.JSONField(required=False, help_text="A JSON object, 64 KB at most.")
-    cpu = serializers.CharField(
-        required=False, max_length=64, help_text="Per instance: `0.25` cores or `250m`."
-    )
-    memory = serializers.CharField(
-        required=False, max_length=64, help_text="Per instance: `512MB`, `2GB`, `1.5Gi`."
-    )
-    permissions = serializers.ListField(
-        child=serializers.CharField(max_length=64),
+    description = TextField(
         required=False,
-        max_length=50,
-        help_text="Agent permissions; each must be allowed by the plan.",
+        allow_blank=True,
+        allow_null=True,
+        max_length=services.MAX_DESCRIPTION_LENGTH,
+    )
+    config = JsonObjectField(required=False, help_text="A JSON object, 64 KB at most.")
+    cpu = PatternField(CPU_PATTERN, help_text="Per instance: `0.25` cores or `250m`.")
+    memory = PatternField(MEMORY_PATTERN, help_text="Per instance: `512MB`, `2GB`, `1.5Gi`.")
+    permissions = serializers.ListField(
+        child=serializers.ChoiceField(choices=AGENT_PERMISSION_NAMES),
+        required=False,
+        max_length=len(AGENT_PERMISSIONS),
+        help_text="Agent permissions; each must be allowed by the plan (else 409).",
     )
     tools = serializers.ListField(
-        child=serializers.CharField(max_length=100), required=False, max_length=100
+        child=PatternField(TOOL_ENTRY_RE.pattern),
+        required=False,
+        max_length=MAX_TOOLS,
+        help_text="Tool names, `@<version>` to pin one.",
     )
     secrets = serializers.ListField(
-        child=serializers.RegexField(SECRET_NAME_PATTERN, max_length=64),
+        child=PatternField(SECRET_NAME_PATTERN, max_length=64),
         required=False,
-        max_length=50,
+        max_length=MAX_SECRETS_PER_AGENT,
         help_text="Names of existing secrets; attached runtimes receive their values.",
     )
 
@@ -166,7 +192,7 @@ class ConfigKeySerializer(serializers.Serializer):
 
 class ConfigValueInputSerializer(InputSerializer):
     value = serializers.JSONField(
-        allow_null=True, help_text="Any JSON (an object for `agents.*`), 64 KB at most."
+        help_text="Any JSON but null (an object for `agents.*`), 64 KB at most; DELETE removes."
     )
 
 
@@ -185,6 +211,18 @@ class ResolvedConfigSerializer(serializers.Serializer):
 
 
 # --- Agents ----------------------------------------------------------------------------------
+
+
+class AgentFilterSerializer(serializers.Serializer):
+    """The list's query parameters (a blank `type` or `status` is refused, as the schema says)."""
+
+    type = PatternField(AGENT_TYPE_PATTERN, required=False, help_text="Only this type.")
+    status = serializers.ChoiceField(choices=list(selectors.AGENT_STATUSES), required=False)
+    search = TextField(required=False, allow_blank=True, help_text="Part of the name, any case.")
+
+
+class InstanceFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=InstanceStatus.values, required=False)
 
 
 _DATETIME = serializers.DateTimeField()
@@ -221,20 +259,18 @@ class AgentListApi(ApiView):
 
     @extend_schema(
         tags=["agents"],
-        parameters=[
-            OpenApiParameter("type", str, description="Only this type."),
-            OpenApiParameter("status", str, enum=list(selectors.AGENT_STATUSES)),
-            OpenApiParameter("search", str, description="Part of the name, any case."),
-        ],
+        parameters=[AgentFilterSerializer],
         responses={200: paginated(AgentSerializer)},
         summary="List agents",
     )
     def get(self, request: Request) -> Response:
+        filters = AgentFilterSerializer(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
         agents = selectors.agent_list(
             actor=self.actor,
-            agent_type=request.query_params.get("type") or None,
-            status=request.query_params.get("status") or None,
-            search=request.query_params.get("search") or None,
+            agent_type=filters.validated_data.get("type"),
+            status=filters.validated_data.get("status"),
+            search=filters.validated_data.get("search") or None,
         )
         paginator = Pagination()
         page = paginator.paginate_queryset(agents, request, view=self)
@@ -270,7 +306,7 @@ class AgentDetailApi(ApiView):
         return Response(_agent_data(agent, selectors.limits_get()))
 
     def _update(self, request: Request, agent_id: Any, *, partial: bool) -> Response:
-        data = AgentInputSerializer(data=request.data)
+        data = AgentInputSerializer(data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
         if not partial:
@@ -317,18 +353,17 @@ class InstanceListApi(ApiView):
 
     @extend_schema(
         tags=["instances"],
-        parameters=[OpenApiParameter("status", str, enum=InstanceStatus.values)],
+        parameters=[InstanceFilterSerializer],
         responses={200: paginated(InstanceSerializer)},
         summary="List an agent's instances (active first)",
     )
     def get(self, request: Request, agent_id: Any) -> Response:
         agent = selectors.agent_get(actor=self.actor, agent_id=agent_id)
         instances = selectors.instance_list(actor=self.actor, agent=agent)
-        wanted = request.query_params.get("status")
-        if wanted:
-            if wanted not in InstanceStatus.values:
-                raise serializers.ValidationError({"status": ["Unknown status."]})
-            instances = instances.filter(status=wanted)
+        filters = InstanceFilterSerializer(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
+        if "status" in filters.validated_data:
+            instances = instances.filter(status=filters.validated_data["status"])
         return self.paginated_response(instances, InstanceSerializer)
 
     @extend_schema(

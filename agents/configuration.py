@@ -122,6 +122,8 @@ def validate_value(value: Any, *, field_name: str = "value", require_object: boo
 def validate_entry(key: Any, value: Any) -> tuple[str, Any]:
     """A key and its value together: `agents.*` values are objects (they are merged)."""
     key = validate_key(key)
+    if value is None:  # a version whose value is null marks a deletion (ConfigVersion)
+        raise field_error("value", "A JSON value: delete the key to remove it.", "null")
     return key, validate_value(value, require_object=key.startswith(f"{AGENTS_NAMESPACE}."))
 
 

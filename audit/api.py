@@ -74,8 +74,16 @@ class AuditEventListApi(ApiView):
         summary="List audit events",
         parameters=[
             *FILTER_PARAMETERS,
-            OpenApiParameter("cursor", str, description="`next_cursor` of the previous page."),
-            OpenApiParameter("limit", int, description="1 to 200; default 50."),
+            OpenApiParameter(
+                "cursor",
+                {"type": "string", "pattern": selectors.CURSOR_PATTERN},
+                description="`next_cursor` of the previous page.",
+            ),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": selectors.MAX_PAGE_SIZE},
+                description=f"Default {selectors.DEFAULT_PAGE_SIZE}.",
+            ),
         ],
         responses={200: AuditEventPageSerializer},
     )

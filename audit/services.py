@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from audit import chain, sealing
 from audit.models import Alert, AlertRule, AuditEvent, Result
+from core import metrics
 from core.actors import Actor
 from tenants import context, events, residency
 
@@ -66,7 +67,7 @@ def record(
         raise ValueError(f"unknown audit result {result!r}")
     clean = chain.clean_details(details or {})
     # No savepoint: if recording fails, the caller's change must not commit without its event.
-    with transaction.atomic(savepoint=False):
+    with metrics.AUDIT_WRITE.labels("record").time(), transaction.atomic(savepoint=False):
         event = AuditEvent(
             tenant_id=current_tenant_id(),
             occurred_at=timezone.now(),

@@ -5,10 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from drf_spectacular.utils import (
-    OpenApiParameter,
     OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
@@ -19,28 +19,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing import pricing, selectors, services
+from billing.ledger import BUILTIN_METERS
 from billing.models import Aggregation, BudgetSubject, Meter
-from core.api import ApiView, InputSerializer
+from core.api import NOT_BLANK, ApiView, InputSerializer, PatternField
 from core.parsers import StrictJSONParser
 
 CLOUDEVENT = "application/cloudevents+json"
 CLOUDEVENT_BATCH = "application/cloudevents-batch+json"
-
-
-class StrictCharField(serializers.CharField):
-    """A string, and only a string (DRF's CharField would turn 0 into "0")."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictRegexField(serializers.RegexField):
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class CloudEventParser(StrictJSONParser):
@@ -60,11 +45,11 @@ class CloudEventBatchParser(StrictJSONParser):
 
 
 class ReportQuerySerializer(InputSerializer):
-    meter = StrictRegexField(r"^[a-z][a-z0-9_]{1,39}$", required=False)
+    meter = PatternField(r"^[a-z][a-z0-9_]{1,39}$", required=False)
     start = serializers.DateTimeField(required=False)
     end = serializers.DateTimeField(required=False)
     granularity = serializers.ChoiceField(["hour", "day"], default="day")
-    group_by = StrictRegexField(r"^[A-Za-z0-9_.]{1,200}$", required=False)
+    group_by = PatternField(r"^[A-Za-z0-9_.]{1,200}$", required=False)
 
 
 class BucketSerializer(serializers.Serializer):
@@ -120,13 +105,7 @@ class UsageReportApi(ApiView):
     required = {"GET": "usage:read"}
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("meter", str, pattern=r"^[a-z][a-z0-9_]{1,39}$"),
-            OpenApiParameter("start", str, description="RFC 3339 with offset (default: 1st)."),
-            OpenApiParameter("end", str, description="RFC 3339 with offset (default: now)."),
-            OpenApiParameter("granularity", str, enum=["hour", "day"], default="day"),
-            OpenApiParameter("group_by", str, description="One of the meter's group keys."),
-        ],
+        parameters=[ReportQuerySerializer],
         responses={
             200: PolymorphicProxySerializer(
                 component_name="UsageReportOrSummary",
@@ -181,16 +160,24 @@ class IngestedSerializer(serializers.Serializer):
     duplicates = serializers.IntegerField(help_text="Events already counted (same source, id).")
 
 
-class CloudEventSerializer(serializers.Serializer):
+class CloudEventSerializer(InputSerializer):
+    """The schema of one event (billing.services validates it). Extension attributes (1 to 20 of
+    a-z, 0-9) are accepted too, which OpenAPI 3.0 cannot state beside `additionalProperties`."""
+
     specversion = serializers.ChoiceField(["1.0"])
-    id = serializers.CharField(max_length=256)
-    source = serializers.CharField(max_length=256)
-    type = serializers.CharField(max_length=256, help_text="`llm.tokens`, or a custom meter's.")
+    id = PatternField(services.TEXT_PATTERN)
+    source = PatternField(services.TEXT_PATTERN)
+    type = PatternField(services.TEXT_PATTERN, help_text="`llm.tokens`, or a custom meter's.")
     time = serializers.DateTimeField(
         required=False, help_text="RFC 3339 with its offset, within the last 7 days."
     )
-    subject = serializers.CharField(required=False, max_length=256)
-    data = serializers.JSONField(required=False)
+    subject = PatternField(services.TEXT_PATTERN, required=False)
+    datacontenttype = PatternField(services.TEXT_PATTERN, required=False)
+    dataschema = PatternField(services.TEXT_PATTERN, required=False)
+    data = serializers.JSONField(required=False, allow_null=True)
+    agentid = serializers.UUIDField(
+        required=False, help_text="Extension: the agent the usage is attributed to (budgets)."
+    )
 
 
 class UsageEventsApi(ApiView):
@@ -207,7 +194,12 @@ class UsageEventsApi(ApiView):
     @extend_schema(
         request={
             CLOUDEVENT: CloudEventSerializer,
-            CLOUDEVENT_BATCH: CloudEventSerializer(many=True),
+            CLOUDEVENT_BATCH: {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/CloudEventRequest"},
+                "minItems": 1,
+                "maxItems": settings.BILLING_MAX_BATCH_EVENTS,
+            },
         },
         responses={202: IngestedSerializer},
     )
@@ -249,11 +241,11 @@ class MeterSerializer(serializers.Serializer):
 
 
 class MeterInputSerializer(InputSerializer):
-    slug = StrictRegexField(r"^[a-z][a-z0-9_]{1,39}$")
-    name = StrictCharField(max_length=80)
-    event_type = StrictRegexField(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    slug = PatternField(r"^[a-z][a-z0-9_]{1,39}$", reserved=tuple(BUILTIN_METERS))
+    name = PatternField(NOT_BLANK, max_length=80)
+    event_type = PatternField(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
     aggregation = serializers.ChoiceField(Aggregation.values)
-    value_path = StrictRegexField(
+    value_path = PatternField(
         r"^([A-Za-z0-9_]{1,40}(\.[A-Za-z0-9_]{1,40}){0,4})?$",
         required=False,
         default="",
@@ -264,12 +256,12 @@ class MeterInputSerializer(InputSerializer):
         ),
     )
     group_by = serializers.ListField(
-        child=StrictRegexField(r"^[A-Za-z0-9_]{1,40}(\.[A-Za-z0-9_]{1,40}){0,4}$"),
+        child=PatternField(r"^[A-Za-z0-9_]{1,40}(\.[A-Za-z0-9_]{1,40}){0,4}$"),
         max_length=5,
         required=False,
         default=list,
     )
-    unit = StrictCharField(max_length=32, required=False, default="units")
+    unit = PatternField(NOT_BLANK, max_length=32, required=False, default="units")
 
 
 def _meter_body(meter: selectors.MeterInfo | Meter) -> dict[str, Any]:
@@ -398,7 +390,7 @@ class BudgetAmountField(serializers.DecimalField):
 
 class BudgetCreateSerializer(InputSerializer):
     subject_type = serializers.ChoiceField(BudgetSubject.values)
-    subject_id = StrictRegexField(
+    subject_id = PatternField(
         r"^([0-9]{1,18}|[0-9a-fA-F-]{36})$", help_text="The API key's id, or the agent's id."
     )
     amount = BudgetAmountField()

@@ -16,6 +16,7 @@ from django.utils import timezone
 from billing import ledger, limits, pricing
 from billing.models import Aggregation, Budget, Meter
 from core.actors import Actor
+from core.errors import field_error
 from tenants import context
 
 GRANULARITIES = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
@@ -287,16 +288,17 @@ def usage_report(
         raise ValidationError({"granularity": ["One of: hour, day."]})
     if group_by is not None and group_by not in info.group_by:
         choices = ", ".join(info.group_by) or "none for this meter"
-        raise ValidationError({"group_by": [f"One of the meter's groups: {choices}."]})
+        raise field_error("group_by", f"One of the meter's groups: {choices}.", "unknown_group")
     start = start or now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = end or now
     if start.tzinfo is None or end.tzinfo is None:
         raise ValidationError({"start": ["Give times with their UTC offset."]})
     if end <= start:
-        raise ValidationError({"end": ["The end must be after the start."]})
+        raise field_error("end", "The end must be after the start.", "invalid_range")
     if end - start > MAX_RANGE[granularity]:
         days = MAX_RANGE[granularity].days
-        raise ValidationError({"end": [f"At most {days} days at {granularity} granularity."]})
+        message = f"At most {days} days at {granularity} granularity."
+        raise field_error("end", message, "invalid_range")
     step = GRANULARITIES[granularity]
     first = _floor(start, granularity)
     if info.aggregation == Aggregation.UNIQUE_COUNT:

@@ -479,6 +479,8 @@ KNOWN_ATTRIBUTES = {
     "data",
 }
 EXTENSION_PATTERN = re.compile(r"^[a-z0-9]{1,20}$")
+# An attribute's text: 1 to TEXT_MAX characters, no control character (C0, DEL, C1).
+TEXT_PATTERN = rf"^[^\x00-\x1f\x7f-\x9f]{{1,{TEXT_MAX}}}$"
 MAX_GROUP_VALUE = 128
 LLM_TOKENS = "llm.tokens"
 AGENT_ID_PATTERN = re.compile(
@@ -491,7 +493,7 @@ def _text(event: dict[str, Any], name: str, errors_: dict[str, list[str]]) -> st
     if not isinstance(value, str) or not value or len(value) > TEXT_MAX:
         errors_.setdefault(name, []).append(f"A non-empty string of at most {TEXT_MAX} chars.")
         return ""
-    if any(not c.isprintable() for c in value):
+    if not re.fullmatch(TEXT_PATTERN, value):
         errors_.setdefault(name, []).append("No control characters.")
         return ""
     return value
@@ -532,11 +534,11 @@ def _event_counts(
     org: str,
     now: datetime,
     reporter: dict[str, str] | None = None,
-) -> tuple[list[Count], dict[str, list[str]]]:
+) -> tuple[list[Count], dict[str, list[Any]]]:
     """Validate one CloudEvent; its ledger counts (each with the event's de-duplication key).
     LLM tokens are attributed to `reporter` (the reporting key) and to the `agentid` extension's
     agent."""
-    problems: dict[str, list[str]] = {}
+    problems: dict[str, list[Any]] = {}
     if not isinstance(event, dict):
         return [], {"event": ["A CloudEvent is a JSON object."]}
     unknown = [
@@ -568,10 +570,15 @@ def _event_counts(
         except ValueError:
             problems["time"] = ["An RFC 3339 timestamp with its offset."]
         else:
+            # Well-formed, refused for when it is: 422 (core.errors.UNPROCESSABLE_CODES).
             if at > now + MAX_SKEW:
-                problems["time"] = ["In the future."]
+                problems["time"] = [ValidationError("In the future.", code="in_future")]
             elif at < now - MAX_AGE:
-                problems["time"] = ["Older than 7 days: report usage within a week."]
+                problems["time"] = [
+                    ValidationError(
+                        "Older than 7 days: report usage within a week.", code="too_old"
+                    )
+                ]
     attribution = dict(reporter or {})
     if "agentid" in event:
         agent = event["agentid"]
@@ -586,14 +593,20 @@ def _event_counts(
     counts = [Count("usage_events", 1, {"type": event_type[:MAX_GROUP_VALUE]}, at, "sum", dedup)]
     if event_type == LLM_TOKENS:
         if not isinstance(data, dict) or not isinstance(data.get("model"), str):
-            return [], {"data": ["llm.tokens needs {model, input_tokens, output_tokens}."]}
+            # What `data` holds depends on `type`, which OpenAPI 3.0 cannot say: 422.
+            message = "llm.tokens needs {model, input_tokens, output_tokens}."
+            return [], {"data": [ValidationError(message, code="event_data")]}
         model = data["model"]
         if not model or len(model) > MAX_GROUP_VALUE or not model.isprintable():
-            return [], {"data.model": [f"A model name of at most {MAX_GROUP_VALUE} chars."]}
+            message = f"A model name of at most {MAX_GROUP_VALUE} chars."
+            return [], {"data.model": [ValidationError(message, code="event_data")]}
         for direction in ("input", "output"):
             tokens = _count_of(data.get(f"{direction}_tokens", 0))
             if tokens is None:
-                return [], {f"data.{direction}_tokens": ["A whole number from 0 to 10^12."]}
+                message = "A whole number from 0 to 10^12."
+                return [], {
+                    f"data.{direction}_tokens": [ValidationError(message, code="event_data")]
+                }
             if tokens:
                 groups = {"model": model, "direction": direction, **attribution}
                 counts.append(Count("llm_tokens", tokens, groups, at, "sum", dedup))
@@ -615,10 +628,10 @@ def _event_counts(
         else:
             amount = _count_of(_path(data, meter.value_path))
             if amount is None:
+                # The organization's own meter asks for it: a conflict with its state (409).
+                message = f"Meter “{meter.slug}” needs a whole number from 0 to 10^12 here."
                 return [], {
-                    f"data.{meter.value_path}": [
-                        f"Meter “{meter.slug}” needs a whole number from 0 to 10^12 here."
-                    ]
+                    f"data.{meter.value_path}": [ValidationError(message, code="meter_value")]
                 }
         groups = {}
         for path in meter.group_by:
@@ -661,7 +674,7 @@ def usage_events_ingest(*, actor: Actor, events: list[Any], api_key: Any = None)
     with context.public_context():
         meters = list(Meter.objects.filter(tenant_id=tenant.pk))
     counts: list[Count] = []
-    problems: dict[str, list[str]] = {}
+    problems: dict[str, list[Any]] = {}
     in_batch: set[str | None] = set()
     reporter = {"api_key": actor.id} if actor.kind == "api_key" else {}
     for index, event in enumerate(events):
@@ -772,9 +785,14 @@ def meter_create(
     if aggregation not in Aggregation.values:
         problems["aggregation"] = [f"One of {', '.join(Aggregation.values)}."]
     if aggregation != Aggregation.COUNT and not PATH_PATTERN.match(value_path or ""):
-        problems["value_path"] = ["A dotted path into the event's data, e.g. “images.count”."]
+        # Required or not depending on `aggregation`, which OpenAPI 3.0 cannot say: 422.
+        message = "A dotted path into the event's data, e.g. “images.count”."
+        problems["value_path"] = [ValidationError(message, code="count_path")]
     if aggregation == Aggregation.COUNT and value_path:
-        problems["value_path"] = ["COUNT meters count events: leave value_path empty."]
+        # Depends on `aggregation`, which OpenAPI 3.0 cannot say: 422.
+        problems["value_path"] = [
+            ValidationError("COUNT meters count events: leave value_path empty.", code="count_path")
+        ]
     group_by = list(group_by)
     if len(group_by) > MAX_GROUP_BY or any(not PATH_PATTERN.match(p) for p in group_by):
         problems["group_by"] = [f"At most {MAX_GROUP_BY} dotted paths into the event's data."]
@@ -810,7 +828,7 @@ def meter_create(
                 details={"event_type": event_type, "aggregation": aggregation},
             )
     except IntegrityError:
-        raise ValidationError({"slug": ["A meter with this slug exists."]}) from None
+        raise errors.field_error("slug", "A meter with this slug exists.", "slug_taken") from None
     return meter
 
 

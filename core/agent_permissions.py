@@ -27,6 +27,8 @@ CATALOGUE: dict[str, str] = {
     "agents:spawn": "Request instances of other agents",
 }
 
+# The catalogue's names as choices (the API's enum; portal.settings names it for the schema).
+NAMES = sorted(CATALOGUE)
 MAX_TOOLS = 50
 TOOL_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 # An agent's tool entry: a tool's name, pinned to one of its versions with `@<n>` if wanted.

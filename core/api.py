@@ -28,10 +28,12 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.urls.converters import get_converters
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.plumbing import build_parameter_type, force_instance
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -234,19 +236,73 @@ def _idempotency_store() -> Any:
 
 class InputSerializer(serializers.Serializer):
     """An input serializer that refuses undeclared fields (a 400), so nothing sent by a client
-    (a tenant, a role, scopes, a hash ...) is ever silently dropped or stored."""
+    (a tenant, a role, scopes, a hash ...) is ever silently dropped or stored. Its schema says so
+    (`additionalProperties: false`, ApiSchema)."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
             unknown = sorted(str(name) for name in data if name not in self.fields)
             if unknown:
                 raise exceptions.ValidationError({name: ["Unknown field."] for name in unknown})
+            # A string field takes a string: DRF's CharField would turn 0 into "0", which the
+            # schema (`type: string`) forbids.
+            not_text = sorted(
+                name
+                for name, field in self.fields.items()
+                if isinstance(field, serializers.CharField)
+                and name in data
+                and data[name] is not None
+                and not isinstance(data[name], str)
+            )
+            if not_text:
+                raise exceptions.ValidationError({name: ["Must be a string."] for name in not_text})
+        return super().to_internal_value(data)
+
+
+# Text with something to see (DRF strips Python's whitespace, \x1c-\x1f and \x85 included, which
+# ECMA's \s is not), and no NUL (DRF refuses it): the pattern of a name that may not be blank.
+NOT_BLANK = r"^[^\x00]*[^\s\x00-\x1f\x85][^\x00]*$"
+
+
+class TextField(serializers.CharField):
+    """Text only: DRF's CharField would turn a number into a string the schema forbids."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Must be a string.", code="invalid")
+        return super().to_internal_value(data)
+
+
+class PatternField(TextField, serializers.RegexField):
+    """Text that matches `regex` (anchored: `^...$`, read as ECMA regexes are in the schema) and
+    is none of `reserved` (`not: {enum: ...}` in the schema)."""
+
+    def __init__(self, regex: str, *, reserved: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(regex, **kwargs)
+        self.reserved = reserved
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        if value in self.reserved:
+            raise serializers.ValidationError(f"“{value}” is reserved.", code="reserved")
+        return value
+
+
+class JsonObjectField(serializers.JSONField):
+    """A JSON object (a dict), nothing else; `type: object` in the OpenAPI document."""
+
+    default_error_messages = {"not_an_object": "Must be a JSON object."}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            self.fail("not_an_object")
         return super().to_internal_value(data)
 
 
 @cache
 def paginated(serializer_class: type[serializers.Serializer]) -> type[serializers.Serializer]:
-    """The schema of a page of `serializer_class` (for `extend_schema(responses=...)`)."""
+    """The schema of a page of `serializer_class` (for `extend_schema(responses=...)`); the
+    operation then documents `page` and `page_size` (ApiSchema)."""
     name = serializer_class.__name__.removesuffix("Serializer")
     return type(
         f"Paginated{name}List",
@@ -256,6 +312,7 @@ def paginated(serializer_class: type[serializers.Serializer]) -> type[serializer
             "next": serializers.URLField(allow_null=True),
             "previous": serializers.URLField(allow_null=True),
             "results": serializer_class(many=True),
+            "is_page": True,
         },
     )
 
@@ -292,6 +349,9 @@ def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
 def _translate(exc: Exception) -> tuple[Exception, dict[str, str]]:
     """Django's and the services' exceptions as DRF ones (plus headers to add)."""
     if isinstance(exc, DjangoValidationError):
+        problem = errors.describe(exc)
+        if problem is not None and problem.status != 400:  # 403, 409 or 422 (core.errors)
+            return DomainApiError(problem), {}
         detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         return exceptions.ValidationError(detail), {}
     if isinstance(exc, Http404 | ObjectDoesNotExist):
@@ -402,15 +462,40 @@ ERROR_DESCRIPTIONS = {
     404: "Not found (also another organization's object: never a 403).",
     405: "Method not allowed.",
     406: "Not acceptable: this API answers JSON.",
+    409: "Conflicts with the organization's state (a name taken, a plan's limit, a reference "
+    "to nothing): `code` is `conflict` (`detail`: field -> messages) or names the limit.",
     415: "Unsupported media type: send JSON.",
+    422: "Well-formed but not processable in a way the schema cannot state (a range whose end "
+    "is not after its start, a time too old, code that does not compile): `unprocessable`; "
+    "or `idempotency_key_reused`.",
     429: "Rate limited (`rate_limited`), or a monthly quota or spend budget used up "
     "(`quota_exceeded`, `budget_exceeded`): retry after `Retry-After` seconds.",
     503: "Temporarily unavailable (e.g. the rate limiter): retry after `Retry-After`.",
 }
 
 
+# A JSON value that is not null (JSONField(allow_null=False) refuses null; `{}` would allow it).
+JSON_VALUE = {
+    "anyOf": [
+        {"type": "object", "additionalProperties": {}},
+        {"type": "array", "items": {}},
+        {"type": "string"},
+        {"type": "number"},
+        {"type": "boolean"},
+    ]
+}
+PATH_VARIABLE = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<parameter>\w+)>")
+
+
 class ApiSchema(AutoSchema):
-    """drf-spectacular's AutoSchema, reading `required`: security, permission and errors."""
+    """drf-spectacular's AutoSchema, reading `required`: security, permission and errors; and
+    stating what the server enforces that drf-spectacular does not see by itself:
+
+    - an InputSerializer's body refuses unknown fields: `additionalProperties: false`;
+    - a JSONField that refuses null is any JSON value but null; a JsonObjectField an object;
+    - a path converter made by `core.converters.documented` gives its pattern and length;
+    - a paginated list (`paginated(...)` as its 200) takes `page` and `page_size` in range.
+    """
 
     def _needed(self) -> str | None:
         required = getattr(self.view, "required", None) or {}
@@ -443,17 +528,80 @@ class ApiSchema(AutoSchema):
             extensions = {**extensions, "x-required-permission": needed}
         return extensions
 
+    def _map_basic_serializer(self, serializer: Any, direction: str) -> dict[str, Any]:
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "request" and isinstance(force_instance(serializer), InputSerializer):
+            schema["additionalProperties"] = False
+        return schema
+
+    def _map_serializer_field(
+        self, field: Any, direction: str, bypass_extensions: bool = False
+    ) -> dict[str, Any] | None:
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if schema is not None and getattr(field, "reserved", ()):
+            schema["not"] = {"enum": list(field.reserved)}
+        if schema is None or "$ref" in schema or not isinstance(field, serializers.JSONField):
+            return schema
+        if isinstance(field, JsonObjectField):
+            return {"type": "object", "additionalProperties": {}, **schema}
+        if direction == "request" and not field.allow_null and "type" not in schema:
+            return {**JSON_VALUE, **schema}
+        return schema
+
+    def _resolve_path_parameters(self, variables: list[str]) -> list[dict[str, Any]]:
+        parameters = super()._resolve_path_parameters(variables)
+        converters = get_converters()
+        named = {
+            match["parameter"]: converters.get(match["converter"] or "")
+            for match in PATH_VARIABLE.finditer(self.path_regex)
+        }
+        for parameter in parameters:
+            documented = getattr(named.get(parameter["name"]), "schema", None)
+            if documented:
+                parameter["schema"] = dict(documented)
+        return parameters
+
+    def _get_pagination_parameters(self) -> list[dict[str, Any]]:
+        if self.method != "GET":
+            return []
+        responses = self.get_response_serializers()
+        page = responses.get(200) if isinstance(responses, dict) else None
+        if not getattr(page, "is_page", False):
+            return []
+        return [
+            build_parameter_type(
+                name=Pagination.page_query_param,
+                schema={"type": "integer", "minimum": 1, "maximum": Pagination.max_page},
+                location=OpenApiParameter.QUERY,
+                description="The page, from 1.",
+            ),
+            build_parameter_type(
+                name=Pagination.page_size_query_param,
+                schema={"type": "integer", "minimum": 1, "maximum": Pagination.max_page_size},
+                location=OpenApiParameter.QUERY,
+                description=f"Items per page (default {Pagination.page_size}).",
+            ),
+        ]
+
+    def _get_request_body(self, direction: str = "request") -> dict[str, Any] | None:
+        body = super()._get_request_body(direction)
+        if body is not None and self.method in ("POST", "PUT"):
+            body["required"] = True  # a documented body is needed (an empty one is a 400)
+        return body
+
     def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
         responses = super()._get_response_bodies(direction)
         # 401 everywhere: a bad `Authorization` header is refused even where none is needed.
         codes = {400, 401, 405, 406, 415, 429, 503}
         if self._needed() != PUBLIC:
             # A write may name another object (an agent, a key) that does not exist here.
-            codes |= {403, 404}
+            codes |= {403, 404, 409, 422}
         for code in sorted(codes):
             if str(code) not in responses:
                 responses[str(code)] = self._get_response_for_code(
                     OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[code]),
                     str(code),
                 )
+        # From the HTTP server itself (gunicorn's or the proxy's request-line limit), not JSON.
+        responses.setdefault("414", {"description": "The URL is too long (over 4 KB)."})
         return responses

@@ -17,6 +17,47 @@ def field_error(field: str, message: str, code: str) -> ValidationError:
     return ValidationError({field: [ValidationError(message, code=code)]})
 
 
+# A request whose every field error has one of these codes is well-formed (the OpenAPI document
+# allows it: a 400 would contradict it) but refused for what it meets: 409 `conflict` when it
+# conflicts with the organization's state (a name taken, above the plan's maximum, a reference to
+# nothing), 422 `unprocessable` when its content cannot be processed in a way no schema states (a
+# tool's code that does not compile, a usage event older than accepted).
+CONFLICT_CODES = frozenset(
+    {
+        "name_taken",
+        "unique",
+        "taken",
+        "slug_taken",
+        "above_maximum",
+        "unknown_secret",
+        "permissions_not_allowed",
+        "unknown_group",
+        "meter_value",
+        "plan_maximum",
+    }
+)
+# ... and 403 `permission_denied` when the caller may not ask for it (a scope their role lacks).
+FORBIDDEN_CODES = frozenset({"not_held"})
+UNPROCESSABLE_CODES = frozenset(
+    {
+        "syntax_error",
+        "invalid_schema",
+        "too_old",
+        "in_future",
+        "in_past",
+        "invalid_range",
+        "count_path",
+        "event_data",
+    }
+)
+
+
+def _field_codes(error: ValidationError) -> set[str | None]:
+    if not hasattr(error, "error_dict"):
+        return {item.code for item in error.error_list}
+    return {item.code for items in error.error_dict.values() for item in items}
+
+
 class DomainError(Exception):
     """A refusal a client can act on. Subclasses fix the status; `code` is stable."""
 
@@ -219,14 +260,17 @@ def describe(error: Exception) -> Problem | None:
     if isinstance(error, DomainError):
         return Problem(error.status, error.code, error.message, error.detail, error.headers)
     if isinstance(error, ValidationError):
-        codes = (
-            {item.code for items in error.error_dict.values() for item in items}
-            if hasattr(error, "error_dict")
-            else set()
-        )
+        codes = _field_codes(error)
         detail = error.message_dict if hasattr(error, "error_dict") else error.messages
+        message = "; ".join(error.messages)[:500]
+        if codes and codes <= FORBIDDEN_CODES | CONFLICT_CODES | UNPROCESSABLE_CODES:
+            if codes & FORBIDDEN_CODES:
+                return Problem(403, "permission_denied", message, detail)
+            if codes <= CONFLICT_CODES:
+                return Problem(409, "conflict", message, detail)
+            return Problem(422, "unprocessable", message, detail)
         code = "invalid_transition" if "invalid_transition" in codes else "invalid"
-        return Problem(400, code, "; ".join(error.messages)[:500], detail)
+        return Problem(400, code, message, detail)
     if isinstance(error, PermissionDenied):
         return Problem(403, "permission_denied", str(error) or "Not allowed.")
     if isinstance(error, ObjectDoesNotExist | Http404):

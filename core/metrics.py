@@ -63,6 +63,13 @@ FAILURE_RECORD = Histogram(
     "Time to count one failure from outside (audit.failures), its audit row included.",
     buckets=LATENCY_BUCKETS,
 )
+AUDIT_WRITE = Histogram(
+    "agentplane_audit_write_seconds",
+    "Time to write audit events, by step: `record` (one event inserted, and chained when the "
+    "sealer is `immediate`) and `seal` (one sealing pass chaining pending events).",
+    ["step"],
+    buckets=LATENCY_BUCKETS,
+)
 JOB_LAG = Gauge(
     "agentplane_background_job_lag_seconds",
     "How late a periodic job ran compared with its schedule, by job (set when it runs).",

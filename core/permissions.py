@@ -84,7 +84,32 @@ class CountOnDemandPaginator(DjangoPaginator):
 
 
 class Pagination(PageNumberPagination):
+    """Pages of 50 (`page_size` up to 200). `page` and `page_size` are whole numbers in their
+    ranges or a 400: DRF's own would clamp a `page_size` of 0 or 9999 silently, and the OpenAPI
+    document (core.api.ApiSchema) states these ranges."""
+
     django_paginator_class = CountOnDemandPaginator
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+    max_page = 1_000_000
+
+    def get_page_size(self, request: Request) -> int:
+        return _whole_number(
+            request, self.page_size_query_param, self.max_page_size, self.page_size
+        )
+
+    def get_page_number(self, request: Request, paginator: Any) -> int:
+        return _whole_number(request, self.page_query_param, self.max_page, 1)
+
+
+def _whole_number(request: Request, name: str, maximum: int, default: int) -> int:
+    given = request.query_params.getlist(name)
+    if not given:
+        return default
+    raw = given[0]
+    if len(given) > 1 or not (
+        raw.isascii() and raw.isdigit() and len(raw) <= 9 and 1 <= int(raw) <= maximum
+    ):
+        raise exceptions.ValidationError({name: [f"A whole number from 1 to {maximum:,}."]})
+    return int(raw)

@@ -10,8 +10,9 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.api import PUBLIC, ApiView, InputSerializer, paginated
+from core.api import NOT_BLANK, PUBLIC, ApiView, InputSerializer, PatternField, paginated
 from core.errors import Unauthenticated
+from core.roles import delegable_scopes
 from credentials import keyring, selectors, services
 from credentials.authentication import CredentialRefused
 from credentials.models import ApiKey
@@ -165,9 +166,9 @@ class RateLimitsField(serializers.JSONField):
 
 
 class ApiKeyCreateInputSerializer(InputSerializer):
-    name = serializers.CharField(max_length=services.NAME_MAX_LENGTH)
+    name = PatternField(NOT_BLANK, max_length=services.NAME_MAX_LENGTH, help_text="Not blank.")
     scopes = serializers.ListField(
-        child=serializers.CharField(max_length=64),
+        child=serializers.ChoiceField(choices=sorted(delegable_scopes())),
         min_length=1,
         max_length=services.MAX_SCOPES,
         help_text="Permissions the key carries, among those your role holds "

@@ -64,9 +64,11 @@ def _clean_scopes(actor: Actor, scopes: Iterable[object]) -> list[str]:
     errors = []
     for scope in scopes:
         if not isinstance(scope, str) or scope not in known:
-            errors.append(f"Unknown scope “{str(scope)[:64]}”.")
+            errors.append(ValidationError(f"Unknown scope “{str(scope)[:64]}”.", code="invalid"))
         elif scope not in allowed:
-            errors.append(f"You cannot grant “{scope}”: your role does not hold it.")
+            # A scope the document lists, that this caller may not give: 403 (core.errors).
+            message = f"You cannot grant “{scope}”: your role does not hold it."
+            errors.append(ValidationError(message, code="not_held"))
     if errors:
         raise ValidationError({"scopes": errors})
     return sorted(set(scopes))
@@ -127,21 +129,24 @@ def api_key_create(
             reason="You cannot manage API keys.",
         )
     name = (name or "").strip()
-    errors: dict[str, list[str]] = {}
+    errors: dict[str, list[Any]] = {}
     if not name:
         errors["name"] = ["Give the key a name."]
     elif len(name) > NAME_MAX_LENGTH:
         errors["name"] = [f"At most {NAME_MAX_LENGTH} characters."]
     if expires_at is not None and expires_at <= timezone.now():
-        errors["expires_at"] = ["The expiry must be in the future."]
+        # Well-formed, refused for when it is: 422 (core.errors.UNPROCESSABLE_CODES).
+        errors["expires_at"] = [
+            ValidationError("The expiry must be in the future.", code="in_past")
+        ]
     try:
         clean_scopes = _clean_scopes(actor, scopes)
     except ValidationError as error:
-        errors.update(error.message_dict)
+        errors.update(error.error_dict)  # the errors themselves, codes kept (core.errors)
     try:
         clean_limits = clean_rate_limits(rate_limits or {})
     except ValidationError as error:
-        errors.update(error.message_dict)
+        errors.update(error.error_dict)
     if errors:
         raise ValidationError(errors)
     ratelimit.hit(

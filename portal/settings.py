@@ -343,7 +343,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"ApiKeyStatusEnum": ["active", "revoked", "expired"]},
+    "ENUM_NAME_OVERRIDES": {
+        "ApiKeyStatusEnum": ["active", "revoked", "expired"],
+        "AgentPermissionEnum": "core.agent_permissions.NAMES",
+    },
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -11,7 +11,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core import tool_permissions
-from core.api import ApiView, ErrorSerializer, InputSerializer, Pagination, paginated
+from core.api import (
+    NOT_BLANK,
+    ApiView,
+    ErrorSerializer,
+    InputSerializer,
+    JsonObjectField,
+    Pagination,
+    PatternField,
+    TextField,
+    paginated,
+)
 from tools import selectors, services
 from tools.models import Tool, ToolVersion
 
@@ -21,15 +31,13 @@ TOOL_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
 class ToolInputSerializer(InputSerializer):
     """What a client may send; the service checks the values against the plan (all errors)."""
 
-    name = serializers.RegexField(TOOL_NAME_PATTERN, required=False, max_length=64)
-    description = serializers.CharField(
-        required=False, allow_blank=True, allow_null=True, max_length=2000
-    )
-    input_schema = serializers.JSONField(
+    name = PatternField(TOOL_NAME_PATTERN, max_length=64)
+    description = TextField(required=False, allow_blank=True, allow_null=True, max_length=2000)
+    input_schema = JsonObjectField(
         required=False, help_text="A JSON Schema (2020-12) object; `pattern` is not supported."
     )
-    code = serializers.CharField(
-        required=False,
+    code = PatternField(
+        NOT_BLANK,
         trim_whitespace=False,
         max_length=64 * 1024,
         help_text="JavaScript defining `function run(input, api)` (may be async).",
@@ -178,7 +186,7 @@ class ToolDetailApi(ApiView):
         summary="Change a tool (a new version when code, schema, limits or permissions change)",
     )
     def patch(self, request: Request, tool_id: Any) -> Response:
-        data = ToolInputSerializer(data=request.data)
+        data = ToolInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         tool = services.tool_update(actor=self.actor, tool_id=tool_id, **data.validated_data)
         return Response(_tool_data(tool))

@@ -143,9 +143,9 @@ def _clean_int(name: str, value: Any, low: int, high: int, unit: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise field_error(name, "Give a whole number.", "invalid")
     if not low <= value <= high:
-        raise field_error(
-            name, f"Between {low} and {high} {unit} (your plan's maximum).", "out_of_range"
-        )
+        # Above the plan's maximum (the document gives the platform's): a conflict, 409.
+        code = "plan_maximum" if value > high else "out_of_range"
+        raise field_error(name, f"Between {low} and {high} {unit} (your plan's maximum).", code)
     return value
 
 

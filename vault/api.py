@@ -9,28 +9,11 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.api import ApiView, InputSerializer, paginated
+from core.api import ApiView, InputSerializer, PatternField, TextField, paginated
 from vault import selectors, services
 from vault.models import SECRET_NAME_PATTERN, Classification, KnowledgeDocument, Secret
 
 NO_STORE = {"Cache-Control": "no-store"}
-
-
-class _StrictText:
-    """Text only: DRF's CharField would turn a number into a string the schema forbids."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, str):
-            raise serializers.ValidationError("Must be a string.", code="invalid")
-        return super().to_internal_value(data)
-
-
-class TextField(_StrictText, serializers.CharField):
-    pass
-
-
-class PatternField(_StrictText, serializers.RegexField):
-    pass
 
 
 # --- Secrets -------------------------------------------------------------------------------------
@@ -135,8 +118,12 @@ class SecretDetailApi(ApiView):
 # --- Knowledge -----------------------------------------------------------------------------------
 
 
+# vault.services' rule for titles: not blank, no control characters (below U+0020).
+TITLE_PATTERN = r"^[^\x00-\x1f]*[^\s\x00-\x1f\x85][^\x00-\x1f]*$"
+
+
 class KnowledgeInputSerializer(InputSerializer):
-    title = TextField(max_length=services.TITLE_MAX_LENGTH)
+    title = PatternField(TITLE_PATTERN, max_length=services.TITLE_MAX_LENGTH)
     text = TextField(max_length=services.TEXT_MAX_LENGTH, trim_whitespace=False, allow_blank=True)
     tags = serializers.ListField(
         child=PatternField(services.TAG_PATTERN.pattern, max_length=40),
@@ -151,7 +138,7 @@ class KnowledgeInputSerializer(InputSerializer):
 
 
 class KnowledgePatchSerializer(KnowledgeInputSerializer):
-    title = TextField(max_length=services.TITLE_MAX_LENGTH, required=False)
+    title = PatternField(TITLE_PATTERN, max_length=services.TITLE_MAX_LENGTH, required=False)
     text = TextField(
         max_length=services.TEXT_MAX_LENGTH,
         trim_whitespace=False,

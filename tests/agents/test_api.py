@@ -142,8 +142,30 @@ def test_bad_input_is_a_400_naming_every_field_and_changes_nothing(org, client_f
     assert response.status_code == 400
     code, detail = error(response)
     assert code == "invalid"
-    assert set(detail) == {"cpu", "memory", "permissions", "config"}
+    assert set(detail) == {"cpu", "memory", "config"}  # the form first; the plan after
+    with in_tenant(org):
+        assert Agent.objects.count() == before
+
+
+def test_well_formed_input_against_the_plan_or_the_organization_is_a_409(
+    org, client_for, in_tenant
+):
+    with in_tenant(org):
+        before = Agent.objects.count()
+    client = client_for(org, org.member)
+
+    refused = send(
+        client,
+        "post",
+        "/api/v1/agents/",
+        {**AGENT, "cpu": "999", "permissions": ["agents:spawn"], "secrets": ["NOPE"]},
+    )
+
+    assert refused.status_code == 409
+    code, detail = error(refused)
+    assert code == "conflict"
     assert detail["permissions"] == ["Not allowed by your plan: agents:spawn."]
+    assert set(detail) == {"cpu", "permissions", "secrets"}
     with in_tenant(org):
         assert Agent.objects.count() == before
 

@@ -76,7 +76,8 @@ def test_agent_keys_hold_objects_and_other_keys_any_json():
     assert validate_entry("agents.worker", {"timeout": 30}) == ("agents.worker", {"timeout": 30})
     assert validate_entry("billing.alerts", [1, 2]) == ("billing.alerts", [1, 2])
     assert validate_entry("feature.flag", True) == ("feature.flag", True)
-    assert validate_entry("feature.name", None) == ("feature.name", None)
+    # null marks a deleted key in its history: a key is deleted, never set to null.
+    assert error_of(lambda: validate_entry("feature.name", None)) == ("value", "null")
 
     assert error_of(lambda: validate_entry("agents.worker", [1])) == ("value", "not_an_object")
     assert error_of(lambda: validate_entry("agents.defaults", "x")) == ("value", "not_an_object")

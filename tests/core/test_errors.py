@@ -40,6 +40,37 @@ def test_django_errors_are_described_too():
     assert describe(ObjectDoesNotExist()) == Problem(404, "not_found", "Not found.")
 
 
+def test_well_formed_refusals_are_409_422_or_403_only_when_they_are_all_there_is():
+    taken = errors.field_error("name", "Taken.", "name_taken")
+    assert describe(taken) == Problem(409, "conflict", "Taken.", {"name": ["Taken."]})
+    old = errors.field_error("time", "Too old.", "too_old")
+    assert (describe(old).status, describe(old).code) == (422, "unprocessable")
+    both = ValidationError(
+        {
+            "name": [ValidationError("Taken.", code="name_taken")],
+            "end": [ValidationError("Empty.", code="invalid_range")],
+        }
+    )
+    assert (describe(both).status, describe(both).code) == (422, "unprocessable")
+    held = errors.field_error("scopes", "Not yours.", "not_held")
+    assert (describe(held).status, describe(held).code) == (403, "permission_denied")
+    held_and_past = ValidationError(
+        {
+            "scopes": [ValidationError("Not yours.", code="not_held")],
+            "expires_at": [ValidationError("Past.", code="in_past")],
+        }
+    )
+    assert describe(held_and_past).status == 403
+    with_a_bad_field = ValidationError(
+        {
+            "name": [ValidationError("Taken.", code="name_taken")],
+            "cpu": [ValidationError("Not a CPU amount.", code="invalid")],
+        }
+    )
+    assert (describe(with_a_bad_field).status, describe(with_a_bad_field).code) == (400, "invalid")
+    assert describe(ValidationError({"name": ["No code."]})).status == 400
+
+
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyError("x")])
 def test_anything_else_is_not_described(error):
     assert describe(error) is None

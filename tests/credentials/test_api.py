@@ -358,10 +358,22 @@ def test_a_scope_the_role_lacks_is_refused(org, client_for, in_tenant):
     response = post_json(
         client_for(org), KEYS, {"name": "ci", "scopes": ["members:grant_owner"]}, **headers
     )
-    assert response.status_code == 400
+    assert response.status_code == 400  # not a scope a key can carry: outside the enum
     assert response.json()["error"]["detail"] == {
-        "scopes": ["Unknown scope “members:grant_owner”."]
+        "scopes": {"0": ['"members:grant_owner" is not a valid choice.']}
     }
+    # A scope keys can carry, which an admin's role lacks: the caller may not (403).
+    lacking = post_json(
+        client_for(org), KEYS, {"name": "ci", "scopes": ["billing:read"]}, **headers
+    )
+    assert lacking.status_code == 403
+    assert lacking.json()["error"] == {
+        "code": "permission_denied",
+        "message": "You cannot grant “billing:read”: your role does not hold it.",
+        "detail": {"scopes": ["You cannot grant “billing:read”: your role does not hold it."]},
+    }
+    with in_tenant(org):
+        assert not ApiKey.objects.filter(name="ci").exists()
 
 
 def test_api_key_create_fails_closed_when_redis_is_down(org, client_for, in_tenant, settings):

@@ -126,8 +126,8 @@ def test_an_error_is_not_kept_and_an_expired_key_runs_again(org, client_for):
     with context.tenant_context(org.tenant):
         IdempotencyRecord.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     again = post(client_for(org), "/api/v1/agents/", body("Late"), key, **headers)
-    # Done again, not replayed: this time the name is taken (by the first).
-    assert again.status_code == 400 and "Idempotent-Replayed" not in again
+    # Done again, not replayed: this time the name is taken (by the first), a conflict.
+    assert again.status_code == 409 and "Idempotent-Replayed" not in again
     assert agents_named(org, "Late") == 1
 
 

@@ -71,3 +71,64 @@ def test_the_docs_page_renders_without_a_cdn(org, client_for):
     page = response.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
     assert "cdn." not in page and "jsdelivr" not in page
+
+
+def _operations(schema: dict):
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                yield path, method, operation
+
+
+def _component(schema: dict, ref: str) -> dict:
+    return schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+
+
+def test_every_json_body_refuses_unknown_fields_in_the_document_too(org, client_for):
+    schema = _schema(client_for(org))
+    bodies = 0
+    for path, method, operation in _operations(schema):
+        for media, content in operation.get("requestBody", {}).get("content", {}).items():
+            body = content["schema"]
+            if "$ref" not in body:  # a batch: an array of a component
+                body = body["items"]
+            component = _component(schema, body["$ref"])
+            assert component["additionalProperties"] is False, (path, method, media)
+            bodies += 1
+    assert bodies >= 20
+
+
+def test_the_document_states_patterns_ranges_and_nullability_the_server_enforces(org, client_for):
+    schema = _schema(client_for(org))
+    components = schema["components"]["schemas"]
+    parameters = {
+        (path, method): {p["name"]: p["schema"] for p in operation.get("parameters", [])}
+        for path, method, operation in _operations(schema)
+    }
+    key = parameters[("/api/v1/config/{key}/", "put")]["key"]
+    assert key["pattern"].startswith("^[a-z]") and key["maxLength"] == 128
+    agent_type = parameters[("/api/v1/config/agents/{agent_type}/", "get")]["agent_type"]
+    assert agent_type["not"] == {"enum": ["defaults"]}
+    agents = parameters[("/api/v1/agents/", "get")]
+    assert agents["page_size"] == {"type": "integer", "minimum": 1, "maximum": 200}
+    assert set(agents["status"]["enum"]) == {"idle", "pending", "running", "stopping"}
+    assert parameters[("/api/v1/audit/events/", "get")]["limit"]["maximum"] == 200
+    agent = components["AgentInputRequest"]["properties"]
+    assert {"pattern"} <= set(agent["cpu"]) and {"pattern"} <= set(agent["memory"])
+    assert agent["config"]["type"] == "object"
+    assert set(components["AgentInputRequest"]["required"]) == {"name", "type", "cpu", "memory"}
+    assert "required" not in components["PatchedAgentInputRequest"]
+    value = components["ConfigValueInputRequest"]["properties"]["value"]
+    assert "nullable" not in value and {"type": "boolean"} in value["anyOf"]
+    scopes = components["ApiKeyCreateInputRequest"]["properties"]["scopes"]["items"]
+    assert "agents:read" in _component(schema, scopes["$ref"])["enum"]
+
+
+def test_blank_enum_query_values_and_bad_pages_are_400s(org, client_for):
+    client = client_for(org, org.owner)
+    bad = ("status=", "type=", "page_size=0", "page_size=201", "page=0", "page=x")
+    for query in (*bad, "page_size=5&page_size=10"):
+        response = client.get(f"/api/v1/agents/?{query}")
+        assert response.status_code == 400, query
+        assert response.json()["error"]["code"] == "invalid"
+    assert client.get("/api/v1/agents/?page_size=200").status_code == 200

@@ -112,3 +112,41 @@ def test_log_lines_are_json_with_the_request_id_and_organization(org, client_for
     assert line["organization"] == str(org.tenant.public_id)
     assert "not-a-token" not in records[-1]
     assert settings.LOG_FORMAT == "json"
+
+
+def _sample(text: str, name: str, labels: str) -> float:
+    """The value of one sample line (`name{labels} value`) of an exposition, 0 if absent."""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_hold_the_audit_write_time_after_a_recorded_event(org, client_for):
+    def scrape() -> str:
+        response = Client(HTTP_HOST="localhost").get("/metrics")
+        assert response.status_code == 200
+        return response.content.decode()
+
+    before = scrape()
+    response = client_for(org).post(
+        "/api/v1/api-keys/",
+        {"name": "metrics", "scopes": ["org:read"]},
+        content_type="application/json",
+        **bearer(token_pair(org, org.owner).access),
+    )
+    assert response.status_code == 201  # api_key.created recorded (and sealed: immediate)
+    after = scrape()
+    name = "agentplane_audit_write_seconds_count"
+    assert _sample(after, name, 'step="record"') >= _sample(before, name, 'step="record"') + 1
+    assert _sample(after, name, 'step="seal"') >= _sample(before, name, 'step="seal"') + 1
+    assert 'agentplane_audit_write_seconds_bucket{le="0.005",step="record"}' in after
+    assert _sample(after, "agentplane_background_job_lag_seconds", 'job="audit_sealer"') >= 0
+    assert 'agentplane_background_job_lag_seconds{job="audit_sealer"}' in after
+    for listed in (
+        "agentplane_websocket_frames_total",
+        "agentplane_http_server_errors_total",
+        "agentplane_audit_failure_record_seconds",
+        "agentplane_background_job_lag_seconds",
+    ):
+        assert f"# TYPE {listed.removesuffix('_total')}" in after

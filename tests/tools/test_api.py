@@ -102,9 +102,9 @@ def test_a_syntax_error_is_refused_on_save_with_the_line(org, client_for, in_ten
     response = send(
         client, "post", "/api/v1/tools/", {**TOOL, "code": "function run(input) {\n  return (\n}"}
     )
-    assert response.status_code == 400
+    assert response.status_code == 422  # a string, as documented, that does not compile
     code, detail = error(response)
-    assert code == "invalid"
+    assert code == "unprocessable"
     assert "SyntaxError" in detail["code"][0]
     assert detail["code"][0].startswith("Line 3: SyntaxError")
     with in_tenant(org):
@@ -123,10 +123,12 @@ def test_a_syntax_check_runs_nothing(org, client_for, in_tenant):
 @pytest.mark.parametrize(
     ("change", "field", "code"),
     [
-        ({"timeout_ms": 10_001}, "timeout_ms", "invalid"),
-        ({"memory_mb": 65}, "memory_mb", "invalid"),
+        # Within the document's range, above the plan's maximum: a conflict.
+        ({"timeout_ms": 10_001}, "timeout_ms", "conflict"),
+        ({"memory_mb": 65}, "memory_mb", "conflict"),
         ({"permissions": ["secrets:x"]}, "permissions", "invalid"),
-        ({"input_schema": {"type": "nope"}}, "input_schema", "invalid"),
+        # An object, as documented, that is not a JSON Schema.
+        ({"input_schema": {"type": "nope"}}, "input_schema", "unprocessable"),
         ({"input_schema": {"type": "string", "pattern": "^(a+)+$"}}, "input_schema", "invalid"),
         ({"input_schema": [1]}, "input_schema", "invalid"),
         ({"name": "Bad Name"}, "name", "invalid"),
@@ -138,7 +140,7 @@ def test_a_syntax_check_runs_nothing(org, client_for, in_tenant):
 def test_bad_tools_are_refused_and_change_nothing(org, client_for, in_tenant, change, field, code):
     client = client_for(org, org.admin)
     response = send(client, "post", "/api/v1/tools/", {**TOOL, **change})
-    assert response.status_code == 400
+    assert response.status_code == {"invalid": 400, "conflict": 409, "unprocessable": 422}[code]
     got_code, detail = error(response)
     assert got_code == code
     assert field in detail
@@ -154,15 +156,15 @@ def test_permissions_outside_the_plan_are_refused(org, client_for, in_tenant):
         Plan.objects.filter(pk=plan.pk).update(allowed_tool_permissions=["kv:read"])
     client = client_for(org, org.admin)
     response = send(client, "post", "/api/v1/tools/", {**TOOL, "permissions": ["publish"]})
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert "Not allowed by your plan: publish." in error(response)[1]["permissions"][0]
 
 
-def test_a_duplicate_name_is_a_400(org, client_for, in_tenant):
+def test_a_duplicate_name_is_a_409(org, client_for, in_tenant):
     with in_tenant(org):
         make_tool("greet")
     response = send(client_for(org, org.admin), "post", "/api/v1/tools/", TOOL)
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert error(response)[1] == {"name": ["A tool with this name exists."]}
 
 

@@ -317,6 +317,6 @@ def test_agent_definitions_reference_secrets_by_name(org, other_org, client_for)
     assert created.status_code == 201
     assert created.json()["secrets"] == ["ACME_TOKEN"]
     assert VALUE not in created.text
-    assert foreign.status_code == 400
+    assert foreign.status_code == 409  # well-formed; no such secret here (another org's)
     assert foreign.json()["error"]["detail"]["secrets"] == ["No such secret: GLOBEX_TOKEN."]
     assert malformed.status_code == 400
