@@ -372,7 +372,7 @@ class BudgetSerializer(serializers.Serializer):
     {
         "type": "string",
         "format": "decimal",
-        "pattern": r"^\d{1,7}(\.\d{1,2})?$",
+        "pattern": r"^(\d{1,6}(\.\d{1,2})?|1000000(\.0{1,2})?)$",
         "example": "25.00",
         "description": "Per calendar month (UTC), from 0.00 to 1,000,000.00 in the currency.",
     }
@@ -448,11 +448,13 @@ class BudgetDetailApi(ApiView):
 
     @extend_schema(request=BudgetUpdateSerializer, responses={200: BudgetSerializer})
     def patch(self, request: Request, budget_id: int) -> Response:
-        data = BudgetUpdateSerializer(data=request.data)
+        # A PATCH changes what it names (the document's `Patched…` body): `{}` changes nothing.
+        data = BudgetUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        services.budget_update(
-            actor=self.actor, budget_id=budget_id, amount=data.validated_data["amount"]
-        )
+        if "amount" in data.validated_data:
+            services.budget_update(
+                actor=self.actor, budget_id=budget_id, amount=data.validated_data["amount"]
+            )
         view = selectors.budget_get(actor=self.actor, budget_id=budget_id)
         return Response(BudgetSerializer(_budget_body(view)).data)
 

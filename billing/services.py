@@ -1048,7 +1048,13 @@ def budget_create(
             )
     except IntegrityError:
         raise ValidationError(
-            {"subject_id": ["This key or agent has a budget already: change that one."]}
+            {
+                "subject_id": [
+                    ValidationError(
+                        "This key or agent has a budget already: change that one.", code="taken"
+                    )
+                ]
+            }
         ) from None
     limits.forget_budgets(tenant.pk)
     return budget

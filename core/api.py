@@ -265,7 +265,13 @@ NOT_BLANK = r"^[^\x00]*[^\s\x00-\x1f\x85][^\x00]*$"
 
 
 class TextField(serializers.CharField):
-    """Text only: DRF's CharField would turn a number into a string the schema forbids."""
+    """Text only: DRF's CharField would turn a number into a string the schema forbids. Checked
+    as sent: DRF's trimming would check a shorter string than the document's `maxLength` and
+    `pattern` see (the services normalise what they store)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(*args, **kwargs)
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, str):

@@ -34,6 +34,7 @@ CONFLICT_CODES = frozenset(
         "unknown_group",
         "meter_value",
         "plan_maximum",
+        "revoked",
     }
 )
 # ... and 403 `permission_denied` when the caller may not ask for it (a scope their role lacks).
@@ -48,6 +49,11 @@ UNPROCESSABLE_CODES = frozenset(
         "invalid_range",
         "count_path",
         "event_data",
+        # The autoscaler's policy: thresholds in pairs, down below up, max at least min.
+        "pair",
+        "not_below_up",
+        "below_minimum",
+        "no_metric",
     }
 )
 

@@ -263,11 +263,15 @@ class ApiKeyDetailApi(ApiView):
         summary="Set an API key's own rate limits",
     )
     def patch(self, request: Request, key_id: int) -> Response:
-        data = ApiKeyLimitsInputSerializer(data=request.data)
+        # A PATCH changes what it names (the document's `Patched…` body): `{}` changes nothing.
+        data = ApiKeyLimitsInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        key = services.api_key_limits_set(
-            actor=self.actor, key_id=key_id, rate_limits=data.validated_data["rate_limits"]
-        )
+        if "rate_limits" in data.validated_data:
+            key = services.api_key_limits_set(
+                actor=self.actor, key_id=key_id, rate_limits=data.validated_data["rate_limits"]
+            )
+        else:
+            key = selectors.api_key_get(actor=self.actor, key_id=key_id)
         return Response(ApiKeySerializer(key).data)
 
     @extend_schema(

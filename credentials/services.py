@@ -200,7 +200,9 @@ def api_key_limits_set(*, actor: Actor, key_id: int, rate_limits: dict[str, Any]
     with transaction.atomic():
         key = ApiKey.objects.select_for_update().get(pk=key_id)
         if key.revoked_at is not None:
-            raise ValidationError({"rate_limits": ["The key is revoked."]})
+            raise ValidationError(
+                {"rate_limits": [ValidationError("The key is revoked.", code="revoked")]}
+            )
         before = key.rate_limits
         key.rate_limits = clean
         key.save(update_fields=["rate_limits"])

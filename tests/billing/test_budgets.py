@@ -497,3 +497,19 @@ def test_the_usage_api_the_budget_refusals_and_the_invoice_agree(org, client_for
         assert lines["llm_tokens"].unit_price == costs["token"]
     # Nothing lost or doubled by the rollup: only the four reads of the second round were added.
     assert rolled[2]["total"] == live[2]["total"] + 4
+
+
+def test_an_empty_patch_changes_nothing_and_records_nothing(org, other_org, client_for):
+    """A PATCH changes what it names (the document's `PatchedBudgetUpdateRequest`)."""
+    key, _ = api_key(org, ["agents:read"])
+    created = budget(org, "api_key", key.pk, "5.00")
+    admin = client_for(org, org.admin)
+
+    unchanged = admin.patch(f"{BUDGETS}{created.pk}", data="{}", content_type="application/json")
+    foreign = client_for(other_org, other_org.admin).patch(
+        f"{BUDGETS}{created.pk}", data="{}", content_type="application/json"
+    )
+
+    assert unchanged.status_code == 200 and unchanged.json()["amount"] == "5.00"
+    assert foreign.status_code == 404
+    assert [a for a, _ in _audit_actions(org, "budget.")] == ["budget.created"]

@@ -184,3 +184,20 @@ def test_limits_changed_later_apply_to_the_next_request(org, client_for):
 
     assert refused.status_code == 429 and refused["RateLimit-Policy"] == '"api.key";q=0;w=60'
     assert served.status_code == 200
+
+
+def test_an_empty_patch_changes_nothing_and_records_nothing(org, other_org, client_for):
+    """A PATCH changes what it names (the document's `PatchedApiKeyLimitsInputRequest`)."""
+    raw_key = create_key(client_for(org, org.admin), rate_limits={"api": {"limit": 5}}).json()
+    path = f"{KEYS}{raw_key['id']}/"
+
+    unchanged = client_for(org, org.admin).patch(path, data="{}", content_type="application/json")
+    foreign = client_for(other_org, other_org.admin).patch(
+        path, data="{}", content_type="application/json"
+    )
+
+    assert unchanged.status_code == 200
+    assert unchanged.json()["rate_limits"] == {"api": {"limit": 5, "window_seconds": 60}}
+    assert foreign.status_code == 404
+    with context.tenant_context(org.tenant):
+        assert not AuditEvent.objects.filter(action="api_key.limits_changed").exists()

@@ -203,7 +203,8 @@ def test_a_unique_count_meter_needs_a_value_path(org, client_for):
 
     response = create_meter(admin, value_path="")
 
-    assert response.status_code == 400
+    # The path the aggregation needs: a rule between fields, 422 (core.errors).
+    assert response.status_code == 422
     assert "value_path" in response.json()["error"]["detail"]
     listed = admin.get("/api/v1/usage/meters/").json()
     assert "active_users" not in [m["slug"] for m in listed]

@@ -351,6 +351,9 @@ def test_a_move_under_concurrent_writes_loses_nothing_and_pauses_only_it(mover, 
                 moving_statuses.append(response.status_code)
                 if response.status_code == 200:
                     acknowledged.append(name)
+                # A client backs off on 503 (Retry-After); these threads share the mover's
+                # process and GIL, and a tight loop of refusals would starve the mover itself.
+                time.sleep(0.05 if response.status_code == 503 else 0.005)
         finally:
             connections.close_all()
 
@@ -361,6 +364,7 @@ def test_a_move_under_concurrent_writes_loses_nothing_and_pauses_only_it(mover, 
                 acme_statuses.append(
                     client.get("/api/v1/agents/", **api_key_header(acme_key)).status_code
                 )
+                time.sleep(0.005)
         finally:
             connections.close_all()
 

@@ -292,20 +292,23 @@ def test_the_api_grants_a_secret_and_runs_with_it(org, client_for, in_tenant):
 
 
 @pytest.mark.parametrize(
-    ("permissions", "message"),
+    ("permissions", "status", "message"),
     [
-        (["secrets:NOPE"], "No such secret: NOPE."),
-        (["secrets:lower"], "does not match"),
-        (["secrets:*"], "does not match"),
-        ([f"secrets:S{n}" for n in range(30)], "no more than 24"),
+        # Well-formed but naming no secret of the organization: a conflict with its state.
+        (["secrets:NOPE"], 409, "No such secret: NOPE."),
+        (["secrets:lower"], 400, "does not match"),
+        (["secrets:*"], 400, "does not match"),
+        ([f"secrets:S{n}" for n in range(30)], 400, "no more than 24"),
     ],
 )
-def test_the_api_refuses_bad_secret_permissions(org, client_for, in_tenant, permissions, message):
+def test_the_api_refuses_bad_secret_permissions(
+    org, client_for, in_tenant, permissions, status, message
+):
     client = client_for(org, org.admin)
     response = send(
         client, "post", "/api/v1/tools/", {"name": "x", "code": READER, "permissions": permissions}
     )
-    assert response.status_code == 400
+    assert response.status_code == status
     assert message in json.dumps(error(response)[1]["permissions"])
     with in_tenant(org):
         assert not Tool.objects.exists()
