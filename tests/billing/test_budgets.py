@@ -345,7 +345,7 @@ def test_one_budget_per_key_and_the_idempotency_key_replays_the_create(org, clie
 
     assert first.status_code == replayed.status_code == 201
     assert replayed.json() == first.json()
-    assert second.status_code == 400 and "subject_id" in second.json()["error"]["detail"]
+    assert second.status_code == 409 and "subject_id" in second.json()["error"]["detail"]
     assert _audit_actions(org, "budget.") == [("budget.created", "success")]
 
 
