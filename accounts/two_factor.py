@@ -12,12 +12,10 @@ import secrets
 import pyotp
 import segno
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from django.conf import settings
 from django.utils import timezone
 
+from core.keys import setting_key
 from tenants import context
 
 ISSUER = "AgentPlane"
@@ -40,15 +38,7 @@ def new_secret() -> str:
 
 
 def _key() -> bytes:
-    configured = settings.TWO_FACTOR_KEY
-    if configured:
-        key = base64.b64decode(configured)
-        if len(key) != 32:
-            raise ValueError("TWO_FACTOR_KEY must be base64 of 32 bytes")
-        return key
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"agentplane totp-secret v1"
-    ).derive(settings.SECRET_KEY.encode())
+    return setting_key("TWO_FACTOR_KEY", info=b"agentplane totp-secret v1")
 
 
 def _associated_data(user_id: int) -> bytes:

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from django.conf import settings
 from django.utils import timezone
 from jwt.algorithms import RSAAlgorithm
 
+from core.keys import setting_key
 from tenants import context, invalidation
 
 ALGORITHM = "RS256"
@@ -183,15 +182,7 @@ def generate() -> NewKey:
 
 
 def _wrapping_key() -> bytes:
-    configured = settings.SIGNING_KEY_WRAPPING_KEY
-    if configured:
-        key = base64.b64decode(configured)
-        if len(key) != 32:
-            raise KeyringError("SIGNING_KEY_WRAPPING_KEY must be base64 of 32 bytes")
-        return key
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"agentplane signing-key wrap v1"
-    ).derive(settings.SECRET_KEY.encode())
+    return setting_key("SIGNING_KEY_WRAPPING_KEY", info=b"agentplane signing-key wrap v1")
 
 
 def _associated_data(kid: str) -> bytes:
