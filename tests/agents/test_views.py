@@ -72,6 +72,10 @@ def test_the_list_shows_the_pool_bars_and_the_agents(org, client_for, in_tenant)
     assert meter(page, "memory")[1] == 65536
     assert meter(page, "messages") == (0, 5_000_000)
     assert "New agent" in text(page)
+    with in_tenant(org):
+        agent.refresh_from_db()
+    # Times in UTC like everywhere on the portal, never "0 minutes ago".
+    assert f"{agent.updated_at:%Y-%m-%d %H:%M} UTC" in text(page) and " ago" not in text(page)
 
 
 def test_filters_search_and_pagination(org, client_for, in_tenant):
