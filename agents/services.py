@@ -16,11 +16,12 @@ the row (locked) to say which limit was hit.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from agents import config_cache, metering, selectors
@@ -46,6 +47,7 @@ from agents.resources import format_cpu, format_memory, parse_cpu, parse_memory
 from agents.selectors import LIMIT_NAMES, Limits
 from audit import services as audit
 from audit.models import Result
+from core import sql
 from core.actors import Actor
 from core.agent_permissions import validate_permissions, validate_tools
 from core.errors import QuotaExceeded, field_error
@@ -134,7 +136,7 @@ def _pool_change(delta: dict[str, int], *, within: dict[str, int] | None = None)
     for name in POOL_COUNTERS:
         parameters[name] = delta.get(name, 0)
         parameters[f"max_{name}"] = within.get(name)
-    with connection.cursor() as cursor:
+    with sql.cursor() as cursor:
         cursor.execute(_POOL_CHANGE, parameters)
         return cursor.rowcount == 1
 
@@ -378,6 +380,39 @@ def instance_payload(instance: AgentInstance) -> dict[str, Any]:
     }
 
 
+# The statements of an instance's start and stop, sent prepared (core.sql). They name the
+# model's columns in its field order (a test holds them equal to the model).
+_AGENT_SIZE = "SELECT name, cpu_millicores, memory_mb FROM agents_agent WHERE id = %s"
+_AGENT_SIZE_FIELDS = ("id", "name", "cpu_millicores", "memory_mb")
+_INSTANCE_COLUMNS = (
+    "id",
+    "agent_id",
+    "status",
+    "namespace",
+    "cpu_millicores",
+    "memory_mb",
+    "requested_by",
+    "requested_at",
+    "started_at",
+    "last_heartbeat_at",
+    "stopped_at",
+    "metered_until",
+)
+_INSERT_INSTANCE = (
+    "INSERT INTO agents_agentinstance (id, agent_id, status, namespace, cpu_millicores,"
+    " memory_mb, requested_by, requested_at, started_at, last_heartbeat_at, stopped_at,"
+    " metered_until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, NULL, NULL)"
+)
+_LOCK_INSTANCE = (
+    "SELECT id, agent_id, status, namespace, cpu_millicores, memory_mb, requested_by,"
+    " requested_at, started_at, last_heartbeat_at, stopped_at, metered_until"
+    " FROM agents_agentinstance WHERE agent_id = %s AND id = %s FOR UPDATE"
+)
+_END_INSTANCE = (
+    "UPDATE agents_agentinstance SET status = %s, stopped_at = %s, metered_until = %s WHERE id = %s"
+)
+
+
 def _check_room(pool: ResourcePool, limits: Limits, agent: Agent) -> None:
     """Every limit, against the locked pool: the first one that does not fit is refused."""
     if pool.agents > limits.max_agents:
@@ -500,29 +535,39 @@ def instance_request(*, actor: Actor, agent_id: Any) -> AgentInstance:
     pk = selectors.as_uuid(agent_id)
     try:
         with transaction.atomic():
-            agent = (
-                Agent.objects.only("name", "cpu_millicores", "memory_mb").filter(pk=pk).first()
-                if pk
-                else None
-            )
-            if agent is None:
-                raise Agent.DoesNotExist
-            instance = AgentInstance(
-                agent=agent,
-                status=InstanceStatus.PENDING,
-                namespace=instance_namespace(agent.pk),
-                cpu_millicores=agent.cpu_millicores,
-                memory_mb=agent.memory_mb,
-                requested_by=actor.label,
-            )
-            instance.save(force_insert=True)
+            with sql.cursor() as cursor:
+                if pk:
+                    cursor.execute(_AGENT_SIZE, [pk])
+                    row = cursor.fetchone()
+                if not pk or row is None:
+                    raise Agent.DoesNotExist
+                agent = Agent.from_db(DEFAULT_DB_ALIAS, _AGENT_SIZE_FIELDS, [pk, *row])
+                # The row as AgentInstance.save() would insert it (`requested_at` its auto_now_add).
+                values = [
+                    uuid.uuid4(),
+                    pk,
+                    InstanceStatus.PENDING,
+                    instance_namespace(pk),
+                    agent.cpu_millicores,
+                    agent.memory_mb,
+                    actor.label,
+                    timezone.now(),
+                    None,
+                    None,
+                    None,
+                    None,
+                ]
+                cursor.execute(_INSERT_INSTANCE, [*values[:2], str(values[2]), *values[3:8]])
+            instance = AgentInstance.from_db(DEFAULT_DB_ALIAS, None, values)
+            AgentInstance.agent.field.set_cached_value(instance, agent)
+            payload = instance_payload(instance)
             audit.emit(
                 actor=actor,
                 action="instance.requested",
                 resource_type="instance",
                 resource_id=instance.pk,
-                details={"agent": agent.name, **instance_payload(instance)},
-                data=instance_payload(instance),
+                details={"agent": agent.name, **payload},
+                data=payload,
             )
             _allocate(limits, agent)
     except QuotaExceeded as error:
@@ -539,15 +584,33 @@ def _end(instance: AgentInstance, status: str, now: datetime) -> None:
 
 
 def _announce_stop(actor: Actor, instance: AgentInstance, *, reason: str) -> None:
-    instance.save(update_fields=["status", "stopped_at", "metered_until"])
+    # instance.save(update_fields=["status", "stopped_at", "metered_until"]), prepared.
+    with sql.cursor() as cursor:
+        cursor.execute(
+            _END_INSTANCE,
+            [str(instance.status), instance.stopped_at, instance.metered_until, instance.pk],
+        )
+        if cursor.rowcount != 1:  # as save(update_fields=...) with no row to update
+            raise DatabaseError("Save with update_fields did not affect any rows.")
+    payload = {**instance_payload(instance), "reason": reason}
     audit.emit(
         actor=actor,
         action="instance.stopped",
         resource_type="instance",
         resource_id=instance.pk,
-        details={**instance_payload(instance), "reason": reason},
-        data={**instance_payload(instance), "reason": reason},
+        details=payload,
+        data=payload,
     )
+
+
+def _locked_instance(agent_pk: Any, pk: Any) -> AgentInstance | None:
+    """The agent's instance `pk`, its row locked until the transaction ends (None if none)."""
+    if not (agent_pk and pk):
+        return None
+    with sql.cursor() as cursor:
+        cursor.execute(_LOCK_INSTANCE, [agent_pk, pk])
+        row = cursor.fetchone()
+    return None if row is None else AgentInstance.from_db(DEFAULT_DB_ALIAS, None, row)
 
 
 def instance_stop(*, actor: Actor, agent_id: Any, instance_id: Any) -> AgentInstance:
@@ -565,11 +628,7 @@ def instance_stop(*, actor: Actor, agent_id: Any, instance_id: Any) -> AgentInst
     )
     agent_pk, pk = selectors.as_uuid(agent_id), selectors.as_uuid(instance_id)
     with transaction.atomic():
-        instance = (
-            AgentInstance.objects.select_for_update().filter(agent_id=agent_pk, pk=pk).first()
-            if agent_pk and pk
-            else None
-        )
+        instance = _locked_instance(agent_pk, pk)
         if instance is None:
             raise AgentInstance.DoesNotExist
         if not instance.is_active:

@@ -4,6 +4,7 @@ all build on them."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -45,7 +46,9 @@ def redact(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_secret_field(name: str) -> bool:
+    # Cached: events repeat the same few keys (any string is a valid key, so the cache is bounded).
     lowered = name.lower()
     return any(marker in lowered for marker in SECRET_FIELD_MARKERS)
 
@@ -55,9 +58,17 @@ def valid_utf8(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _clean_str(text: str) -> str:
+    """`text` as it can be stored: NUL replaced, lone surrogates escaped (ASCII has neither to
+    escape: it is returned as it is unless it holds a NUL)."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return valid_utf8(text.replace("\x00", "\ufffd"))
+
+
 def clean_text(value: Any, limit: int) -> str:
     # PostgreSQL text cannot hold NUL; an attacker-chosen value must not turn a record into a 500.
-    return valid_utf8(str(value).replace("\x00", "\ufffd"))[:limit]
+    return _clean_str(value if type(value) is str else str(value))[:limit]
 
 
 def clean_ip(value: str | None) -> str | None:
@@ -85,7 +96,52 @@ def _clean_value(value: Any) -> Any:
 
 def clean_details(details: dict[str, Any]) -> dict[str, Any]:
     """Redacted, and exactly what jsonb will give back (so the hash is stable after a reload)."""
-    return _clean_value(json.loads(json.dumps(redact(details), default=str)))
+    try:
+        return _clean_plain(details)
+    except _NotPlain:
+        return _clean_value(json.loads(json.dumps(redact(details), default=str)))
+
+
+class _NotPlain(Exception):
+    """A value whose JSON round trip is not the identity (a tuple, a UUID, a non-finite float, a
+    key that is not a string ...): cleaned the long way, through that round trip."""
+
+
+def _clean_plain(value: Any) -> Any:
+    """`clean_details` in one pass for what most events carry: dicts with string keys, lists,
+    strings without surrogates, integers, booleans, None and finite floats, for which a JSON
+    round trip changes nothing (a value of a str subclass, such as a TextChoices member, becomes
+    its plain string, as JSON gives it back). Anything else raises _NotPlain. A test holds it
+    equal to the round trip."""
+    kind = type(value)
+    if kind is str:
+        return _plain_str(value)
+    if kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        cleaned = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            cleaned[_plain_str(key)] = REDACTED if _is_secret_field(key) else _clean_plain(item)
+        return cleaned
+    if kind is list:
+        return [_clean_plain(item) for item in value]
+    if kind is float and math.isfinite(value):
+        return value
+    if isinstance(value, str):
+        return _plain_str(str.__str__(value))
+    raise _NotPlain
+
+
+def _plain_str(text: str) -> str:
+    # A surrogate (lone, or a pair that JSON would join into one character) is not plain.
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _NotPlain from None
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def hashed_fields(event: AuditEvent) -> dict[str, Any]:
