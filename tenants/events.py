@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
-import functools
 import hashlib
 import logging
-import os
 import re
 import threading
 import time
@@ -74,17 +71,11 @@ def group_name(tenant_id: str, subject: str, *, prefix: bool = False) -> str:
 
 def groups_for(tenant_id: str, subject: str) -> list[str]:
     """Every group an event on `subject` goes to: its exact group and each prefix group."""
-    return list(_groups_for(tenant_id, subject))
-
-
-@functools.lru_cache(maxsize=4096)
-def _groups_for(tenant_id: str, subject: str) -> tuple[str, ...]:
-    # Cached: every change event of a service asks (an invalid subject raises, and is not kept).
     tokens = subject.split(".")
     prefixes = [".".join(tokens[:length]) for length in range(len(tokens))]
-    return (group_name(tenant_id, subject),) + tuple(
+    return [group_name(tenant_id, subject)] + [
         group_name(tenant_id, head, prefix=True) for head in prefixes
-    )
+    ]
 
 
 def event_message(tenant_id: str, subject: str, data: Any) -> dict[str, Any]:
@@ -109,15 +100,14 @@ def control_group(tenant_id: str) -> str:
     return f"tenant.{tenant_id}...control"
 
 
-async def _group_send(groups: list[str], message: dict[str, Any], *, spent: float = 0.0) -> None:
-    """The only `group_send` of the project. `spent`: the time this event's hand-off already
-    took (its batch's membership check, `_send_batch`), counted in the metric."""
+async def _group_send(groups: list[str], message: dict[str, Any]) -> None:
+    """The only `group_send` of the project."""
     layer = get_channel_layer()
     if layer is None:
         return
     started = time.perf_counter()
     await asyncio.gather(*(layer.group_send(group, message) for group in groups))
-    metrics.CHANNEL_LAYER_SEND.observe(spent + time.perf_counter() - started)
+    metrics.CHANNEL_LAYER_SEND.observe(time.perf_counter() - started)
 
 
 async def send(tenant_id: str, subject: str, message: dict[str, Any]) -> None:
@@ -222,7 +212,7 @@ def _announce(tenant_id: str, reason: str) -> None:
         logger.warning("could not announce %s for %s", reason, tenant_id, exc_info=True)
 
 
-_publisher: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+_publisher: tuple[asyncio.AbstractEventLoop, threading.Thread, asyncio.Queue] | None = None
 _publisher_lock = threading.Lock()
 PUBLISH_TIMEOUT_SECONDS = 5.0
 # Events handed over but not yet given to the layer (bounded: a layer that is down must not grow
@@ -231,10 +221,6 @@ MAX_PENDING_EVENTS = 10_000
 _pending = threading.Semaphore(MAX_PENDING_EVENTS)
 _idle = threading.Condition()
 _in_flight = 0
-# The events handed over, in commit order, and whether the publishing loop has been woken for
-# them: a hand-off is an append, and only the first after the loop went idle wakes it.
-_queue: collections.deque[tuple[str, str, dict[str, Any]]] = collections.deque()
-_draining = False
 
 
 def send_from_sync(tenant_id: str, subject: str, message: dict[str, Any]) -> None:
@@ -243,45 +229,26 @@ def send_from_sync(tenant_id: str, subject: str, message: dict[str, Any]) -> Non
     With the Redis layer the event joins this process's publishing queue and the caller goes
     on: a service's request no longer waits for the Redis round trips of the fan-out after its
     commit. One task in one long-lived loop sends the queue in order, so the events of one
-    process reach the layer in the order their transactions committed; it takes every event
-    queued since its last pass at once (`_send_batch`). The in-memory layer (one process, for
-    development and tests without Redis) is loop-bound: an event is sent at once, as before, or
-    not at all when none of its groups has a member (nothing would receive it).
+    process reach the layer in the order their transactions committed. (The in-memory layer,
+    one process for development, is loop-bound: it is sent at once, as before.)
     """
-    global _in_flight, _draining
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    if not _is_redis(layer):
-        if _in_memory_audience(layer, tenant_id, subject):
-            async_to_sync(send)(tenant_id, subject, message)
-        return
-    if not _pending.acquire(blocking=False):
-        logger.error("publishing queue full: %s for %s dropped", subject, tenant_id)
-        return
-    with _idle:
-        _in_flight += 1
-        _queue.append((tenant_id, subject, message))
-        wake, _draining = not _draining, True
-    if wake:
-        loop = _publisher_loop()[0]
-        loop.call_soon_threadsafe(_start_draining, loop)
+    _hand_over(send, tenant_id, subject, message)
 
 
-def _is_redis(layer: Any) -> bool:
+def _hand_over(function: Callable[..., Awaitable[None]], *args: Any) -> None:
     from channels_redis.core import RedisChannelLayer
 
-    return isinstance(layer, RedisChannelLayer)
-
-
-def _in_memory_audience(layer: Any, tenant_id: str, subject: str) -> bool:
-    """Whether any group of the event has a member in the in-memory layer (any other layer:
-    assume it has)."""
-    from channels.layers import InMemoryChannelLayer
-
-    if type(layer) is not InMemoryChannelLayer:
-        return True
-    return any(layer.groups.get(group) for group in groups_for(tenant_id, subject))
+    if not isinstance(get_channel_layer(), RedisChannelLayer):
+        async_to_sync(function)(*args)
+        return
+    global _in_flight
+    if not _pending.acquire(blocking=False):
+        logger.error("publishing queue full: %s dropped", function.__name__)
+        return
+    loop, _thread, queue = _publisher_loop()
+    with _idle:
+        _in_flight += 1
+    loop.call_soon_threadsafe(queue.put_nowait, (function, args))
 
 
 def flush(timeout: float = PUBLISH_TIMEOUT_SECONDS) -> bool:
@@ -299,7 +266,9 @@ def _await_from_sync(function: Callable[..., Awaitable[None]], *args: Any) -> No
     layer, publishes go through one long-lived loop per process instead, reusing them. The
     in-memory layer (one process, development) is loop-bound and keeps `async_to_sync`.
     """
-    if not _is_redis(get_channel_layer()):
+    from channels_redis.core import RedisChannelLayer
+
+    if not isinstance(get_channel_layer(), RedisChannelLayer):
         async_to_sync(function)(*args)
         return
     flush()  # after the events queued before it
@@ -307,67 +276,14 @@ def _await_from_sync(function: Callable[..., Awaitable[None]], *args: Any) -> No
     future.result(timeout=PUBLISH_TIMEOUT_SECONDS)
 
 
-_draining_tasks: set[asyncio.Task] = set()  # referenced while they run (asyncio keeps weak ones)
-
-
-def _start_draining(loop: asyncio.AbstractEventLoop) -> None:
-    task = loop.create_task(_drain())
-    _draining_tasks.add(task)
-    task.add_done_callback(_draining_tasks.discard)
-
-
-async def _drain() -> None:
-    """Send what is queued, batch after batch, until the queue is empty (then the next hand-off
-    wakes the loop again)."""
-    global _draining
-    while True:
-        with _idle:
-            if not _queue:
-                _draining = False
-                return
-            batch = list(_queue)
-            _queue.clear()
-        try:
-            await _send_batch(batch)
-        except Exception:  # _send_batch accounts for each event itself; keep draining
-            logger.exception("publishing a batch of %d events failed", len(batch))
-
-
-async def _send_batch(batch: list[tuple[str, str, dict[str, Any]]]) -> None:
-    """Send `batch`'s events in their order. Which of their groups have members is asked first,
-    for the whole batch in one pipelined round trip per Redis host; an event is then sent, with
-    channels-redis' own group_send, to those groups only. (An event with no subscriber, the
-    common case of a service's change events, costs no more than its share of that round trip.)
-    """
+async def _drain(queue: asyncio.Queue) -> None:
     global _in_flight
-    started = time.perf_counter()
-    try:
-        occupied = await asyncio.wait_for(
-            _occupied_groups(
-                get_channel_layer(),
-                {group for event in batch for group in groups_for(*event[:2])},
-            ),
-            timeout=PUBLISH_TIMEOUT_SECONDS,
-        )
-    except Exception:  # send each event to every group, as without the check
-        logger.warning("could not check the groups of %d events", len(batch), exc_info=True)
-        occupied = None
-    checked = time.perf_counter() - started
-    for tenant_id, subject, message in batch:
+    while True:
+        function, args = await queue.get()
         try:
-            groups = [
-                group
-                for group in groups_for(tenant_id, subject)
-                if occupied is None or group in occupied
-            ]
-            if groups:
-                await asyncio.wait_for(
-                    _group_send(groups, message, spent=checked), timeout=PUBLISH_TIMEOUT_SECONDS
-                )
-            else:  # nobody to send it to: handed over once checked
-                metrics.CHANNEL_LAYER_SEND.observe(checked)
+            await asyncio.wait_for(function(*args), timeout=PUBLISH_TIMEOUT_SECONDS)
         except Exception:  # committed; a lost live event must not stop the ones after it
-            logger.warning("could not publish %s for %s", subject, tenant_id, exc_info=True)
+            logger.warning("could not publish %s%r", function.__name__, args[:2], exc_info=True)
         finally:
             _pending.release()
             with _idle:
@@ -375,50 +291,19 @@ async def _send_batch(batch: list[tuple[str, str, dict[str, Any]]]) -> None:
                 _idle.notify_all()
 
 
-async def _occupied_groups(layer: Any, groups: set[str]) -> set[str]:
-    """The groups among `groups` that have a member in the Redis layer, after dropping expired
-    memberships as channels-redis' group_send does first (ZREMRANGEBYSCORE, then the count
-    instead of the list of members): one pipeline per Redis host."""
-    by_host: dict[int, list[str]] = collections.defaultdict(list)
-    for group in groups:
-        layer.require_valid_group_name(group)
-        by_host[layer.consistent_hash(group)].append(group)
-    expired = int(time.time()) - layer.group_expiry
-    occupied = set()
-    for host, names in by_host.items():
-        pipe = layer.connection(host).pipeline(transaction=False)
-        for group in names:
-            key = layer._group_key(group)
-            pipe.zremrangebyscore(key, min=0, max=expired)
-            pipe.zcard(key)
-        counts = (await pipe.execute())[1::2]
-        occupied.update(group for group, count in zip(names, counts, strict=True) if count)
-    return occupied
-
-
-def _publisher_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+def _publisher_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread, asyncio.Queue]:
     """This process's publishing loop, started on first use (after a server forks its workers)."""
     global _publisher
     with _publisher_lock:
         if _publisher is None or not _publisher[1].is_alive():
             loop = asyncio.new_event_loop()
+            queue: asyncio.Queue = asyncio.Queue()
             thread = threading.Thread(target=loop.run_forever, name="event-publisher", daemon=True)
             thread.start()
-            _publisher = (loop, thread)
+            asyncio.run_coroutine_threadsafe(_drain(queue), loop)
+            _publisher = (loop, thread, queue)
         return _publisher
 
-
-def _forget_after_fork() -> None:
-    """In a forked child: the parent's queue is the parent's to send, and its loop thread and
-    locks did not come along (a lock held by that thread at the fork would never be released)."""
-    global _publisher, _publisher_lock, _pending, _idle, _in_flight, _queue, _draining
-    _publisher, _publisher_lock = None, threading.Lock()
-    _pending, _idle = threading.Semaphore(MAX_PENDING_EVENTS), threading.Condition()
-    _in_flight, _queue, _draining = 0, collections.deque(), False
-    _draining_tasks.clear()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
 
 # A clean shutdown sends what is queued (at most PUBLISH_TIMEOUT_SECONDS).
 atexit.register(flush)
