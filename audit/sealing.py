@@ -402,10 +402,11 @@ class _Sealer:
                     checked_at = time.monotonic()
                 last_pass = time.monotonic()
                 if stopping:
-                    led = {key: state[0] for key, state in self._leading.items()}
-                    self._leading.clear()
-                    for tenant in {**led, **woken}.values():
+                    for tenant in woken.values():
                         _seal_in_background(tenant)
+                    for state in self._leading.values():
+                        _let_go_sealed(state[0])
+                    self._leading.clear()
                     return
                 self._tick(woken)
         finally:
@@ -456,6 +457,16 @@ def _leader_call(tenant: Tenant | None, statements: tuple[str, ...]) -> bool:
         logger.exception("the audit sealer's leader lock of %s failed", tenant or "the platform")
         connection.close()
         return False
+
+
+def _let_go_sealed(tenant: Tenant | None) -> None:
+    """Stopping: seal, let go, and seal again while events committed by processes that saw this
+    one leading are unsealed (a pass that started before their commit did not see them)."""
+    for _ in range(10):
+        _seal_in_background(tenant)
+        if not _leader_call(tenant, _LET_GO):
+            return
+    _leader_call(tenant, _LET_GO[:1])
 
 
 def _pass_in(tenant: Tenant | None) -> int:
