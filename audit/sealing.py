@@ -6,11 +6,13 @@ is held only by the short sealing transaction. Anything that reads the chain as 
 (verification, exports, retention, the event list) seals first.
 
 Who seals (settings.AUDIT_SEALER):
-- "thread" (default): each process that records events runs one daemon thread, woken after each
-  commit that recorded an event (the demo, gunicorn and uvicorn workers, management commands).
+- "thread": each process that records events runs one daemon thread, woken after each commit
+  that recorded an event (the demo, gunicorn and uvicorn workers, management commands); per
+  schema one process at a time leads and seals every process's events every
+  AUDIT_SEAL_INTERVAL_SECONDS, each pass two round trips (`_Sealer`, `seal_pass`).
 - "inline": the committing thread seals right after its commit (no thread; the caller waits).
-- "immediate": no deferral: `record` chains the event in the writer's transaction, which holds the
-  chain's lock until it ends (the behaviour before; one writer per organization at a time).
+- "immediate" (the settings' default): no deferral: `record` chains the event in the writer's
+  transaction, which holds the chain's lock until it ends (one writer per organization at a time).
 - "off": nothing in-process; `manage.py seal_audit --every N` seals every schema with unsealed
   events (also the backstop after a crash between a commit and its sealing).
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -45,6 +48,10 @@ logger = logging.getLogger(__name__)
 # Both halves of the chain's advisory lock key: a class of lock, then the schema.
 CHAIN_LOCK_CLASS = 0x41554454  # "AUDT"
 BATCH_SIZE = 500
+# The leader lock's class: the process holding it (session-level) seals the schema (_Sealer).
+LEADER_LOCK_CLASS = 0x41554453  # "AUDS"
+# A leader lets go after this many passes in a row with nothing to seal.
+IDLE_PASSES = 3
 
 
 def lock_chain() -> None:
@@ -53,6 +60,11 @@ def lock_chain() -> None:
         cursor.execute(
             "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", [CHAIN_LOCK_CLASS]
         )
+
+
+def interval() -> float:
+    """The thread sealer's pause between passes over a schema (wake-ups within it coalesce)."""
+    return float(getattr(settings, "AUDIT_SEAL_INTERVAL_SECONDS", 0.005))
 
 
 def max_delay() -> timedelta:
@@ -135,22 +147,7 @@ def _chain_pending(batch_size: int) -> list[AuditEvent]:
         if not batch:
             break
         after = batch[-1].pk
-        now = timezone.now()  # per batch: a long pass must not date later events too early
-        chained = []
-        for event in batch:
-            if head_at is not None and event.occurred_at < head_at - max_delay():
-                # Backdated into the sealed past: not from `record` (see the module).
-                logger.warning("audit event id %s is too old to seal; left unsealed", event.pk)
-                continue
-            sequence += 1
-            event.sequence = sequence
-            event.previous_hash = previous
-            event.hash = chain.compute_hash(event)
-            event.sealed_at = now
-            previous = event.hash
-            if head_at is None or event.occurred_at > head_at:
-                head_at = event.occurred_at
-            chained.append(event)
+        chained, sequence, previous, head_at = _chain(batch, sequence, previous, head_at)
         AuditEvent.objects.bulk_update(
             chained, ["sequence", "previous_hash", "hash", "sealed_at"], batch_size=batch_size
         )
@@ -161,6 +158,159 @@ def _chain_pending(batch_size: int) -> list[AuditEvent]:
         if len(batch) < batch_size:
             break
     return sealed
+
+
+def _chain(
+    batch: list[AuditEvent], sequence: int, previous: str, head_at: object
+) -> tuple[list[AuditEvent], int, str, object]:
+    """Chain `batch` (unsealed, in id order) after the head (`sequence`, `previous`, dated
+    `head_at`); returns the chained events and the new head. A backdated row stays unsealed."""
+    now = timezone.now()  # per batch: a long pass must not date later events too early
+    chained = []
+    for event in batch:
+        if head_at is not None and event.occurred_at < head_at - max_delay():
+            # Backdated into the sealed past: not from `record` (see the module).
+            logger.warning("audit event id %s is too old to seal; left unsealed", event.pk)
+            continue
+        sequence += 1
+        event.sequence = sequence
+        event.previous_hash = previous
+        event.hash = chain.compute_hash(event)
+        event.sealed_at = now
+        previous = event.hash
+        if head_at is None or event.occurred_at > head_at:
+            head_at = event.occurred_at
+        chained.append(event)
+    return chained, sequence, previous, head_at
+
+
+# --- The sealer's pass in two round trips ---------------------------------------------------------
+
+# Every field an event's hash covers, read by the sealer (the ORM's converters applied, so the
+# values, hence the hashes, are exactly those verification recomputes from model instances).
+_READ_FIELDS = (
+    "id",
+    "tenant_id",
+    "occurred_at",
+    "actor_kind",
+    "actor_id",
+    "actor_label",
+    "action",
+    "resource_type",
+    "resource_id",
+    "result",
+    "ip",
+    "user_agent",
+    "details",
+)
+_HEAD_SQL = (
+    "(SELECT 0, sequence, hash, occurred_at FROM audit_auditevent WHERE sequence IS NOT NULL"
+    " ORDER BY sequence DESC LIMIT 1) UNION ALL (SELECT 1, sequence, hash, NULL FROM"
+    " audit_auditcheckpoint ORDER BY sequence DESC LIMIT 1)"
+)
+# The whole batch in one statement; it fails (and the transaction with it, before its COMMIT)
+# unless every row was still unsealed, which the chain's lock guarantees.
+_UPDATE_SQL = (
+    "WITH sealed AS (UPDATE audit_auditevent AS e SET sequence = v.sequence,"
+    " previous_hash = v.previous_hash, hash = v.hash, sealed_at = %s"
+    " FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[], %s::varchar[])"
+    " AS v(id, sequence, previous_hash, hash) WHERE e.id = v.id AND e.sequence IS NULL"
+    " RETURNING 1) SELECT 1 / (count(*) = %s)::int FROM sealed"
+)
+
+
+def _batch_query(batch_size: int):
+    """The unsealed batch as SQL, and the compiler that converts its rows like the ORM does."""
+    query = (
+        AuditEvent.objects.filter(sequence__isnull=True)
+        .order_by("id")
+        .values_list(*_READ_FIELDS)[:batch_size]
+        .query
+    )
+    compiler = query.get_compiler(connection=connection)
+    sql, params = compiler.as_sql()
+    return compiler, sql, params
+
+
+class _Fallback(Exception):
+    """The batch holds an event an alert rule watches: seal it through the ORM (rules.evaluate
+    runs queries and saves alerts in the sealing transaction)."""
+
+
+def _pipelined_pass(batch_size: int) -> int:
+    """One sealing pass outside any transaction, in two round trips instead of seven: BEGIN, the
+    chain's lock, the head and the batch sent together; the hashes computed here; the UPDATE of
+    the whole batch and COMMIT sent together. Same lock, same order, same hashes as `seal`.
+    Raises _Fallback (having sealed nothing) when the batch holds an action a rule watches."""
+    from audit import rules
+
+    compiler, batch_sql, batch_params = _batch_query(batch_size)
+    raw = connection.connection
+    begin, lock, head, batch = cursors = [connection.cursor() for _ in range(4)]
+    watched = False
+    chained: list[AuditEvent] = []
+    try:
+        with raw.pipeline():
+            begin.execute("BEGIN")
+            lock.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", [CHAIN_LOCK_CLASS]
+            )
+            head.execute(_HEAD_SQL)
+            batch.execute(batch_sql, batch_params)
+            heads = sorted(head.fetchall())
+            rows = list(compiler.results_iter(results=[batch.fetchall()]))
+            watched = any(row[6] in rules.WATCHED_ACTIONS for row in rows)
+            if rows and not watched:
+                sequence, previous, head_at = (
+                    heads[0][1:] if heads else (0, chain.GENESIS_HASH, None)
+                )
+                events = [AuditEvent(**dict(zip(_READ_FIELDS, row, strict=True))) for row in rows]
+                chained = _chain(events, sequence, previous, head_at)[0]
+            if chained:
+                lock.execute(
+                    _UPDATE_SQL,
+                    [
+                        chained[0].sealed_at,
+                        [event.pk for event in chained],
+                        [event.sequence for event in chained],
+                        [event.previous_hash for event in chained],
+                        [event.hash for event in chained],
+                        len(chained),
+                    ],
+                )
+            begin.execute("ROLLBACK" if watched else "COMMIT")
+    except BaseException:
+        if raw.info.transaction_status != 0:  # not idle: whatever failed, end the transaction
+            try:
+                raw.execute("ROLLBACK")
+            except Exception:
+                connection.close()
+        raise
+    finally:
+        for cursor in cursors:
+            cursor.close()
+    if watched:
+        raise _Fallback
+    if chained:
+        oldest = min(event.occurred_at for event in chained)
+        lag = (chained[-1].sealed_at - oldest).total_seconds()
+        metrics.JOB_LAG.labels("audit_sealer").set(max(lag, 0.0))
+    if len(rows) < batch_size:
+        return len(chained)
+    return len(chained) + _pipelined_pass(batch_size)
+
+
+def seal_pass(*, batch_size: int = BATCH_SIZE) -> int:
+    """The sealer's pass: pipelined when it can (outside a transaction, no watched action), else
+    `seal`. Returns how many events it sealed."""
+    if connection.in_atomic_block:
+        return seal(batch_size=batch_size)
+    connection.ensure_connection()
+    try:
+        with metrics.AUDIT_WRITE.labels("seal").time():
+            return _pipelined_pass(batch_size)
+    except _Fallback:
+        return seal(batch_size=batch_size)
 
 
 def stale_unsealed() -> AuditEvent | None:
@@ -184,11 +334,21 @@ def stale_unsealed() -> AuditEvent | None:
 
 
 class _Sealer:
-    """One daemon thread per process: seals the schemas it is woken for, one pass per wake-up
-    (a wake-up during a pass queues another pass, so a commit is never missed)."""
+    """One daemon thread per process, woken after each commit that recorded events.
+
+    Each schema is sealed by one process at a time, its leader: the first whose thread takes the
+    schema's leader lock (a session-level advisory try-lock, `LEADER_LOCK_CLASS`). The leader
+    seals the schema every AUDIT_SEAL_INTERVAL_SECONDS while events keep coming, everyone's
+    events in one pass; a woken process that finds another leader does nothing more, since that
+    leader's next pass starts after this commit and seals it. After IDLE_PASSES passes with
+    nothing to seal the leader lets go, then checks once more for unsealed events (committed by
+    a process that saw it leading just before) and takes the lead again if there are: no commit
+    is left without a pass after it. Wake-ups within an interval are handled together.
+    """
 
     def __init__(self) -> None:
         self._pending: dict[str, Tenant | None] = {}
+        self._leading: dict[str, list] = {}  # schema -> [tenant, passes with nothing to seal]
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -213,7 +373,7 @@ class _Sealer:
             self._condition.notify()
 
     def stop(self) -> None:
-        """Finish what is pending, close the thread's connection and end it (tests)."""
+        """Seal what is pending and led, close the thread's connection and end it (tests)."""
         with self._condition:
             thread, self._stopping = self._thread, True
             self._condition.notify()
@@ -223,19 +383,102 @@ class _Sealer:
             self._thread, self._stopping = None, False
 
     def _run(self) -> None:
+        last_pass = checked_at = 0.0
         try:
             while True:
                 with self._condition:
-                    while not self._pending and not self._stopping:
-                        if not self._condition.wait(timeout=30):
+                    while not self._stopping:
+                        if self._pending or self._leading:
+                            wait = last_pass + interval() - time.monotonic()
+                            if wait <= 0:
+                                break
+                            self._condition.wait(wait)
+                        elif not self._condition.wait(timeout=30):
                             connection.close()  # idle: give the connection back
-                    if not self._pending and self._stopping:
-                        return
-                    pending, self._pending = self._pending, {}
-                for tenant in pending.values():
-                    _seal_in_background(tenant)
+                    woken, self._pending = self._pending, {}
+                    stopping = self._stopping
+                if time.monotonic() - checked_at > 1.0:  # at most once a second: a health
+                    close_old_connections()  # check is one more round trip
+                    checked_at = time.monotonic()
+                last_pass = time.monotonic()
+                if stopping:
+                    for tenant in woken.values():
+                        _seal_in_background(tenant)
+                    for state in self._leading.values():
+                        _let_go_sealed(state[0])
+                    self._leading.clear()
+                    return
+                self._tick(woken)
         finally:
-            connection.close()
+            self._leading.clear()
+            connection.close()  # also lets go of every leader lock
+
+    def _tick(self, woken: dict[str, Tenant | None]) -> None:
+        for key, tenant in woken.items():
+            if key not in self._leading and _leader_call(tenant, _TAKE_LEAD):
+                self._leading[key] = [tenant, 0]
+        for key, state in list(self._leading.items()):
+            if _pass_in(state[0]):
+                state[1] = 0
+                continue
+            state[1] += 1
+            if state[1] >= IDLE_PASSES:
+                del self._leading[key]
+                if _leader_call(state[0], _LET_GO):
+                    self._leading[key] = [state[0], 0]
+
+
+# The schema's leader lock, taken by a woken sealer thread (false: another process leads).
+_TAKE_LEAD = ("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",)
+# Let go, then (a later statement, so a later snapshot) take the lead again if events committed
+# meanwhile are unsealed. True: this process leads again.
+_LET_GO = (
+    "SELECT pg_advisory_unlock(%s, hashtext(current_schema()))",
+    "SELECT CASE WHEN EXISTS (SELECT 1 FROM audit_auditevent WHERE sequence IS NULL)"
+    " THEN pg_try_advisory_lock(%s, hashtext(current_schema())) ELSE false END",
+)
+
+
+def _leader_call(tenant: Tenant | None, statements: tuple[str, ...]) -> bool:
+    """Run the leader lock's statements in one round trip; the last one's answer."""
+    enter = context.public_context() if tenant is None else context.tenant_context(tenant)
+    try:
+        with enter:
+            connection.ensure_connection()
+            cursors = [connection.cursor() for _ in statements]
+            with connection.connection.pipeline():
+                for cursor, sql in zip(cursors, statements, strict=True):
+                    cursor.execute(sql, [LEADER_LOCK_CLASS])
+            answer = bool(cursors[-1].fetchone()[0])
+            for cursor in cursors:
+                cursor.close()
+            return answer
+    except Exception:  # a backstop (seal_audit, the next commit, any reader) seals them later
+        logger.exception("the audit sealer's leader lock of %s failed", tenant or "the platform")
+        connection.close()
+        return False
+
+
+def _let_go_sealed(tenant: Tenant | None) -> None:
+    """Stopping: seal, let go, and seal again while events committed by processes that saw this
+    one leading are unsealed (a pass that started before their commit did not see them)."""
+    for _ in range(10):
+        _seal_in_background(tenant)
+        if not _leader_call(tenant, _LET_GO):
+            return
+    _leader_call(tenant, _LET_GO[:1])
+
+
+def _pass_in(tenant: Tenant | None) -> int:
+    """One pass over a schema this process leads; how many events it sealed (0 on error)."""
+    enter = context.public_context() if tenant is None else context.tenant_context(tenant)
+    try:
+        with enter:
+            return seal_pass()
+    except Exception:
+        logger.exception("sealing the audit log of %s failed", tenant or "the platform")
+        connection.close()
+        return 0
 
 
 _sealer = _Sealer()
@@ -265,6 +508,6 @@ def after_commit(tenant: Tenant | None) -> None:
         enter = context.public_context() if tenant is None else context.tenant_context(tenant)
         with enter:
             try:
-                seal()
+                seal_pass()
             except Exception:
                 logger.exception("sealing the audit log after commit failed")

@@ -9,9 +9,9 @@ and the stop's BEGIN; instance FOR UPDATE; UPDATE instance; INSERT audit event; 
 COMMIT) with raw psycopg and publishes nothing;
 it does not seal (the service's sealer thread does that work after commit; the floor's events
 are sealed after its round, untimed, by `manage.py seal_audit`: a conservative floor).
-`service` runs with AUDIT_SEALER=thread (sealed after commit), `service-immediate` with
-AUDIT_SEALER=immediate (the shipped default: the chain's lock held until commit), both named
-explicitly.
+`service` runs with AUDIT_SEALER=thread (sealed after commit, by one leader process per schema
+at a time, every AUDIT_SEAL_INTERVAL_SECONDS), `service-immediate` with AUDIT_SEALER=immediate
+(the chain's lock held until commit), both named explicitly.
 After each service round the bench waits until everything is sealed and reports the sealing lag
 (sealed_at - occurred_at, an upper bound of commit -> sealed) of that round's events. Each client is
 its own process with its own connection; clients are started, then released together. The
@@ -96,6 +96,7 @@ with context.tenant_context(tenant):
     print("ready", flush=True)
     sys.stdin.readline()
     starts, stops = [], []
+    cpu = time.process_time()  # every thread of the process: the sealer's too
     deadline = time.perf_counter() + duration
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
@@ -104,7 +105,8 @@ with context.tenant_context(tenant):
         services.instance_stop(actor=actor, agent_id=agent_id, instance_id=instance.pk)
         starts.append(t1 - t0)
         stops.append(time.perf_counter() - t1)
-print(json.dumps({{"starts": starts, "stops": stops}}))
+    cpu = time.process_time() - cpu
+print(json.dumps({{"starts": starts, "stops": stops, "cpu": cpu}}))
 """
 
 # The floor: the same statements with raw psycopg (no Django, no event publishing).
@@ -176,6 +178,7 @@ stop(*start())
 print("ready", flush=True)
 sys.stdin.readline()
 starts, stops = [], []
+cpu = time.process_time()
 deadline = time.perf_counter() + duration
 while time.perf_counter() < deadline:
     t0 = time.perf_counter()
@@ -184,7 +187,8 @@ while time.perf_counter() < deadline:
     stop(*made)
     starts.append(t1 - t0)
     stops.append(time.perf_counter() - t1)
-print(json.dumps({"starts": starts, "stops": stops}))
+cpu = time.process_time() - cpu
+print(json.dumps({"starts": starts, "stops": stops, "cpu": cpu}))
 """
 
 
@@ -204,19 +208,18 @@ def sealing_lag(database: str, schema: str, since) -> dict:
             if time.monotonic() > deadline:
                 raise RuntimeError("events still unsealed 60 s after the round")
             time.sleep(0.05)
-        lags = [
-            row[0]
-            for row in conn.execute(
-                "SELECT extract(epoch FROM sealed_at - occurred_at) * 1000 FROM audit_auditevent"
-                " WHERE occurred_at >= %s AND actor_label <> 'bench floor'",
-                [since],
-            )
-        ]
-    lags = [float(x) for x in lags]
+        rows = conn.execute(
+            "SELECT extract(epoch FROM sealed_at - occurred_at) * 1000, sealed_at"
+            " FROM audit_auditevent WHERE occurred_at >= %s AND actor_label <> 'bench floor'",
+            [since],
+        ).fetchall()
+    lags = [float(row[0]) for row in rows]
     return {
         "lag_ms_median": median(lags),
         "lag_ms_p99": percentile(lags, 0.99),
         "lag_ms_max": max(lags),
+        # A pass dates its batch with one sealed_at: events per pass that sealed something.
+        "events_per_pass": len(rows) / len({row[1] for row in rows}),
     }
 
 
@@ -224,8 +227,8 @@ def run_clients(variant: str, clients: int, duration: float, database: str, fact
     from datetime import datetime
 
     since = datetime.now(UTC)
-    # `service` seals after commit (a sealer thread per process), `service-immediate` in the
-    # writer's transaction (the shipped default): both named, whatever the default is.
+    # `service` seals after commit (the thread sealer), `service-immediate` in the writer's
+    # transaction: both named, whatever the default is.
     sealer = "immediate" if variant == "service-immediate" else "thread"
     env = django_env(database, AUDIT_SEALER=sealer)
     if variant.startswith("service"):
@@ -256,15 +259,19 @@ def run_clients(variant: str, clients: int, duration: float, database: str, fact
         process.stdin.flush()
     starts: list[float] = []
     pairs = 0
+    cpu = 0.0
     for process in processes:
         out, _ = process.communicate(timeout=duration + 120)
         result = json.loads(out.strip().splitlines()[-1])
         starts += result["starts"]
         pairs += len(result["starts"])
+        cpu += result["cpu"]
     result = {
         "pairs_per_s": pairs / duration,
         "start_ms_median": median(starts) * 1e3,
         "start_ms_p95": percentile(starts, 0.95) * 1e3,
+        # The clients' own CPU (all their threads) per pair: what a loaded machine changes least.
+        "client_cpu_ms_per_pair": cpu / max(pairs, 1) * 1e3,
     }
     if variant == "service":
         result.update(sealing_lag(database, facts["schema"], since))

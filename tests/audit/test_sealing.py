@@ -12,7 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
-from audit import exports, retention, sealing, services
+from audit import chain, exports, retention, sealing, services
 from audit.models import Alert, AuditEvent
 from audit.selectors import EventFilters
 from audit.verify import verify_chain
@@ -259,3 +259,118 @@ def test_the_sealer_thread_seals_after_commit(scratch_org, settings):
         settings.AUDIT_SEALER = "immediate"
         sealing._sealer.stop()  # its connection must not outlive the test database
     assert report.is_intact
+
+
+# --- The sealer's pass in two round trips, and one leader per schema ----------------------------
+
+
+def _committed(tenant, count, **fields):
+    """`count` events recorded and committed (nothing seals them: AUDIT_SEALER=off)."""
+    with context.tenant_context(tenant):
+        for n in range(count):
+            with transaction.atomic():
+                services.record(**{"actor": SYSTEM, "action": "test.pipelined", **fields})
+
+
+def test_the_pipelined_pass_hashes_exactly_what_verification_recomputes(scratch_org, settings):
+    settings.AUDIT_SEALER = "off"
+    tenant = scratch_org.tenant
+    odd = Actor(kind="user", id="7", label="Zoë «x»\x00", ip="2001:DB8::0:1", user_agent="é\ud800")
+    _committed(tenant, 1)
+    with context.tenant_context(tenant):
+        for details in [
+            {"n": 1.5, "nan": float("nan"), "inf": float("-inf"), "big": 2**70},
+            {"nested": [{"ü": "\u2028", "emoji": "🙂"}, None, True], "password": "hunter2"},
+            {"text": 'line\nbreak\ttab "quoted" \\ back'},
+        ]:
+            with transaction.atomic():
+                services.record(actor=odd, action="test.pipelined", details=details)
+        with transaction.atomic():
+            services.record(actor=SYSTEM, action="test.pipelined", resource_id=12345)
+        _committed(tenant, 4)
+
+        sealed = sealing.seal_pass(batch_size=3)  # several batches, each two round trips
+
+        assert sealed == 9 and sealing.seal_pass() == 0
+        events = list(AuditEvent.objects.filter(action="test.pipelined").order_by("sequence"))
+        assert [event.hash for event in events] == [chain.compute_hash(e) for e in events]
+        assert all(event.sealed_at is not None for event in events)
+        report = verify_chain(tenant_id=str(tenant.public_id))
+    assert report.is_intact, report.reason
+
+
+def test_a_watched_action_is_sealed_through_the_orm_with_its_alert(scratch_org, settings):
+    settings.AUDIT_SEALER = "off"
+    tenant = scratch_org.tenant
+    _committed(
+        tenant,
+        5,
+        action="auth.login",
+        result="failed",
+        resource_type="login",
+        resource_id="victim@scratch.test",
+    )
+    with context.tenant_context(tenant):
+        assert sealing.seal_pass() == 5
+        alert = Alert.objects.get(subject="victim@scratch.test")
+        assert alert.event_sequence == AuditEvent.objects.order_by("-sequence").first().sequence
+        assert verify_chain(tenant_id=str(tenant.public_id)).is_intact
+
+
+def _sealed(tenant, action):
+    with context.tenant_context(tenant):
+        return not AuditEvent.objects.filter(action=action, sequence__isnull=True).exists()
+
+
+def test_one_leader_seals_for_every_process(scratch_org, settings):
+    """Two sealers (two threads, two connections: two processes as far as PostgreSQL knows). The
+    first woken leads; the second, woken while it leads, leaves its event to the leader."""
+    settings.AUDIT_SEALER = "off"
+    settings.AUDIT_SEAL_INTERVAL_SECONDS = 0.3
+    tenant = scratch_org.tenant
+    first, second = sealing._Sealer(), sealing._Sealer()
+    try:
+        _committed(tenant, 1, action="test.first")
+        first.wake(tenant)
+        deadline = time.monotonic() + 10
+        while not _sealed(tenant, "test.first"):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert tenant.schema_name in first._leading
+        _committed(tenant, 1, action="test.second")
+        second.wake(tenant)
+        while not _sealed(tenant, "test.second"):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert second._leading == {}  # it found the lead taken and left the sealing to it
+        while first._leading:  # three passes with nothing to seal: it lets go
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with context.tenant_context(tenant), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(current_schema())),"
+                " pg_advisory_unlock(%s, hashtext(current_schema()))",
+                [sealing.LEADER_LOCK_CLASS, sealing.LEADER_LOCK_CLASS],
+            )
+            assert cursor.fetchone() == (True, True)  # the lead is free again
+            assert verify_chain(tenant_id=str(tenant.public_id)).is_intact
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_a_leader_letting_go_leads_again_while_events_are_unsealed(scratch_org, settings):
+    """A commit seen by a process that found this one leading, just before it let go, is sealed:
+    letting go checks for unsealed events afterwards and takes the lead again."""
+    settings.AUDIT_SEALER = "off"
+    tenant = scratch_org.tenant
+    try:
+        assert sealing._leader_call(tenant, sealing._TAKE_LEAD)
+        _committed(tenant, 1)
+
+        assert sealing._leader_call(tenant, sealing._LET_GO) is True  # unsealed: leads again
+        with context.tenant_context(tenant):
+            sealing.seal_pass()
+        assert sealing._leader_call(tenant, sealing._LET_GO) is False  # nothing left: let go
+    finally:
+        connection.close()  # no leader lock left behind
