@@ -140,7 +140,9 @@ def test_bad_input_is_a_400_and_publishes_nothing(
     assert len(callbacks) == 0
 
 
-def test_past_the_monthly_quota_is_a_409(org, client_for, django_capture_on_commit_callbacks):
+def test_past_the_monthly_quota_is_a_429_naming_the_quota(
+    org, client_for, django_capture_on_commit_callbacks
+):
     from agents.selectors import limits_get
 
     with context.tenant_context(org.tenant):
@@ -148,8 +150,12 @@ def test_past_the_monthly_quota_is_a_409(org, client_for, django_capture_on_comm
     record_usage(org.tenant, "gateway_messages", quota)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = post(client_for(org, org.admin), {"task": {}})
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "message_quota_exceeded"
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "quota_exceeded"
+    assert response.json()["error"]["detail"] == {
+        "quota": {"name": "gateway_messages_per_month", "meter": "gateway_messages", "limit": quota}
+    }
+    assert 1 <= int(response["Retry-After"]) <= 31 * 86400
     assert len(callbacks) == 0
 
 
