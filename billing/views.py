@@ -168,7 +168,7 @@ def _alert_rows(actor: Actor) -> list[dict[str, Any]]:
             label = (
                 BudgetSubject(subject_type).label if subject_type in BudgetSubject.values else ""
             )
-            what = f"Budget of {label.lower()} {name}"
+            what = f"Budget of {label.replace('Agent', 'agent')} {name}"
             spent, amount = Decimal(alert["spent"]), Decimal(alert["amount"])
             used = f"{spent:,.2f} of {amount:,.2f} {alert['currency']}"
         else:
