@@ -458,6 +458,8 @@ def message_admit(
 
 
 ALERT_THRESHOLDS = (80, 100)
+# Alert keys this process knows are set (their month is in them), bounded like `_prepared`.
+_alerted: set[str] = set()
 
 
 def _alert_thresholds(tenant: Any, gate: Gate, used: int) -> None:
@@ -489,18 +491,24 @@ def _alert(tenant: Any, gate: Gate, percent: int, used: int, *, refused: bool = 
     key = f"{gate.quota.key}:alert:{percent}"
     if budget is not None:
         key = f"{gate.quota.key}:alert:{budget.pk}:{percent}"
+    if key in _alerted:
+        return  # sent (here or elsewhere) this month: refused requests cost no second call
     client = ratelimit.redis_client()
     if client is None:
-        if ratelimit.memory_hash(key):
-            return
-        ratelimit.memory_set(key, {"sent": 1}, QUOTA_TTL_SECONDS, only_if_missing=True)
+        first = not ratelimit.memory_hash(key)
+        if first:
+            ratelimit.memory_set(key, {"sent": 1}, QUOTA_TTL_SECONDS, only_if_missing=True)
     else:
         try:
-            if not client.set(key, 1, nx=True, ex=QUOTA_TTL_SECONDS):
-                return
+            first = bool(client.set(key, 1, nx=True, ex=QUOTA_TTL_SECONDS))
         except ratelimit.unreachable_errors():
             logger.warning("usage alert %s %s%% not sent: Redis is unreachable", key, percent)
             return
+    if len(_alerted) >= PREPARED_CACHE_SIZE:
+        _alerted.clear()
+    _alerted.add(key)
+    if not first:
+        return
     period = gate.quota.key.rsplit(":", 1)[1]
     if budget is None:
         details: dict[str, Any] = {
