@@ -18,6 +18,9 @@ class Limit:
     scope: str
     rate: str  # tenants.ratelimit.parse_rate's notation: "10/m", "20/5m", "100/h"
     key: Callable[[HttpRequest], str]
+    # Sign-in forms count as the `auth` resource: staff's override of it for the organization
+    # replaces `rate` (docs/billing.md).
+    resource: str | None = "auth"
 
 
 def by_ip(request: HttpRequest) -> str:
@@ -57,6 +60,7 @@ def throttle_posts(*limits: Limit) -> Callable:
                             key=limit.key(request),
                             rate=limit.rate,
                             fail_closed=True,
+                            resource=limit.resource,
                         )
                     except errors.RateLimited as refusal:
                         return _too_many(request, refusal.retry_after, unavailable=False)

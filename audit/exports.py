@@ -253,6 +253,7 @@ def audit_log_export(*, actor: Actor, format: str, filters: EventFilters) -> Exp
             key=f"{actor.kind}:{actor.id or actor.label}",
             rate=settings.AUDIT_EXPORT_RATE,
             fail_closed=True,
+            resource="export",
         )
     except errors.RateLimited:
         record(

@@ -150,12 +150,20 @@ class PlanLimitAdmin(admin.ModelAdmin):
 
 @admin.register(LimitOverride)
 class LimitOverrideAdmin(admin.ModelAdmin):
-    """Temporary limits: add one (expiry and reason required); they are never edited, they
-    expire."""
+    """Temporary limits: of a resource's rate limit, or of a meter's monthly quota (expiry and
+    reason required); they are never edited, they expire."""
 
-    list_display = ["tenant", "resource", "limit", "window_seconds", "expires_at", "created_by"]
-    list_filter = ["resource"]
-    fields = ["tenant", "resource", "limit", "window_seconds", "expires_at", "reason"]
+    list_display = [
+        "tenant",
+        "resource",
+        "meter",
+        "limit",
+        "window_seconds",
+        "expires_at",
+        "created_by",
+    ]
+    list_filter = ["resource", "meter"]
+    fields = ["tenant", "resource", "meter", "limit", "window_seconds", "expires_at", "reason"]
     autocomplete_fields = ["tenant"]
 
     def save_model(self, request: HttpRequest, obj: LimitOverride, form, change: bool) -> None:
@@ -163,12 +171,41 @@ class LimitOverrideAdmin(admin.ModelAdmin):
             actor=_actor(request),
             tenant=obj.tenant,
             resource=obj.resource,
+            meter=obj.meter,
             limit=obj.limit,
             window_seconds=obj.window_seconds,
             expires_at=obj.expires_at,
             reason=obj.reason,
         )
         obj.pk = saved.pk
+
+    def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
+        """The service's refusals (a bad meter, a bad expiry) on the form, not a 500."""
+        form_class = super().get_form(request, obj, change=change, **kwargs)
+
+        class OverrideForm(form_class):
+            def _post_clean(self) -> None:
+                super()._post_clean()
+                data = self.cleaned_data
+                if not {"tenant", "limit", "expires_at", "reason"} <= set(data):
+                    return  # the form's own errors say what is missing
+                from django.core.exceptions import ValidationError
+
+                try:
+                    services.limit_override_check(
+                        tenant=data["tenant"],
+                        resource=data.get("resource") or "",
+                        meter=data.get("meter") or "",
+                        limit=data.get("limit"),
+                        window_seconds=data.get("window_seconds") or 60,
+                        expires_at=data.get("expires_at"),
+                        reason=data.get("reason") or "",
+                    )
+                except ValidationError as refused:
+                    for name, messages in refused.message_dict.items():
+                        self.add_error(name if name in self.fields else None, messages)
+
+        return OverrideForm
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return obj is None

@@ -9,7 +9,11 @@
   needs Redis; the runtime retries).
 
 `auth` (sign-in per address and per account) and `export` (audit exports) are counted by the same
-primitive in the layers below (credentials, audit) with platform settings, and fail closed.
+primitive in the layers below (credentials, accounts, audit) with platform settings, and fail
+closed; staff's overrides reach them through `tenants.ratelimit.register_override`.
+
+Every cache here is per process, read again after TTL_SECONDS, and dropped in every process at
+once when staff change a limit (`forget_everywhere`, through tenants.invalidation).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 from django.utils import timezone
 
 from billing.models import Budget, PlanLimit, PlanQuota, Resource
-from tenants import context
+from tenants import context, invalidation, ratelimit
 
 FAIL_CLOSED = frozenset({Resource.PUBLISH, Resource.USAGE_EVENTS})
 # Fallbacks for a plan without a row (a plan staff added later): per organization, per window.
@@ -72,6 +76,26 @@ def forget() -> None:
     _cached.clear()
 
 
+INVALIDATION_TOPIC = "billing-limits"
+
+
+def forget_everywhere() -> None:
+    """Drop the cached limits here and in every other process (after a commit that changed
+    them): an override or a plan's limit bites at the next request everywhere."""
+    invalidation.publish(INVALIDATION_TOPIC)
+
+
+def forget_on_commit() -> None:
+    """Inside a transaction that changes limits: here now, everywhere after it commits."""
+    from django.db import transaction
+
+    forget()
+    transaction.on_commit(forget_everywhere)
+
+
+invalidation.register(INVALIDATION_TOPIC, forget)
+
+
 _cached: dict[tuple[str, Any], tuple[float, Any]] = {}
 
 
@@ -106,10 +130,11 @@ def plan_of(plan_id: int) -> Any:
     return _read("plan", plan_id, lambda: Plan.objects.get(pk=plan_id))
 
 
-def monthly_quotas(tenant) -> dict[str, MonthlyQuota]:  # noqa: ANN001 - a tenants.models.Tenant
-    """Every monthly quota in force, per meter: the plan's messages (or staff's override of them)
-    and the plan's quotas on other meters. Built once per organization, plan and override and
-    cached (the request path reads it on every call): callers must not change it."""
+def plan_quotas(tenant) -> dict[str, MonthlyQuota]:  # noqa: ANN001 - a tenants.models.Tenant
+    """The plan's monthly quotas, per meter: its messages (or the organization's standing
+    `messages_per_month_override`) and its quotas on other meters. Built once per organization,
+    plan and override and cached (the request path reads it on every call): callers must not
+    change it."""
     override = getattr(tenant, "messages_per_month_override", None)
 
     def load() -> dict[str, MonthlyQuota]:
@@ -122,6 +147,21 @@ def monthly_quotas(tenant) -> dict[str, MonthlyQuota]:  # noqa: ANN001 - a tenan
         return quotas
 
     return _read("quotas", (tenant.pk, tenant.plan_id, override), load)
+
+
+def monthly_quotas(tenant) -> dict[str, MonthlyQuota]:  # noqa: ANN001 - a tenants.models.Tenant
+    """Every monthly quota in force, per meter: the plan's (`plan_quotas`), with staff's
+    unexpired overrides in place of theirs (a quota keeps its kind; hard where the plan has
+    none). Callers must not change it."""
+    quotas = plan_quotas(tenant)
+    temporary = quota_overrides_of(tenant.pk)
+    if not temporary:
+        return quotas  # the usual case, on every request
+    quotas = dict(quotas)
+    for meter, found in temporary.items():
+        plan_quota = quotas.get(meter)
+        quotas[meter] = MonthlyQuota(meter, found.limit, plan_quota.is_hard if plan_quota else True)
+    return quotas
 
 
 def forget_budgets(tenant_id: int) -> None:
@@ -140,11 +180,25 @@ def budgets_of(tenant_id: int) -> dict[tuple[str, str], Budget]:
     )
 
 
-_overrides: dict[int, tuple[float, dict[str, tuple[int, int, datetime]]]] = {}
+@dataclass(frozen=True)
+class Override:
+    """One of staff's temporary limits in force: of a resource (`limit` per `window_seconds`)
+    or of a meter's monthly quota (`limit` a month)."""
+
+    target: str  # the resource, or the meter
+    is_quota: bool
+    limit: int
+    window_seconds: int
+    expires_at: datetime
+    reason: str
 
 
-def overrides_of(tenant_id: int) -> dict[str, tuple[int, int, datetime]]:
-    """Staff's unexpired overrides of one organization: resource -> (limit, window, expiry)."""
+_overrides: dict[int, tuple[float, tuple[Override, ...]]] = {}
+
+
+def _active(tenant_id: int) -> tuple[Override, ...]:
+    """Staff's unexpired overrides of one organization, oldest first (a later one of the same
+    target wins), cached for TTL_SECONDS; each is dropped from the answer once it expires."""
     from billing.models import LimitOverride
 
     now = time.monotonic()
@@ -153,20 +207,56 @@ def overrides_of(tenant_id: int) -> dict[str, tuple[int, int, datetime]]:
         with context.public_context():
             rows = LimitOverride.objects.filter(
                 tenant_id=tenant_id, expires_at__gt=timezone.now()
-            ).order_by("created_at")
-            found = {r.resource: (r.limit, r.window_seconds, r.expires_at) for r in rows}
+            ).order_by("created_at", "id")
+            found = tuple(
+                Override(
+                    r.meter or r.resource,
+                    bool(r.meter),
+                    r.limit,
+                    r.window_seconds,
+                    r.expires_at,
+                    r.reason,
+                )
+                for r in rows
+            )
         cached = (now, found)
         _overrides[tenant_id] = cached
     if not cached[1]:
         return cached[1]  # the usual case, on every request: no override
     moment = timezone.now()
-    return {name: value for name, value in cached[1].items() if value[2] > moment}
+    return tuple(o for o in cached[1] if o.expires_at > moment)
+
+
+def overrides_of(tenant_id: int) -> dict[str, Override]:
+    """Staff's unexpired overrides of one organization's rate limits, by resource."""
+    return {o.target: o for o in _active(tenant_id) if not o.is_quota}
+
+
+def quota_overrides_of(tenant_id: int) -> dict[str, Override]:
+    """Staff's unexpired overrides of one organization's monthly quotas, by meter."""
+    active = _active(tenant_id)
+    if not active:
+        return {}
+    return {o.target: o for o in active if o.is_quota}
 
 
 def limit_for(tenant, resource: str) -> Limit:  # noqa: ANN001 - a tenants.models.Tenant
     """The limit in force: staff's unexpired override, else the plan's."""
-    override = overrides_of(tenant.pk).get(resource)
+    override = overrides_of(tenant.pk).get(resource) if _active(tenant.pk) else None
     if override is not None:
-        return Limit(resource=resource, limit=override[0], window_seconds=override[1])
+        return Limit(
+            resource=resource, limit=override.limit, window_seconds=override.window_seconds
+        )
     limit, window = plan_limits(tenant.plan_id)[resource]
     return Limit(resource=resource, limit=limit, window_seconds=window)
+
+
+def _rate_override(tenant, resource: str) -> tuple[int, int] | None:  # noqa: ANN001
+    """For tenants.ratelimit.hit: staff's override of `auth` or `export` for `tenant`."""
+    if not _active(tenant.pk):
+        return None
+    override = overrides_of(tenant.pk).get(resource)
+    return (override.limit, override.window_seconds) if override is not None else None
+
+
+ratelimit.register_override(_rate_override)

@@ -13,6 +13,14 @@ class Resource(models.TextChoices):
     TASKS = "tasks", "Tasks published over the API"
     PUBLISH = "publish", "Gateway messages published"
     USAGE_EVENTS = "usage_events", "Usage event reports"
+    # Limited by platform settings in the layers below (credentials, accounts, audit), per
+    # address, account or actor: only staff's overrides change them per organization.
+    AUTH = "auth", "Sign-in (each window per address and per account)"
+    EXPORT = "export", "Audit log exports (per person or key)"
+
+
+# The resources a plan's PlanLimit rows set (`auth` and `export` come from settings).
+PLAN_RESOURCES = (Resource.API, Resource.TASKS, Resource.PUBLISH, Resource.USAGE_EVENTS)
 
 
 class PlanLimit(models.Model):
@@ -36,6 +44,14 @@ class PlanLimit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.plan}: {self.resource} {self.limit}/{self.window_seconds}s"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.resource not in PLAN_RESOURCES:
+            raise ValidationError(
+                {"resource": ["Set by the platform's settings: use a limit override."]}
+            )
 
 
 class Aggregation(models.TextChoices):
@@ -221,12 +237,17 @@ class InvoiceLine(models.Model):
 
 
 class LimitOverride(models.Model):
-    """Staff's temporary limit for one organization and resource, until `expires_at`."""
+    """Staff's temporary limit for one organization, until `expires_at`: of a rate-limited
+    `resource` (`limit` per `window_seconds`), or of the monthly quota on a `meter` (`limit` a
+    month; the plan's quota keeps its kind, hard when the plan has none). One of the two."""
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
-    resource = models.CharField(max_length=32, choices=Resource.choices)
-    limit = models.PositiveIntegerField()
-    window_seconds = models.PositiveIntegerField(default=60)
+    resource = models.CharField(max_length=32, choices=Resource.choices, blank=True)
+    meter = models.CharField(
+        max_length=40, blank=True, help_text="A meter's monthly quota (leave resource empty)."
+    )
+    limit = models.PositiveBigIntegerField()
+    window_seconds = models.PositiveIntegerField(default=60, help_text="Resources only.")
     expires_at = models.DateTimeField()
     reason = models.CharField(max_length=500)
     created_by = models.CharField(max_length=254, editable=False)
@@ -239,10 +260,17 @@ class LimitOverride(models.Model):
             models.CheckConstraint(
                 condition=models.Q(window_seconds__gte=1), name="limit_override_window_positive"
             ),
+            models.CheckConstraint(
+                condition=(models.Q(resource="") & ~models.Q(meter=""))
+                | (~models.Q(resource="") & models.Q(meter="")),
+                name="limit_override_one_target",
+            ),
         ]
 
     def __str__(self) -> str:
         until = f"{self.expires_at:%Y-%m-%d %H:%M}"
+        if self.meter:
+            return f"{self.meter} {self.limit:,} a month until {until}"
         return f"{self.resource} {self.limit}/{self.window_seconds}s until {until}"
 
 

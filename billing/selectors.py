@@ -521,3 +521,83 @@ def invoice_get(*, actor: Actor, number: str) -> Any:
     tenant = context.require_tenant()
     with context.public_context():
         return Invoice.objects.prefetch_related("lines").get(tenant_id=tenant.pk, number=number)
+
+
+# Staff's temporary limits and the month's alerts, as the Usage and Billing pages show them ------
+
+
+@dataclass(frozen=True)
+class OverrideView:
+    """One of staff's temporary limits in force for the organization, beside what it replaces."""
+
+    target: str  # the resource or the meter
+    is_quota: bool
+    limit: int
+    window_seconds: int
+    plan_limit: str  # what the plan (or the platform's settings) sets, for the page
+    expires_at: datetime
+    reason: str
+
+
+def limit_overrides(*, actor: Actor) -> list[OverrideView]:
+    """Staff's unexpired overrides of the current organization's limits (the ones enforced)."""
+    if not (actor.can("usage:read") or actor.can("billing:read")):
+        raise PermissionDenied("This needs the “usage:read” permission.")
+    tenant = context.require_tenant()
+    per_resource = limits.plan_limits(tenant.plan_id)
+    views = []
+    for override in limits.overrides_of(tenant.pk).values():
+        plan = per_resource.get(override.target)
+        views.append(
+            OverrideView(
+                override.target,
+                False,
+                override.limit,
+                override.window_seconds,
+                rate_display(*plan) if plan else "the platform's settings",
+                override.expires_at,
+                override.reason,
+            )
+        )
+    plan_quotas = limits.plan_quotas(tenant)
+    for override in limits.quota_overrides_of(tenant.pk).values():
+        quota = plan_quotas.get(override.target)
+        views.append(
+            OverrideView(
+                override.target,
+                True,
+                override.limit,
+                0,
+                f"{quota.limit:,} a month ({'hard' if quota.is_hard else 'soft'})"
+                if quota
+                else "none",
+                override.expires_at,
+                override.reason,
+            )
+        )
+    return sorted(views, key=lambda view: (view.is_quota, view.target))
+
+
+def rate_display(limit: int, seconds: int) -> str:
+    unit = {1: "a second", 60: "a minute", 3600: "an hour", 86400: "a day"}.get(
+        seconds, f"per {seconds:,} s"
+    )
+    return f"{limit:,} {unit}"
+
+
+def usage_alerts(*, actor: Actor, limit: int = 20) -> list[dict[str, Any]]:
+    """This month's `usage.alert` events (quotas and budgets at 80% and 100%), newest first,
+    from the organization's audit log."""
+    from audit.models import AuditEvent
+
+    _require(actor, "usage:read")
+    context.require_tenant()
+    start, _ = month_progress(timezone.now())
+    rows = (
+        AuditEvent.objects.filter(action="usage.alert", occurred_at__gte=start)
+        .order_by("-occurred_at", "-id")
+        .values("occurred_at", "resource_type", "details")[:limit]
+    )
+    return [
+        {"at": row["occurred_at"], "kind": row["resource_type"], **row["details"]} for row in rows
+    ]

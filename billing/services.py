@@ -201,7 +201,14 @@ def _gates(
 
 
 def _refusal(gate: Gate, now: datetime, current: int) -> errors.DomainError:
-    """The refusal of a quota or budget whose counter stands at `current`."""
+    """The refusal of a quota or budget whose counter stands at `current` (it keeps the gate and
+    the counter as `gate` and `current`: the alert of a refusal reads them)."""
+    error = _refusal_of(gate, now, current)
+    error.gate, error.current = gate, current  # type: ignore[attr-defined]
+    return error
+
+
+def _refusal_of(gate: Gate, now: datetime, current: int) -> errors.DomainError:
     state = "is spent" if current >= gate.limit else "would be passed"
     if gate.budget is not None:
         budget = gate.budget
@@ -217,12 +224,6 @@ def _refusal(gate: Gate, now: datetime, current: int) -> errors.DomainError:
                 "amount": str(budget.amount),
                 "currency": budget.currency,
             },
-        )
-    if gate.meter == "gateway_messages":
-        return errors.QuotaExceeded(
-            "message_quota_exceeded",
-            "The organization has used its plan's messages for this month.",
-            limit="messages_per_month",
         )
     return errors.UsageExhausted(
         "quota_exceeded",
@@ -241,10 +242,13 @@ def _consume(
     gates: Sequence[Gate] = (),
     counts: Sequence[Count] = (),
     dedup_ttl_seconds: int = 7 * 86400,
+    alert_refusal: bool = True,
 ) -> ratelimit.Outcome:
     """One Lua call: the windows, the gates, the ledger's counts. A counter missing (a new month,
     or Redis lost it) is seeded from the ledger, then the call is made again. Raises
-    RateLimited, the gate's refusal, or ratelimit.Unreachable (the caller's policy applies)."""
+    RateLimited, the gate's refusal, or ratelimit.Unreachable (the caller's policy applies).
+    A refusal alerts at 100% (`_alert_refused`) unless `alert_refusal` is False (the caller
+    may yet find it was not one)."""
     prepared = _call(
         str(tenant.public_id),
         tuple(windows),
@@ -258,13 +262,13 @@ def _consume(
             outcome = ratelimit.run(prepared)
         except ratelimit.QuotaPassed as passed:
             gate = next(g for g in gates if g.quota == passed.quota)
-            raise _refusal(gate, now, passed.current) from None
+            refusal = _refusal(gate, now, passed.current)
+            if alert_refusal:
+                _alert_refused(tenant, refusal)
+            raise refusal from None
         if outcome.missing_quota is None:
             for gate, value in zip(gates, outcome.quota_values, strict=True):
-                if gate.meter:
-                    _alert_thresholds(
-                        tenant, gate.meter, gate.quota.key, value, gate.quota.amount, gate.limit
-                    )
+                _alert_thresholds(tenant, gate, value)
             return outcome
         _seed(tenant, next(g for g in gates if g.quota == outcome.missing_quota), now)
     raise errors.RateLimiterUnavailable  # a counter vanished again and again: Redis is flapping
@@ -343,6 +347,58 @@ def usage_add(*, tenant: Any, counts: Sequence[Count]) -> None:
         ledger.add_directly(tenant.pk, counts, now)
 
 
+def usage_admit(
+    *, tenant: Any, counts: Sequence[Count], checks: Sequence[str] = ()
+) -> datetime | None:
+    """Before usage that must not start past a hard quota but is otherwise metered when it is
+    over (a custom tool run): with a hard quota on a meter of `counts`, or on a meter in
+    `checks` (measured afterwards: a run's CPU time), one Lua call refuses it past them (429
+    `quota_exceeded` naming the quota; a `checks` meter refuses once its month is used up) and
+    counts `counts` on the ledger and the month's counters; returns when, so that the caller
+    meters the rest with `usage_add` and gives `counts` back with `usage_refund` if the usage
+    did not happen. Without a hard quota on any of them nothing is done (no round trip, the
+    plan's quotas are cached): returns None, meter everything afterwards.
+
+    Exact across processes (N allowed means N). Fails closed when Redis is unreachable (a
+    503): a hard quota is not to be passed unchecked.
+    """
+    quotas = limits.monthly_quotas(tenant)
+    wanted = {count.meter for count in counts} | set(checks)
+    if not any((quota := quotas.get(meter)) is not None and quota.is_hard for meter in wanted):
+        return None
+    now = timezone.now()
+    gates = _gates(tenant, counts, now, quotas=quotas)
+    gated = {gate.meter for gate in gates}
+    for meter in checks:
+        quota = quotas.get(meter)
+        if quota is None or not quota.is_hard or meter in gated:
+            continue
+        # Nothing to add yet: refused once the counter stands at the quota (bound - 1, amount 0).
+        key = f"{QUOTA_PREFIX}:{tenant.public_id}:{meter}:{month_label(now)}"
+        counter = ratelimit.Quota(key, quota.limit - 1, 0, QUOTA_TTL_SECONDS, quota.name)
+        gates.append(Gate(counter, quota.limit, meter))
+    try:
+        with context.tenant_context(tenant):
+            _consume(tenant, now, gates=gates, counts=counts)
+    except ratelimit.Unreachable:
+        logger.error("hard quotas of %s unavailable: refusing", tenant.slug)
+        raise errors.RateLimiterUnavailable from None
+    return now
+
+
+def usage_refund(*, tenant: Any, counts: Sequence[Count], at: datetime) -> None:
+    """Give back what `usage_admit` counted at `at` for usage that then did not happen (no
+    sandbox worker was free): the same counts, negated, in the same hour of the ledger."""
+    usage_add(
+        tenant=tenant,
+        counts=[
+            Count(count.meter, -count.amount, count.groups, at, count.op)
+            for count in counts
+            if count.op == "sum"
+        ],
+    )
+
+
 def message_admit(
     *,
     actor: Actor,
@@ -357,8 +413,8 @@ def message_admit(
     messages), the agent's or key's budget, the counters.
 
     Fails closed when Redis is unreachable (the channel layer that would deliver the message is
-    Redis too). Raises RateLimited, QuotaExceeded (`message_quota_exceeded`), UsageExhausted
-    (another quota, a budget) or RateLimiterUnavailable.
+    Redis too). Raises RateLimited, UsageExhausted (`quota_exceeded` naming the quota, the
+    messages' or another; `budget_exceeded`) or RateLimiterUnavailable.
     """
     if actor.kind == "anonymous":
         raise PermissionDenied("Sign in to publish.")
@@ -386,10 +442,12 @@ def message_admit(
     if groups is None and actor.kind == "api_key":
         groups = {"api_key": actor.id}
     counts = [Count(meter, 1, groups) for meter in meters]
-    quotas = {
-        **limits.monthly_quotas(tenant),
-        "gateway_messages": limits.MonthlyQuota("gateway_messages", monthly_limit),
-    }
+    quotas = limits.monthly_quotas(tenant)
+    if "gateway_messages" not in limits.quota_overrides_of(tenant.pk):  # staff's override wins
+        quotas = {
+            **quotas,
+            "gateway_messages": limits.MonthlyQuota("gateway_messages", monthly_limit),
+        }
     gates = _gates(tenant, counts, now, quotas=quotas)
     try:
         outcome = _consume(tenant, now, windows=windows, gates=gates, counts=counts)
@@ -400,50 +458,91 @@ def message_admit(
 
 
 ALERT_THRESHOLDS = (80, 100)
+# Alert keys this process knows are set (their month is in them), bounded like `_prepared`.
+_alerted: set[str] = set()
 
 
-def _alert_thresholds(
-    tenant: Any, meter: str, quota_key: str, used: int, amount: int, limit: int
-) -> None:
-    """Soft alerts: the request that takes a quota's counter across 80% or 100% announces it,
-    once per threshold and month (a Redis key guards against a re-seeded counter crossing again):
-    an audit event `usage.alert` and the same on the organization's `usage.alert` subject."""
-    if limit <= 0:
+def _alert_thresholds(tenant: Any, gate: Gate, used: int) -> None:
+    """Soft alerts: the request that takes a quota's or a budget's counter across 80% or 100%
+    announces it (`_alert`)."""
+    if gate.limit <= 0 or (not gate.meter and gate.budget is None):
         return
     for percent in ALERT_THRESHOLDS:
-        threshold = -(-limit * percent // 100)
-        if not used - amount < threshold <= used:
-            continue
-        key = f"{quota_key}:alert:{percent}"
-        client = ratelimit.redis_client()
-        if client is None:
-            if ratelimit.memory_hash(key):
-                continue
+        threshold = -(-gate.limit * percent // 100)
+        if used - gate.quota.amount < threshold <= used:
+            _alert(tenant, gate, percent, used)
+
+
+def _alert_refused(tenant: Any, refusal: errors.DomainError) -> None:
+    """A hard quota or a budget that refuses a request alerts at 100% (once per month), even
+    when the counter stopped short of it: a budget is seldom spent to the exact nano-unit, and
+    what the owner must hear is that requests are refused."""
+    gate = getattr(refusal, "gate", None)
+    if gate is not None and gate.limit > 0:
+        _alert(tenant, gate, 100, refusal.current, refused=True)  # type: ignore[attr-defined]
+
+
+def _alert(tenant: Any, gate: Gate, percent: int, used: int, *, refused: bool = False) -> None:
+    """Announce that a quota or a budget reached `percent`, once per threshold, counter (a quota
+    of the organization's meter, a budget by its id) and month across every process: a Redis
+    key set with NX guards it, also against a re-seeded counter crossing again. An audit event
+    `usage.alert` and the same on the organization's `usage.alert` subject."""
+    budget = gate.budget
+    key = f"{gate.quota.key}:alert:{percent}"
+    if budget is not None:
+        key = f"{gate.quota.key}:alert:{budget.pk}:{percent}"
+    if key in _alerted:
+        return  # sent (here or elsewhere) this month: refused requests cost no second call
+    client = ratelimit.redis_client()
+    if client is None:
+        first = not ratelimit.memory_hash(key)
+        if first:
             ratelimit.memory_set(key, {"sent": 1}, QUOTA_TTL_SECONDS, only_if_missing=True)
-        else:
-            try:
-                if not client.set(key, 1, nx=True, ex=QUOTA_TTL_SECONDS):
-                    continue
-            except ratelimit.unreachable_errors():
-                logger.warning("usage alert %s %s%% not sent: Redis is unreachable", meter, percent)
-                continue
-        details = {
-            "meter": meter,
+    else:
+        try:
+            first = bool(client.set(key, 1, nx=True, ex=QUOTA_TTL_SECONDS))
+        except ratelimit.unreachable_errors():
+            logger.warning("usage alert %s %s%% not sent: Redis is unreachable", key, percent)
+            return
+    if len(_alerted) >= PREPARED_CACHE_SIZE:
+        _alerted.clear()
+    _alerted.add(key)
+    if not first:
+        return
+    period = gate.quota.key.rsplit(":", 1)[1]
+    if budget is None:
+        details: dict[str, Any] = {
+            "meter": gate.meter,
             "threshold_percent": percent,
             "used": used,
-            "quota": limit,
-            "period": quota_key.rsplit(":", 1)[1],
+            "quota": gate.limit,
+            "period": period,
         }
-        with transaction.atomic():
-            audit.emit(
-                actor=Actor.system("billing"),
-                action="usage.alert",
-                subject="usage.alert",
-                resource_type="meter",
-                resource_id=meter,
-                details=details,
-                data=details,
-            )
+        resource_type, resource_id = "meter", gate.meter
+    else:
+        details = {
+            "budget": budget.pk,
+            "subject_type": budget.subject_type,
+            "subject_id": budget.subject_id,
+            "threshold_percent": percent,
+            "spent": str(pricing.from_nano(used).quantize(Decimal("0.000001"))),
+            "amount": str(budget.amount),
+            "currency": budget.currency,
+            "period": period,
+        }
+        resource_type, resource_id = "budget", budget.pk
+    if refused:
+        details["refused"] = True
+    with context.tenant_context(tenant), transaction.atomic():
+        audit.emit(
+            actor=Actor.system("billing"),
+            action="usage.alert",
+            subject="usage.alert",
+            resource_type=resource_type,
+            resource_id=resource_id,
+            details=details,
+            data=details,
+        )
 
 
 def quota_forget(*, tenant: Any, meter: str = "gateway_messages") -> None:
@@ -691,13 +790,14 @@ def usage_events_ingest(*, actor: Actor, events: list[Any], api_key: Any = None)
     quotas = limits.monthly_quotas(tenant)
     try:
         try:
-            outcome = _ingest(tenant, now, windows, counts, quotas)
-        except (errors.UsageExhausted, errors.QuotaExceeded):
+            outcome = _ingest(tenant, now, windows, counts, quotas, alert_refusal=False)
+        except (errors.UsageExhausted, errors.QuotaExceeded) as refusal:
             # Refused as if every event were new: a retried batch may hold events already
             # counted (its first answer was lost). Those count nothing, so leave them out and ask
             # again; a batch of duplicates only is answered as such.
             seen = _seen_before({count.dedup_key for count in counts if count.dedup_key})
             if not seen:
+                _alert_refused(tenant, refusal)
                 raise
             counts = [count for count in counts if count.dedup_key not in seen]
             outcome = _ingest(tenant, now, windows, counts, quotas)
@@ -719,6 +819,8 @@ def _ingest(
     windows: list[ratelimit.Window],
     counts: list[Count],
     quotas: dict[str, limits.MonthlyQuota],
+    *,
+    alert_refusal: bool = True,
 ) -> ratelimit.Outcome:
     gates = _gates(tenant, counts, now, quotas=quotas)
     outcome = _consume(
@@ -728,6 +830,7 @@ def _ingest(
         gates=gates,
         counts=counts,
         dedup_ttl_seconds=settings.BILLING_EVENT_DEDUP_SECONDS,
+        alert_refusal=alert_refusal,
     )
     if gates and outcome.new_dedup_keys < len({c.dedup_key for c in counts}):
         # Events seen before moved the month's counters but not the ledger: start those
@@ -843,28 +946,115 @@ def rollup(*, actor: Actor, include_current: bool = False) -> ledger.RollupResul
 # Staff: price table, plan limits, temporary overrides --------------------------------------------
 
 
+OVERRIDE_MAX_RATE = 10**9  # requests per window
+OVERRIDE_MAX_QUOTA = 10**15  # a month (Lua compares counters exactly below 2^53)
+
+
+def _limit_in_force(tenant: Any, resource: str, meter: str) -> str:
+    """What an override replaces, for the audit record: the plan's (or a setting's) limit."""
+    if meter:
+        quota = limits.monthly_quotas(tenant).get(meter)
+        return f"{quota.limit} a month" if quota is not None else "none"
+    if resource in limits.plan_limits(tenant.plan_id):
+        limit = limits.limit_for(tenant, resource)
+        return f"{limit.limit}/{limit.window_seconds}s"
+    return "the platform's settings"
+
+
 def limit_override_create(
     *,
     actor: Actor,
     tenant: Any,
-    resource: str,
     limit: int,
-    window_seconds: int,
     expires_at: datetime,
     reason: str,
+    resource: str = "",
+    meter: str = "",
+    window_seconds: int = 60,
 ) -> Any:
-    """A temporary limit for one organization (staff), with an expiry and a mandatory reason;
-    recorded in the platform's log and the organization's. Applies within limits.TTL_SECONDS in
-    every process."""
+    """A temporary limit for one organization (staff), with an expiry and a mandatory reason:
+    of a rate-limited `resource` (`api`, `auth`, `tasks`, `publish`, `export`, `usage_events`:
+    `limit` per `window_seconds`) or of the monthly quota on a `meter` (`limit` a month), one of
+    the two. Recorded in the platform's log and the organization's; in force at the next request
+    in every process (the limits' caches are dropped everywhere after commit), and no more once
+    it expires. A later override of the same limit replaces an earlier one."""
     from billing.models import LimitOverride
 
     audit.require_staff(actor, "limit_override.created", "organization", str(tenant.public_id))
+    resource, meter, window_seconds, reason = limit_override_check(
+        tenant=tenant,
+        resource=resource,
+        meter=meter,
+        limit=limit,
+        window_seconds=window_seconds,
+        expires_at=expires_at,
+        reason=reason,
+    )
+    before = _limit_in_force(tenant, resource, meter)
+    with transaction.atomic():
+        with context.public_context():
+            override = LimitOverride.objects.create(
+                tenant_id=tenant.pk,
+                resource=resource,
+                meter=meter,
+                limit=limit,
+                window_seconds=window_seconds,
+                expires_at=expires_at,
+                reason=reason,
+                created_by=actor.label[:254],
+            )
+        target = {"meter": meter} if meter else {"resource": resource}
+        audit.record_in_both_logs(
+            actor=actor,
+            tenant=tenant,
+            action="limit_override.created",
+            resource_type="organization",
+            resource_id=str(tenant.public_id),
+            details={
+                **target,
+                "limit": limit,
+                **({} if meter else {"window_seconds": window_seconds}),
+                "replaces": before,
+                "expires_at": expires_at.isoformat(),
+                "reason": reason,
+            },
+        )
+        limits.forget_on_commit()
+    return override
+
+
+def limit_override_check(
+    *,
+    tenant: Any,
+    limit: Any,
+    expires_at: datetime | None,
+    reason: str,
+    resource: str = "",
+    meter: str = "",
+    window_seconds: Any = 60,
+) -> tuple[str, str, int, str]:
+    """An override's fields checked (ValidationError naming each bad one), cleaned: (resource,
+    meter, window seconds, reason)."""
     problems: dict[str, list[str]] = {}
-    if resource not in Resource.values:
+    resource, meter = (resource or "").strip(), (meter or "").strip()
+    if bool(resource) == bool(meter):
+        problems["resource"] = ["Name a resource, or a meter for its monthly quota (one of them)."]
+    elif resource and resource not in Resource.values:
         problems["resource"] = [f"One of: {', '.join(Resource.values)}."]
-    if not isinstance(limit, int) or limit < 0:
-        problems["limit"] = ["A whole number, 0 or more."]
-    if not isinstance(window_seconds, int) or not 1 <= window_seconds <= 86400:
+    elif meter:
+        problem = _quota_meter_problem(tenant, meter)
+        if problem:
+            problems["meter"] = [problem]
+    bound = OVERRIDE_MAX_QUOTA if meter else OVERRIDE_MAX_RATE
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= bound:
+        problems["limit"] = [f"A whole number from 0 to {bound:,}."]
+    if meter:
+        window_seconds = 60  # not used by a monthly quota
+    elif (
+        isinstance(window_seconds, bool)
+        or not isinstance(window_seconds, int)
+        or not 1 <= window_seconds <= 86400
+    ):
         problems["window_seconds"] = ["From 1 to 86,400 seconds."]
     if expires_at is None or expires_at <= timezone.now():
         problems["expires_at"] = ["The expiry must be in the future."]
@@ -873,35 +1063,27 @@ def limit_override_create(
     reason = (reason or "").strip()
     if not reason:
         problems["reason"] = ["Say why (it goes into both audit logs)."]
+    elif len(reason) > 500:
+        problems["reason"] = ["At most 500 characters."]
     if problems:
         raise ValidationError(problems)
-    with transaction.atomic():
+    return resource, meter, window_seconds, reason
+
+
+def _quota_meter_problem(tenant: Any, meter: str) -> str:
+    """Why `meter` cannot have a monthly quota for `tenant` ("" when it can)."""
+    builtin = ledger.BUILTIN_METERS.get(meter)
+    if builtin is not None:
+        aggregation = builtin.aggregation
+    else:
         with context.public_context():
-            override = LimitOverride.objects.create(
-                tenant_id=tenant.pk,
-                resource=resource,
-                limit=limit,
-                window_seconds=window_seconds,
-                expires_at=expires_at,
-                reason=reason[:500],
-                created_by=actor.label[:254],
-            )
-        audit.record_in_both_logs(
-            actor=actor,
-            tenant=tenant,
-            action="limit_override.created",
-            resource_type="organization",
-            resource_id=str(tenant.public_id),
-            details={
-                "resource": resource,
-                "limit": limit,
-                "window_seconds": window_seconds,
-                "expires_at": expires_at.isoformat(),
-                "reason": reason[:500],
-            },
-        )
-    limits.forget()
-    return override
+            own = Meter.objects.filter(tenant_id=tenant.pk, slug=meter).first()
+        if own is None:
+            return "Not a built-in meter nor one of this organization's."
+        aggregation = own.aggregation
+    if aggregation == Aggregation.MAX:
+        return "A MAX meter has no monthly quota."
+    return ""
 
 
 def price_save(*, actor: Actor, price: Any, fields: Sequence[str]) -> Any:
@@ -941,7 +1123,7 @@ def plan_limit_save(*, actor: Actor, plan_limit: Any, fields: Sequence[str]) -> 
                 **{name: str(getattr(plan_limit, name)) for name in fields},
             },
         )
-    limits.forget()
+        limits.forget_on_commit()
     return plan_limit
 
 

@@ -140,11 +140,62 @@ def _costs(actor: Actor) -> dict[str, Any]:
     }
 
 
+def _overrides(actor: Actor) -> list[dict[str, Any]]:
+    """Staff's temporary limits in force, as the pages list them."""
+    rows = []
+    for view in selectors.limit_overrides(actor=actor):
+        if view.is_quota:
+            label = f"{view.target} (monthly quota)"
+            limit = f"{view.limit:,} a month"
+        else:
+            label = f"{view.target} (rate limit)"
+            limit = selectors.rate_display(view.limit, view.window_seconds)
+        rows.append({**view.__dict__, "label": label, "limit_display": limit})
+    return rows
+
+
+def _alert_rows(actor: Actor) -> list[dict[str, Any]]:
+    """This month's alerts of quotas and budgets, worded for the page."""
+    names = {
+        subject_type: dict(kind.choices(actor))
+        for subject_type, kind in services.budget_subjects.items()
+    }
+    rows = []
+    for alert in selectors.usage_alerts(actor=actor):
+        if alert["kind"] == "budget":
+            subject_type = alert.get("subject_type", "")
+            name = names.get(subject_type, {}).get(alert.get("subject_id"), alert.get("subject_id"))
+            label = (
+                BudgetSubject(subject_type).label if subject_type in BudgetSubject.values else ""
+            )
+            what = f"Budget of {label.replace('Agent', 'agent')} {name}"
+            spent, amount = Decimal(alert["spent"]), Decimal(alert["amount"])
+            used = f"{spent:,.2f} of {amount:,.2f} {alert['currency']}"
+        else:
+            what = f"Quota on {alert.get('meter')}"
+            used = f"{alert.get('used', 0):,} of {alert.get('quota', 0):,}"
+        rows.append(
+            {
+                "at": alert["at"],
+                "what": what,
+                "percent": alert.get("threshold_percent"),
+                "used": used,
+                "refused": bool(alert.get("refused")),
+            }
+        )
+    return rows
+
+
 @requires("usage:read")
 def usage(request: HttpRequest, actor: Actor) -> HttpResponse:
+    from tenants import context as tenant_context
+
     context = _report(request, actor)
     context["costs"] = _costs(actor)
     summary = selectors.usage_summary(actor=actor, quotas=selectors.monthly_quotas())
+    tenant = tenant_context.require_tenant()
+    in_force = limits.monthly_quotas(tenant)
+    temporary = limits.quota_overrides_of(tenant.pk)
     context["summary"] = [
         {
             "meter": item.meter,
@@ -153,9 +204,13 @@ def usage(request: HttpRequest, actor: Actor) -> HttpResponse:
             "percent": min(100, round(item.used * 100 / item.quota)) if item.quota else None,
             "used_display": f"{item.used:,}",
             "quota_display": f"{item.quota:,}" if item.quota else "",
+            "is_hard": bool(item.quota is not None and in_force[item.meter.slug].is_hard),
+            "temporary_until": getattr(temporary.get(item.meter.slug), "expires_at", None),
         }
         for item in summary
     ]
+    context["alerts"] = _alert_rows(actor)
+    context["overrides"] = _overrides(actor)
     report = context["report"]
     if report is not None:
         context["total_display"] = f"{report.total:,}"
@@ -280,9 +335,7 @@ def _plan_card(plan: Any, current: bool) -> dict[str, Any]:
 
 
 def _rate(value: tuple[int, int]) -> str:
-    limit, seconds = value
-    unit = {1: "a second", 60: "a minute", 3600: "an hour"}.get(seconds, f"per {seconds} s")
-    return f"{limit:,} {unit}"
+    return selectors.rate_display(*value)
 
 
 @requires("billing:read")
@@ -302,6 +355,7 @@ def billing(request: HttpRequest, actor: Actor) -> HttpResponse:
             "plans": [_plan_card(plan, plan.pk == tenant.plan_id) for plan in plans],
             "invoices": selectors.invoice_list(actor=actor),
             "can_change": actor.can("billing:manage"),
+            "overrides": _overrides(actor),
         },
     )
 

@@ -116,7 +116,8 @@ class QuotaExceeded(DomainError):
     """A limit of the organization would be exceeded: a 409 naming the limit.
 
     `code` is one of `agent_limit_reached`, `instance_limit_reached`, `insufficient_cpu`,
-    `insufficient_memory`, `instance_too_large`, `message_quota_exceeded`; `limit` names the limit.
+    `insufficient_memory`, `instance_too_large`, `meter_limit_reached`; `limit` names the limit.
+    (Monthly quotas on meters, gateway messages included, are UsageExhausted: a 429.)
     """
 
     status = 409

@@ -323,12 +323,14 @@ def token_obtain(*, actor: Actor, email: str, password: str, request=None) -> To
         key=f"ip:{actor.ip}",
         rate=settings.API_TOKEN_RATE_PER_IP,
         fail_closed=True,
+        resource="auth",
     )
     ratelimit.hit(
         scope="token_obtain_account",
         key=f"account:{email}",
         rate=settings.API_TOKEN_RATE_PER_ACCOUNT,
         fail_closed=True,
+        resource="auth",
     )
     user = authenticate(request, email=email, password=password or "")
     if user is None or not user.is_active:

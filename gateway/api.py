@@ -7,7 +7,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.api import ApiView, InputSerializer
+from core.api import ApiView, ErrorSerializer, InputSerializer
 from gateway import services
 
 
@@ -35,7 +35,12 @@ class TaskPublishApi(ApiView):
         request=TaskInputSerializer,
         responses={
             202: TaskPublishedSerializer,
-            409: OpenApiResponse(description="`message_quota_exceeded`: the monthly messages."),
+            429: OpenApiResponse(
+                ErrorSerializer,
+                description="`rate_limited` (the plan's `tasks` limit), or `quota_exceeded`: the "
+                "month's messages are used up (`detail.quota.name` is "
+                "`gateway_messages_per_month`), or `budget_exceeded`: retry after `Retry-After`.",
+            ),
         },
     )
     def post(self, request: Request) -> Response:

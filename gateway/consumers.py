@@ -351,6 +351,8 @@ class EventsConsumer(AsyncWebsocketConsumer):
                 raise
             retry_after = getattr(error, "retry_after", None)
             extra = {"retry_after": retry_after} if retry_after else {}
+            if isinstance(error, errors.UsageExhausted):
+                extra["detail"] = problem.detail  # the quota or budget, named as over HTTP
             self._error(problem.code, problem.message, ref, **extra)
             if isinstance(error, errors.DomainError):
                 # Each refusal writes an audit row: a client looping on refused frames is cut off.

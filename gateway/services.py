@@ -111,7 +111,7 @@ def _meter(
     except errors.RateLimited as error:
         error.message = "Too many messages: slow down."  # the same refusal, counted once
         _refuse(actor, action, subject, error)
-    except (errors.QuotaExceeded, errors.RateLimiterUnavailable) as error:
+    except (errors.UsageExhausted, errors.RateLimiterUnavailable) as error:
         _refuse(actor, action, subject, error)
 
 

@@ -18,7 +18,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -634,13 +634,32 @@ def namespace() -> str:
     return str(tenant.public_id) if tenant is not None else "platform"
 
 
-def hit(*, scope: str, key: str, rate: str, fail_closed: bool) -> Usage | None:
+# Staff's temporary limit of a resource for one organization (billing registers the lookup:
+# it is a layer above): (tenant, resource) -> (limit, window seconds), or None.
+_override: Callable[[Any, str], tuple[int, int] | None] | None = None
+
+
+def register_override(lookup: Callable[[Any, str], tuple[int, int] | None]) -> None:
+    global _override
+    _override = lookup
+
+
+def hit(
+    *, scope: str, key: str, rate: str, fail_closed: bool, resource: str | None = None
+) -> Usage | None:
     """Count one request against `rate` for `key` within the current organization.
 
+    With `resource` (`auth`, `export`), staff's unexpired override of that resource for the
+    current organization replaces `rate` (each window keeps its own key).
     Raises RateLimited when over the limit, RateLimiterUnavailable when Redis cannot be reached
     and `fail_closed`; returns the usage (None when failing open).
     """
     limit, seconds = parse_rate(rate)
+    if resource is not None and _override is not None:
+        tenant = context.current_tenant()
+        found = _override(tenant, resource) if tenant is not None else None
+        if found is not None:
+            limit, seconds = found
     window = Window(
         key=f"{PREFIX}:{namespace()}:{scope}:{key}", limit=limit, seconds=seconds, name=scope
     )

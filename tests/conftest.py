@@ -160,6 +160,7 @@ def _public_context_between_tests():
     (rate-limit counters included: they live in the test Redis database)."""
     from django.core.cache import cache
 
+    from billing import services as billing_services
     from credentials.authentication import clear_key_cache
     from tenants import context, routing
 
@@ -167,6 +168,7 @@ def _public_context_between_tests():
     routing.clear()
     clear_key_cache()
     cache.clear()
+    billing_services._alerted.clear()  # the alert keys it remembers were in that Redis database
     yield
     context.activate(None)
 

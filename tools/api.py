@@ -139,7 +139,13 @@ RUN_RESPONSES = {
     200: RunSerializer,
     400: ErrorSerializer,
     404: ErrorSerializer,
-    429: OpenApiResponse(ErrorSerializer, description="`concurrency_limit`: retry shortly."),
+    429: OpenApiResponse(
+        ErrorSerializer,
+        description="`concurrency_limit`: retry shortly; `quota_exceeded`: a hard monthly quota "
+        "on tool runs (`tool_runs_per_month`) or on their CPU time (`tool_cpu_ms_per_month`) is "
+        "used up, the run did not start (`detail.quota` names it; `Retry-After` is the month's "
+        "end); `rate_limited`.",
+    ),
     503: OpenApiResponse(ErrorSerializer, description="`sandbox_busy`: retry shortly."),
 }
 

@@ -510,6 +510,8 @@ def tool_run(
         tool = Tool.objects.get(pk=pk)
         chosen = selectors.version_get(tool=tool, number=version)
         limits = selectors.limits_get()
+        # A hard quota on runs (or CPU time) refuses before the run: 429 `quota_exceeded`.
+        admitted = metering.admit_tool_run(tenant=tenant, tool=tool.name)
         problem = _input_problem(chosen, input)
         if problem:
             result = RunResult(status="invalid_input", error={"message": problem, "stack": ""})
@@ -528,9 +530,13 @@ def tool_run(
                 caller=actor,
                 secrets=frozenset(tool_permissions.secret_names(permissions)),
             )
-            result = _redact(_execute(run, chosen, input, limits), run.revealed)
+            try:
+                result = _redact(_execute(run, chosen, input, limits), run.revealed)
+            except BaseException:
+                metering.release_tool_run(tenant=tenant, tool=tool.name, admitted=admitted)
+                raise
     result.tool, result.version = tool, chosen.number
-    metering.record_tool_run(tenant=tenant, tool=tool.name, cpu_ms=result.cpu_ms)
+    metering.record_tool_run(tenant=tenant, tool=tool.name, cpu_ms=result.cpu_ms, admitted=admitted)
     details = {
         "tool": tool.name,
         "version": chosen.number,

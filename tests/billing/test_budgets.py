@@ -167,7 +167,12 @@ def test_a_budget_allows_exactly_n_requests_from_4_processes(org):
     processes: exactly 40 served."""
     price("api_requests", "0.01")
     key, _ = api_key(org, ["agents:read"])
-    budget(org, "api_key", key.pk, "0.41")
+    made = budget(org, "api_key", key.pk, "0.41")
+    # The children share this test's database connection: no audit write there. The budget's
+    # alerts are test_budget_alerts' (across processes too): marked sent for this month.
+    counter = services.budget_key(str(org.tenant.public_id), "api_key", str(key.pk), timezone.now())
+    for percent in services.ALERT_THRESHOLDS:
+        ratelimit.redis_client().set(f"{counter}:alert:{made.pk}:{percent}", 1, ex=3600)
     with context.tenant_context(org.tenant):
         # Warm this process's caches (forked below) and seed the month's counter: one cent.
         services.request_admit(

@@ -366,7 +366,7 @@ def test_another_organization_sees_none_of_it(org, other_org, client_for):
 
 def test_the_usage_api_the_quota_and_the_refusals_agree(org, client_for, in_tenant):
     """Replay mixed traffic: tasks up to the monthly message quota and past it, API reads,
-    reported tokens; then the Usage API, the 409s and the ledger after a rollup agree."""
+    reported tokens; then the Usage API, the 429s and the ledger after a rollup agree."""
     from tenants.models import Tenant
 
     with context.public_context():
@@ -385,7 +385,7 @@ def test_the_usage_api_the_quota_and_the_refusals_agree(org, client_for, in_tena
         send(client, tokens(f"t{n}", inp=n, out=1), ONE)
     gateway_cache.clear()
 
-    assert statuses == [202] * 7 + [409] * 3
+    assert statuses == [202] * 7 + [429] * 3
     live = report(client, meter="gateway_messages")["total"]
     services.rollup(actor=_system(), include_current=True)
     rolled = report(client, meter="gateway_messages")["total"]

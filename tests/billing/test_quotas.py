@@ -43,9 +43,9 @@ def test_soft_alerts_fire_once_per_threshold(
     # The counter is rebuilt from the ledger (as after Redis lost it): no alert again.
     services.quota_forget(tenant=org.tenant)
     with django_capture_on_commit_callbacks(execute=True):
-        assert _task(client).status_code == 409
+        assert _task(client).status_code == 429
 
-    assert statuses == [202] * 10 + [409] * 2
+    assert statuses == [202] * 10 + [429] * 2
     with in_tenant(org):
         alerts = list(
             AuditEvent.objects.filter(action="usage.alert")

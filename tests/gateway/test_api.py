@@ -140,17 +140,33 @@ def test_bad_input_is_a_400_and_publishes_nothing(
     assert len(callbacks) == 0
 
 
-def test_past_the_monthly_quota_is_a_409(org, client_for, django_capture_on_commit_callbacks):
+def test_past_the_monthly_quota_is_a_429_naming_the_quota(
+    org, client_for, django_capture_on_commit_callbacks, listen
+):
     from agents.selectors import limits_get
 
     with context.tenant_context(org.tenant):
         quota = limits_get().messages_per_month
     record_usage(org.tenant, "gateway_messages", quota)
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+    tasks, alerts = listen(org.tenant, "agents.task"), listen(org.tenant, "usage.alert")
+    with django_capture_on_commit_callbacks(execute=True):
         response = post(client_for(org, org.admin), {"task": {}})
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "message_quota_exceeded"
-    assert len(callbacks) == 0
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "quota_exceeded"
+    assert response.json()["error"]["detail"] == {
+        "quota": {"name": "gateway_messages_per_month", "meter": "gateway_messages", "limit": quota}
+    }
+    assert 1 <= int(response["Retry-After"]) <= 31 * 86400
+    # No task goes out; the month's messages were used up without a word: the refusal is the
+    # quota's 100% alert (docs/billing.md, "Quotas").
+    with pytest.raises(TimeoutError):
+        tasks(timeout=0.3)
+    alert = alerts()["data"]
+    assert (alert["meter"], alert["threshold_percent"], alert["refused"]) == (
+        "gateway_messages",
+        100,
+        True,
+    )
 
 
 def test_an_api_key_needs_the_tasks_publish_scope(org, in_tenant, client_for):

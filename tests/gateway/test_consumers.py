@@ -331,14 +331,21 @@ def test_the_monthly_message_quota_is_enforced(pair, layer):
         assert [r.get("op") or r["error"]["code"] for r in replies] == [
             "ack",
             "ack",
-            "message_quota_exceeded",
+            "quota_exceeded",
         ]
+        refused = replies[-1]["error"]
+        assert refused["detail"]["quota"] == {
+            "name": "gateway_messages_per_month",
+            "meter": "gateway_messages",
+            "limit": quota,
+        }
+        assert refused["retry_after"] >= 1
         await client.close()
 
     try:
         run(body)
         assert messages_used(a.tenant) == quota
-        assert denied_events(a, "gateway.publish")[-1][1] == {"reason": "message_quota_exceeded"}
+        assert denied_events(a, "gateway.publish")[-1][1] == {"reason": "quota_exceeded"}
     finally:
         clear_usage(a.tenant)
 
