@@ -351,6 +351,7 @@ def _evalsha(client: Any, prepared: Prepared) -> Any:
         except IndexError:
             pool = client.connection_pool
             connection = pool.connection_class(**pool.connection_kwargs)
+        connected = connection._sock is not None
         try:
             packed = prepared.packed
             if packed is None or packed[0] != id(client):
@@ -365,10 +366,11 @@ def _evalsha(client: Any, prepared: Prepared) -> Any:
                 raise
             client.script_load(SCRIPT)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            # redis-py closed the connection: a stale one is retried once on a new one, as
-            # redis-py's own retry would.
+            # redis-py closed the connection: one that was open (stale: the server closed it)
+            # is retried once on a new one, as redis-py's own retry would; a failed connect
+            # is not (Redis is unreachable: the caller's policy applies at once).
             connection.disconnect()
-            if attempt >= 1:
+            if attempt >= 1 or not connected:
                 raise
         except redis.exceptions.ResponseError:
             raise  # an error reply, read in full: the connection is ready for the next call
