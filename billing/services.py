@@ -45,9 +45,27 @@ class Admission:
         if self.usage is None:
             return {}
         usage = self.usage
-        return errors.rate_limit_headers(
-            usage.name, usage.limit, usage.window, usage.remaining, usage.reset
-        )
+        policy = _policies.get((usage.name, usage.limit, usage.window))
+        if policy is None:
+            policy = _policy(usage)
+        return {
+            "RateLimit-Policy": policy[0],
+            "RateLimit": f"{policy[1]}{usage.remaining};t={usage.reset}",
+        }
+
+
+# A policy's `RateLimit-Policy` value and the start of its `RateLimit` value, built once per
+# name, limit and window (bounded): only the remaining count and the reset change per request.
+_policies: dict[tuple[str, int, int], tuple[str, str]] = {}
+
+
+def _policy(usage: ratelimit.Usage) -> tuple[str, str]:
+    fields = errors.rate_limit_headers(usage.name, usage.limit, usage.window, 0, 0)
+    policy = (fields["RateLimit-Policy"], fields["RateLimit"].removesuffix("0;t=0"))
+    if len(_policies) >= PREPARED_CACHE_SIZE:
+        _policies.clear()
+    _policies[(usage.name, usage.limit, usage.window)] = policy
+    return policy
 
 
 def _window(org: str, limit: limits.Limit, key: str = "org") -> ratelimit.Window:
@@ -243,20 +261,22 @@ def _consume(
     counts: Sequence[Count] = (),
     dedup_ttl_seconds: int = 7 * 86400,
     alert_refusal: bool = True,
+    prepared: ratelimit.Prepared | None = None,
 ) -> ratelimit.Outcome:
-    """One Lua call: the windows, the gates, the ledger's counts. A counter missing (a new month,
-    or Redis lost it) is seeded from the ledger, then the call is made again. Raises
-    RateLimited, the gate's refusal, or ratelimit.Unreachable (the caller's policy applies).
-    A refusal alerts at 100% (`_alert_refused`) unless `alert_refusal` is False (the caller
-    may yet find it was not one)."""
-    prepared = _call(
-        str(tenant.public_id),
-        tuple(windows),
-        counts,
-        now,
-        quotas=tuple(gate.quota for gate in gates),
-        dedup_ttl_seconds=dedup_ttl_seconds,
-    )
+    """One Lua call: the windows, the gates, the ledger's counts (or `prepared`, that call built
+    beforehand). A counter missing (a new month, or Redis lost it) is seeded from the ledger,
+    then the call is made again. Raises RateLimited, the gate's refusal, or
+    ratelimit.Unreachable (the caller's policy applies). A refusal alerts at 100%
+    (`_alert_refused`) unless `alert_refusal` is False (the caller may yet find it was not one)."""
+    if prepared is None:
+        prepared = _call(
+            str(tenant.public_id),
+            tuple(windows),
+            counts,
+            now,
+            quotas=tuple(gate.quota for gate in gates),
+            dedup_ttl_seconds=dedup_ttl_seconds,
+        )
     for _ in range(len(gates) + 2):
         try:
             outcome = ratelimit.run(prepared)
@@ -302,6 +322,81 @@ def _seed(tenant: Any, gate: Gate, now: datetime) -> None:
             raise errors.RateLimiterUnavailable from None
 
 
+@dataclass(frozen=True)
+class _Admission:
+    """request_admit's call for one organization, resource, key and counts in one hour, with
+    what it was built from."""
+
+    hour: int
+    plan_limits: Any  # the objects billing.limits and billing.pricing handed out
+    quotas: Any
+    budgets: Any
+    prices: Any
+    settings: tuple[Any, ...]  # values: the key's own limit, the ledger's TTL
+    gates: list[Gate]
+    prepared: ratelimit.Prepared
+
+
+# Built once and reused while every source is the very object it was built from: the limits'
+# caches (billing.limits, billing.pricing) hand out the same objects until they reload (TTL) or
+# are forgotten (a change in this process), so a change applies exactly when it did when every
+# request rebuilt its call. Bounded like _prepared.
+_admissions: dict[tuple[Any, ...], _Admission] = {}
+
+
+def _admission(
+    tenant: Any, resource: str, counts: Sequence[Count], api_key: Any, now: datetime
+) -> _Admission:
+    """The gates and the prepared Lua call of a request of `tenant` to `resource`."""
+    overrides = limits.overrides_of(tenant.pk)
+    plan_limits = limits.plan_limits(tenant.plan_id)
+    quotas = limits.monthly_quotas(tenant)
+    budgets = limits.budgets_of(tenant.pk)
+    prices = (pricing.prices(), limits.plan_of(tenant.plan_id)) if budgets else None
+    values = (
+        (getattr(api_key, "rate_limits", None) or {}).get(resource),
+        settings.BILLING_REDIS_TTL_SECONDS,
+    )
+    hour = ledger.hour_number(now)
+    key = (
+        tenant.pk,
+        resource,
+        api_key.pk if api_key is not None else None,
+        ledger.counts_signature(counts),
+    )
+    built = _admissions.get(key)
+    if (
+        built is not None
+        and built.hour == hour
+        and built.plan_limits is plan_limits
+        and built.quotas is quotas
+        and built.budgets is budgets
+        and (
+            prices is built.prices
+            or (
+                prices is not None
+                and built.prices is not None
+                and prices[0] is built.prices[0]
+                and prices[1] is built.prices[1]
+            )
+        )
+        and built.settings == values
+        and not overrides
+    ):
+        return built
+    windows = tuple(_windows(tenant, resource, api_key))
+    gates = _gates(tenant, counts, now, quotas=quotas)
+    prepared = _call(
+        str(tenant.public_id), windows, counts, now, quotas=tuple(g.quota for g in gates)
+    )
+    built = _Admission(hour, plan_limits, quotas, budgets, prices, values, gates, prepared)
+    if not overrides:  # an override expires by the clock: such calls are built every time
+        if len(_admissions) >= PREPARED_CACHE_SIZE:
+            _admissions.clear()
+        _admissions[key] = built
+    return built
+
+
 def request_admit(*, resource: str, counts: Sequence[Count] = (), api_key: Any = None) -> Admission:
     """Count one request of the current organization against `resource` (and the API key's own
     limit for it), check the month's quotas and budgets, and meter `counts`.
@@ -314,10 +409,9 @@ def request_admit(*, resource: str, counts: Sequence[Count] = (), api_key: Any =
     global fail_open_total
     tenant = context.require_tenant()
     now = timezone.now()
-    windows = _windows(tenant, resource, api_key)
-    gates = _gates(tenant, counts, now, quotas=limits.monthly_quotas(tenant))
+    built = _admission(tenant, resource, counts, api_key, now)
     try:
-        outcome = _consume(tenant, now, windows=windows, gates=gates, counts=counts)
+        outcome = _consume(tenant, now, gates=built.gates, counts=counts, prepared=built.prepared)
     except ratelimit.Unreachable:
         if limits.limit_for(tenant, resource).fail_closed:
             logger.error("rate limiter unavailable for %s: refusing", resource)

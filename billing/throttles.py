@@ -17,6 +17,17 @@ from billing.ledger import Count
 from billing.models import Resource
 from tenants import context
 
+# A request's counts per API key (None: no key), built once: request_admit only reads them.
+_counts: dict[Any, list[Count]] = {}
+
+
+def _counts_of(key_id: Any) -> list[Count]:
+    groups = {"api_key": str(key_id)} if key_id is not None else None
+    if len(_counts) >= 4096:
+        _counts.clear()
+    counts = _counts[key_id] = [Count("api_requests", 1, groups)]
+    return counts
+
 
 class PlanThrottle(BaseThrottle):
     def allow_request(self, request: Any, view: Any) -> bool:
@@ -27,8 +38,10 @@ class PlanThrottle(BaseThrottle):
             return True  # benchmarks' floor only: no limit, no metering
         credential = getattr(request, "auth", None)
         api_key = getattr(credential, "api_key", None)
-        groups = {"api_key": str(api_key.pk)} if api_key is not None else None
-        counts = [Count("api_requests", 1, groups)]
+        key_id = api_key.pk if api_key is not None else None
+        counts = _counts.get(key_id)
+        if counts is None:
+            counts = _counts_of(key_id)
         admission = services.request_admit(resource=resource, counts=counts, api_key=api_key)
         # Read by billing.middleware.rate_limit_headers on the way out.
         request._request.rate_limit_headers = admission.headers

@@ -15,6 +15,7 @@ a warning. Any other Redis error is a bug and propagates. Without a Redis server
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -317,21 +318,46 @@ def _script(client: Any) -> Any:
     return script
 
 
+# The script's connections, apart from redis-py's pool, per client: taken and put back with a
+# list's pop and append (atomic under the GIL, so threads never share one). redis-py's pool
+# costs more per call than the round trip's own Python: it polls the socket for stray data,
+# records observability counters and dispatches a release event. A connection here always has
+# its reply read in full, or is disconnected (it reconnects on its next use).
+_idle: dict[int, list[Any]] = {}
+
+
+def _forget_connections() -> None:
+    # A forked child must not share its parent's sockets; redis-py closes them without
+    # shutting them down in a process that did not open them.
+    _idle.clear()
+
+
+os.register_at_fork(after_in_child=_forget_connections)
+
+
 def _evalsha(client: Any, prepared: Prepared) -> Any:
-    """The script's reply: one EVALSHA on a pooled connection. The packed command is kept on
-    `prepared`: redis-py takes longer to pack a call's ~20 arguments than the round trip itself
-    (bench/billing_bench.py). Loads the script when the server does not know it (a restart)."""
+    """The script's reply: one EVALSHA, sent pre-packed on a connection of this module's own.
+    The packed command is kept on `prepared`: redis-py takes longer to pack a call's ~20
+    arguments than the round trip itself (bench/billing_bench.py). Loads the script when the
+    server does not know it (a restart)."""
     import redis
 
-    script = _script(client)
-    pool = client.connection_pool
+    idle = _idle.get(id(client))
+    if idle is None:
+        idle = _idle.setdefault(id(client), [])
     for attempt in range(3):
-        connection = pool.get_connection()
+        try:
+            connection = idle.pop()
+        except IndexError:
+            pool = client.connection_pool
+            connection = pool.connection_class(**pool.connection_kwargs)
+        connected = connection._sock is not None
         try:
             packed = prepared.packed
             if packed is None or packed[0] != id(client):
                 keys, args = prepared.keys, prepared.args
-                command = connection.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                sha = _script(client).sha
+                command = connection.pack_command("EVALSHA", sha, len(keys), *keys, *args)
                 packed = prepared.packed = (id(client), command)
             connection.send_packed_command(packed[1])
             return connection.read_response()
@@ -340,12 +366,19 @@ def _evalsha(client: Any, prepared: Prepared) -> Any:
                 raise
             client.script_load(SCRIPT)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            # redis-py closed the connection: a stale pooled one is retried once on a new one,
-            # as redis-py's own retry would.
-            if attempt >= 1:
+            # redis-py closed the connection: one that was open (stale: the server closed it)
+            # is retried once on a new one, as redis-py's own retry would; a failed connect
+            # is not (Redis is unreachable: the caller's policy applies at once).
+            connection.disconnect()
+            if attempt >= 1 or not connected:
                 raise
+        except redis.exceptions.ResponseError:
+            raise  # an error reply, read in full: the connection is ready for the next call
+        except BaseException:
+            connection.disconnect()  # interrupted mid-call: what it holds is unknown
+            raise
         finally:
-            pool.release(connection)
+            idle.append(connection)
     raise AssertionError("unreachable")
 
 

@@ -227,3 +227,43 @@ def test_a_hash_is_indexed_when_a_charge_creates_a_field(db):
     assert client.smembers(index[0]) == {b"member"}
     assert client.hgetall(f"{prefix}:hash") == {b"a": b"2"}
     assert 0 < client.ttl(f"{prefix}:hash") <= 100
+
+
+def test_a_connection_the_server_closed_is_replaced_and_the_request_counted_once(db):
+    """The script's connections are kept apart from redis-py's pool: one that Redis closed
+    (a restart, an idle timeout) fails on its next use and the call is made again on a new one."""
+    client = ratelimit.redis_client()
+    key = f"agentplane:rl:test:{uuid.uuid4().hex}"
+    window = ratelimit.Window(key=key, limit=10, seconds=60)
+    ratelimit.consume(windows=[window])
+    (connection,) = ratelimit._idle[id(client)]
+    connection.send_command("CLIENT", "ID")
+    client.client_kill_filter(_id=connection.read_response())
+
+    outcome = ratelimit.consume(windows=[window])
+
+    assert outcome.usages[0].remaining == 8
+    assert int(client.get(key)) == 2
+    assert ratelimit._idle[id(client)] == [connection] and connection._sock is not None
+
+
+def test_a_change_of_limits_applies_to_the_next_request_in_this_process(org):
+    """request_admit reuses its call while the limits it was built from are unchanged: a plan
+    change (limits.forget, as every staff change does) applies to the very next request."""
+    from billing import services
+
+    _set_rpm(org, 50)
+    with context.tenant_context(org.tenant):
+        first = services.request_admit(resource="api")
+        again = services.request_admit(resource="api")
+        _set_rpm(org, 7)
+        changed = services.request_admit(resource="api")
+        key = api_key(org, ["agents:read"])[0]
+        key.rate_limits = {"api": {"limit": 3, "window_seconds": 60}}
+        own = services.request_admit(resource="api", api_key=key)
+
+    assert first.headers["RateLimit-Policy"] == '"api";q=50;w=60'
+    assert again.headers["RateLimit"].startswith('"api";r=48;')
+    assert changed.headers["RateLimit-Policy"] == '"api";q=7;w=60'
+    assert changed.headers["RateLimit"].startswith('"api";r=4;')
+    assert own.headers["RateLimit-Policy"] == '"api.key";q=3;w=60'
