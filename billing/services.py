@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -260,14 +261,26 @@ def _consume(
             gate = next(g for g in gates if g.quota == passed.quota)
             raise _refusal(gate, now, passed.current) from None
         if outcome.missing_quota is None:
-            for gate, value in zip(gates, outcome.quota_values, strict=True):
-                if gate.meter:
-                    _alert_thresholds(
-                        tenant, gate.meter, gate.quota.key, value, gate.quota.amount, gate.limit
-                    )
+            _alerts(tenant, gates, outcome)
             return outcome
         _seed(tenant, next(g for g in gates if g.quota == outcome.missing_quota), now)
     raise errors.RateLimiterUnavailable  # a counter vanished again and again: Redis is flapping
+
+
+def _alerts(tenant: Any, gates: Sequence[Gate], outcome: ratelimit.Outcome) -> None:
+    for gate, value in zip(gates, outcome.quota_values, strict=True):
+        if gate.meter:
+            _alert_thresholds(
+                tenant, gate.meter, gate.quota.key, value, gate.quota.amount, gate.limit
+            )
+
+
+def _any_alert(gates: Sequence[Gate], outcome: ratelimit.Outcome) -> bool:
+    """Whether `_alerts` has anything to do (a counter crossed a threshold): no I/O."""
+    return any(
+        gate.meter and _crossed(value, gate.quota.amount, gate.limit)
+        for gate, value in zip(gates, outcome.quota_values, strict=True)
+    )
 
 
 def _seed(tenant: Any, gate: Gate, now: datetime) -> None:
@@ -358,8 +371,62 @@ def message_admit(
 
     Fails closed when Redis is unreachable (the channel layer that would deliver the message is
     Redis too). Raises RateLimited, QuotaExceeded (`message_quota_exceeded`), UsageExhausted
-    (another quota, a budget) or RateLimiterUnavailable.
+    (another quota, a budget) or RateLimiterUnavailable. `message_admit_async` is the same from
+    an event loop.
     """
+    ticket = message_ticket(
+        actor=actor,
+        monthly_limit=monthly_limit,
+        connection_id=connection_id,
+        agent_id=agent_id,
+        meters=meters,
+        count_publish_window=count_publish_window,
+    )
+    try:
+        outcome = _consume(
+            ticket.tenant,
+            ticket.now,
+            windows=ticket.windows,
+            gates=ticket.gates,
+            counts=ticket.counts,
+        )
+    except ratelimit.Unreachable:
+        logger.error("gateway counters unavailable: refusing the message")
+        raise errors.RateLimiterUnavailable from None
+    return Admission(usage=outcome.usages[-1] if outcome.usages else None)
+
+
+@dataclass
+class MessageTicket:
+    """What one connection's messages are counted against (`message_ticket`), with their Lua
+    call built: reused by `message_admit_async` while `valid()`."""
+
+    tenant: Any
+    now: datetime
+    windows: list[ratelimit.Window]
+    gates: list[Gate]
+    counts: list[Count]
+    prepared: ratelimit.Prepared
+    built: float
+
+    def valid(self) -> bool:
+        """Within the hour it counts into, and no older than the limits it was built from."""
+        return time.monotonic() - self.built < limits.TTL_SECONDS and ledger.hour_number(
+            timezone.now()
+        ) == ledger.hour_number(self.now)
+
+
+def message_ticket(
+    *,
+    actor: Actor,
+    monthly_limit: int,
+    connection_id: str | None = None,
+    agent_id: str | None = None,
+    meters: Sequence[str] = ("gateway_messages",),
+    count_publish_window: bool = True,
+) -> MessageTicket:
+    """The windows, gates and counts of `message_admit` (its arguments), for the current
+    organization; reads the plan's limits (cached), so call it where the database may be used."""
     if actor.kind == "anonymous":
         raise PermissionDenied("Sign in to publish.")
     tenant = context.require_tenant()
@@ -391,15 +458,43 @@ def message_admit(
         "gateway_messages": limits.MonthlyQuota("gateway_messages", monthly_limit),
     }
     gates = _gates(tenant, counts, now, quotas=quotas)
-    try:
-        outcome = _consume(tenant, now, windows=windows, gates=gates, counts=counts)
-    except ratelimit.Unreachable:
-        logger.error("gateway counters unavailable: refusing the message")
-        raise errors.RateLimiterUnavailable from None
-    return Admission(usage=outcome.usages[-1] if outcome.usages else None)
+    prepared = _call(org, tuple(windows), counts, now, quotas=tuple(g.quota for g in gates))
+    return MessageTicket(tenant, now, windows, gates, counts, prepared, time.monotonic())
+
+
+async def message_admit_async(
+    ticket: MessageTicket, *, run_sync: Callable[..., Awaitable[Any]]
+) -> Admission:
+    """`message_admit` in the event loop (the gateway's publishes): the same Lua call on the
+    same keys, without a thread hop (tenants.ratelimit.run_async). The rare steps that need the
+    database (seeding a month's counter, a usage alert) go through `run_sync(function, *args)`,
+    which runs a function where the database may be used, in the ticket's organization."""
+    for _ in range(len(ticket.gates) + 2):
+        try:
+            outcome = await ratelimit.run_async(ticket.prepared)
+        except ratelimit.QuotaPassed as passed:
+            gate = next(g for g in ticket.gates if g.quota == passed.quota)
+            raise _refusal(gate, timezone.now(), passed.current) from None
+        except ratelimit.Unreachable:
+            logger.error("gateway counters unavailable: refusing the message")
+            raise errors.RateLimiterUnavailable from None
+        if outcome.missing_quota is None:
+            if _any_alert(ticket.gates, outcome):
+                await run_sync(_alerts, ticket.tenant, ticket.gates, outcome)
+            return Admission(usage=outcome.usages[-1] if outcome.usages else None)
+        gate = next(g for g in ticket.gates if g.quota == outcome.missing_quota)
+        await run_sync(_seed, ticket.tenant, gate, timezone.now())
+    raise errors.RateLimiterUnavailable  # a counter vanished again and again: Redis is flapping
 
 
 ALERT_THRESHOLDS = (80, 100)
+
+
+def _crossed(used: int, amount: int, limit: int) -> list[int]:
+    """The thresholds (percent) that adding `amount` took the counter across, now at `used`."""
+    if limit <= 0:
+        return []
+    return [p for p in ALERT_THRESHOLDS if used - amount < -(-limit * p // 100) <= used]
 
 
 def _alert_thresholds(
@@ -408,12 +503,7 @@ def _alert_thresholds(
     """Soft alerts: the request that takes a quota's counter across 80% or 100% announces it,
     once per threshold and month (a Redis key guards against a re-seeded counter crossing again):
     an audit event `usage.alert` and the same on the organization's `usage.alert` subject."""
-    if limit <= 0:
-        return
-    for percent in ALERT_THRESHOLDS:
-        threshold = -(-limit * percent // 100)
-        if not used - amount < threshold <= used:
-            continue
+    for percent in _crossed(used, amount, limit):
         key = f"{quota_key}:alert:{percent}"
         client = ratelimit.redis_client()
         if client is None:
