@@ -411,9 +411,12 @@ class MessageTicket:
 
     def valid(self) -> bool:
         """Within the hour it counts into, and no older than the limits it was built from."""
-        return time.monotonic() - self.built < limits.TTL_SECONDS and ledger.hour_number(
-            timezone.now()
-        ) == ledger.hour_number(self.now)
+        fresh = time.monotonic() - self.built < limits.TTL_SECONDS
+        return fresh and ledger.hour_number(timezone.now()) == ledger.hour_number(self.now)
+
+    def due(self) -> bool:
+        """Past half its life: time to build the next one."""
+        return time.monotonic() - self.built >= limits.TTL_SECONDS / 2
 
 
 def message_ticket(

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 import uuid
 from collections import OrderedDict
@@ -335,12 +336,14 @@ class EventsConsumer(AsyncWebsocketConsumer):
     async def _recheck_loop(self) -> None:
         """Check the credential again on every control event of the organization (a revocation
         was just committed), and every GATEWAY_RECHECK_SECONDS as a backstop (a lost event, an
-        expiry). Events arriving during a check make one more check, not one each."""
+        expiry). Events arriving during a check make one more check, not one each. The periodic
+        wait is drawn between half and all of GATEWAY_RECHECK_SECONDS: sockets opened together
+        (a fleet reconnecting) would otherwise all check at once, queueing in the one database
+        thread in front of everything else of the process."""
         while True:
+            wait = settings.GATEWAY_RECHECK_SECONDS * random.uniform(0.5, 1.0)  # noqa: S311
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.recheck_now.wait(), timeout=settings.GATEWAY_RECHECK_SECONDS
-                )
+                await asyncio.wait_for(self.recheck_now.wait(), timeout=wait)
             self.recheck_now.clear()
             actor, code = await database_sync_to_async(_recheck)(
                 _host(self.scope), self.scope, self.token

@@ -10,6 +10,7 @@ the organization's id, with no database write (billing.services.message_admit).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import uuid
@@ -37,6 +38,8 @@ from vault import services as vault_services
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
 
 READ_PERMISSION = "agents:read"
 PUBLISH_PERMISSION = "tasks:publish"
@@ -204,10 +207,30 @@ async def _ticket(
                 tickets.clear()
             raise
         if ticket.valid():
+            if ticket.due() and tickets.get("next") is None:
+                # Half its life gone: the next is built meanwhile, so that no message waits for
+                # the database thread (busy with other sockets' work) at its expiry.
+                tickets["next"] = asyncio.ensure_future(_replace(tickets, owner, build))
             return ticket
         if tickets.get("ticket") is building:
             tickets.clear()
     return ticket
+
+
+async def _replace(
+    tickets: dict[str, Any], owner: tuple[Any, ...], build: Callable[[], Awaitable[Any]]
+) -> None:
+    try:
+        ticket = await build()
+    except Exception:  # noqa: BLE001 - the current ticket stays; its expiry builds again
+        logger.warning("gateway: could not renew a publish ticket", exc_info=True)
+        tickets.pop("next", None)
+        return
+    if tickets.get("for") == owner:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(ticket)
+        tickets.update({"ticket": future})
+    tickets.pop("next", None)
 
 
 async def message_publish_async(
