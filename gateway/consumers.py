@@ -19,6 +19,7 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -159,6 +160,17 @@ class EventsConsumer(AsyncWebsocketConsumer):
 
     tenant: Tenant | None = None
     actor: Actor | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its hop to the database thread before every message
+        (channels 4.2+ runs `close_old_connections` there first): with it, every frame received
+        and every event delivered, to each socket, queued in the process's one database thread,
+        1,000 hops for one event to 1,000 sockets. This consumer reaches the database only
+        through `database_sync_to_async`, which closes old connections around each call."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         self.tenant = await database_sync_to_async(_resolve)(_host(self.scope))
