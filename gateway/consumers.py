@@ -155,6 +155,25 @@ def _in_tenant(tenant: Tenant, function: Any, *args: Any, **kwargs: Any) -> Any:
         return function(*args, **kwargs)
 
 
+_last_frame: tuple[Any, str] = (None, "")
+
+
+def _event_frame(message: dict[str, Any]) -> str:
+    """The frame of an event, the same for every socket it goes to: encoded once per event (the
+    last one is kept), not once per subscriber."""
+    global _last_frame
+    if _last_frame[0] != message["id"]:
+        frame = {
+            "subject": message["subject"],
+            "tenant": message["tenant"],
+            "timestamp": message["timestamp"],
+            "id": message["id"],
+            "data": message["data"],
+        }
+        _last_frame = (message["id"], json.dumps(frame, separators=(",", ":")))
+    return _last_frame[1]
+
+
 class EventsConsumer(AsyncWebsocketConsumer):
     """One client: authenticate, then subscribe, unsubscribe, publish; runtimes also attach."""
 
@@ -236,11 +255,13 @@ class EventsConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=frame)
             metrics.WEBSOCKET_FRAMES.labels("out", "all").inc()
 
-    def _emit(self, payload: dict[str, Any]) -> None:
+    def _emit(self, payload: dict[str, Any] | str) -> None:
         if self.closing:
             return
+        if not isinstance(payload, str):
+            payload = json.dumps(payload, separators=(",", ":"))
         try:
-            self.outbox.put_nowait(json.dumps(payload, separators=(",", ":")))
+            self.outbox.put_nowait(payload)
         except asyncio.QueueFull:
             logger.warning("gateway: slow consumer %s disconnected", self.connection_id)
             self.closing = True
@@ -572,15 +593,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.seen[event_id] = None
         if len(self.seen) > SEEN_IDS:
             self.seen.popitem(last=False)
-        self._emit(
-            {
-                "subject": subject,
-                "tenant": message["tenant"],
-                "timestamp": message["timestamp"],
-                "id": event_id,
-                "data": message["data"],
-            }
-        )
+        self._emit(_event_frame(message))
 
     async def tenant_control(self, message: dict[str, Any]) -> None:
         """A server-only control event (tenants.events.recheck_on_commit): check again now."""

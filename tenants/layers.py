@@ -89,6 +89,18 @@ class BatchingLoopLayer(RedisPubSubLoopLayer):
 class PubSubChannelLayer(RedisPubSubChannelLayer):
     """`RedisPubSubChannelLayer` with batched publishes (settings.CHANNEL_LAYERS)."""
 
+    _last: tuple[bytes, dict] | None = None
+
+    def deserialize(self, message: bytes) -> dict:
+        """A group's message reaches each of its sockets in this process as the same bytes:
+        decoded once (each socket gets its own copy of the top level), not once per socket."""
+        last = self._last
+        if last is not None and last[0] is message:
+            return dict(last[1])
+        value = super().deserialize(message)
+        self._last = (message, value)
+        return dict(value)
+
     def _get_layer(self) -> BatchingLoopLayer:
         loop = asyncio.get_running_loop()
         try:

@@ -227,3 +227,30 @@ def test_a_hash_is_indexed_when_a_charge_creates_a_field(db):
     assert client.smembers(index[0]) == {b"member"}
     assert client.hgetall(f"{prefix}:hash") == {b"a": b"2"}
     assert 0 < client.ttl(f"{prefix}:hash") <= 100
+
+
+def test_calls_from_an_event_loop_are_exact_in_order_and_fail_closed(db, settings):
+    """`run_async` (the gateway's publishes): 300 calls at once against a limit of 100 allow
+    exactly the first 100, in the order they were made; Redis unreachable is `Unreachable`."""
+    import asyncio
+
+    key = f"agentplane:rl:test:{uuid.uuid4().hex}"
+    prepared = ratelimit.Prepared(windows=[ratelimit.Window(key=key, limit=100, seconds=3600)])
+
+    async def attempt() -> bool:
+        try:
+            await ratelimit.run_async(prepared)
+        except ratelimit.RateLimited:
+            return False
+        return True
+
+    async def burst() -> list[bool]:
+        return await asyncio.gather(*(attempt() for _ in range(300)))
+
+    outcomes = asyncio.run(burst())
+    assert outcomes == [True] * 100 + [False] * 200
+    assert int(ratelimit.redis_client().get(key)) == 100
+
+    settings.CACHES = DEAD_REDIS
+    with pytest.raises(ratelimit.Unreachable):
+        asyncio.run(ratelimit.run_async(prepared))
