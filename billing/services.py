@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -287,11 +288,22 @@ def _consume(
                 _alert_refused(tenant, refusal)
             raise refusal from None
         if outcome.missing_quota is None:
-            for gate, value in zip(gates, outcome.quota_values, strict=True):
-                _alert_thresholds(tenant, gate, value)
+            _alerts(tenant, gates, outcome)
             return outcome
         _seed(tenant, next(g for g in gates if g.quota == outcome.missing_quota), now)
     raise errors.RateLimiterUnavailable  # a counter vanished again and again: Redis is flapping
+
+
+def _alerts(tenant: Any, gates: Sequence[Gate], outcome: ratelimit.Outcome) -> None:
+    for gate, value in zip(gates, outcome.quota_values, strict=True):
+        _alert_thresholds(tenant, gate, value)
+
+
+def _any_alert(gates: Sequence[Gate], outcome: ratelimit.Outcome) -> bool:
+    """Whether `_alerts` has anything to do (a counter crossed a threshold): no I/O."""
+    return any(
+        _crossed(gate, value) for gate, value in zip(gates, outcome.quota_values, strict=True)
+    )
 
 
 def _seed(tenant: Any, gate: Gate, now: datetime) -> None:
@@ -509,7 +521,64 @@ def message_admit(
     Fails closed when Redis is unreachable (the channel layer that would deliver the message is
     Redis too). Raises RateLimited, UsageExhausted (`quota_exceeded` naming the quota, the
     messages' or another; `budget_exceeded`) or RateLimiterUnavailable.
+    `message_admit_async` is the same from an event loop.
     """
+    ticket = message_ticket(
+        actor=actor,
+        monthly_limit=monthly_limit,
+        connection_id=connection_id,
+        agent_id=agent_id,
+        meters=meters,
+        count_publish_window=count_publish_window,
+    )
+    try:
+        outcome = _consume(
+            ticket.tenant,
+            ticket.now,
+            windows=ticket.windows,
+            gates=ticket.gates,
+            counts=ticket.counts,
+        )
+    except ratelimit.Unreachable:
+        logger.error("gateway counters unavailable: refusing the message")
+        raise errors.RateLimiterUnavailable from None
+    return Admission(usage=outcome.usages[-1] if outcome.usages else None)
+
+
+@dataclass
+class MessageTicket:
+    """What one connection's messages are counted against (`message_ticket`), with their Lua
+    call built: reused by `message_admit_async` while `valid()`."""
+
+    tenant: Any
+    now: datetime
+    windows: list[ratelimit.Window]
+    gates: list[Gate]
+    counts: list[Count]
+    prepared: ratelimit.Prepared
+    built: float
+
+    def valid(self) -> bool:
+        """Within the hour it counts into, and no older than the limits it was built from."""
+        fresh = time.monotonic() - self.built < limits.TTL_SECONDS
+        return fresh and ledger.hour_number(timezone.now()) == ledger.hour_number(self.now)
+
+    def due(self) -> bool:
+        """Past half its life: time to build the next one."""
+        return time.monotonic() - self.built >= limits.TTL_SECONDS / 2
+
+
+def message_ticket(
+    *,
+    actor: Actor,
+    monthly_limit: int,
+    connection_id: str | None = None,
+    agent_id: str | None = None,
+    meters: Sequence[str] = ("gateway_messages",),
+    count_publish_window: bool = True,
+) -> MessageTicket:
+    """The windows, gates and counts of `message_admit` (its arguments), for the current
+    organization; reads the plan's limits (cached), so call it where the database may be used."""
     if actor.kind == "anonymous":
         raise PermissionDenied("Sign in to publish.")
     tenant = context.require_tenant()
@@ -543,12 +612,36 @@ def message_admit(
             "gateway_messages": limits.MonthlyQuota("gateway_messages", monthly_limit),
         }
     gates = _gates(tenant, counts, now, quotas=quotas)
-    try:
-        outcome = _consume(tenant, now, windows=windows, gates=gates, counts=counts)
-    except ratelimit.Unreachable:
-        logger.error("gateway counters unavailable: refusing the message")
-        raise errors.RateLimiterUnavailable from None
-    return Admission(usage=outcome.usages[-1] if outcome.usages else None)
+    prepared = _call(org, tuple(windows), counts, now, quotas=tuple(g.quota for g in gates))
+    return MessageTicket(tenant, now, windows, gates, counts, prepared, time.monotonic())
+
+
+async def message_admit_async(
+    ticket: MessageTicket, *, run_sync: Callable[..., Awaitable[Any]]
+) -> Admission:
+    """`message_admit` in the event loop (the gateway's publishes): the same Lua call on the
+    same keys, without a thread hop (tenants.ratelimit.run_async). The rare steps that need the
+    database (seeding a month's counter, a usage alert) go through `run_sync(function, *args)`,
+    which runs a function where the database may be used, in the ticket's organization."""
+    for _ in range(len(ticket.gates) + 2):
+        try:
+            outcome = await ratelimit.run_async(ticket.prepared)
+        except ratelimit.QuotaPassed as passed:
+            gate = next(g for g in ticket.gates if g.quota == passed.quota)
+            refusal = _refusal(gate, timezone.now(), passed.current)
+            if _refusal_alert_due(refusal):
+                await run_sync(_alert_refused, ticket.tenant, refusal)
+            raise refusal from None
+        except ratelimit.Unreachable:
+            logger.error("gateway counters unavailable: refusing the message")
+            raise errors.RateLimiterUnavailable from None
+        if outcome.missing_quota is None:
+            if _any_alert(ticket.gates, outcome):
+                await run_sync(_alerts, ticket.tenant, ticket.gates, outcome)
+            return Admission(usage=outcome.usages[-1] if outcome.usages else None)
+        gate = next(g for g in ticket.gates if g.quota == outcome.missing_quota)
+        await run_sync(_seed, ticket.tenant, gate, timezone.now())
+    raise errors.RateLimiterUnavailable  # a counter vanished again and again: Redis is flapping
 
 
 ALERT_THRESHOLDS = (80, 100)
@@ -556,15 +649,20 @@ ALERT_THRESHOLDS = (80, 100)
 _alerted: set[str] = set()
 
 
+def _crossed(gate: Gate, used: int) -> list[int]:
+    """The thresholds (percent) that this call's amount took a quota's or a budget's counter,
+    now at `used`, across."""
+    if gate.limit <= 0 or (not gate.meter and gate.budget is None):
+        return []
+    amount = gate.quota.amount
+    return [p for p in ALERT_THRESHOLDS if used - amount < -(-gate.limit * p // 100) <= used]
+
+
 def _alert_thresholds(tenant: Any, gate: Gate, used: int) -> None:
     """Soft alerts: the request that takes a quota's or a budget's counter across 80% or 100%
     announces it (`_alert`)."""
-    if gate.limit <= 0 or (not gate.meter and gate.budget is None):
-        return
-    for percent in ALERT_THRESHOLDS:
-        threshold = -(-gate.limit * percent // 100)
-        if used - gate.quota.amount < threshold <= used:
-            _alert(tenant, gate, percent, used)
+    for percent in _crossed(gate, used):
+        _alert(tenant, gate, percent, used)
 
 
 def _alert_refused(tenant: Any, refusal: errors.DomainError) -> None:
@@ -576,15 +674,25 @@ def _alert_refused(tenant: Any, refusal: errors.DomainError) -> None:
         _alert(tenant, gate, 100, refusal.current, refused=True)  # type: ignore[attr-defined]
 
 
+def _refusal_alert_due(refusal: errors.DomainError) -> bool:
+    """Whether `_alert_refused` may have to announce (not known sent by this process): no I/O."""
+    gate = getattr(refusal, "gate", None)
+    return gate is not None and gate.limit > 0 and _alert_key(gate, 100) not in _alerted
+
+
+def _alert_key(gate: Gate, percent: int) -> str:
+    if gate.budget is not None:
+        return f"{gate.quota.key}:alert:{gate.budget.pk}:{percent}"
+    return f"{gate.quota.key}:alert:{percent}"
+
+
 def _alert(tenant: Any, gate: Gate, percent: int, used: int, *, refused: bool = False) -> None:
     """Announce that a quota or a budget reached `percent`, once per threshold, counter (a quota
     of the organization's meter, a budget by its id) and month across every process: a Redis
     key set with NX guards it, also against a re-seeded counter crossing again. An audit event
     `usage.alert` and the same on the organization's `usage.alert` subject."""
     budget = gate.budget
-    key = f"{gate.quota.key}:alert:{percent}"
-    if budget is not None:
-        key = f"{gate.quota.key}:alert:{budget.pk}:{percent}"
+    key = _alert_key(gate, percent)
     if key in _alerted:
         return  # sent (here or elsewhere) this month: refused requests cost no second call
     client = ratelimit.redis_client()

@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 import uuid
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -43,6 +45,9 @@ CLOSE_TOO_MANY_REFUSALS = 4429
 MAX_REFUSALS = 50
 MAX_SUBSCRIPTIONS = 100
 SEEN_IDS = 1024
+# Publishes of one connection being admitted and sent at once (their replies still go out in
+# order); past it, the connection's next frame waits.
+MAX_PUBLISHES_IN_FLIGHT = 100
 
 
 def _host(scope: dict[str, Any]) -> str:
@@ -145,9 +150,28 @@ def _recheck(host: str, scope: dict[str, Any], token: str | None) -> tuple[Actor
     return actor, code
 
 
-def _in_tenant(tenant: Tenant, function: Any, **kwargs: Any) -> Any:
+def _in_tenant(tenant: Tenant, function: Any, *args: Any, **kwargs: Any) -> Any:
     with context.tenant_context(tenant):
-        return function(**kwargs)
+        return function(*args, **kwargs)
+
+
+_last_frame: tuple[Any, str] = (None, "")
+
+
+def _event_frame(message: dict[str, Any]) -> str:
+    """The frame of an event, the same for every socket it goes to: encoded once per event (the
+    last one is kept), not once per subscriber."""
+    global _last_frame
+    if _last_frame[0] != message["id"]:
+        frame = {
+            "subject": message["subject"],
+            "tenant": message["tenant"],
+            "timestamp": message["timestamp"],
+            "id": message["id"],
+            "data": message["data"],
+        }
+        _last_frame = (message["id"], json.dumps(frame, separators=(",", ":")))
+    return _last_frame[1]
 
 
 class EventsConsumer(AsyncWebsocketConsumer):
@@ -155,6 +179,17 @@ class EventsConsumer(AsyncWebsocketConsumer):
 
     tenant: Tenant | None = None
     actor: Actor | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its hop to the database thread before every message
+        (channels 4.2+ runs `close_old_connections` there first): with it, every frame received
+        and every event delivered, to each socket, queued in the process's one database thread,
+        1,000 hops for one event to 1,000 sockets. This consumer reaches the database only
+        through `database_sync_to_async`, which closes old connections around each call."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         self.tenant = await database_sync_to_async(_resolve)(_host(self.scope))
@@ -177,6 +212,10 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.closing = False
         self.recheck_now = asyncio.Event()
         self.in_control_group = False
+        self.tickets: dict[str, Any] = {}  # billing's ticket for this connection's messages
+        self.publish_slots = asyncio.Semaphore(MAX_PUBLISHES_IN_FLIGHT)
+        self.last_publish: asyncio.Future | None = None  # replied to when it is done
+        self.last_handed: asyncio.Future | None = None  # done once given to the layer
         await self.accept()
         metrics.WEBSOCKET_CONNECTIONS.inc()
         self.counted = True
@@ -216,11 +255,13 @@ class EventsConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=frame)
             metrics.WEBSOCKET_FRAMES.labels("out", "all").inc()
 
-    def _emit(self, payload: dict[str, Any]) -> None:
+    def _emit(self, payload: dict[str, Any] | str) -> None:
         if self.closing:
             return
+        if not isinstance(payload, str):
+            payload = json.dumps(payload, separators=(",", ":"))
         try:
-            self.outbox.put_nowait(json.dumps(payload, separators=(",", ":")))
+            self.outbox.put_nowait(payload)
         except asyncio.QueueFull:
             logger.warning("gateway: slow consumer %s disconnected", self.connection_id)
             self.closing = True
@@ -296,8 +337,11 @@ class EventsConsumer(AsyncWebsocketConsumer):
             "ping": self._ping,
         }.get(op)
         if handler is None:
+            await self._publishes_done()
             self._error("unknown_op", f"Unknown op “{op[:32]}”.", ref)
             return
+        if op != "publish":
+            await self._publishes_done()  # every reply in the order of the frames
         await handler(message, ref)
 
     async def _authenticate(self, message: dict[str, Any], ref: Any) -> None:
@@ -325,12 +369,14 @@ class EventsConsumer(AsyncWebsocketConsumer):
     async def _recheck_loop(self) -> None:
         """Check the credential again on every control event of the organization (a revocation
         was just committed), and every GATEWAY_RECHECK_SECONDS as a backstop (a lost event, an
-        expiry). Events arriving during a check make one more check, not one each."""
+        expiry). Events arriving during a check make one more check, not one each. The periodic
+        wait is drawn between half and all of GATEWAY_RECHECK_SECONDS: sockets opened together
+        (a fleet reconnecting) would otherwise all check at once, queueing in the one database
+        thread in front of everything else of the process."""
         while True:
+            wait = settings.GATEWAY_RECHECK_SECONDS * random.uniform(0.5, 1.0)  # noqa: S311
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.recheck_now.wait(), timeout=settings.GATEWAY_RECHECK_SECONDS
-                )
+                await asyncio.wait_for(self.recheck_now.wait(), timeout=wait)
             self.recheck_now.clear()
             actor, code = await database_sync_to_async(_recheck)(
                 _host(self.scope), self.scope, self.token
@@ -341,27 +387,35 @@ class EventsConsumer(AsyncWebsocketConsumer):
                 return
             self.actor = actor  # a role change applies to the following frames
 
+    async def _run_sync(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        """`function` in the database thread, in the tenant's context."""
+        return await database_sync_to_async(_in_tenant)(self.tenant, function, *args, **kwargs)
+
     async def _call(self, function: Any, ref: Any, **kwargs: Any) -> tuple[bool, Any]:
         """Run a service in the tenant's context; a refusal becomes an error frame."""
         try:
-            result = await database_sync_to_async(_in_tenant)(self.tenant, function, **kwargs)
+            result = await self._run_sync(function, **kwargs)
         except Exception as error:
-            problem = errors.describe(error)
-            if problem is None:
-                raise
-            retry_after = getattr(error, "retry_after", None)
-            extra = {"retry_after": retry_after} if retry_after else {}
-            if isinstance(error, errors.UsageExhausted):
-                extra["detail"] = problem.detail  # the quota or budget, named as over HTTP
-            self._error(problem.code, problem.message, ref, **extra)
-            if isinstance(error, errors.DomainError):
-                # Each refusal writes an audit row: a client looping on refused frames is cut off.
-                self.refusals += 1
-                if self.refusals >= MAX_REFUSALS:
-                    self._error("too_many_refusals", f"{MAX_REFUSALS} refused frames: goodbye.")
-                    await self._flush_and_close(CLOSE_TOO_MANY_REFUSALS)
+            await self._refused(error, ref)
             return False, None
         return True, result
+
+    async def _refused(self, error: Exception, ref: Any) -> None:
+        """The error frame of a refusal; anything else is raised again."""
+        problem = errors.describe(error)
+        if problem is None:
+            raise error
+        retry_after = getattr(error, "retry_after", None)
+        extra = {"retry_after": retry_after} if retry_after else {}
+        if isinstance(error, errors.UsageExhausted):
+            extra["detail"] = problem.detail  # the quota or budget, named as over HTTP
+        self._error(problem.code, problem.message, ref, **extra)
+        if isinstance(error, errors.DomainError):
+            # Each refusal writes an audit row: a client looping on refused frames is cut off.
+            self.refusals += 1
+            if self.refusals >= MAX_REFUSALS:
+                self._error("too_many_refusals", f"{MAX_REFUSALS} refused frames: goodbye.")
+                await self._flush_and_close(CLOSE_TOO_MANY_REFUSALS)
 
     async def _subscribe(self, message: dict[str, Any], ref: Any) -> None:
         ok, pattern = await self._call(
@@ -396,20 +450,75 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self._emit({"op": "unsubscribed", "subject": pattern, "ref": ref})
 
     async def _publish(self, message: dict[str, Any], ref: Any) -> None:
-        ok, layer_message = await self._call(
-            services.message_publish,
-            ref,
-            actor=self.actor,
-            subject=message.get("subject"),
-            data=message.get("data"),
-            connection_id=self.connection_id,
-            agent_id=self.agent_id,
+        """Admit the message now, beside this connection's earlier publishes still in flight
+        (their Lua calls reach Redis in order: billing.message_admit_async); hand it to the
+        layer once the earlier ones were, and reply once they replied: the events and the
+        replies of one connection keep the order of its frames."""
+        await self.publish_slots.acquire()
+        admitted = asyncio.ensure_future(
+            services.message_publish_async(
+                tenant=self.tenant,
+                actor=self.actor,
+                subject=message.get("subject"),
+                data=message.get("data"),
+                connection_id=self.connection_id,
+                agent_id=self.agent_id,
+                tickets=self.tickets,
+                run_sync=self._run_sync,
+            )
         )
-        if not ok:
-            return
-        await events.send(self.tenant_id, layer_message["subject"], layer_message)
-        if ref is not None:
-            self._emit({"op": "ack", "ref": ref, "id": layer_message["id"]})
+        handed = asyncio.get_running_loop().create_future()
+        previous, previous_handed = self.last_publish, self.last_handed
+        self.last_handed = handed
+        self.last_publish = asyncio.ensure_future(
+            self._publish_in_order(admitted, previous, previous_handed, handed, ref)
+        )
+
+    async def _publish_in_order(
+        self,
+        admitted: asyncio.Future,
+        previous: asyncio.Future | None,
+        previous_handed: asyncio.Future | None,
+        handed: asyncio.Future,
+        ref: Any,
+    ) -> None:
+        try:
+            sending = refusal = None
+            try:
+                if previous_handed is not None:
+                    await previous_handed
+                try:
+                    layer_message = await admitted
+                except Exception as error:
+                    refusal = error
+                else:
+                    # Scheduled now, in order: the layer queues its PUBLISHes in that order.
+                    sending = asyncio.ensure_future(
+                        events.send(self.tenant_id, layer_message["subject"], layer_message)
+                    )
+            finally:
+                handed.set_result(None)
+            if previous is not None:
+                await previous
+            if refusal is not None:
+                await self._refused(refusal, ref)
+                return
+            await sending
+            if ref is not None:
+                self._emit({"op": "ack", "ref": ref, "id": layer_message["id"]})
+        except Exception:
+            # What a frame's handler raising did before: the socket ends (1011).
+            logger.exception("gateway: publish failed on %s", self.connection_id)
+            self.closing = True
+            await self.close(code=1011)
+        finally:
+            self.publish_slots.release()
+
+    async def _publishes_done(self) -> None:
+        """Wait until this connection's publishes in flight have replied."""
+        if self.last_publish is not None and not self.last_publish.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.last_publish)
 
     async def _attach(self, message: dict[str, Any], ref: Any) -> None:
         ok, view = await self._call(
@@ -486,15 +595,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.seen[event_id] = None
         if len(self.seen) > SEEN_IDS:
             self.seen.popitem(last=False)
-        self._emit(
-            {
-                "subject": subject,
-                "tenant": message["tenant"],
-                "timestamp": message["timestamp"],
-                "id": event_id,
-                "data": message["data"],
-            }
-        )
+        self._emit(_event_frame(message))
 
     async def tenant_control(self, message: dict[str, Any]) -> None:
         """A server-only control event (tenants.events.recheck_on_commit): check again now."""

@@ -9,9 +9,12 @@ the organization's id, with no database write (billing.services.message_admit).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -35,6 +38,8 @@ from vault import services as vault_services
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
 
 READ_PERMISSION = "agents:read"
 PUBLISH_PERMISSION = "tasks:publish"
@@ -142,39 +147,130 @@ def agent_may_publish(agent_id: str | None, subject: str) -> bool:
     )
 
 
-def message_publish(
-    *,
-    actor: Actor,
-    subject: object,
-    data: Any,
-    connection_id: str | None = None,
-    agent_id: str | None = None,
-) -> dict[str, Any]:
-    """Check, meter and stamp one message; returns the layer message to fan out."""
-    action = "gateway.publish"
+def _publish_check(*, actor: Actor, subject: object, data: Any, agent_id: str | None) -> str:
+    """The validated subject of a message `actor` may publish; raises `_Refusal` (to audit) or
+    ValidationError (data that is not strict JSON). No I/O: the event loop may call it."""
     try:
         subject = subjects.validate_subject(subject)
     except subjects.InvalidSubject as error:
-        _refuse(actor, action, subject, errors.Forbidden(error.code, error.message))
+        raise _Refusal(subject, errors.Forbidden(error.code, error.message)) from None
     subject = str(subject)
     if not actor.can(PUBLISH_PERMISSION) and not agent_may_publish(agent_id, subject):
-        _refuse(
-            actor,
-            action,
+        raise _Refusal(
             subject,
             errors.Forbidden(
                 "permission_denied", f"Publishing here needs the “{PUBLISH_PERMISSION}” permission."
             ),
         )
     if _checked_size(data, "data") > settings.GATEWAY_MAX_MESSAGE_BYTES:
-        _refuse(
-            actor,
-            action,
-            subject,
-            errors.Forbidden("message_too_large", "A message has at most 64 KB."),
+        raise _Refusal(
+            subject, errors.Forbidden("message_too_large", "A message has at most 64 KB.")
         )
-    _meter(actor, action, subject, connection_id=connection_id, agent_id=agent_id)
-    return events.event_message(str(context.require_tenant().public_id), subject, data)
+    return subject
+
+
+class _Refusal(Exception):
+    def __init__(self, subject: object, error: errors.DomainError) -> None:
+        super().__init__(error.code)
+        self.subject, self.error = subject, error
+
+
+def publish_ticket(
+    *, actor: Actor, connection_id: str | None, agent_id: str | None
+) -> billing.MessageTicket:
+    """What a connection's messages are counted against (billing.message_ticket): reads the
+    plan (cached), so it runs in the database thread, once per ticket."""
+    tenant = context.require_tenant()
+    return billing.message_ticket(
+        actor=actor,
+        monthly_limit=_monthly_quota(tenant),
+        connection_id=connection_id,
+        agent_id=agent_id,
+    )
+
+
+async def _ticket(
+    tickets: dict[str, Any], owner: tuple[Any, ...], build: Callable[[], Awaitable[Any]]
+) -> billing.MessageTicket:
+    """The connection's valid ticket for `owner` (its actor and agent), built when missing,
+    stale or another's. One build serves every message waiting on it, so that they still reach
+    Redis in the order they came."""
+    for _ in range(2):
+        building = tickets.get("ticket")
+        if building is None or tickets.get("for") != owner:
+            building = asyncio.ensure_future(build())
+            tickets.update({"ticket": building, "for": owner})
+        try:
+            ticket = await building
+        except BaseException:
+            if tickets.get("ticket") is building:
+                tickets.clear()
+            raise
+        if ticket.valid():
+            if ticket.due() and tickets.get("next") is None:
+                # Half its life gone: the next is built meanwhile, so that no message waits for
+                # the database thread (busy with other sockets' work) at its expiry.
+                tickets["next"] = asyncio.ensure_future(_replace(tickets, owner, build))
+            return ticket
+        if tickets.get("ticket") is building:
+            tickets.clear()
+    return ticket
+
+
+async def _replace(
+    tickets: dict[str, Any], owner: tuple[Any, ...], build: Callable[[], Awaitable[Any]]
+) -> None:
+    try:
+        ticket = await build()
+    except Exception:  # noqa: BLE001 - the current ticket stays; its expiry builds again
+        logger.warning("gateway: could not renew a publish ticket", exc_info=True)
+        tickets.pop("next", None)
+        return
+    if tickets.get("for") == owner:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(ticket)
+        tickets.update({"ticket": future})
+    tickets.pop("next", None)
+
+
+async def message_publish_async(
+    *,
+    tenant: Tenant,
+    actor: Actor,
+    subject: object,
+    data: Any,
+    connection_id: str,
+    agent_id: str | None,
+    tickets: dict[str, Any],
+    run_sync: Callable[..., Awaitable[Any]],
+) -> dict[str, Any]:
+    """Check, meter and stamp one message from the event loop (the gateway's sockets); returns
+    the layer message to fan out. Billing's Lua call without a thread hop per message
+    (billing.message_admit_async); a refusal is audited and raised as in `task_publish`.
+    `tickets` is the connection's cache of its billing ticket; `run_sync(function, *args,
+    **kwargs)` runs a function in the organization where the database may be used (building a
+    ticket, recording a refusal, billing's rare steps)."""
+    action = "gateway.publish"
+    try:
+        checked = _publish_check(actor=actor, subject=subject, data=data, agent_id=agent_id)
+    except _Refusal as refusal:
+        await run_sync(_refuse, actor, action, refusal.subject, refusal.error)
+        raise AssertionError("unreachable") from None
+    ticket = await _ticket(
+        tickets,
+        (actor, agent_id),
+        lambda: run_sync(
+            publish_ticket, actor=actor, connection_id=connection_id, agent_id=agent_id
+        ),
+    )
+    try:
+        await billing.message_admit_async(ticket, run_sync=run_sync)
+    except errors.RateLimited as error:
+        error.message = "Too many messages: slow down."  # the same refusal, counted once
+        await run_sync(_refuse, actor, action, checked, error)
+    except (errors.QuotaExceeded, errors.RateLimiterUnavailable) as error:
+        await run_sync(_refuse, actor, action, checked, error)
+    return events.event_message(str(tenant.public_id), checked, data)
 
 
 def task_publish(*, actor: Actor, task: Any, agent_id: Any = None) -> dict[str, Any]:

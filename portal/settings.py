@@ -55,12 +55,12 @@ if REDIS_URL:
     }
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # redis-py 8 reads with a 5 s socket timeout by default, the same as channels-redis'
-            # blocking pop (BZPOPMIN, 5 s): under load the read timed out first and killed the
-            # consumer. The read timeout must exceed the blocking pop's.
+            # channels-redis' pub/sub layer, publishes batched (tenants/layers.py): one PUBLISH
+            # per group, each process dispatching to its own sockets (docs/gateway.md).
+            "BACKEND": "tenants.layers.PubSubChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                # A PUBLISH waits at most this long for Redis (events.PUBLISH_TIMEOUT_SECONDS).
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 5}],
                 "prefix": "agentplane",
             },
         }

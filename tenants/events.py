@@ -235,10 +235,16 @@ def send_from_sync(tenant_id: str, subject: str, message: dict[str, Any]) -> Non
     _hand_over(send, tenant_id, subject, message)
 
 
-def _hand_over(function: Callable[..., Awaitable[None]], *args: Any) -> None:
+def _redis_layer() -> bool:
+    """Whether the channel layer is a Redis one (core or pub/sub): not bound to one loop."""
     from channels_redis.core import RedisChannelLayer
+    from channels_redis.pubsub import RedisPubSubChannelLayer
 
-    if not isinstance(get_channel_layer(), RedisChannelLayer):
+    return isinstance(get_channel_layer(), RedisChannelLayer | RedisPubSubChannelLayer)
+
+
+def _hand_over(function: Callable[..., Awaitable[None]], *args: Any) -> None:
+    if not _redis_layer():
         async_to_sync(function)(*args)
         return
     global _in_flight
@@ -266,9 +272,7 @@ def _await_from_sync(function: Callable[..., Awaitable[None]], *args: Any) -> No
     layer, publishes go through one long-lived loop per process instead, reusing them. The
     in-memory layer (one process, development) is loop-bound and keeps `async_to_sync`.
     """
-    from channels_redis.core import RedisChannelLayer
-
-    if not isinstance(get_channel_layer(), RedisChannelLayer):
+    if not _redis_layer():
         async_to_sync(function)(*args)
         return
     flush()  # after the events queued before it

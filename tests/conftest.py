@@ -191,13 +191,56 @@ def acme(org, in_tenant):
         yield org
 
 
+class LayerLoop:
+    """Channel-layer calls from synchronous tests, all on one event loop of their own (a thread).
+
+    The pub/sub layer keeps its subscriptions per event loop: with `async_to_sync`, each call
+    would run on a loop of its own, and a channel subscribed in one would never receive in the
+    next. The in-memory layer (no Redis) is not thread-safe: it keeps `async_to_sync`.
+    """
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        from tenants import events
+
+        self.threaded = events._redis_layer()
+        self.loop = asyncio.new_event_loop() if self.threaded else None
+        if self.loop is not None:
+            threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def run(self, coroutine_function, *args, timeout: float = 30.0):
+        import asyncio
+
+        from asgiref.sync import async_to_sync
+
+        if self.loop is None:
+            return async_to_sync(coroutine_function)(*args)
+        future = asyncio.run_coroutine_threadsafe(coroutine_function(*args), self.loop)
+        return future.result(timeout)
+
+    def close(self) -> None:
+        if self.loop is not None:
+            from channels.layers import get_channel_layer
+
+            self.run(get_channel_layer().flush)  # this loop's subscriptions and connections
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+
 @pytest.fixture
-def listen():
+def layer_loop() -> Iterator[LayerLoop]:
+    loop = LayerLoop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def listen(layer_loop):
     """`receive = listen(tenant, subject)`; then `receive()` returns the next message published
     to that organization's subject on the real channel layer, or times out."""
     import asyncio
 
-    from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
     from tenants.events import group_name
@@ -205,14 +248,14 @@ def listen():
     layer = get_channel_layer()
 
     def start(tenant, subject: str):
-        channel = async_to_sync(layer.new_channel)()
-        async_to_sync(layer.group_add)(group_name(str(tenant.public_id), subject), channel)
+        channel = layer_loop.run(layer.new_channel)
+        layer_loop.run(layer.group_add, group_name(str(tenant.public_id), subject), channel)
 
         def receive(timeout: float = 2.0) -> dict:
             async def get() -> dict:
                 return await asyncio.wait_for(layer.receive(channel), timeout)
 
-            return async_to_sync(get)()
+            return layer_loop.run(get)
 
         return receive
 

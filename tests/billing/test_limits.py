@@ -267,3 +267,30 @@ def test_a_change_of_limits_applies_to_the_next_request_in_this_process(org):
     assert changed.headers["RateLimit-Policy"] == '"api";q=7;w=60'
     assert changed.headers["RateLimit"].startswith('"api";r=4;')
     assert own.headers["RateLimit-Policy"] == '"api.key";q=3;w=60'
+
+
+def test_calls_from_an_event_loop_are_exact_in_order_and_fail_closed(db, settings):
+    """`run_async` (the gateway's publishes): 300 calls at once against a limit of 100 allow
+    exactly the first 100, in the order they were made; Redis unreachable is `Unreachable`."""
+    import asyncio
+
+    key = f"agentplane:rl:test:{uuid.uuid4().hex}"
+    prepared = ratelimit.Prepared(windows=[ratelimit.Window(key=key, limit=100, seconds=3600)])
+
+    async def attempt() -> bool:
+        try:
+            await ratelimit.run_async(prepared)
+        except ratelimit.RateLimited:
+            return False
+        return True
+
+    async def burst() -> list[bool]:
+        return await asyncio.gather(*(attempt() for _ in range(300)))
+
+    outcomes = asyncio.run(burst())
+    assert outcomes == [True] * 100 + [False] * 200
+    assert int(ratelimit.redis_client().get(key)) == 100
+
+    settings.CACHES = DEAD_REDIS
+    with pytest.raises(ratelimit.Unreachable):
+        asyncio.run(ratelimit.run_async(prepared))

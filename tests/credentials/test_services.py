@@ -3,8 +3,6 @@
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from django.utils import timezone
@@ -14,7 +12,6 @@ from core import errors
 from core.actors import Actor
 from credentials import api_keys, services, tokens
 from credentials.models import ApiKey, RefreshToken
-from tenants import events
 from tests.credentials.helpers import api_key, token_pair
 
 
@@ -53,18 +50,12 @@ def test_api_key_create_stores_only_a_keyed_hash(org, in_tenant):
 
 
 def test_api_key_create_records_and_announces_it(
-    org, in_tenant, django_capture_on_commit_callbacks
+    org, in_tenant, django_capture_on_commit_callbacks, listen
 ):
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    group = events.group_name(str(org.tenant.public_id), "api_key.created")
-    async_to_sync(layer.group_add)(group, channel)
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            key, raw = api_key(org, ["org:read", "members:read"], name="deploys")
-        message = async_to_sync(layer.receive)(channel)
-    finally:
-        async_to_sync(layer.group_discard)(group, channel)
+    receive = listen(org.tenant, "api_key.created")
+    with django_capture_on_commit_callbacks(execute=True):
+        key, raw = api_key(org, ["org:read", "members:read"], name="deploys")
+    message = receive()
 
     assert message["data"] == {
         "name": "deploys",

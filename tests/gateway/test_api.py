@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 
 from audit.models import AuditEvent
 from core.actors import Actor
 from tenants import context
-from tenants.events import group_name
 from tests.agents.conftest import make_agent
 from tests.billing.helpers import record_usage
 
@@ -32,20 +28,6 @@ def _settings(settings):
 
 def post(client, data, **extra):
     return client.post(URL, data=json.dumps(data), content_type="application/json", **extra)
-
-
-def listener(tenant, subject):
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group_name(str(tenant.public_id), subject), channel)
-
-    def receive(timeout: float = 2.0):
-        async def get():
-            return await asyncio.wait_for(layer.receive(channel), timeout)
-
-        return async_to_sync(get)()
-
-    return receive
 
 
 def task_events(org) -> int:
@@ -80,9 +62,9 @@ def test_other_organizations_admin_token_is_refused(org, other_org, client_for):
 
 
 def test_a_task_reaches_the_agents_task_subject(
-    org, client_for, django_capture_on_commit_callbacks
+    org, client_for, django_capture_on_commit_callbacks, listen
 ):
-    receive = listener(org.tenant, "agents.task")
+    receive = listen(org.tenant, "agents.task")
     with django_capture_on_commit_callbacks(execute=True):
         response = post(client_for(org, org.member), {"task": {"kind": "echo", "input": "hi"}})
     assert response.status_code == 202
@@ -95,11 +77,11 @@ def test_a_task_reaches_the_agents_task_subject(
 
 
 def test_a_task_for_one_agent_goes_to_its_subject(
-    org, in_tenant, client_for, django_capture_on_commit_callbacks
+    org, in_tenant, client_for, django_capture_on_commit_callbacks, listen
 ):
     with in_tenant(org):
         agent = make_agent("Tasked")
-    receive = listener(org.tenant, f"agents.{agent.pk}.task")
+    receive = listen(org.tenant, f"agents.{agent.pk}.task")
     with django_capture_on_commit_callbacks(execute=True):
         response = post(client_for(org, org.admin), {"agent": str(agent.pk), "task": {"n": 1}})
     assert response.status_code == 202

@@ -485,3 +485,34 @@ def test_a_client_looping_on_refused_frames_is_cut_off(pair, layer):
     assert frames[-1]["error"]["code"] == "too_many_refusals"
     assert code == 4429
     assert len(denied_events(b, "gateway.subscribe")) == before + MAX_REFUSALS
+
+
+def test_publishes_in_flight_keep_the_order_of_replies_and_events(pair, layer, settings):
+    """Publishes sent without waiting are admitted together, but their replies, their refusals
+    and their events keep the order of the frames, and a later frame waits for them."""
+    a, _ = pair
+    settings.GATEWAY_PUBLISH_RATE_PER_CONNECTION = "30/h"
+    key = api_key(a, ["agents:read", "tasks:publish"])
+
+    async def body():
+        publisher, listener = Client(host_of(a)), Client(host_of(a))
+        for client in (publisher, listener):
+            await client.connect()
+            await client.auth(key)
+        await listener.request(op="subscribe", subject="orders.*")
+        for n in range(40):
+            await publisher.send(op="publish", subject="orders.placed", data={"n": n}, ref=n)
+        await publisher.send(op="ping", ref="last")
+        replies = [await publisher.receive(timeout=10) for _ in range(41)]
+        assert [r["ref"] for r in replies] == [*range(40), "last"]
+        assert [r.get("op") or r["error"]["code"] for r in replies] == (
+            ["ack"] * 30 + ["rate_limited"] * 10 + ["pong"]
+        )
+        events = [await listener.next_event(timeout=10) for _ in range(30)]
+        assert [e["data"]["n"] for e in events] == list(range(30))
+        assert len({e["id"] for e in events}) == 30
+        assert await listener.nothing(0.3)
+        await publisher.close()
+        await listener.close()
+
+    run(body)

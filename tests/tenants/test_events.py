@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from channels.layers import get_channel_layer
 
 from tenants import events
@@ -65,3 +66,34 @@ def test_events_nobody_subscribed_to_are_handed_over_and_later_ones_still_arrive
         assert loop.run_until_complete(receive_all()) == [0, 4, 8, 12, 16]
     finally:
         loop.close()
+
+
+def test_the_layer_sends_a_burst_of_group_sends_in_order_and_decodes_each_copy_apart():
+    """The pub/sub layer's publishes are queued and pipelined (tenants.layers): 200 sent at once
+    arrive in order, once each; two sockets of one process get equal, separate messages."""
+    from tenants.layers import PubSubChannelLayer
+
+    layer = get_channel_layer()
+    if not isinstance(layer, PubSubChannelLayer):
+        pytest.skip("the in-memory channel layer (no REDIS_URL) has no pipeline")
+    group = events.group_name(uuid.uuid4().hex, "orders.placed")
+
+    async def body() -> tuple[list[int], list[dict]]:
+        first, second = await layer.new_channel(), await layer.new_channel()
+        for channel in (first, second):
+            await layer.group_add(group, channel)
+        await asyncio.gather(
+            *(layer.group_send(group, {"type": "t", "n": n, "data": {}}) for n in range(200))
+        )
+        got = [await asyncio.wait_for(layer.receive(first), 5) for _ in range(200)]
+        copies = [await asyncio.wait_for(layer.receive(second), 5) for _ in range(200)]
+        return got, copies
+
+    loop = asyncio.new_event_loop()
+    try:
+        got, copies = loop.run_until_complete(body())
+    finally:
+        loop.close()
+    assert [m["n"] for m in got] == list(range(200))
+    assert copies == got
+    assert all(c is not m for c, m in zip(copies, got, strict=True))

@@ -1,0 +1,112 @@
+"""The Redis channel layer: channels-redis' pub/sub layer, with this process's publishes batched.
+
+`channels_redis.pubsub.RedisPubSubChannelLayer` makes each group one Redis pub/sub channel: a
+`group_send` is one PUBLISH, and each process subscribes once to the groups its sockets joined
+and hands every message to those sockets itself (no per-socket Redis list to poll, as the core
+layer's BZPOPMIN does: one pop per socket and message). Live events are at most once either way;
+what the pub/sub layer gives up (a per-channel capacity in Redis, messages that wait for a
+consumer that is not reading yet) the gateway does not rely on: each socket has its own bounded
+outgoing queue (gateway.consumers), and an event published while no socket listens is lost with
+the core layer too, once its expiry passes.
+
+What this module adds: channels-redis sends one PUBLISH at a time per process (a lock around each
+round trip), so a process publishes at most one message per Redis round trip. Here the publishes
+of a loop wait in one queue, in order, and go out together in one pipeline: the same PUBLISHes,
+in the same order, but as many per round trip as are waiting (`group_send` of three groups for
+one event is one round trip, so are the events of a hundred publishers at once).
+
+Pinned channels-redis version (pyproject.toml): the subclasses below replace its shard connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from channels_redis.pubsub import (
+    RedisPubSubChannelLayer,
+    RedisPubSubLoopLayer,
+    RedisSingleShardConnection,
+)
+from channels_redis.utils import _wrap_close, decode_hosts
+
+# At most this many PUBLISHes in one pipeline (more wait for the next round trip).
+MAX_BATCH = 1000
+
+
+class BatchingShardConnection(RedisSingleShardConnection):
+    """A shard whose publishes are queued and sent in pipelines, one pipeline at a time."""
+
+    def __init__(self, host: Any, channel_layer: Any) -> None:
+        super().__init__(host, channel_layer)
+        self._outgoing: list[tuple[str, bytes, asyncio.Future]] = []
+        self._sender: asyncio.Task | None = None
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._outgoing.append((channel, message, future))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.ensure_future(self._send_waiting())
+        await future
+
+    async def _send_waiting(self) -> None:
+        while self._outgoing:
+            batch, self._outgoing = self._outgoing[:MAX_BATCH], self._outgoing[MAX_BATCH:]
+            try:
+                async with self._lock:
+                    self._ensure_redis()
+                    pipe = self._redis.pipeline(transaction=False)
+                    for channel, message, _future in batch:
+                        pipe.publish(channel, message)
+                    await pipe.execute()
+            except asyncio.CancelledError:
+                for *_, future in batch + self._outgoing:
+                    future.cancel()
+                self._outgoing = []
+                raise
+            except Exception as error:  # noqa: BLE001 - each caller gets the error of its send
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for *_, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def flush(self) -> None:
+        if self._sender is not None and not self._sender.done():
+            self._sender.cancel()
+        self._sender = None
+        await super().flush()
+
+
+class BatchingLoopLayer(RedisPubSubLoopLayer):
+    def __init__(self, hosts: Any = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(hosts, *args, **kwargs)
+        self._shards = [BatchingShardConnection(host, self) for host in decode_hosts(hosts)]
+
+
+class PubSubChannelLayer(RedisPubSubChannelLayer):
+    """`RedisPubSubChannelLayer` with batched publishes (settings.CHANNEL_LAYERS)."""
+
+    _last: tuple[bytes, dict] | None = None
+
+    def deserialize(self, message: bytes) -> dict:
+        """A group's message reaches each of its sockets in this process as the same bytes:
+        decoded once (each socket gets its own copy of the top level), not once per socket."""
+        last = self._last
+        if last is not None and last[0] is message:
+            return dict(last[1])
+        value = super().deserialize(message)
+        self._last = (message, value)
+        return dict(value)
+
+    def _get_layer(self) -> BatchingLoopLayer:
+        loop = asyncio.get_running_loop()
+        try:
+            return self._layers[loop]
+        except KeyError:
+            layer = BatchingLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            self._layers[loop] = layer
+            _wrap_close(self, loop)
+            return layer
