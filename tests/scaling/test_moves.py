@@ -523,8 +523,18 @@ def test_writes_to_a_large_table_during_the_copy_and_the_rounds_are_all_on_the_t
     assert len(acknowledged) > 3 * moves.CATCH_UP_SMALL_ROUND
     assert reload(tenant).shard == SHARD_B
     assert _config_rows(tenant) == expected  # every write, and nothing else
+    with context.tenant_context(reload(tenant)):  # the sequence follows the rows inserted
+        ConfigKey.objects.create(key="after.move", value=1, version=1, updated_by="test")
     assert report.recopied == []  # applied row by row
     assert report.rounds >= 4 and report.changes >= 3 * moves.CATCH_UP_SMALL_ROUND
+    assert set(report.pause_steps) == {
+        "paused",
+        "locked",
+        "last_delta",
+        "verified",
+        "sequences",
+        "switched",
+    }
     rounds = [message for step, message in seen if step == "catch-up"]
     assert len(rounds) == report.rounds and "changed rows applied" in rounds[0]
     assert agent_names(tenant) == ["First", "Second"]
