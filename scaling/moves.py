@@ -14,14 +14,15 @@
    dump's snapshot is applied again, harmlessly;
 3. check: every table's row count and checksum, source (one REPEATABLE READ snapshot, with the
    log's pending keys) and copy, without the rows whose changes are still pending: they must
-   match exactly. Then more catch-up rounds; every key applied from here on is verified again
-   under the pause;
+   match exactly. Then more catch-up rounds, each followed by the same check of the rows it
+   applied (those without a change pending since);
 4. pause: the directory marks its writes paused (requests get 503 + Retry-After in every process,
    through the routing invalidation), then a transaction on the source locks every table of the
    schema EXCLUSIVE (reads go on; a write that was already under way finishes first, a later one
    waits for the switch);
-5. verify: the last delta is applied; the rows of every key applied since the check are counted
-   and checksummed on both sides (the rest matched at the check and has not changed since), a
+5. verify: the last delta is applied; the rows applied since the check and not verified yet
+   (changed again during the last round, or in the last delta) are counted and checksummed on
+   both sides (the rest matched at the check or after a round, and has not changed since), a
    table re-copied whole is verified whole; sequences are set to the source's. The pause grows
    with the rows written during the last round, not with the size of the tables;
 6. switch: the directory's row points at the target and the pause ends (one commit), and the
@@ -374,21 +375,54 @@ def _catch_up_round(schema: str, source: str, target: str, keys) -> Delta:
 
 
 def _catch_up(schema, source, target, keys, report, say, since_check: Delta | None = None):
-    """Rounds until one is small (or CATCH_UP_MAX_ROUNDS)."""
+    """Rounds until one is small (or CATCH_UP_MAX_ROUNDS). After the check (`since_check`),
+    each round's rows are verified right away, so that the pause verifies only what changed
+    since."""
     for _ in range(CATCH_UP_MAX_ROUNDS):
         started = time.perf_counter()
         delta = _catch_up_round(schema, source, target, keys)
         report.rounds += 1
         report.changes += delta.size
+        verified = ""
         if since_check is not None:
             since_check.merge(delta)
+            count = _verify_applied(schema, source, target, keys, since_check)
+            verified = f", {count} verified"
         say(
             "catch-up",
             f"round {report.rounds}: {delta.size} changed rows applied "
-            f"({len(delta.whole)} tables whole) in {time.perf_counter() - started:.2f} s",
+            f"({len(delta.whole)} tables whole){verified} in "
+            f"{time.perf_counter() - started:.2f} s",
         )
         if delta.size <= CATCH_UP_SMALL_ROUND:
             return
+
+
+def _verify_applied(schema: str, source: str, target: str, keys, applied: Delta) -> int:
+    """Count and checksum, on both sides, the rows applied since the check that have no change
+    pending (read in the source's snapshot), and take them out of `applied`: they stay right
+    until they change again, which logs them again. A mismatch fails the move. Returns how many
+    rows were verified."""
+    with guard.dangerously_unguarded():
+        with context.public_context(shard=source), transaction.atomic(), connection.cursor() as src:
+            src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            pending = _pending(src, schema)
+            todo = {}
+            for table, changed in applied.keys.items():
+                if table in applied.whole or table in pending.whole or keys.get(table) is None:
+                    continue
+                settled = changed - pending.keys.get(table, set())
+                if settled:
+                    todo[table] = (settled, _fingerprint(src, schema, table, keys[table], settled))
+        with context.public_context(shard=target), connection.cursor() as dst:
+            for table, (settled, expected) in sorted(todo.items()):
+                if _fingerprint(dst, schema, table, keys[table], settled) != expected:
+                    raise MoveFailed(f"{table}: the rows changed during the move differ")
+    for table, (settled, _) in todo.items():
+        applied.keys[table] -= settled
+        if not applied.keys[table]:
+            del applied.keys[table]
+    return sum(len(settled) for settled, _ in todo.values())
 
 
 def _qualified(schema_name: str, table: str) -> str:
@@ -669,7 +703,8 @@ def _switch(
                 since_check.merge(last)
                 lap("last_delta")
                 # Every table copied whole (or without a key) verified whole; of the others,
-                # the rows applied since the check (the rest matched then, unchanged since).
+                # the rows applied and not verified since the check (the rest matched at the
+                # check or after a round, unchanged since on both sides).
                 whole = since_check.whole | {t for t in tables if keys.get(t) is None}
                 for table in sorted(whole):
                     expected = _fingerprint(src, schema, table)
@@ -695,7 +730,7 @@ def _switch(
             say(
                 "verify",
                 f"{report.tables} tables: {last.size} last changes applied; {verified} rows "
-                f"changed since the check and {len(whole)} tables whole match",
+                f"changed since the last check and {len(whole)} tables whole match",
             )
             # 6. switch: the directory points at the copy and the pause ends, in one commit.
             with context.public_context(), transaction.atomic():

@@ -561,9 +561,11 @@ def test_a_copy_that_differs_outside_the_logged_changes_fails_the_check(mover):
     assert not move_log_on("default", schema)
 
 
-def test_a_row_applied_wrong_after_the_check_fails_the_verification(mover, monkeypatch):
-    """Under the pause, the rows changed since the check are checksummed on both sides: an
-    apply that loses one is caught, and the move is undone."""
+@pytest.mark.parametrize("step", ["check", "pause"])
+def test_a_row_applied_wrong_after_the_check_fails_the_verification(mover, monkeypatch, step):
+    """The rows applied after the check are checksummed on both sides, after their round
+    (changed at `check`) or under the pause (changed at `pause`, before the locks: applied with
+    the last delta): an apply that loses one is caught, and the move is undone."""
     tenant = mover()
     schema = tenant.schema_name
     applied = moves._apply
@@ -574,8 +576,11 @@ def test_a_row_applied_wrong_after_the_check_fails_the_verification(mover, monke
             dst.execute("SET LOCAL session_replication_role = replica")
             dst.execute(f'DELETE FROM "{schema_name}".agents_agent WHERE name = %s', ["Second"])
 
-    def rename(step: str, _message: str) -> None:
-        if step == "check":
+    seen = []
+
+    def rename(at: str, _message: str) -> None:
+        seen.append(at)
+        if at == step and moves._apply is applied:
             monkeypatch.setattr(moves, "_apply", lossy_apply)
             with _source_connection("default", schema) as conn:
                 conn.execute("UPDATE agents_agent SET name = 'Second' WHERE name = 'Second'")
@@ -583,6 +588,8 @@ def test_a_row_applied_wrong_after_the_check_fails_the_verification(mover, monke
     with pytest.raises(moves.MoveFailed, match="agents_agent: the rows changed"):
         tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B, progress=rename)
 
+    # Found after a round, before the pause; or under it, before the switch.
+    assert ("pause" in seen) == (step == "pause") and "verify" not in seen
     assert reload(tenant).shard == "default" and agent_names(tenant) == ["First", "Second"]
     assert not schema_on(SHARD_B, schema) and not move_log_on("default", schema)
 
