@@ -324,8 +324,9 @@ def _batches(keys: set[str]):
 
 
 def _apply(src, dst, schema: str, delta: Delta, keys: dict[str, tuple[str, str] | None]) -> None:
-    """Make the copy's rows of `delta` what the source's are now (on the target's transaction,
-    its triggers and foreign-key checks off, as pg_restore and the audit log's triggers need)."""
+    """Make the copy's rows of `delta` what the source's are in `src`'s snapshot (on the target's
+    transaction, its triggers and foreign-key checks off, as pg_restore and the audit log's
+    triggers need)."""
     for table in sorted(delta.whole | {t for t in delta.keys if keys.get(t) is None}):
         _recopy(src, dst, schema, table)
     dst.execute("SET LOCAL session_replication_role = replica")
@@ -338,8 +339,11 @@ def _apply(src, dst, schema: str, delta: Delta, keys: dict[str, tuple[str, str] 
         qualified = _qualified(schema, table)
         columns = _columns(src, schema, table)
         match = f"{connection.ops.quote_name(key[0])} = ANY(%s::text[]::{key[1]}[])"
+        # Every changed row out first, then the source's in: the table never holds two
+        # versions at once (a unique column moved from one row to another would collide).
         for batch in _batches(changed):
             dst.execute(f"DELETE FROM {qualified} WHERE {match}", [batch])  # noqa: S608  # nosec B608
+        for batch in _batches(changed):
             with (
                 src_raw.copy(
                     f"COPY (SELECT {columns} FROM {qualified} WHERE {match}) TO STDOUT "  # noqa: S608  # nosec B608
@@ -363,6 +367,9 @@ def _catch_up_round(schema: str, source: str, target: str, keys) -> Delta:
         transaction.atomic(),
         connection.cursor() as src,
     ):
+        # One snapshot for the log and the rows: the copy becomes the source as of that
+        # snapshot (its unique constraints hold at every step), whatever commits meanwhile.
+        src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         delta = _take_delta(src, schema)
         if delta.size:
             with (

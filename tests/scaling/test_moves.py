@@ -540,6 +540,34 @@ def test_writes_to_a_large_table_during_the_copy_and_the_rounds_are_all_on_the_t
     assert agent_names(tenant) == ["First", "Second"]
 
 
+def test_rows_swapping_a_unique_value_between_batches_are_applied(mover, monkeypatch):
+    """Two rows exchange their unique `key` during the move and land in different batches
+    (one key per batch here): every changed row leaves the copy before any comes back, so the
+    copy never holds both versions of a value."""
+    monkeypatch.setattr(moves, "KEYS_PER_BATCH", 1)
+    tenant = mover()
+    schema = tenant.schema_name
+    with context.tenant_context(tenant):
+        first = ConfigKey.objects.create(key="swap.a", value=1, version=1, updated_by="t")
+        second = ConfigKey.objects.create(key="swap.b", value=2, version=1, updated_by="t")
+    swapped = []
+
+    def swap(step: str, _message: str) -> None:
+        if step == "catch-up" and not swapped:
+            with _source_connection("default", schema) as conn, conn.transaction():
+                conn.execute("UPDATE agents_configkey SET key = 'swap.tmp' WHERE key = 'swap.a'")
+                conn.execute("UPDATE agents_configkey SET key = 'swap.a' WHERE key = 'swap.b'")
+                conn.execute("UPDATE agents_configkey SET key = 'swap.b' WHERE key = 'swap.tmp'")
+            swapped.append(True)
+
+    tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B, progress=swap)
+
+    with context.tenant_context(reload(tenant)):
+        assert connection.alias == SHARD_B
+        keys = dict(ConfigKey.objects.filter(key__startswith="swap.").values_list("pk", "key"))
+    assert keys == {first.pk: "swap.b", second.pk: "swap.a"}
+
+
 def test_a_copy_that_differs_outside_the_logged_changes_fails_the_check(mover):
     """The check is real: a row changed on the copy behind the mover's back (no log entry) is
     found before the pause, and the organization stays where it was."""
