@@ -1,7 +1,7 @@
 """Two shards: request routing beside one shard, and a move's write pause at 100,000 rows.
 
     .venv/bin/python bench/shards.py [--requests 2000] [--rounds 6] [--moves 5] [--rows 100000]
-                                     [--hot-writes]
+                                     [--hot-writes [--hot-batch N]]
 
 Databases: `<prefix>_shards` (the shard `default`) and `<prefix>_shards_b` (the shard
 `shard_b`, added with the product's `shard_add`), on the same server. Everything runs in one
@@ -22,8 +22,9 @@ Move pause: organization C holds `--rows` config keys (100,000 by default, plus 
 and is moved back and forth between the shards with `scaling.moves.tenant_move`; the pause is the
 time between pausing its writes and the switch (what its clients see as 503), reported per move
 with the whole move's time. With `--hot-writes`, a client updates one row of that big table every
-50 ms on the source while each move runs (the table changes after the dump, so the move copies it
-again under the pause: the case logical replication would serve).
+50 ms on the source while each move runs (the table changes after the dump: the move's row
+triggers log the changed keys, the catch-up rounds and the pause apply those rows alone). With
+`--hot-batch N`, N random rows of it in one statement every 50 ms.
 """
 
 from __future__ import annotations
@@ -54,18 +55,29 @@ from _common import (  # noqa: E402
 PASSWORD = "bench-password-correct-horse"
 
 
-def hot_writer(url: str, schema: str, stop: threading.Event) -> threading.Thread:
-    """Update one row of the big table every 50 ms on the source until `stop` (errors once the
-    schema is paused, moved or gone end it)."""
+def hot_writer(
+    url: str, schema: str, stop: threading.Event, batch: int, rows: int
+) -> threading.Thread:
+    """Every 50 ms on the source until `stop`, update one row of the big table (`bench.k1`), or
+    with `batch` > 1 that many random rows in one statement (errors once the schema is paused,
+    moved or gone end it)."""
+    import random
+
     import psycopg
 
     def run() -> None:
         try:
             with psycopg.connect(url, autocommit=True) as conn:
                 while not stop.wait(0.05):
+                    keys = (
+                        [f"bench.k{random.randint(1, rows)}" for _ in range(batch)]  # noqa: S311
+                        if batch > 1
+                        else ["bench.k1"]
+                    )
                     conn.execute(
                         f'UPDATE "{schema}".agents_configkey SET version = version + 1 '  # noqa: S608
-                        "WHERE key = 'bench.k1'"
+                        "WHERE key = ANY(%s)",
+                        [keys],
                     )
         except psycopg.Error:
             return
@@ -75,7 +87,9 @@ def hot_writer(url: str, schema: str, stop: threading.Event) -> threading.Thread
     return thread
 
 
-def worker(requests: int, rounds: int, moves: int, rows: int, hot: bool) -> dict:
+def worker(
+    requests: int, rounds: int, moves: int, rows: int, hot: bool, hot_batch: int = 1
+) -> dict:
     import django
 
     django.setup()
@@ -178,7 +192,7 @@ def worker(requests: int, rounds: int, moves: int, rows: int, hot: bool) -> dict
         stop = threading.Event()
         if hot:
             source_url = os.environ["SHARD_B_URL" if target == "default" else "DATABASE_URL"]
-            writer = hot_writer(source_url, c.schema_name, stop)
+            writer = hot_writer(source_url, c.schema_name, stop, hot_batch, rows)
         try:
             report = tenant_move(actor=actor, slug=c.slug, to=target)
         finally:
@@ -193,11 +207,17 @@ def worker(requests: int, rounds: int, moves: int, rows: int, hot: bool) -> dict
                 "tables": report.tables,
                 "rows": report.rows,
                 "recopied": report.recopied,
+                "rounds": report.rounds,
+                "changes": report.changes,
+                "paused_changes": report.paused_changes,
+                "pause_steps": report.pause_steps,
             }
         )
         print(
             f"move to {target}: pause {report.pause_seconds * 1000:.0f} ms, "
-            f"move {report.seconds:.2f} s, {report.rows} rows",
+            f"move {report.seconds:.2f} s, {report.rows} rows, {report.rounds} rounds, "
+            f"{report.changes} changes ({report.paused_changes} paused), "
+            f"re-copied {report.recopied}, pause steps {report.pause_steps}",
             file=sys.stderr,
             flush=True,
         )
@@ -233,6 +253,7 @@ def worker(requests: int, rounds: int, moves: int, rows: int, hot: bool) -> dict
             else {}
         ),
         "hot_writes": hot,
+        "hot_batch": hot_batch,
         "rows": rows,
     }
 
@@ -244,10 +265,15 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=5)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--hot-writes", action="store_true")
+    parser.add_argument(
+        "--hot-batch", type=int, default=1, help="with --hot-writes: random rows per 50 ms"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        result = worker(args.requests, args.rounds, args.moves, args.rows, args.hot_writes)
+        result = worker(
+            args.requests, args.rounds, args.moves, args.rows, args.hot_writes, args.hot_batch
+        )
         print("RESULT " + json.dumps(result), flush=True)
         return
     database, shard_b = database_url("shards"), database_url("shards_b")
@@ -260,6 +286,7 @@ def main() -> None:
     command = [PYTHON, __file__, "--worker", "--requests", str(args.requests)]
     command += ["--rounds", str(args.rounds), "--moves", str(args.moves), "--rows", str(args.rows)]
     command += ["--hot-writes"] if args.hot_writes else []
+    command += ["--hot-batch", str(args.hot_batch)]
     process = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     process.check_returncode()
     line = next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))
@@ -269,7 +296,8 @@ def main() -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     default_run = args.rows == 100_000 and not args.hot_writes
-    name = "shards.json" if default_run else f"shards-{args.rows}{'-hot' * args.hot_writes}.json"
+    hot = "-hot" * args.hot_writes + (f"{args.hot_batch}" if args.hot_batch > 1 else "")
+    name = "shards.json" if default_run else f"shards-{args.rows}{hot}.json"
     name = "shards-routing.json" if not args.moves else name
     (out / name).write_text(json.dumps(result, indent=1))
     pause = (

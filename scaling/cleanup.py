@@ -7,8 +7,10 @@
   whose organization's mapped shard lacks it (then the directory, not the copy, needs a look),
   nor one whose organization is being moved (its move lock is taken), nor one no organization
   claims (reported only: spares are the pool's, anything else a person's).
-- **Stale change-tracking triggers** (`agentplane_move_changes`) on the tables of organizations
-  that are not being moved, and their rows in `agentplane_moves.changes`.
+- **Stale change capture**: a move's triggers (`agentplane_move_changes` and
+  `agentplane_move_changes_truncate`) on the tables of organizations that are not being moved,
+  and its log and trigger function (`agentplane_moves."<schema>"`, which such triggers keep
+  filling with every write until removed). An orphaned copy's go with it.
 
 Without `apply`, nothing changes: the report says what would be done. Each dropped copy and each
 organization's removed triggers are recorded in the platform's and the organization's logs.
@@ -23,7 +25,14 @@ from django.db import connection, transaction
 
 from audit import services as audit
 from core.actors import Actor
-from scaling.moves import TRIGGER_NAME, move_lock, move_unlock
+from scaling.moves import (
+    LOG_SCHEMA,
+    TRIGGER_NAMES,
+    log_table,
+    move_lock,
+    move_unlock,
+    remove_change_capture,
+)
 from tenants import context, guard, shards
 from tenants.models import SpareSchema, Tenant
 
@@ -34,7 +43,8 @@ SYSTEM_SCHEMAS = ("public", "information_schema", "agentplane_moves")
 class CleanupReport:
     shard: str
     orphans: list[str] = field(default_factory=list)  # dropped (or to drop)
-    triggers: dict[str, int] = field(default_factory=dict)  # schema -> triggers removed
+    triggers: dict[str, int] = field(default_factory=dict)  # schema -> triggers removed (with
+    # the move's log, when there is one)
     skipped: dict[str, str] = field(default_factory=dict)  # schema -> why left alone
 
 
@@ -49,16 +59,26 @@ def _schemas(alias: str) -> set[str]:
 
 
 def _trigger_tables(alias: str) -> dict[str, list[str]]:
-    """Schema -> its tables carrying a move's change-tracking trigger, on `alias`."""
+    """Schema -> the table of each move trigger on it (a table once per trigger), on `alias`,
+    and an empty list for a schema with only a move's log left."""
     with context.public_context(shard=alias), connection.cursor() as cursor:
         cursor.execute(
             "SELECT n.nspname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.tgname = %s ORDER BY 1, 2",
-            [TRIGGER_NAME],
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.tgname = ANY(%s) "
+            "ORDER BY 1, 2",
+            [list(TRIGGER_NAMES)],
         )
         found: dict[str, list[str]] = {}
         for schema, table in cursor.fetchall():
             found.setdefault(schema, []).append(table)
+        cursor.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r' UNION SELECT p.proname FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %s",
+            [LOG_SCHEMA, LOG_SCHEMA],
+        )
+        for (schema,) in cursor.fetchall():
+            found.setdefault(schema, [])
         return found
 
 
@@ -75,23 +95,17 @@ def _drop_orphan(alias: str, schema: str, tenant: Tenant) -> bool:
             return False
         with context.public_context(shard=alias), connection.cursor() as cursor:
             cursor.execute(f"DROP SCHEMA {_quoted(schema)} CASCADE")
-            cursor.execute("SELECT to_regclass('agentplane_moves.changes')")
-            if cursor.fetchone()[0] is not None:
-                cursor.execute(
-                    "DELETE FROM agentplane_moves.changes WHERE schema_name = %s", [schema]
-                )
+            cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [LOG_SCHEMA])
+            if cursor.fetchone() is not None:
+                cursor.execute(f"DROP FUNCTION IF EXISTS {log_table(schema)}()")
+                cursor.execute(f"DROP TABLE IF EXISTS {log_table(schema)}")
     return True
 
 
 def _remove_triggers(alias: str, schema: str, tables: list[str]) -> None:
     # One autocommitted statement per table, as the mover installs them (no deadlock with a
-    # writer touching two tables).
-    with context.public_context(shard=alias), connection.cursor() as cursor:
-        for table in tables:
-            cursor.execute(f"DROP TRIGGER IF EXISTS {TRIGGER_NAME} ON {_quoted(schema, table)}")
-        cursor.execute("SELECT to_regclass('agentplane_moves.changes')")
-        if cursor.fetchone()[0] is not None:
-            cursor.execute("DELETE FROM agentplane_moves.changes WHERE schema_name = %s", [schema])
+    # writer touching two tables), then the log and its function.
+    remove_change_capture(schema, alias, tables)
 
 
 def _record(actor: Actor, tenant: Tenant, action: str, details: dict) -> None:
@@ -141,8 +155,10 @@ def shard_cleanup(
                 _act(report, alias, schema, tenant, apply, actor, say, orphan=True)
             for schema, tables in _trigger_tables(alias).items():
                 tenant = tenants.get(schema)
-                if tenant is None or tenant.shard != alias or schema in report.orphans:
+                if tenant is None or schema in report.orphans:
                     continue  # an orphan's triggers go with it
+                if tenant.shard != alias and (tables or schema in present[alias]):
+                    continue  # on a copy that is not (yet) an orphan: not this step's
                 _act(report, alias, schema, tenant, apply, actor, say, tables=tables)
             reports.append(report)
     return reports
@@ -160,7 +176,11 @@ def _act(
     orphan: bool = False,
     tables: list[str] | None = None,
 ) -> None:
-    what = f"orphaned copy {schema}" if orphan else f"{len(tables or [])} triggers on {schema}"
+    what = (
+        f"orphaned copy {schema}"
+        if orphan
+        else f"{len(tables or [])} triggers on {schema} and its move log"
+    )
     if not move_lock(tenant):
         report.skipped[schema] = f"{tenant.slug} is being moved"
         return

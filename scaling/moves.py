@@ -1,29 +1,43 @@
 """Moving an organization's schema to another shard (manage.py move_tenant).
 
-1. copy: statement triggers on every table of the schema start recording which tables change
-   (agentplane_moves.changes on the source); then `pg_dump --schema` of the source is restored on
-   the target (without those triggers), while the organization keeps working (a leftover copy
-   from an earlier, killed attempt is dropped first). Every table's row count and checksum are
-   compared on both sides, still without pausing: a table that differs must be one the triggers
-   recorded;
-2. pause: the directory marks its writes paused (requests get 503 + Retry-After in every process,
+1. copy: row triggers on every table of the schema start logging each changed row's primary
+   key (table, key) into a per-move log on the source, `agentplane_moves."<schema>"` (an
+   unlogged table, with its trigger function of the same name, outside the copied schema); a
+   TRUNCATE, or any change to a table without a one-column primary key, logs the table alone
+   (re-copied whole). Then `pg_dump --schema` of the source is restored on the target (without
+   those triggers), while the organization keeps working (a leftover copy from an earlier,
+   killed attempt is dropped first);
+2. catch-up: without pausing, the logged changes are applied to the copy in rounds: each round
+   takes the log's committed entries (DELETE ... RETURNING), re-reads those rows from the source
+   by primary key and replaces them on the copy (delete, then COPY in; a row gone from the
+   source is gone from the copy), until a round is small. Idempotent: a change logged before the
+   dump's snapshot is applied again, harmlessly;
+3. check: every table's row count and checksum, source (one REPEATABLE READ snapshot, with the
+   log's pending keys) and copy, without the rows whose changes are still pending: they must
+   match exactly. Then more catch-up rounds, each followed by the same check of the rows it
+   applied (those without a change pending since);
+4. pause: the directory marks its writes paused (requests get 503 + Retry-After in every process,
    through the routing invalidation), then a transaction on the source locks every table of the
    schema EXCLUSIVE (reads go on; a write that was already under way finishes first, a later one
    waits for the switch);
-3. catch up and verify: each table the triggers recorded is checksummed again on the source and,
-   if it differs from the copy, copied again (COPY) and verified; sequences are set to the
-   source's; every table's row count must match. The pause grows with the tables written during
-   the move, not with the organization's size;
-4. switch: the directory's row points at the target and the pause ends (one commit), and the
-   source schema (with its triggers) is dropped in the locking transaction, which commits last.
+5. verify: the last delta is applied; the rows applied since the check and not verified yet
+   (changed again during the last round, or in the last delta) are counted and checksummed on
+   both sides (the rest matched at the check or after a round, and has not changed since), a
+   table re-copied whole is verified whole; sequences are set to the source's. The pause grows
+   with the rows written during the last round, not with the size of the tables;
+6. switch: the directory's row points at the target and the pause ends (one commit), and the
+   source schema (with its triggers) and the move's log are dropped in the locking transaction,
+   which commits last.
 
 Any failure before the switch rolls the source transaction back, drops the copy, removes the
-triggers and lifts the pause: the organization works on its old shard. A mover killed outright
-leaves the same (its transaction dies with its connection; the pause is a deadline that expires
-by itself; the next attempt drops the stale copy and replaces the triggers). Killed between the
-switch and the drop (only when the source is not `default`, where both are one commit), the
-organization works on the verified copy and the old schema is left behind, routed to by nothing
-(`manage.py shard_cleanup` finds and drops it, and a killed mover's triggers).
+triggers and the log and lifts the pause: the organization works on its old shard. A mover
+killed outright leaves the same (its transaction dies with its connection; the pause is a
+deadline that expires by itself; the next attempt drops the stale copy and replaces the triggers
+and the log), except that its triggers keep logging every write until then (`manage.py
+shard_cleanup` removes them). Killed between the switch and the drop (only when the source is
+not `default`, where both are one commit), the organization works on the verified copy and the
+old schema is left behind, routed to by nothing (`shard_cleanup` finds and drops it, with its
+log).
 
 One move per organization at a time: a move holds a session advisory lock on the directory's
 connection (`move_lock`), released when it ends or its connection dies; `shard_cleanup` skips an
@@ -52,10 +66,19 @@ from core.actors import Actor
 from tenants import context, guard, migration_state, residency, routing, schema_pool, shards
 from tenants.models import Tenant, TenantStatus
 
-STEPS = ("copy", "check", "pause", "verify", "switch", "drop")
-# A move records which tables changed since its dump in agentplane_moves.changes on the source
-# shard, through statement triggers of this name on the moving schema's tables.
+STEPS = ("copy", "catch-up", "check", "pause", "verify", "switch", "drop")
+# A move logs the keys of the rows changed since its dump in agentplane_moves."<schema>" on the
+# source shard, through triggers of these names on the moving schema's tables (row triggers for
+# INSERT, UPDATE and DELETE; a statement trigger for TRUNCATE).
 TRIGGER_NAME = "agentplane_move_changes"
+TRUNCATE_TRIGGER_NAME = "agentplane_move_changes_truncate"
+TRIGGER_NAMES = (TRIGGER_NAME, TRUNCATE_TRIGGER_NAME)
+LOG_SCHEMA = "agentplane_moves"
+# Catch-up rounds end when one applies at most this many changed rows (then the pause applies
+# what was written during that round), or after this many rounds.
+CATCH_UP_SMALL_ROUND = 1000
+CATCH_UP_MAX_ROUNDS = 12
+KEYS_PER_BATCH = 5000
 MOVE_LOCK_CLASS = 0x4D4F5645  # "MOVE": pg_try_advisory_lock(MOVE_LOCK_CLASS, tenant id)
 
 
@@ -71,7 +94,11 @@ class MoveReport:
     tables: int = 0
     rows: int = 0
     recopied: list[str] = field(default_factory=list)
+    rounds: int = 0  # catch-up rounds before the pause
+    changes: int = 0  # changed rows applied from the log, the pause's last delta included
+    paused_changes: int = 0  # of which applied under the pause
     pause_seconds: float = 0.0
+    pause_steps: dict[str, float] = field(default_factory=dict)  # the pause, part by part
     seconds: float = 0.0
 
 
@@ -141,56 +168,268 @@ def _copy_schema(schema_name: str, source: str, target: str) -> None:
             raise MoveFailed(f"pg_restore {schema_name}: {done.stderr.decode().strip()}"[:2000])
 
 
-def _track_changes(schema_name: str, source: str) -> None:
-    """Record, from now on, which of the schema's tables any statement changes (a statement
-    trigger per table into `agentplane_moves.changes` on the source). Installed before the dump,
-    so every change the dump may miss is recorded.
+def log_table(schema_name: str) -> str:
+    """The move's change log (and its trigger function, of the same name) on the source."""
+    return f"{LOG_SCHEMA}.{connection.ops.quote_name(schema_name)}"
+
+
+def primary_key(cursor, schema_name: str, table: str) -> tuple[str, str] | None:
+    """(column, type) of the table's primary key when it is one column, else None."""
+    cursor.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_index i "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+        "WHERE i.indrelid = %s::regclass AND i.indisprimary",
+        [_qualified(schema_name, table)],
+    )
+    found = cursor.fetchall()
+    return (found[0][0], found[0][1]) if len(found) == 1 else None
+
+
+def _track_changes(schema_name: str, source: str) -> dict[str, tuple[str, str] | None]:
+    """Log, from now on, the primary key of every row of the schema any statement changes (a
+    row trigger per table into `agentplane_moves."<schema>"` on the source; a TRUNCATE, or any
+    change to a table without a one-column key, logs the table with a NULL key). Installed before
+    the dump, so every change the dump may miss is logged. Returns each table's key.
 
     Autocommit, one statement at a time: each CREATE TRIGGER locks one table briefly. Taking them
     all in one transaction would deadlock with a writer touching two of the tables.
     """
+    log = log_table(schema_name)
     with context.public_context(shard=source), connection.cursor() as cursor:
-        cursor.execute("CREATE SCHEMA IF NOT EXISTS agentplane_moves")
+        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {LOG_SCHEMA}")
+        # Unlogged: no WAL for the log's rows (a crash of the server ends the move anyway).
         cursor.execute(
-            "CREATE TABLE IF NOT EXISTS agentplane_moves.changes (schema_name text, "
-            "table_name text, PRIMARY KEY (schema_name, table_name))"
+            f"CREATE UNLOGGED TABLE IF NOT EXISTS {log} (table_name text NOT NULL, key text)"
         )
+        # A killed attempt's triggers may still be writing into it: emptied, not dropped.
+        cursor.execute(f"TRUNCATE {log}")
+        # plpgsql reads NEW.id directly (every Django table's key); another key through jsonb.
         cursor.execute(
-            "CREATE OR REPLACE FUNCTION agentplane_moves.mark() RETURNS trigger "
-            "LANGUAGE plpgsql AS $$ BEGIN "
-            "INSERT INTO agentplane_moves.changes VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME) "
-            "ON CONFLICT DO NOTHING; RETURN NULL; END $$"
+            f"CREATE OR REPLACE FUNCTION {log}() RETURNS trigger LANGUAGE plpgsql AS $$ "  # noqa: S608  # nosec B608
+            "DECLARE new_key text; old_key text; BEGIN "
+            "IF TG_LEVEL = 'STATEMENT' OR TG_NARGS = 0 THEN "
+            f"INSERT INTO {log} VALUES (TG_TABLE_NAME, NULL); RETURN NULL; END IF; "
+            "IF TG_ARGV[0] = 'id' THEN "
+            "IF TG_OP <> 'DELETE' THEN new_key := NEW.id::text; END IF; "
+            "IF TG_OP <> 'INSERT' THEN old_key := OLD.id::text; END IF; "
+            "ELSE "
+            "IF TG_OP <> 'DELETE' THEN new_key := to_jsonb(NEW) ->> TG_ARGV[0]; END IF; "
+            "IF TG_OP <> 'INSERT' THEN old_key := to_jsonb(OLD) ->> TG_ARGV[0]; END IF; "
+            "END IF; "
+            f"IF new_key IS NOT NULL THEN INSERT INTO {log} VALUES (TG_TABLE_NAME, new_key); "
+            "END IF; "
+            "IF old_key IS NOT NULL AND old_key IS DISTINCT FROM new_key THEN "
+            f"INSERT INTO {log} VALUES (TG_TABLE_NAME, old_key); END IF; "
+            "RETURN NULL; END $$"
         )
-        cursor.execute("DELETE FROM agentplane_moves.changes WHERE schema_name = %s", [schema_name])
+        keys = {}
         for table in _tables(cursor, schema_name):
+            qualified = _qualified(schema_name, table)
+            keys[table] = key = primary_key(cursor, schema_name, table)
+            if key is None:
+                cursor.execute(
+                    f"CREATE OR REPLACE TRIGGER {TRIGGER_NAME} AFTER INSERT OR UPDATE OR DELETE "
+                    f"OR TRUNCATE ON {qualified} FOR EACH STATEMENT EXECUTE FUNCTION {log}()"
+                )
+                cursor.execute(f"DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER_NAME} ON {qualified}")
+                continue
             cursor.execute(
-                f"CREATE OR REPLACE TRIGGER {TRIGGER_NAME} AFTER INSERT OR UPDATE OR DELETE OR "
-                f"TRUNCATE ON {_qualified(schema_name, table)} FOR EACH STATEMENT "
-                "EXECUTE FUNCTION agentplane_moves.mark()"
+                f"CREATE OR REPLACE TRIGGER {TRIGGER_NAME} AFTER INSERT OR UPDATE OR DELETE "
+                f"ON {qualified} FOR EACH ROW EXECUTE FUNCTION {log}({_literal(key[0])})"
             )
+            cursor.execute(
+                f"CREATE OR REPLACE TRIGGER {TRUNCATE_TRIGGER_NAME} AFTER TRUNCATE "
+                f"ON {qualified} FOR EACH STATEMENT EXECUTE FUNCTION {log}()"
+            )
+    return keys
 
 
-def _untrack_changes(schema_name: str, source: str) -> None:
-    with context.public_context(shard=source), transaction.atomic(), connection.cursor() as cursor:
+def _literal(text: str) -> str:
+    """A trigger argument (a column name from the catalog) as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def remove_change_capture(schema_name: str, alias: str, tables: list[str] | None = None) -> None:
+    """Drop a move's triggers (on `tables`, or every table of the schema), then its log and
+    function on `alias`. One autocommitted statement per table, as they were installed."""
+    log = log_table(schema_name)
+    with context.public_context(shard=alias), connection.cursor() as cursor:
         cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema_name])
-        if cursor.fetchone() is None:
-            return
-        for table in _tables(cursor, schema_name):
-            cursor.execute(
-                f"DROP TRIGGER IF EXISTS {TRIGGER_NAME} ON {_qualified(schema_name, table)}"
-            )
-        cursor.execute("SELECT to_regclass(%s)", ["agentplane_moves.changes"])
-        if cursor.fetchone()[0] is not None:
-            cursor.execute(
-                "DELETE FROM agentplane_moves.changes WHERE schema_name = %s", [schema_name]
-            )
+        if cursor.fetchone() is not None:
+            for table in _tables(cursor, schema_name) if tables is None else sorted(set(tables)):
+                for name in TRIGGER_NAMES:
+                    cursor.execute(
+                        f"DROP TRIGGER IF EXISTS {name} ON {_qualified(schema_name, table)}"
+                    )
+        cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [LOG_SCHEMA])
+        if cursor.fetchone() is not None:
+            cursor.execute(f"DROP FUNCTION IF EXISTS {log}()")
+            cursor.execute(f"DROP TABLE IF EXISTS {log}")
 
 
-def _changed_tables(cursor, schema_name: str) -> set[str]:
+@dataclass
+class Delta:
+    """Changed rows taken from the log: keys per table, and tables to copy whole."""
+
+    keys: dict[str, set[str]] = field(default_factory=dict)
+    whole: set[str] = field(default_factory=set)
+
+    @property
+    def size(self) -> int:
+        return sum(len(keys) for keys in self.keys.values()) + len(self.whole)
+
+    def add(self, table: str, key: str | None) -> None:
+        if key is None:
+            self.whole.add(table)
+        else:
+            self.keys.setdefault(table, set()).add(key)
+
+    def merge(self, other: Delta) -> None:
+        for table, keys in other.keys.items():
+            self.keys.setdefault(table, set()).update(keys)
+        self.whole |= other.whole
+
+
+def _take_delta(src, schema: str) -> Delta:
+    """Take the log's committed entries (in the caller's transaction on the source: rolled back
+    with it, they are taken again by the next attempt)."""
+    src.execute(f"DELETE FROM {log_table(schema)} RETURNING table_name, key")  # noqa: S608  # nosec B608
+    delta = Delta()
+    for table, key in src.fetchall():
+        delta.add(table, key)
+    return delta
+
+
+def _pending(src, schema: str) -> Delta:
+    src.execute(f"SELECT table_name, key FROM {log_table(schema)}")  # noqa: S608  # nosec B608
+    delta = Delta()
+    for table, key in src.fetchall():
+        delta.add(table, key)
+    return delta
+
+
+def _columns(cursor, schema: str, table: str) -> str:
     cursor.execute(
-        "SELECT table_name FROM agentplane_moves.changes WHERE schema_name = %s", [schema_name]
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+        "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+        [_qualified(schema, table)],
     )
-    return {name for (name,) in cursor.fetchall()}
+    return ", ".join(connection.ops.quote_name(name) for (name,) in cursor.fetchall())
+
+
+def _batches(keys: set[str]):
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), KEYS_PER_BATCH):
+        yield ordered[start : start + KEYS_PER_BATCH]
+
+
+def _apply(src, dst, schema: str, delta: Delta, keys: dict[str, tuple[str, str] | None]) -> None:
+    """Make the copy's rows of `delta` what the source's are in `src`'s snapshot (on the target's
+    transaction, its triggers and foreign-key checks off, as pg_restore and the audit log's
+    triggers need)."""
+    for table in sorted(delta.whole | {t for t in delta.keys if keys.get(t) is None}):
+        _recopy(src, dst, schema, table)
+    dst.execute("SET LOCAL session_replication_role = replica")
+    src_raw = src.cursor if hasattr(src, "cursor") else src
+    dst_raw = dst.cursor if hasattr(dst, "cursor") else dst
+    for table, changed in sorted(delta.keys.items()):
+        key = keys.get(table)
+        if key is None or table in delta.whole:
+            continue
+        qualified = _qualified(schema, table)
+        columns = _columns(src, schema, table)
+        match = f"{connection.ops.quote_name(key[0])} = ANY(%s::text[]::{key[1]}[])"
+        # Every changed row out first, then the source's in: the table never holds two
+        # versions at once (a unique column moved from one row to another would collide).
+        for batch in _batches(changed):
+            dst.execute(f"DELETE FROM {qualified} WHERE {match}", [batch])  # noqa: S608  # nosec B608
+        for batch in _batches(changed):
+            with (
+                src_raw.copy(
+                    f"COPY (SELECT {columns} FROM {qualified} WHERE {match}) TO STDOUT "  # noqa: S608  # nosec B608
+                    "(FORMAT binary)",
+                    [batch],
+                ) as out,
+                dst_raw.copy(f"COPY {qualified} ({columns}) FROM STDIN (FORMAT binary)") as into,
+            ):
+                for chunk in out:
+                    into.write(chunk)
+    dst.execute("SET LOCAL session_replication_role = origin")
+
+
+def _catch_up_round(schema: str, source: str, target: str, keys) -> Delta:
+    """One round: take the log's committed entries and apply them to the copy. The target
+    commits first, then the source (its DELETE of the entries): killed between the two, the
+    entries are applied again next time, harmlessly."""
+    with (
+        guard.dangerously_unguarded(),
+        context.public_context(shard=source),
+        transaction.atomic(),
+        connection.cursor() as src,
+    ):
+        # One snapshot for the log and the rows: the copy becomes the source as of that
+        # snapshot (its unique constraints hold at every step), whatever commits meanwhile.
+        src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        delta = _take_delta(src, schema)
+        if delta.size:
+            with (
+                context.public_context(shard=target),
+                transaction.atomic(),
+                connection.cursor() as dst,
+            ):
+                _apply(src, dst, schema, delta, keys)
+    return delta
+
+
+def _catch_up(schema, source, target, keys, report, say, since_check: Delta | None = None):
+    """Rounds until one is small (or CATCH_UP_MAX_ROUNDS). After the check (`since_check`),
+    each round's rows are verified right away, so that the pause verifies only what changed
+    since."""
+    for _ in range(CATCH_UP_MAX_ROUNDS):
+        started = time.perf_counter()
+        delta = _catch_up_round(schema, source, target, keys)
+        report.rounds += 1
+        report.changes += delta.size
+        verified = ""
+        if since_check is not None:
+            since_check.merge(delta)
+            count = _verify_applied(schema, source, target, keys, since_check)
+            verified = f", {count} verified"
+        say(
+            "catch-up",
+            f"round {report.rounds}: {delta.size} changed rows applied "
+            f"({len(delta.whole)} tables whole){verified} in "
+            f"{time.perf_counter() - started:.2f} s",
+        )
+        if delta.size <= CATCH_UP_SMALL_ROUND:
+            return
+
+
+def _verify_applied(schema: str, source: str, target: str, keys, applied: Delta) -> int:
+    """Count and checksum, on both sides, the rows applied since the check that have no change
+    pending (read in the source's snapshot), and take them out of `applied`: they stay right
+    until they change again, which logs them again. A mismatch fails the move. Returns how many
+    rows were verified."""
+    with guard.dangerously_unguarded():
+        with context.public_context(shard=source), transaction.atomic(), connection.cursor() as src:
+            src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            pending = _pending(src, schema)
+            todo = {}
+            for table, changed in applied.keys.items():
+                if table in applied.whole or table in pending.whole or keys.get(table) is None:
+                    continue
+                settled = changed - pending.keys.get(table, set())
+                if settled:
+                    todo[table] = (settled, _fingerprint(src, schema, table, keys[table], settled))
+        with context.public_context(shard=target), connection.cursor() as dst:
+            for table, (settled, expected) in sorted(todo.items()):
+                if _fingerprint(dst, schema, table, keys[table], settled) != expected:
+                    raise MoveFailed(f"{table}: the rows changed during the move differ")
+    for table, (settled, _) in todo.items():
+        applied.keys[table] -= settled
+        if not applied.keys[table]:
+            del applied.keys[table]
+    return sum(len(settled) for settled, _ in todo.values())
 
 
 def _qualified(schema_name: str, table: str) -> str:
@@ -204,26 +443,62 @@ def _tables(cursor, schema_name: str) -> list[str]:
     return [name for (name,) in cursor.fetchall()]
 
 
-def _sequences(cursor, schema_name: str) -> list[str]:
-    cursor.execute(
-        "SELECT sequencename FROM pg_sequences WHERE schemaname = %s ORDER BY 1", [schema_name]
-    )
-    return [name for (name,) in cursor.fetchall()]
-
-
-def _fingerprint(cursor, schema_name: str, table: str) -> tuple[int, str]:
-    """(row count, checksum of every row's text) of one table.
+def _fingerprint(
+    cursor, schema_name: str, table: str, key: tuple[str, str] | None = None, only=None
+) -> tuple[int, int]:
+    """(row count, checksum of every row's text) of one table, or of its rows whose primary key
+    `key` is in `only`.
 
     The checksum is the sum of the first 64 bits of each row's md5: independent of row order, so
-    no sort (this runs while the organization's writes are paused).
+    no sort, and a part's can be subtracted from the whole's.
     """
     qualified = _qualified(schema_name, table)
     row_hash = "('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint"
     # `qualified` is quoted identifiers from the catalog, never user input.
     query = f"SELECT count(*), coalesce(sum({row_hash}), 0)::text FROM {qualified} t"  # noqa: S608  # nosec B608
-    cursor.execute(query)
-    count, digest = cursor.fetchone()
-    return count, digest
+    if only is None:
+        cursor.execute(query)
+        count, digest = cursor.fetchone()
+        return count, int(digest)
+    total_count, total_digest = 0, 0
+    column = connection.ops.quote_name(key[0])
+    for batch in _batches(set(only)):
+        cursor.execute(f"{query} WHERE {column} = ANY(%s::text[]::{key[1]}[])", [batch])
+        count, digest = cursor.fetchone()
+        total_count, total_digest = total_count + count, total_digest + int(digest)
+    return total_count, total_digest
+
+
+def _laps(report: MoveReport, pause_started: float) -> Callable[[str], None]:
+    """Record how long each part of the pause took (report.pause_steps, seconds)."""
+    last = [pause_started]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        report.pause_steps[name] = round(now - last[0], 4)
+        last[0] = now
+
+    return lap
+
+
+def _copy_sequences(src, dst, schema: str) -> None:
+    """Set every sequence of the copy to the source's: one query on each side. A sequence never
+    used on the source (NULL) is as the dump left it."""
+    src.execute(
+        "SELECT sequencename, last_value FROM pg_sequences WHERE schemaname = %s "
+        "AND last_value IS NOT NULL ORDER BY 1",
+        [schema],
+    )
+    found = src.fetchall()
+    if found:
+        calls = ", ".join("setval(%s, %s, true)" for _ in found)
+        params = [value for name, last in found for value in (_qualified(schema, name), last)]
+        dst.execute(f"SELECT {calls}", params)  # noqa: S608  # nosec B608
+
+
+def _count(cursor, schema: str, table: str) -> int:
+    cursor.execute(f"SELECT count(*) FROM {_qualified(schema, table)}")  # noqa: S608  # nosec B608
+    return cursor.fetchone()[0]
 
 
 def _exists(alias: str, schema_name: str) -> bool:
@@ -304,15 +579,19 @@ def _move(*, actor: Actor, tenant: Tenant, target: shards.ShardInfo, say: Progre
         if _exists(target.name, schema):
             say("copy", f"dropping a stale copy of {schema} on {target.name}")
             schema_pool.drop_schema(schema, shard=target.name)
-        _track_changes(schema, source)
+        keys = _track_changes(schema, source)
         say("copy", f"pg_dump --schema={schema} from {source} into {target.name}")
         _copy_schema(schema, source, target.name)
-        # Verify every table now, outside the pause; a table changed since (recorded by the
-        # triggers) is copied again and verified under the pause.
-        prints = _verify_unpaused(schema, source, target.name)
-        say("check", f"{len(prints)} tables: counts and checksums match, before the pause")
+        # 2. apply what was written during the copy, in rounds, still without pausing.
+        _catch_up(schema, source, target.name, keys, report, say)
+        # 3. every table on both sides, without the rows whose changes are pending; every row
+        # applied from here on is verified again under the pause.
+        tables = _check(schema, source, target.name, keys)
+        say("check", f"{len(tables)} tables: counts and checksums match, before the pause")
+        since_check = Delta()
+        _catch_up(schema, source, target.name, keys, report, say, since_check)
 
-        # 2. pause writes: every process answers 503, then lock the tables on the source.
+        # 4. pause writes: every process answers 503, then lock the tables on the source.
         pause_started = time.perf_counter()
         _set_pause(tenant, timezone.now() + timedelta(seconds=settings.MOVE_PAUSE_MAX_SECONDS))
         say("pause", "writes paused")
@@ -321,7 +600,9 @@ def _move(*, actor: Actor, tenant: Tenant, target: shards.ShardInfo, say: Progre
             schema=schema,
             source=source,
             target=target.name,
-            prints=prints,
+            tables=tables,
+            keys=keys,
+            since_check=since_check,
             report=report,
             say=say,
             pause_started=pause_started,
@@ -354,6 +635,9 @@ def _move(*, actor: Actor, tenant: Tenant, target: shards.ShardInfo, say: Progre
                 "tables": report.tables,
                 "rows": report.rows,
                 "recopied": report.recopied,
+                "rounds": report.rounds,
+                "changes": report.changes,
+                "paused_changes": report.paused_changes,
                 "pause_ms": round(report.pause_seconds * 1000),
             },
         )
@@ -361,72 +645,101 @@ def _move(*, actor: Actor, tenant: Tenant, target: shards.ShardInfo, say: Progre
     return report
 
 
-def _verify_unpaused(schema: str, source: str, target: str) -> dict[str, tuple[int, str]]:
-    """Counts and checksums of every table on both sides, while writes go on. A table that
-    differs must be one the triggers recorded (changed since the dump); one that differs and was
-    not recorded means the copy is wrong."""
+def _check(schema: str, source: str, target: str, keys) -> list[str]:
+    """Counts and checksums of every table on both sides, while writes go on, without the rows
+    whose changes are logged and not applied yet (read in the source's snapshot): the rest must
+    match exactly (the copy does not change meanwhile: no round runs). A table logged to be
+    copied whole, or without a one-column key, is verified whole under the pause."""
     with guard.dangerously_unguarded():
-        with context.public_context(shard=target), connection.cursor() as dst:
-            copied = {table: _fingerprint(dst, schema, table) for table in _tables(dst, schema)}
-        with context.public_context(shard=source), connection.cursor() as src:
+        with context.public_context(shard=source), transaction.atomic(), connection.cursor() as src:
+            src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             tables = _tables(src, schema)
-            originals = {table: _fingerprint(src, schema, table) for table in tables}
-            changed = _changed_tables(src, schema)
-    if sorted(copied) != tables:
-        raise MoveFailed(f"tables differ: {tables} / {sorted(copied)}")
-    wrong = [t for t in tables if copied[t] != originals[t] and t not in changed]
+            pending = _pending(src, schema)
+            originals = {}
+            for table in tables:
+                if table in pending.whole or keys.get(table) is None:
+                    continue
+                except_pending = pending.keys.get(table, set())
+                whole = _fingerprint(src, schema, table)
+                part = _fingerprint(src, schema, table, keys[table], except_pending)
+                originals[table] = (whole[0] - part[0], whole[1] - part[1])
+        with context.public_context(shard=target), connection.cursor() as dst:
+            if _tables(dst, schema) != tables:
+                raise MoveFailed(f"tables differ: {tables} / {_tables(dst, schema)}")
+            wrong = []
+            for table, expected in originals.items():
+                except_pending = pending.keys.get(table, set())
+                whole = _fingerprint(dst, schema, table)
+                part = _fingerprint(dst, schema, table, keys[table], except_pending)
+                if (whole[0] - part[0], whole[1] - part[1]) != expected:
+                    wrong.append(table)
     if wrong:
         raise MoveFailed(f"the copy differs from the source in {', '.join(wrong)}")
-    return copied
+    return tables
 
 
-def _switch(*, tenant, schema, source, target, prints, report, say, pause_started) -> MoveReport:
-    """Steps 2-4 under the source's table locks; returns after the old copy is dropped."""
+def _switch(
+    *, tenant, schema, source, target, tables, keys, since_check, report, say, pause_started
+) -> MoveReport:
+    """Steps 4-6 under the source's table locks; returns after the old copy is dropped."""
     with guard.dangerously_unguarded():
         with (
             context.public_context(shard=source),
             transaction.atomic(),
             connection.cursor() as src,
         ):
-            tables = sorted(prints)
-            for table in tables:
-                src.execute(f"LOCK TABLE {_qualified(schema, table)} IN EXCLUSIVE MODE")
+            lap = _laps(report, pause_started)
+            lap("paused")  # the directory's row and every process's routing cache
+            # One statement, the tables in the same order as one by one.
+            listed = ", ".join(_qualified(schema, table) for table in tables)
+            src.execute(f"LOCK TABLE {listed} IN EXCLUSIVE MODE")
+            lap("locked")
             say("pause", f"{len(tables)} tables locked on {source}")
-            changed = _changed_tables(src, schema)
-            counts = {}
-            for table in tables:
-                src.execute(f"SELECT count(*) FROM {_qualified(schema, table)}")  # noqa: S608  # nosec B608
-                counts[table] = src.fetchone()[0]
+            if _tables(src, schema) != tables:
+                raise MoveFailed(f"{schema}'s tables changed during the move")
             with (
                 context.public_context(shard=target),
                 transaction.atomic(),
                 connection.cursor() as dst,
             ):
-                # Tables written since the dump (recorded by the triggers) are copied again.
-                for table in sorted(changed):
+                # 5. the last delta: what was written during the last round.
+                last = _take_delta(src, schema)
+                _apply(src, dst, schema, last, keys)
+                report.paused_changes = last.size
+                report.changes += last.size
+                since_check.merge(last)
+                lap("last_delta")
+                # Every table copied whole (or without a key) verified whole; of the others,
+                # the rows applied and not verified since the check (the rest matched at the
+                # check or after a round, unchanged since on both sides).
+                whole = since_check.whole | {t for t in tables if keys.get(t) is None}
+                for table in sorted(whole):
                     expected = _fingerprint(src, schema, table)
-                    if prints[table] != expected:
+                    if _fingerprint(dst, schema, table) != expected:
                         _recopy(src, dst, schema, table)
-                        report.recopied.append(table)
                         if _fingerprint(dst, schema, table) != expected:
                             raise MoveFailed(f"{table} differs after the copy")
-                        prints[table] = expected
-                for sequence in _sequences(src, schema):
-                    name = _qualified(schema, sequence)
-                    src.execute(f"SELECT last_value, is_called FROM {name}")  # noqa: S608  # nosec B608
-                    last_value, is_called = src.fetchone()
-                    dst.execute("SELECT setval(%s, %s, %s)", [name, last_value, is_called])
-                for table in tables:
-                    if counts[table] != prints[table][0]:
-                        raise MoveFailed(f"{table}: {counts[table]} rows, copy {prints[table][0]}")
+                    if table in since_check.whole:
+                        report.recopied.append(table)
+                verified = 0
+                for table, changed in sorted(since_check.keys.items()):
+                    if table in whole:
+                        continue
+                    expected = _fingerprint(src, schema, table, keys[table], changed)
+                    if _fingerprint(dst, schema, table, keys[table], changed) != expected:
+                        raise MoveFailed(f"{table}: the rows changed during the move differ")
+                    verified += len(changed)
+                lap("verified")
+                _copy_sequences(src, dst, schema)
+                lap("sequences")
             # The copy is committed and matches the locked source table by table.
             report.tables = len(tables)
-            report.rows = sum(counts.values())
             say(
                 "verify",
-                f"{report.tables} tables, {report.rows} rows: counts and checksums match",
+                f"{report.tables} tables: {last.size} last changes applied; {verified} rows "
+                f"changed since the last check and {len(whole)} tables whole match",
             )
-            # 4. switch: the directory points at the copy and the pause ends, in one commit.
+            # 6. switch: the directory points at the copy and the pause ends, in one commit.
             with context.public_context(), transaction.atomic():
                 Tenant.objects.filter(pk=tenant.pk).update(shard=target, writes_paused_until=None)
                 migration_state.forget(shard=source, schema_name=schema)
@@ -438,11 +751,15 @@ def _switch(*, tenant, schema, source, target, prints, report, say, pause_starte
             routing.clear_everywhere()
             # What clients see as 503: from the pause to the switch (the drop comes after).
             report.pause_seconds = time.perf_counter() - pause_started
+            lap("switched")
             say("switch", f"{tenant.slug} now routes to {target}")
             src.execute("SET CONSTRAINTS ALL IMMEDIATE")
             src.execute(f"DROP SCHEMA {connection.ops.quote_name(schema)} CASCADE")
-            src.execute("DELETE FROM agentplane_moves.changes WHERE schema_name = %s", [schema])
+            src.execute(f"DROP FUNCTION IF EXISTS {log_table(schema)}()")
+            src.execute(f"DROP TABLE IF EXISTS {log_table(schema)}")
         say("drop", f"old copy dropped from {source}")
+        with context.public_context(shard=target), connection.cursor() as dst:
+            report.rows = sum(_count(dst, schema, table) for table in tables)
     return report
 
 
@@ -452,11 +769,12 @@ def _recopy(src, dst, schema: str, table: str) -> None:
     qualified = f"{connection.ops.quote_name(schema)}.{connection.ops.quote_name(table)}"
     dst.execute("SET LOCAL session_replication_role = replica")
     dst.execute(f"TRUNCATE {qualified}")
+    columns = _columns(src, schema, table)
     src_raw = src.cursor if hasattr(src, "cursor") else src
     dst_raw = dst.cursor if hasattr(dst, "cursor") else dst
     with (
-        src_raw.copy(f"COPY {qualified} TO STDOUT (FORMAT binary)") as out,
-        dst_raw.copy(f"COPY {qualified} FROM STDIN (FORMAT binary)") as into,
+        src_raw.copy(f"COPY {qualified} ({columns}) TO STDOUT (FORMAT binary)") as out,
+        dst_raw.copy(f"COPY {qualified} ({columns}) FROM STDIN (FORMAT binary)") as into,
     ):
         for chunk in out:
             into.write(chunk)
@@ -469,11 +787,12 @@ def _switched(tenant: Tenant, target: str) -> bool:
 
 
 def _undo(tenant: Tenant, schema: str, source: str, target: str) -> None:
-    """Before the switch: drop the copy, the triggers, lift the pause. No data was touched."""
+    """Before the switch: drop the copy, the triggers and the log, lift the pause. No data of
+    the organization's was touched."""
     try:
         context.activate(None)
         if _exists(target, schema):
             schema_pool.drop_schema(schema, shard=target)
-        _untrack_changes(schema, source)
+        remove_change_capture(schema, source)
     finally:
         _set_pause(tenant, None)

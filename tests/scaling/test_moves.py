@@ -26,7 +26,7 @@ from audit.models import AuditEvent
 from core.actors import Actor
 from organizations import services
 from scaling import moves
-from scaling.moves import TRIGGER_NAME, tenant_move
+from scaling.moves import TRIGGER_NAMES, log_table, tenant_move
 from tenants import context, routing, shards
 from tenants.models import Shard, Tenant
 from tenants.residency import ResidencyViolation
@@ -104,8 +104,19 @@ def triggers_on(alias: str, schema: str) -> int:
     with context.public_context(shard=alias), connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND t.tgname = %s",
-            [schema, TRIGGER_NAME],
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+            "AND t.tgname = ANY(%s)",
+            [schema, list(TRIGGER_NAMES)],
+        )
+        return cursor.fetchone()[0]
+
+
+def move_log_on(alias: str, schema: str) -> bool:
+    """The move's change log or its trigger function is there."""
+    with context.public_context(shard=alias), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT to_regclass(%s) IS NOT NULL OR to_regprocedure(%s) IS NOT NULL",
+            [log_table(schema), f"{log_table(schema)}()"],
         )
         return cursor.fetchone()[0]
 
@@ -134,6 +145,7 @@ def test_a_move_copies_verifies_switches_and_drops_the_old_copy(mover):
     assert agent_names(tenant) == ["First", "Second"]
     assert [step for step in dict.fromkeys(steps)] == [
         "copy",
+        "catch-up",
         "check",
         "pause",
         "verify",
@@ -142,6 +154,9 @@ def test_a_move_copies_verifies_switches_and_drops_the_old_copy(mover):
         "done",
     ]
     assert report.tables > 10 and report.rows >= 4 and report.recopied == []
+    assert report.rounds >= 2  # one before the check, one after
+    assert not move_log_on("default", tenant.schema_name)
+    assert triggers_on(SHARD_B, tenant.schema_name) == 0  # none came with the copy
     with context.tenant_context(moved):
         assert connection.alias == SHARD_B
         assert User.objects.get().email == f"owner@{tenant.slug}.test"
@@ -214,7 +229,7 @@ def test_the_command_refuses_bad_input_and_moves_nothing(mover, arguments, messa
     assert reload(tenant).shard == "default"
 
 
-@pytest.mark.parametrize("step", ["copy", "check", "pause", "verify"])
+@pytest.mark.parametrize("step", ["copy", "catch-up", "check", "pause", "verify"])
 def test_a_move_failing_at_each_step_before_the_switch_leaves_it_on_its_shard(mover, step):
     tenant = mover()
 
@@ -234,13 +249,14 @@ def test_a_move_failing_at_each_step_before_the_switch_leaves_it_on_its_shard(mo
         assert AuditEvent.objects.filter(
             action="organization.move_failed", resource_id=str(tenant.public_id)
         ).exists()
-    assert triggers_on("default", tenant.schema_name) == 0  # change tracking removed
+    assert triggers_on("default", tenant.schema_name) == 0  # change capture removed
+    assert not move_log_on("default", tenant.schema_name)
     # And the next attempt goes through.
     tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B)
     assert reload(tenant).shard == SHARD_B and agent_names(tenant) == ["First", "Second"]
 
 
-@pytest.mark.parametrize("step", ["copy", "check", "pause", "verify"])
+@pytest.mark.parametrize("step", ["copy", "catch-up", "check", "pause", "verify"])
 def test_a_mover_killed_at_each_step_before_the_switch_recovers(mover, step, settings):
     """A kill skips every clean-up: the copy stays, the pause stays until its deadline."""
     settings.MOVE_PAUSE_MAX_SECONDS = 0.5
@@ -263,6 +279,10 @@ def test_a_mover_killed_at_each_step_before_the_switch_recovers(mover, step, set
     assert agent_names(tenant) == ["First", "Second"]
     tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B)  # drops the stale copy first
     assert reload(tenant).shard == SHARD_B and agent_names(tenant) == ["First", "Second"]
+    # Nothing of either attempt's change capture is left on either shard.
+    assert triggers_on(SHARD_B, tenant.schema_name) == 0
+    assert not move_log_on("default", tenant.schema_name)
+    assert not move_log_on(SHARD_B, tenant.schema_name)
 
 
 def test_a_mover_killed_after_the_switch_leaves_it_working_on_one_shard(mover, settings):
@@ -391,6 +411,217 @@ def test_a_move_under_concurrent_writes_loses_nothing_and_pauses_only_it(mover, 
     assert report.pause_seconds < settings.MOVE_PAUSE_MAX_SECONDS
 
 
+def _source_connection(alias: str, schema: str):
+    import psycopg
+
+    config = connections[shards.alias_for(alias)].settings_dict
+    conn = psycopg.connect(
+        dbname=config["NAME"],
+        host=config["HOST"] or "127.0.0.1",
+        port=config["PORT"] or 5432,
+        user=config["USER"] or "postgres",
+        autocommit=True,
+    )
+    conn.execute(f'SET search_path = "{schema}"')
+    return conn
+
+
+def _config_rows(tenant: Tenant) -> dict[str, int]:
+    with context.tenant_context(reload(tenant)), connection.cursor() as cursor:
+        cursor.execute("SELECT key, version FROM agents_configkey")
+        return dict(cursor.fetchall())
+
+
+def test_writes_to_a_large_table_during_the_copy_and_the_rounds_are_all_on_the_target(mover):
+    """Row-level change capture: inserts, updates and deletes on a 20,000-row table while it is
+    dumped and between the catch-up rounds are applied row by row (nothing is re-copied whole),
+    and every acknowledged one is on the target after the switch."""
+    tenant = mover()
+    with context.tenant_context(tenant), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO agents_configkey (key, value, version, updated_at, updated_by) "
+            "SELECT 'big.k' || n, jsonb_build_object('n', n), 1, now(), 'test' "
+            "FROM generate_series(1, 20000) n"
+        )
+    expected = _config_rows(tenant)
+    assert len(expected) >= 20000
+    schema = tenant.schema_name
+    lock = threading.Lock()
+    stop = threading.Event()
+    acknowledged = []
+
+    def write(conn, n: int) -> None:
+        """One write of a kind chosen by n, recorded once committed."""
+        key = f"big.k{n % 20000 + 1}"
+        if n % 7 == 0:
+            done = conn.execute("DELETE FROM agents_configkey WHERE key = %s", [key]).rowcount
+            change = (key, None) if done else None
+        elif n % 5 == 0:
+            key = f"new.k{n}"
+            conn.execute(
+                "INSERT INTO agents_configkey (key, value, version, updated_at, updated_by) "
+                "VALUES (%s, '{}', 1, now(), 'test')",
+                [key],
+            )
+            change = (key, 1)
+        else:
+            row = conn.execute(
+                "UPDATE agents_configkey SET version = version + 1 WHERE key = %s "
+                "RETURNING version",
+                [key],
+            ).fetchone()
+            change = (key, row[0]) if row else None
+        if change is not None:
+            with lock:
+                acknowledged.append(change)
+
+    def background() -> None:
+        """Writes all through the dump and the rounds, straight to the source (errors end it:
+        the tables are locked under the pause, then dropped)."""
+        import psycopg
+
+        n = 10_000_000
+        try:
+            with _source_connection("default", schema) as conn:
+                while not stop.is_set():
+                    n += 1
+                    write(conn, n)
+        except psycopg.Error:
+            return
+
+    writer = threading.Thread(target=background)
+    seen = []
+    batches = iter(range(3))
+
+    def progress(step: str, message: str) -> None:
+        seen.append((step, message))
+        if step == "copy" and message.startswith("pg_dump") and not writer.is_alive():
+            writer.start()
+            time.sleep(0.2)  # writes before and during the dump
+        batch = next(batches, None) if step == "catch-up" else None
+        if batch is not None:
+            # More than a small round's worth between rounds: another round follows.
+            with _source_connection("default", schema) as conn:
+                start = (batch + 1) * 1_000_000
+                for n in range(start, start + moves.CATCH_UP_SMALL_ROUND + 500):
+                    write(conn, n)
+        if step == "pause":
+            stop.set()
+
+    try:
+        report = tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B, progress=progress)
+    finally:
+        stop.set()
+        if writer.is_alive():
+            writer.join()
+
+    for key, version in acknowledged:
+        if version is None:
+            expected.pop(key, None)
+        else:
+            expected[key] = version
+    assert len(acknowledged) > 3 * moves.CATCH_UP_SMALL_ROUND
+    assert reload(tenant).shard == SHARD_B
+    assert _config_rows(tenant) == expected  # every write, and nothing else
+    with context.tenant_context(reload(tenant)):  # the sequence follows the rows inserted
+        ConfigKey.objects.create(key="after.move", value=1, version=1, updated_by="test")
+    assert report.recopied == []  # applied row by row
+    assert report.rounds >= 4 and report.changes >= 3 * moves.CATCH_UP_SMALL_ROUND
+    assert set(report.pause_steps) == {
+        "paused",
+        "locked",
+        "last_delta",
+        "verified",
+        "sequences",
+        "switched",
+    }
+    rounds = [message for step, message in seen if step == "catch-up"]
+    assert len(rounds) == report.rounds and "changed rows applied" in rounds[0]
+    assert agent_names(tenant) == ["First", "Second"]
+
+
+def test_rows_swapping_a_unique_value_between_batches_are_applied(mover, monkeypatch):
+    """Two rows exchange their unique `key` during the move and land in different batches
+    (one key per batch here): every changed row leaves the copy before any comes back, so the
+    copy never holds both versions of a value."""
+    monkeypatch.setattr(moves, "KEYS_PER_BATCH", 1)
+    tenant = mover()
+    schema = tenant.schema_name
+    with context.tenant_context(tenant):
+        first = ConfigKey.objects.create(key="swap.a", value=1, version=1, updated_by="t")
+        second = ConfigKey.objects.create(key="swap.b", value=2, version=1, updated_by="t")
+    swapped = []
+
+    def swap(step: str, _message: str) -> None:
+        if step == "catch-up" and not swapped:
+            with _source_connection("default", schema) as conn, conn.transaction():
+                conn.execute("UPDATE agents_configkey SET key = 'swap.tmp' WHERE key = 'swap.a'")
+                conn.execute("UPDATE agents_configkey SET key = 'swap.a' WHERE key = 'swap.b'")
+                conn.execute("UPDATE agents_configkey SET key = 'swap.b' WHERE key = 'swap.tmp'")
+            swapped.append(True)
+
+    tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B, progress=swap)
+
+    with context.tenant_context(reload(tenant)):
+        assert connection.alias == SHARD_B
+        keys = dict(ConfigKey.objects.filter(key__startswith="swap.").values_list("pk", "key"))
+    assert keys == {first.pk: "swap.b", second.pk: "swap.a"}
+
+
+def test_a_copy_that_differs_outside_the_logged_changes_fails_the_check(mover):
+    """The check is real: a row changed on the copy behind the mover's back (no log entry) is
+    found before the pause, and the organization stays where it was."""
+    tenant = mover()
+    schema = tenant.schema_name
+
+    def corrupt(step: str, _message: str) -> None:
+        if step == "catch-up":
+            with _source_connection(SHARD_B, schema) as conn:
+                conn.execute("UPDATE agents_agent SET name = 'Tampered' WHERE name = 'First'")
+
+    with pytest.raises(moves.MoveFailed, match="differs from the source in agents_agent"):
+        tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B, progress=corrupt)
+
+    stayed = reload(tenant)
+    assert (stayed.shard, stayed.writes_paused_until) == ("default", None)
+    assert agent_names(tenant) == ["First", "Second"]
+    assert not schema_on(SHARD_B, schema) and triggers_on("default", schema) == 0
+    assert not move_log_on("default", schema)
+
+
+@pytest.mark.parametrize("step", ["check", "pause"])
+def test_a_row_applied_wrong_after_the_check_fails_the_verification(mover, monkeypatch, step):
+    """The rows applied after the check are checksummed on both sides, after their round
+    (changed at `check`) or under the pause (changed at `pause`, before the locks: applied with
+    the last delta): an apply that loses one is caught, and the move is undone."""
+    tenant = mover()
+    schema = tenant.schema_name
+    applied = moves._apply
+
+    def lossy_apply(src, dst, schema_name, delta, keys):
+        applied(src, dst, schema_name, delta, keys)
+        if delta.keys.get("agents_agent"):
+            dst.execute("SET LOCAL session_replication_role = replica")
+            dst.execute(f'DELETE FROM "{schema_name}".agents_agent WHERE name = %s', ["Second"])
+
+    seen = []
+
+    def rename(at: str, _message: str) -> None:
+        seen.append(at)
+        if at == step and moves._apply is applied:
+            monkeypatch.setattr(moves, "_apply", lossy_apply)
+            with _source_connection("default", schema) as conn:
+                conn.execute("UPDATE agents_agent SET name = 'Second' WHERE name = 'Second'")
+
+    with pytest.raises(moves.MoveFailed, match="agents_agent: the rows changed"):
+        tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B, progress=rename)
+
+    # Found after a round, before the pause; or under it, before the switch.
+    assert ("pause" in seen) == (step == "pause") and "verify" not in seen
+    assert reload(tenant).shard == "default" and agent_names(tenant) == ["First", "Second"]
+    assert not schema_on(SHARD_B, schema) and not move_log_on("default", schema)
+
+
 def test_rebalance_applies_its_plan_with_progress(mover):
     from scaling import rebalance
 
@@ -467,18 +698,14 @@ def test_shard_cleanup_removes_a_killed_movers_triggers(mover, settings):
     tenant = mover()
     killed_move(tenant, SHARD_B, "copy")  # after the triggers went on, before the dump
     installed = triggers_on("default", tenant.schema_name)
+    assert move_log_on("default", tenant.schema_name)
 
     applied = cleanup("--apply", "--shard", "default")
 
     assert installed > 0
     assert f"default: removed the {installed} triggers on {tenant.schema_name}" in applied
     assert triggers_on("default", tenant.schema_name) == 0
-    with context.public_context(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM agentplane_moves.changes WHERE schema_name = %s",
-            [tenant.schema_name],
-        )
-        assert cursor.fetchone()[0] == 0
+    assert not move_log_on("default", tenant.schema_name)
     assert agent_names(tenant) == ["First", "Second"]
     tenant_move(actor=SYSTEM, slug=tenant.slug, to=SHARD_B)  # and it moves as before
     assert reload(tenant).shard == SHARD_B

@@ -26,7 +26,7 @@ class Command(BaseCommand):
         started = time.perf_counter()
 
         def progress(step: str, message: str) -> None:
-            self.stdout.write(f"[{time.perf_counter() - started:6.2f} s] {step:<6} {message}")
+            self.stdout.write(f"[{time.perf_counter() - started:6.2f} s] {step:<8} {message}")
 
         try:
             tenant_move(
