@@ -91,11 +91,30 @@ def build_schema(schema_name: str, *, shard: str = DEFAULT) -> None:
         context.reapply()
 
 
-def drop_schema(schema_name: str, *, shard: str = DEFAULT) -> None:
+def drop_schema(schema_name: str, *, shard: str = DEFAULT, gradually: bool | None = None) -> None:
+    """Drop `schema_name` and everything in it.
+
+    Outside a transaction, one table per transaction, then the schema: a whole organization's
+    schema dropped in one transaction sends PostgreSQL more cache invalidation messages than its
+    shared queue holds (4,096), and every backend of the server that has not read them in time,
+    in every database, then resets its catalog caches: each connection pays again the first
+    request of every organization it serves (docs/operations.md, "Request latency with many
+    organizations"). Inside the caller's transaction (a deletion, a move), in one statement.
+    `gradually` forces one way or the other (default: gradually when outside a transaction).
+    """
     with context.public_context(shard=shard), connection.cursor() as cursor:
         # Rows inserted earlier in the same transaction (a schema built and dropped in one
         # transaction) leave deferred foreign-key checks pending, which block a DROP: settle them.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        if gradually if gradually is not None else not connection.in_atomic_block:
+            cursor.execute(
+                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = %s "
+                "ORDER BY tablename",
+                [schema_name],
+            )
+            for (table,) in cursor.fetchall():
+                # Autocommit: each DROP commits on its own (CASCADE: foreign keys from others).
+                cursor.execute(f"DROP TABLE IF EXISTS {quote(schema_name)}.{table} CASCADE")
         cursor.execute(f"DROP SCHEMA IF EXISTS {quote(schema_name)} CASCADE")
 
 

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tenants import context, schema_pool
 from tenants.models import SpareSchema
@@ -85,3 +86,42 @@ def test_a_claimed_spare_keeps_its_tables_under_the_new_name(db):
         cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 't_claimed_here'")
         assert cursor.fetchone()[0] == tables
     assert tables == 35  # every tenant app's tables: the spare was fully migrated
+
+
+def test_a_schema_dropped_gradually_goes_one_table_per_statement(db):
+    # given: a built schema with its tables (migrated). Outside a transaction (autocommit) the
+    # drop is gradual by default and each statement commits on its own; the test's transaction
+    # cannot leave, so it asks for the gradual drop (the statements are the same).
+    assert connection.in_atomic_block
+    schema_pool.build_schema("spare_dropme")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'spare_dropme'")
+        tables = cursor.fetchone()[0]
+    assert tables > 10
+
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        schema_pool.drop_schema("spare_dropme", gradually=True)
+
+    # then: gone, each table by its own statement before the schema itself
+    assert "spare_dropme" not in schemas()
+    statements = [query["sql"] for query in queries.captured_queries]
+    drops = [sql for sql in statements if sql.startswith("DROP TABLE")]
+    assert len(drops) == tables
+    assert statements[-1].startswith('DROP SCHEMA IF EXISTS "spare_dropme"')
+    assert not any("SAVEPOINT" in sql for sql in statements)
+
+
+def test_a_schema_dropped_inside_a_transaction_goes_in_one_statement(db):
+    # given: inside the test's transaction (as a deletion or a move drops it)
+    schema_pool.build_schema("spare_dropme2")
+
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        schema_pool.drop_schema("spare_dropme2")
+
+    # then
+    assert "spare_dropme2" not in schemas()
+    statements = [query["sql"] for query in queries.captured_queries]
+    assert not [sql for sql in statements if sql.startswith("DROP TABLE")]
+    assert statements[-1].startswith('DROP SCHEMA IF EXISTS "spare_dropme2"')
