@@ -612,8 +612,30 @@ def message_ticket(
             "gateway_messages": limits.MonthlyQuota("gateway_messages", monthly_limit),
         }
     gates = _gates(tenant, counts, now, quotas=quotas)
+    _seed_missing(tenant, gates, now)
     prepared = _call(org, tuple(windows), counts, now, quotas=tuple(g.quota for g in gates))
     return MessageTicket(tenant, now, windows, gates, counts, prepared, time.monotonic())
+
+
+def _seed_missing(tenant: Any, gates: Sequence[Gate], now: datetime) -> None:
+    """Seed the month's counters a ticket counts against before its first message. A call that
+    finds its counter missing is sent again after seeding, behind the connection's later
+    publishes already in flight (message_admit_async): seeded here, they are admitted in the
+    order they came (a counter lost between two tickets is the rare exception)."""
+    client = ratelimit.redis_client()
+    if client is None:
+        present = [ratelimit.memory_exists(gate.quota.key) for gate in gates]
+    else:
+        try:
+            pipe = client.pipeline(transaction=False)
+            for gate in gates:
+                pipe.exists(gate.quota.key)
+            present = pipe.execute()
+        except ratelimit.unreachable_errors():
+            return  # the message's own call fails closed
+    for gate, found in zip(gates, present, strict=True):
+        if not found:
+            _seed(tenant, gate, now)
 
 
 async def message_admit_async(

@@ -268,7 +268,7 @@ async def message_publish_async(
     except errors.RateLimited as error:
         error.message = "Too many messages: slow down."  # the same refusal, counted once
         await run_sync(_refuse, actor, action, checked, error)
-    except (errors.QuotaExceeded, errors.RateLimiterUnavailable) as error:
+    except (errors.UsageExhausted, errors.RateLimiterUnavailable) as error:
         await run_sync(_refuse, actor, action, checked, error)
     return events.event_message(str(tenant.public_id), checked, data)
 

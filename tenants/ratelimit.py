@@ -506,6 +506,11 @@ def memory_hash(key: str) -> dict[str, int]:
         return dict(_memory[key])
 
 
+def memory_exists(key: str) -> bool:
+    with _memory_lock:
+        return _alive(key, time.monotonic())
+
+
 def memory_pop(key: str) -> Any:
     with _memory_lock:
         _expiry.pop(key, None)
