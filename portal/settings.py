@@ -423,7 +423,7 @@ AUDIT_EXPORT_RATE = os.environ.get("AUDIT_EXPORT_RATE", "20/h")
 AUDIT_SEALER = os.environ.get("AUDIT_SEALER", "immediate")
 # AUDIT_SEALER=thread: the leading process's pause between sealing passes over a schema (the
 # commits of every process within it are sealed together; about the added sealing lag).
-AUDIT_SEAL_INTERVAL_SECONDS = float(os.environ.get("AUDIT_SEAL_INTERVAL_SECONDS", "0.05"))
+AUDIT_SEAL_INTERVAL_SECONDS = float(os.environ.get("AUDIT_SEAL_INTERVAL_SECONDS", "0.005"))
 # The longest a transaction that records an event may stay open: an unsealed event older than
 # the chain's head by more than this was not written by `record` and is never sealed.
 AUDIT_SEAL_MAX_DELAY_SECONDS = float(os.environ.get("AUDIT_SEAL_MAX_DELAY_SECONDS", "3600"))
