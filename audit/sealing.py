@@ -6,12 +6,12 @@ is held only by the short sealing transaction. Anything that reads the chain as 
 (verification, exports, retention, the event list) seals first.
 
 Who seals (settings.AUDIT_SEALER):
-- "thread": each process that records events runs one daemon thread, woken after each commit
-  that recorded an event (the demo, gunicorn and uvicorn workers, management commands); per
-  schema one process at a time leads and seals every process's events every
-  AUDIT_SEAL_INTERVAL_SECONDS, each pass two round trips (`_Sealer`, `seal_pass`).
+- "thread" (the settings' default): each process that records events runs one daemon thread,
+  woken after each commit that recorded an event (the demo, gunicorn and uvicorn workers,
+  management commands); per schema one process at a time leads and seals every process's
+  events every AUDIT_SEAL_INTERVAL_SECONDS, each pass two round trips (`_Sealer`, `seal_pass`).
 - "inline": the committing thread seals right after its commit (no thread; the caller waits).
-- "immediate" (the settings' default): no deferral: `record` chains the event in the writer's
+- "immediate": no deferral: `record` chains the event in the writer's
   transaction, which holds the chain's lock until it ends (one writer per organization at a time).
 - "off": nothing in-process; `manage.py seal_audit --every N` seals every schema with unsealed
   events (also the backstop after a crash between a commit and its sealing).

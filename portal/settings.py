@@ -416,11 +416,13 @@ AUDIT_FAILURE_WINDOW_SECONDS = int(os.environ.get("AUDIT_FAILURE_WINDOW_SECONDS"
 AUDIT_FAILURE_ALERT_AT = int(os.environ.get("AUDIT_FAILURE_ALERT_AT", "5"))
 # Audit log exports, per organization and actor (fails closed when Redis is down).
 AUDIT_EXPORT_RATE = os.environ.get("AUDIT_EXPORT_RATE", "20/h")
-# Who chains recorded events (audit/sealing.py, docs/operations.md "Audit sealing"): "immediate"
-# (`record` itself, the chain's lock held until commit: the default until the whole suite runs in a
-# deferred mode), or after commit: "thread" (a sealer thread in each process), "inline" (the
-# committing thread) or "off" (only `manage.py seal_audit --every N`).
-AUDIT_SEALER = os.environ.get("AUDIT_SEALER", "immediate")
+# Who chains recorded events (audit/sealing.py, docs/operations.md "Audit sealing"). After commit,
+# so no writer holds the organization's chain lock until its commit: "thread" (the default: a
+# sealer thread in each process, one leader per schema), "inline" (the committing thread) or
+# "off" (only a separate `manage.py seal_audit --every N` process). "immediate" chains in the
+# writer's transaction, holding the chain's lock until commit (the test suite's in-transaction
+# tests, whose on-commit callbacks never run: tests/conftest.py).
+AUDIT_SEALER = os.environ.get("AUDIT_SEALER", "thread")
 # AUDIT_SEALER=thread: the leading process's pause between sealing passes over a schema (the
 # commits of every process within it are sealed together; about the added sealing lag).
 AUDIT_SEAL_INTERVAL_SECONDS = float(os.environ.get("AUDIT_SEAL_INTERVAL_SECONDS", "0.005"))

@@ -91,9 +91,16 @@ def build_org(slug: str, name: str) -> Org:
 
 
 def _inline_sealer() -> None:
-    """Audit events are chained as they are recorded, in the test's transaction (whose on-commit
-    callbacks never run): the suite's assertions on sequences, hashes and alerts right after a
-    write hold. tests/audit/test_sealing.py runs the deferred sealers (after commit, the thread)."""
+    """In this process, audit events are chained as they are recorded ("immediate"), not after
+    commit as in production (settings' default "thread"): a `db` test runs in a transaction that
+    is rolled back, whose on-commit callbacks never run, so nothing would seal its events, and
+    the suite's assertions on sequences, hashes and alerts right after a write need them chained.
+
+    Code that runs out of the test's transaction runs the production default instead: every
+    process the suite starts (tests/live.py `environment` passes no AUDIT_SEALER: manage.py
+    commands, uvicorn/gunicorn servers behind the browser and gateway tests), and
+    tests/audit/test_sealing.py's deferred sealers, including the default end to end. Their
+    chain is read only after sealing (verification, exports and the event list seal first)."""
     from django.conf import settings
 
     settings.AUDIT_SEALER = "immediate"

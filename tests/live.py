@@ -81,8 +81,9 @@ def environment(**overrides: str) -> dict[str, str]:
         "REDIS_URL": settings.REDIS_URL,
         "TENANT_CONTEXT_GUARD": "1",
         "SCHEMA_POOL_BACKGROUND_REFILL": "0",
-        # As in this process (tests/conftest.py: chained as recorded).
-        "AUDIT_SEALER": settings.AUDIT_SEALER,
+        # Not this process's in-transaction "immediate" (tests/conftest.py): the production
+        # default (settings: "thread", sealed after commit), unless the caller's own environment
+        # chose a mode.
         # Test servers speak plain HTTP, also with DEBUG=0 (production would redirect to HTTPS).
         "SECURE_SSL_REDIRECT": "0",
         **overrides,

@@ -1,9 +1,14 @@
 """Deferred sealing (audit/sealing.py): events are inserted unchained, without the chain's lock,
 and chained after commit by one sealer per schema; verification, exports and retention seal
-first, and tampering is found as before. (The rest of the suite runs AUDIT_SEALER=immediate.)"""
+first, and tampering is found as before. (The rest of the suite's in-transaction tests run
+AUDIT_SEALER=immediate, tests/conftest.py; processes it starts run the settings' default.)"""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from datetime import timedelta
@@ -18,6 +23,7 @@ from audit.selectors import EventFilters
 from audit.verify import verify_chain
 from core.actors import Actor
 from tenants import context
+from tests import live
 from tests.audit.conftest import tamper
 
 SYSTEM = Actor.system("tests")
@@ -258,6 +264,73 @@ def test_the_sealer_thread_seals_after_commit(scratch_org, settings):
     finally:
         settings.AUDIT_SEALER = "immediate"
         sealing._sealer.stop()  # its connection must not outlive the test database
+    assert report.is_intact
+
+
+# Another process with the production settings (no AUDIT_SEALER in its environment): prints its
+# mode, records `count` events in the organization, each in its own committed transaction, prints
+# their ids, then waits for a line on stdin (its sealer thread keeps running meanwhile).
+DEFAULT_WRITER = textwrap.dedent(
+    """
+    import json, sys
+    import django
+    django.setup()
+    from django.conf import settings
+    from django.db import transaction
+    from audit import services
+    from core.actors import Actor
+    from tenants import context
+    from tenants.models import Tenant
+
+    print(settings.AUDIT_SEALER, flush=True)
+    with context.public_context():
+        tenant = Tenant.objects.get(slug=sys.argv[1])
+    ids = []
+    with context.tenant_context(tenant):
+        for n in range(int(sys.argv[2])):
+            with transaction.atomic():
+                event = services.record(
+                    actor=Actor.system("tests"), action="test.default_sealer", details={"n": n}
+                )
+            ids.append(event.pk)
+    print(json.dumps(ids), flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_the_default_settings_seal_a_committed_write_after_commit(scratch_org):
+    """Production's default, end to end: a process run without any AUDIT_SEALER chains its
+    committed events after commit (its sealer thread), while it is still running, and the
+    organization's chain verifies."""
+    env = live.environment()
+    env.pop("AUDIT_SEALER", None)
+    tenant = scratch_org.tenant
+    writer = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-c", DEFAULT_WRITER, tenant.slug, "20"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=live.settings.BASE_DIR,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "thread"
+        ids = json.loads(writer.stdout.readline())
+        assert len(ids) == 20
+        with context.tenant_context(tenant):
+            events = AuditEvent.objects.filter(pk__in=ids)
+            deadline = time.monotonic() + 30
+            while events.filter(sequence__isnull=True).exists():
+                assert writer.poll() is None, "the writer ended before its events were sealed"
+                assert time.monotonic() < deadline, "nothing sealed the events within 30 s"
+                time.sleep(0.05)
+            sequences = list(events.order_by("id").values_list("sequence", flat=True))
+            report = verify_chain(tenant_id=str(tenant.public_id))
+    finally:
+        writer.stdin.close()
+        writer.wait(timeout=30)
+    assert sequences == sorted(sequences) and len(set(sequences)) == 20  # in commit order
     assert report.is_intact
 
 
