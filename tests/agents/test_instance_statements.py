@@ -1,5 +1,5 @@
-"""An instance's start and stop send prepared statements (core.sql): they name the model's
-columns, and the instance returned is the row the database holds."""
+"""An instance's start and stop send fixed statements bound on the server (core.sql): they name
+the model's columns, and the instance returned is the row the database holds."""
 
 from __future__ import annotations
 
