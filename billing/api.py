@@ -103,6 +103,7 @@ class UsageReportApi(ApiView):
     every meter for the current month beside its quota."""
 
     required = {"GET": "usage:read"}
+    reads_usage = True  # its answer counts this request: billing.throttles
 
     @extend_schema(
         parameters=[ReportQuerySerializer],
@@ -421,6 +422,7 @@ class BudgetListApi(ApiView):
     budget, a key's or agent's requests are refused: 429 `budget_exceeded`."""
 
     required = {"GET": "usage:read", "POST": "budgets:manage"}
+    reads_usage = True  # its answer counts this request: billing.throttles
 
     @extend_schema(responses={200: BudgetSerializer(many=True)})
     def get(self, request: Request) -> Response:
@@ -440,6 +442,7 @@ class BudgetDetailApi(ApiView):
     """One budget: read, change its amount, or remove it."""
 
     required = {"GET": "usage:read", "PATCH": "budgets:manage", "DELETE": "budgets:manage"}
+    reads_usage = True  # its answer counts this request: billing.throttles
 
     @extend_schema(responses={200: BudgetSerializer})
     def get(self, request: Request, budget_id: int) -> Response:

@@ -263,12 +263,14 @@ def _consume(
     dedup_ttl_seconds: int = 7 * 86400,
     alert_refusal: bool = True,
     prepared: ratelimit.Prepared | None = None,
+    sent: ratelimit.Sent | None = None,
 ) -> ratelimit.Outcome:
     """One Lua call: the windows, the gates, the ledger's counts (or `prepared`, that call built
-    beforehand). A counter missing (a new month, or Redis lost it) is seeded from the ledger,
-    then the call is made again. Raises RateLimited, the gate's refusal, or
-    ratelimit.Unreachable (the caller's policy applies). A refusal alerts at 100%
-    (`_alert_refused`) unless `alert_refusal` is False (the caller may yet find it was not one)."""
+    beforehand; or `sent`, that call sent already, its reply unread). A counter missing (a new
+    month, or Redis lost it) is seeded from the ledger, then the call is made again. Raises
+    RateLimited, the gate's refusal, or ratelimit.Unreachable (the caller's policy applies). A
+    refusal alerts at 100% (`_alert_refused`) unless `alert_refusal` is False (the caller may
+    yet find it was not one)."""
     if prepared is None:
         prepared = _call(
             str(tenant.public_id),
@@ -280,7 +282,11 @@ def _consume(
         )
     for _ in range(len(gates) + 2):
         try:
-            outcome = ratelimit.run(prepared)
+            if sent is not None:
+                sent, first = None, sent
+                outcome = first.outcome()
+            else:
+                outcome = ratelimit.run(prepared)
         except ratelimit.QuotaPassed as passed:
             gate = next(g for g in gates if g.quota == passed.quota)
             refusal = _refusal(gate, now, passed.current)
@@ -418,22 +424,63 @@ def request_admit(*, resource: str, counts: Sequence[Count] = (), api_key: Any =
     a 503); a fail-open one is let through with a warning (its quotas and budgets unchecked) and
     its `counts` added to PostgreSQL directly, so nothing is lost.
     """
-    global fail_open_total
+    return request_admit_send(resource=resource, counts=counts, api_key=api_key).finish()
+
+
+class PendingAdmission:
+    """`request_admit` in two steps: its Lua call sent (`request_admit_send`), its verdict read
+    by `finish()`, which answers and raises exactly what `request_admit` does. In between, the
+    caller does what does not depend on the verdict (a read-only view's database work, whose
+    result is dropped if `finish()` refuses) and the round trip overlaps it."""
+
+    __slots__ = ("tenant", "resource", "counts", "now", "built", "sent")
+
+    def __init__(
+        self,
+        tenant: Any,
+        resource: str,
+        counts: Sequence[Count],
+        now: datetime,
+        built: _Admission,
+        sent: ratelimit.Sent,
+    ) -> None:
+        self.tenant, self.resource, self.counts, self.now = tenant, resource, counts, now
+        self.built, self.sent = built, sent
+
+    def finish(self) -> Admission:
+        global fail_open_total
+        tenant, built = self.tenant, self.built
+        try:
+            outcome = _consume(
+                tenant,
+                self.now,
+                gates=built.gates,
+                counts=self.counts,
+                prepared=built.prepared,
+                sent=self.sent,
+            )
+        except ratelimit.Unreachable:
+            if limits.limit_for(tenant, self.resource).fail_closed:
+                logger.error("rate limiter unavailable for %s: refusing", self.resource)
+                raise errors.RateLimiterUnavailable from None
+            fail_open_total += 1
+            logger.warning("rate limit %s not enforced: Redis is unreachable", self.resource)
+            if self.counts:
+                ledger.add_directly(tenant.pk, self.counts, self.now)
+            return Admission(usage=None)
+        return Admission(usage=_tightest(outcome.usages))
+
+
+def request_admit_send(
+    *, resource: str, counts: Sequence[Count] = (), api_key: Any = None
+) -> PendingAdmission:
+    """Send `request_admit`'s Lua call for the current organization and return at once; the
+    PendingAdmission's `finish()` gives its verdict. Counted when it reaches Redis: a request
+    whose verdict is never read still counts."""
     tenant = context.require_tenant()
     now = timezone.now()
     built = _admission(tenant, resource, counts, api_key, now)
-    try:
-        outcome = _consume(tenant, now, gates=built.gates, counts=counts, prepared=built.prepared)
-    except ratelimit.Unreachable:
-        if limits.limit_for(tenant, resource).fail_closed:
-            logger.error("rate limiter unavailable for %s: refusing", resource)
-            raise errors.RateLimiterUnavailable from None
-        fail_open_total += 1
-        logger.warning("rate limit %s not enforced: Redis is unreachable", resource)
-        if counts:
-            ledger.add_directly(tenant.pk, counts, now)
-        return Admission(usage=None)
-    return Admission(usage=_tightest(outcome.usages))
+    return PendingAdmission(tenant, resource, counts, now, built, ratelimit.send(built.prepared))
 
 
 def usage_add(*, tenant: Any, counts: Sequence[Count]) -> None:

@@ -2,7 +2,9 @@
 DEFAULT_THROTTLE_CLASSES), one Lua call per request (billing.services.request_admit).
 
 A view names the resource it counts against with `rate_limit_resource` (default `api`); sign-in
-sets `throttle_classes = ()` (it has its own limits, per address and per account).
+sets `throttle_classes = ()` (it has its own limits, per address and per account). A GET of the
+`api` resource reads its verdict after the view has run (core.after_read), unless the view sets
+`reads_usage` (its answer includes the usage this very request adds).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from rest_framework.throttling import BaseThrottle
 from billing import services
 from billing.ledger import Count
 from billing.models import Resource
+from core import after_read
 from tenants import context
 
 # A request's counts per API key (None: no key), built once: request_admit only reads them.
@@ -42,7 +45,22 @@ class PlanThrottle(BaseThrottle):
         counts = _counts.get(key_id)
         if counts is None:
             counts = _counts_of(key_id)
-        admission = services.request_admit(resource=resource, counts=counts, api_key=api_key)
-        # Read by billing.middleware.rate_limit_headers on the way out.
-        request._request.rate_limit_headers = admission.headers
+        if (
+            resource == Resource.API
+            and not getattr(view, "reads_usage", False)
+            and after_read.settles_after_read(view, request)
+        ):
+            # A read of the `api` resource (it fails open): the view's database work overlaps
+            # the round trip, and the verdict is read when the view returns (a refusal drops
+            # its response). Counted the same: the call is sent before the view runs. A view
+            # that reads the counters this request moves (`reads_usage`) waits for them.
+            pending = services.request_admit_send(resource=resource, counts=counts, api_key=api_key)
+            after_read.defer(request, lambda: _answer(request, pending.finish()))
+            return True
+        _answer(request, services.request_admit(resource=resource, counts=counts, api_key=api_key))
         return True
+
+
+def _answer(request: Any, admission: services.Admission) -> None:
+    # Read by billing.middleware.rate_limit_headers on the way out.
+    request._request.rate_limit_headers = admission.headers

@@ -39,7 +39,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core import errors, strictjson
+from core import after_read, errors, strictjson
 from core.actors import Actor, Credential
 from core.permissions import PUBLIC, Pagination, RequiredPermission
 
@@ -98,6 +98,9 @@ class ApiView(APIView):
             handler = cls.__dict__.get(method.lower())
             if callable(handler) and not getattr(handler, "_api_write", False):
                 setattr(cls, method.lower(), _write_handler(handler, method))
+        handler = cls.__dict__.get("get")
+        if callable(handler) and not getattr(handler, "_api_read", False):
+            cls.get = _read_handler(handler)
 
     def _write(self, method: str, handler: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         """A write handler in one transaction, so that its response is built before anything
@@ -216,6 +219,21 @@ def _write_handler(handler: Any, method: str) -> Any:
         return self._write(method, handler, request, *args, **kwargs)
 
     run._api_write = True  # type: ignore[attr-defined]
+    return run
+
+
+def _read_handler(handler: Any) -> Any:
+    @functools.wraps(handler)
+    def run(self: ApiView, request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = handler(self, request, *args, **kwargs)
+        except Exception:
+            after_read.settle(request)
+            raise
+        after_read.settle(request)
+        return response
+
+    run._api_read = True  # type: ignore[attr-defined]
     return run
 
 

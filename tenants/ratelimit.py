@@ -37,6 +37,7 @@ __all__ = [
     "Quota",
     "RateLimited",
     "RateLimiterUnavailable",
+    "Sent",
     "Unreachable",
     "Usage",
     "Window",
@@ -46,6 +47,7 @@ __all__ = [
     "redis_client",
     "run",
     "run_async",
+    "send",
 ]
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -341,46 +343,77 @@ def _evalsha(client: Any, prepared: Prepared) -> Any:
     The packed command is kept on `prepared`: redis-py takes longer to pack a call's ~20
     arguments than the round trip itself (bench/billing_bench.py). Loads the script when the
     server does not know it (a restart)."""
+    return _receive(client, prepared, *_send(client, prepared, 0))
+
+
+def _send(client: Any, prepared: Prepared, attempt: int) -> tuple[Any, bool, int]:
+    """Send the call; returns the connection whose reply `_receive` reads, whether it was open
+    before, and the attempt. A connection that was open (stale: the server closed it) is
+    retried once on a new one, as redis-py's own retry would; a failed connect is not (Redis is
+    unreachable: the caller's policy applies at once)."""
     import redis
 
     idle = _idle.get(id(client))
     if idle is None:
         idle = _idle.setdefault(id(client), [])
-    for attempt in range(3):
-        try:
-            connection = idle.pop()
-        except IndexError:
-            pool = client.connection_pool
-            connection = pool.connection_class(**pool.connection_kwargs)
-        connected = connection._sock is not None
-        try:
-            packed = prepared.packed
-            if packed is None or packed[0] != id(client):
-                keys, args = prepared.keys, prepared.args
-                sha = _script(client).sha
-                command = connection.pack_command("EVALSHA", sha, len(keys), *keys, *args)
-                packed = prepared.packed = (id(client), command)
-            connection.send_packed_command(packed[1])
-            return connection.read_response()
-        except redis.exceptions.NoScriptError:
-            if attempt == 2:
-                raise
-            client.script_load(SCRIPT)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            # redis-py closed the connection: one that was open (stale: the server closed it)
-            # is retried once on a new one, as redis-py's own retry would; a failed connect
-            # is not (Redis is unreachable: the caller's policy applies at once).
-            connection.disconnect()
-            if attempt >= 1 or not connected:
-                raise
-        except redis.exceptions.ResponseError:
-            raise  # an error reply, read in full: the connection is ready for the next call
-        except BaseException:
-            connection.disconnect()  # interrupted mid-call: what it holds is unknown
+    try:
+        connection = idle.pop()
+    except IndexError:
+        pool = client.connection_pool
+        connection = pool.connection_class(**pool.connection_kwargs)
+    connected = connection._sock is not None
+    try:
+        packed = prepared.packed
+        if packed is None or packed[0] != id(client):
+            keys, args = prepared.keys, prepared.args
+            sha = _script(client).sha
+            command = connection.pack_command("EVALSHA", sha, len(keys), *keys, *args)
+            packed = prepared.packed = (id(client), command)
+        connection.send_packed_command(packed[1])
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        connection.disconnect()  # redis-py closed it already
+        idle.append(connection)
+        if attempt >= 1 or not connected:
             raise
-        finally:
-            idle.append(connection)
-    raise AssertionError("unreachable")
+        return _send(client, prepared, attempt + 1)
+    except BaseException:
+        connection.disconnect()  # interrupted mid-call: what it holds is unknown
+        idle.append(connection)
+        raise
+    return connection, connected, attempt
+
+
+def _receive(
+    client: Any, prepared: Prepared, connection: Any, connected: bool, attempt: int
+) -> Any:
+    """The reply to what `_send` sent on `connection`, which goes back to the idle list read in
+    full or disconnected (it reconnects on its next use)."""
+    import redis
+
+    idle = _idle.setdefault(id(client), [])
+    try:
+        reply = connection.read_response()
+    except redis.exceptions.NoScriptError:
+        idle.append(connection)  # an error reply, read in full
+        if attempt == 2:
+            raise
+        client.script_load(SCRIPT)
+        return _receive(client, prepared, *_send(client, prepared, attempt + 1))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        connection.disconnect()
+        idle.append(connection)
+        if attempt >= 1 or not connected:
+            raise
+        return _receive(client, prepared, *_send(client, prepared, attempt + 1))
+    except redis.exceptions.ResponseError:
+        idle.append(connection)  # an error reply, read in full: ready for the next call
+        raise
+    except BaseException:
+        connection.disconnect()  # interrupted mid-call: what it holds is unknown
+        idle.append(connection)
+        raise
+    idle.append(connection)
+    return reply
 
 
 def unreachable_errors() -> tuple[type[BaseException], ...]:
@@ -618,15 +651,48 @@ def consume(
 
 def run(prepared: Prepared) -> Outcome:
     """`consume` with its call built beforehand (the same answers and errors)."""
-    client = redis_client()
-    if client is None:
-        reply = _run_in_memory(prepared.keys, prepared.args)
-    else:
+    return send(prepared).outcome()
+
+
+class Sent:
+    """A call sent, its reply not read yet (`send`): the caller does other work meanwhile, such
+    as a read of its own database, and the round trip overlaps it."""
+
+    __slots__ = ("_prepared", "_client", "_state", "_reply", "_error")
+
+    def __init__(self, prepared: Prepared) -> None:
+        self._prepared = prepared
+        self._client = client = redis_client()
+        self._state: tuple[Any, bool, int] | None = None
+        self._reply: Any = None
+        self._error: BaseException | None = None
+        if client is None:
+            self._reply = _run_in_memory(prepared.keys, prepared.args)
+            return
         try:
-            reply = _evalsha(client, prepared)
+            self._state = _send(client, prepared, 0)
         except unreachable_errors() as error:
-            raise Unreachable(str(error)) from error
-    return _outcome(prepared, reply)
+            self._error = Unreachable(str(error))
+            self._error.__cause__ = error
+
+    def outcome(self) -> Outcome:
+        """What `run` answers (its errors too); read once."""
+        if self._error is not None:
+            raise self._error
+        if self._state is not None:
+            state, self._state = self._state, None
+            try:
+                self._reply = _receive(self._client, self._prepared, *state)
+            except unreachable_errors() as error:
+                raise Unreachable(str(error)) from error
+        return _outcome(self._prepared, self._reply)
+
+
+def send(prepared: Prepared) -> Sent:
+    """Send `prepared`'s call and return at once; `Sent.outcome()` reads the reply. Counted in
+    Redis as soon as it arrives there, whether or not the reply is read: a caller that never
+    reads it loses the connection it was sent on, nothing else."""
+    return Sent(prepared)
 
 
 async def run_async(prepared: Prepared) -> Outcome:
