@@ -12,8 +12,11 @@
 primitive in the layers below (credentials, accounts, audit) with platform settings, and fail
 closed; staff's overrides reach them through `tenants.ratelimit.register_override`.
 
-Every cache here is per process, read again after TTL_SECONDS, and dropped in every process at
-once when staff change a limit (`forget_everywhere`, through tenants.invalidation).
+Every cache here is per process, read again in each new period of TTL_SECONDS (`period()`: an
+entry read at any moment of a period is read again in the next), and dropped in every process at
+once when staff change a limit (`forget_everywhere`, through tenants.invalidation). `stamp()`
+changes whenever anything cached here may have: what was built from these caches (billing's
+prepared calls) is reused while it has not.
 """
 
 from __future__ import annotations
@@ -36,9 +39,32 @@ DEFAULTS = {
     Resource.PUBLISH: (1000, 1),
     Resource.USAGE_EVENTS: (600, 60),
 }
-# Plans change rarely; limits are read at most this often per process.
+# Plans change rarely; limits are read at most once per period of this length per process.
 TTL_SECONDS = 30.0
-_cache: dict[int, tuple[float, dict[str, tuple[int, int]]]] = {}
+_cache: dict[int, tuple[int, dict[str, tuple[int, int]]]] = {}
+# Bumped when a cache is dropped in this process (forget, forget_budgets, billing.pricing.forget).
+_generation = 0
+# Periods count from when this process started or last forgot everything (so a fresh start has
+# a whole period ahead; processes do not all read again at once), and never repeat a number.
+_origin = (time.monotonic(), 0)
+
+
+def period() -> int:
+    """The current period of TTL_SECONDS: an entry read in an earlier one is read again."""
+    start, first = _origin
+    return first + int((time.monotonic() - start) // TTL_SECONDS)
+
+
+def stamp() -> tuple[int, int]:
+    """Equal to an earlier value only while nothing cached here can have been read again or
+    dropped since (the same period, nothing forgotten)."""
+    return (period(), _generation)
+
+
+def changed() -> None:
+    """A cache was dropped in this process: what was built from the caches is built again."""
+    global _generation
+    _generation += 1
 
 
 @dataclass(frozen=True)
@@ -53,12 +79,12 @@ class Limit:
 
 
 def plan_limits(plan_id: int) -> dict[str, tuple[int, int]]:
-    """resource -> (limit, window seconds) for a plan, cached for TTL_SECONDS."""
+    """resource -> (limit, window seconds) for a plan, cached for the period."""
     from tenants.models import Plan
 
-    now = time.monotonic()
+    now = period()
     cached = _cache.get(plan_id)
-    if cached is not None and now - cached[0] < TTL_SECONDS:
+    if cached is not None and cached[0] == now:
         return cached[1]
     limits = dict(DEFAULTS)
     with context.public_context():
@@ -70,10 +96,13 @@ def plan_limits(plan_id: int) -> dict[str, tuple[int, int]]:
 
 
 def forget() -> None:
-    """Drop this process's cached limits (staff changed them; tests)."""
+    """Drop this process's cached limits (staff changed them; tests); a new period starts."""
+    global _origin
     _cache.clear()
     _overrides.clear()
     _cached.clear()
+    _origin = (time.monotonic(), period() + 1)
+    changed()
 
 
 INVALIDATION_TOPIC = "billing-limits"
@@ -96,14 +125,14 @@ def forget_on_commit() -> None:
 invalidation.register(INVALIDATION_TOPIC, forget)
 
 
-_cached: dict[tuple[str, Any], tuple[float, Any]] = {}
+_cached: dict[tuple[str, Any], tuple[int, Any]] = {}
 
 
 def _read(kind: str, key: Any, load: Callable[[], Any]) -> Any:
-    """`load()` in the public schema, remembered for TTL_SECONDS per process."""
-    now = time.monotonic()
+    """`load()` in the public schema, remembered for the rest of the period per process."""
+    now = period()
     cached = _cached.get((kind, key))
-    if cached is None or now - cached[0] >= TTL_SECONDS:
+    if cached is None or cached[0] != now:
         with context.public_context():
             cached = (now, load())
         _cached[(kind, key)] = cached
@@ -166,10 +195,11 @@ def monthly_quotas(tenant) -> dict[str, MonthlyQuota]:  # noqa: ANN001 - a tenan
 
 def forget_budgets(tenant_id: int) -> None:
     _cached.pop(("budgets", tenant_id), None)
+    changed()
 
 
 def budgets_of(tenant_id: int) -> dict[tuple[str, str], Budget]:
-    """The organization's spend budgets by (subject type, subject id), cached for TTL_SECONDS:
+    """The organization's spend budgets by (subject type, subject id), cached for the period:
     a change applies at once in the process that made it and within 30 s in every other."""
     return _read(
         "budgets",
@@ -193,17 +223,17 @@ class Override:
     reason: str
 
 
-_overrides: dict[int, tuple[float, tuple[Override, ...]]] = {}
+_overrides: dict[int, tuple[int, tuple[Override, ...]]] = {}
 
 
 def _active(tenant_id: int) -> tuple[Override, ...]:
     """Staff's unexpired overrides of one organization, oldest first (a later one of the same
-    target wins), cached for TTL_SECONDS; each is dropped from the answer once it expires."""
+    target wins), cached for the period; each is dropped from the answer once it expires."""
     from billing.models import LimitOverride
 
-    now = time.monotonic()
+    now = period()
     cached = _overrides.get(tenant_id)
-    if cached is None or now - cached[0] >= TTL_SECONDS:
+    if cached is None or cached[0] != now:
         with context.public_context():
             rows = LimitOverride.objects.filter(
                 tenant_id=tenant_id, expires_at__gt=timezone.now()

@@ -6,11 +6,11 @@ The invoice, the Usage page's cost and the spend budgets all price usage here, s
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from billing import limits
 from billing.models import Price
 from tenants import context
 
@@ -18,14 +18,13 @@ CURRENCY = "USD"
 # Budgets count spend in Redis as whole billionths of the currency: the price table's unit
 # prices (6 decimals) per 1, 10, 100 or 1,000 units are exact in them.
 NANO = Decimal(10**9)
-TTL_SECONDS = 30.0
-_cache: list[Any] = []  # [(read at, [Price, ...])]
+_cache: list[Any] = []  # [(read in period, [Price, ...])]
 
 
 def prices() -> list[Price]:
-    """The price table, read at most every TTL_SECONDS per process."""
-    now = time.monotonic()
-    if not _cache or now - _cache[0][0] >= TTL_SECONDS:
+    """The price table, read at most once per period per process (billing.limits.period)."""
+    now = limits.period()
+    if not _cache or _cache[0][0] != now:
         with context.public_context():
             _cache[:] = [(now, list(Price.objects.all()))]
     return _cache[0][1]
@@ -33,6 +32,7 @@ def prices() -> list[Price]:
 
 def forget() -> None:
     _cache.clear()
+    limits.changed()
 
 
 def price_for(table: Iterable[Price], meter: str, model: str = "") -> Price | None:

@@ -343,34 +343,34 @@ def _seed(tenant: Any, gate: Gate, now: datetime) -> None:
 @dataclass(frozen=True)
 class _Admission:
     """request_admit's call for one organization, resource, key and counts in one hour, with
-    what it was built from."""
+    when it was built."""
 
     hour: int
-    plan_limits: Any  # the objects billing.limits and billing.pricing handed out
-    quotas: Any
-    budgets: Any
-    prices: Any
+    stamp: tuple[int, int]  # billing.limits.stamp() when it was built
     settings: tuple[Any, ...]  # values: the key's own limit, the ledger's TTL
     gates: list[Gate]
     prepared: ratelimit.Prepared
 
 
-# Built once and reused while every source is the very object it was built from: the limits'
-# caches (billing.limits, billing.pricing) hand out the same objects until they reload (TTL) or
-# are forgotten (a change in this process), so a change applies exactly when it did when every
-# request rebuilt its call. Bounded like _prepared.
+# Built once and reused while billing.limits' stamp is the one it was built under: its caches
+# (and billing.pricing's) are read again only in a new period or after they are forgotten (a
+# change in this process, or in another one through forget_everywhere), and either changes the
+# stamp, so a change applies exactly when it did when every request rebuilt its call. Bounded
+# like _prepared.
 _admissions: dict[tuple[Any, ...], _Admission] = {}
 
 
 def _admission(
-    tenant: Any, resource: str, counts: Sequence[Count], api_key: Any, now: datetime
+    tenant: Any,
+    resource: str,
+    counts: Sequence[Count],
+    api_key: Any,
+    now: datetime,
+    signature: tuple[Any, ...] | None = None,
 ) -> _Admission:
-    """The gates and the prepared Lua call of a request of `tenant` to `resource`."""
-    overrides = limits.overrides_of(tenant.pk)
-    plan_limits = limits.plan_limits(tenant.plan_id)
-    quotas = limits.monthly_quotas(tenant)
-    budgets = limits.budgets_of(tenant.pk)
-    prices = (pricing.prices(), limits.plan_of(tenant.plan_id)) if budgets else None
+    """The gates and the prepared Lua call of a request of `tenant` to `resource`
+    (`signature`: `counts`' ledger.counts_signature, when the caller keeps it)."""
+    stamp = limits.stamp()
     values = (
         (getattr(api_key, "rate_limits", None) or {}).get(resource),
         settings.BILLING_REDIS_TTL_SECONDS,
@@ -378,6 +378,8 @@ def _admission(
     hour = ledger.hour_number(now)
     key = (
         tenant.pk,
+        tenant.plan_id,
+        getattr(tenant, "messages_per_month_override", None),
         resource,
         api_key.pk if api_key is not None else None,
         ledger.counts_signature(counts),
@@ -385,29 +387,18 @@ def _admission(
     built = _admissions.get(key)
     if (
         built is not None
+        and built.stamp == stamp
         and built.hour == hour
-        and built.plan_limits is plan_limits
-        and built.quotas is quotas
-        and built.budgets is budgets
-        and (
-            prices is built.prices
-            or (
-                prices is not None
-                and built.prices is not None
-                and prices[0] is built.prices[0]
-                and prices[1] is built.prices[1]
-            )
-        )
         and built.settings == values
-        and not overrides
     ):
         return built
+    overrides = limits.overrides_of(tenant.pk)
     windows = tuple(_windows(tenant, resource, api_key))
-    gates = _gates(tenant, counts, now, quotas=quotas)
+    gates = _gates(tenant, counts, now, quotas=limits.monthly_quotas(tenant))
     prepared = _call(
         str(tenant.public_id), windows, counts, now, quotas=tuple(g.quota for g in gates)
     )
-    built = _Admission(hour, plan_limits, quotas, budgets, prices, values, gates, prepared)
+    built = _Admission(hour, stamp, values, gates, prepared)
     if not overrides:  # an override expires by the clock: such calls are built every time
         if len(_admissions) >= PREPARED_CACHE_SIZE:
             _admissions.clear()
@@ -451,6 +442,9 @@ class PendingAdmission:
         global fail_open_total
         tenant, built = self.tenant, self.built
         try:
+            if not built.gates and self.sent.reply()[0] == 1:
+                # Allowed, no quota or budget to alert on: the headers straight from the reply.
+                return Admission(usage=ratelimit.tightest(built.prepared, self.sent.reply()))
             outcome = _consume(
                 tenant,
                 self.now,
@@ -472,14 +466,19 @@ class PendingAdmission:
 
 
 def request_admit_send(
-    *, resource: str, counts: Sequence[Count] = (), api_key: Any = None
+    *,
+    resource: str,
+    counts: Sequence[Count] = (),
+    api_key: Any = None,
+    signature: tuple[Any, ...] | None = None,
 ) -> PendingAdmission:
     """Send `request_admit`'s Lua call for the current organization and return at once; the
     PendingAdmission's `finish()` gives its verdict. Counted when it reaches Redis: a request
-    whose verdict is never read still counts."""
+    whose verdict is never read still counts. A caller that repeats the same `counts` may pass
+    their `signature` (ledger.counts_signature) to save building it."""
     tenant = context.require_tenant()
     now = timezone.now()
-    built = _admission(tenant, resource, counts, api_key, now)
+    built = _admission(tenant, resource, counts, api_key, now, signature)
     return PendingAdmission(tenant, resource, counts, now, built, ratelimit.send(built.prepared))
 
 

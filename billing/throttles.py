@@ -14,22 +14,24 @@ from typing import Any
 from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
-from billing import services
+from billing import ledger, services
 from billing.ledger import Count
 from billing.models import Resource
 from core import after_read
 from tenants import context
 
-# A request's counts per API key (None: no key), built once: request_admit only reads them.
-_counts: dict[Any, list[Count]] = {}
+# A request's counts per API key (None: no key) and their signature, built once: request_admit
+# only reads them.
+_counts: dict[Any, tuple[list[Count], tuple[Any, ...]]] = {}
 
 
-def _counts_of(key_id: Any) -> list[Count]:
+def _counts_of(key_id: Any) -> tuple[list[Count], tuple[Any, ...]]:
     groups = {"api_key": str(key_id)} if key_id is not None else None
     if len(_counts) >= 4096:
         _counts.clear()
-    counts = _counts[key_id] = [Count("api_requests", 1, groups)]
-    return counts
+    counts = [Count("api_requests", 1, groups)]
+    entry = _counts[key_id] = (counts, ledger.counts_signature(counts))
+    return entry
 
 
 class PlanThrottle(BaseThrottle):
@@ -42,9 +44,8 @@ class PlanThrottle(BaseThrottle):
         credential = getattr(request, "auth", None)
         api_key = getattr(credential, "api_key", None)
         key_id = api_key.pk if api_key is not None else None
-        counts = _counts.get(key_id)
-        if counts is None:
-            counts = _counts_of(key_id)
+        entry = _counts.get(key_id)
+        counts, signature = entry if entry is not None else _counts_of(key_id)
         if (
             resource == Resource.API
             and not getattr(view, "reads_usage", False)
@@ -54,7 +55,9 @@ class PlanThrottle(BaseThrottle):
             # the round trip, and the verdict is read when the view returns (a refusal drops
             # its response). Counted the same: the call is sent before the view runs. A view
             # that reads the counters this request moves (`reads_usage`) waits for them.
-            pending = services.request_admit_send(resource=resource, counts=counts, api_key=api_key)
+            pending = services.request_admit_send(
+                resource=resource, counts=counts, api_key=api_key, signature=signature
+            )
             after_read.defer(request, lambda: _answer(request, pending.finish()))
             return True
         _answer(request, services.request_admit(resource=resource, counts=counts, api_key=api_key))

@@ -48,6 +48,7 @@ __all__ = [
     "run",
     "run_async",
     "send",
+    "tightest",
 ]
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -675,8 +676,8 @@ class Sent:
             self._error = Unreachable(str(error))
             self._error.__cause__ = error
 
-    def outcome(self) -> Outcome:
-        """What `run` answers (its errors too); read once."""
+    def reply(self) -> Any:
+        """The script's reply as it came (read on the first call); raises Unreachable."""
         if self._error is not None:
             raise self._error
         if self._state is not None:
@@ -684,8 +685,14 @@ class Sent:
             try:
                 self._reply = _receive(self._client, self._prepared, *state)
             except unreachable_errors() as error:
-                raise Unreachable(str(error)) from error
-        return _outcome(self._prepared, self._reply)
+                self._error = Unreachable(str(error))
+                self._error.__cause__ = error
+                raise self._error from error
+        return self._reply
+
+    def outcome(self) -> Outcome:
+        """What `run` answers, its errors too."""
+        return _outcome(self._prepared, self.reply())
 
 
 def send(prepared: Prepared) -> Sent:
@@ -822,6 +829,26 @@ def _outcome(prepared: Prepared, reply: Any) -> Outcome:
         counted=reply[1],
         new_dedup_keys=reply[2],
         quota_values=tuple(reply[3 + 2 * len(windows) :]),
+    )
+
+
+def tightest(prepared: Prepared, reply: Any) -> Usage | None:
+    """For an allowed reply (`reply[0] == 1`): the usage of the window with the least remaining
+    (the first of equals), as `min` over `_outcome`'s usages gives it; None without windows."""
+    windows = prepared.windows
+    best = -1
+    for index in range(len(windows)):
+        if best < 0 or reply[3 + 2 * index] < reply[3 + 2 * best]:
+            best = index
+    if best < 0:
+        return None
+    window = windows[best]
+    return Usage(
+        window.name or "limit",
+        window.limit,
+        max(reply[3 + 2 * best], 0),
+        max(0, -(-reply[4 + 2 * best] // 1000)),
+        window.seconds,
     )
 
 

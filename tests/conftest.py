@@ -167,12 +167,14 @@ def _public_context_between_tests():
     (rate-limit counters included: they live in the test Redis database)."""
     from django.core.cache import cache
 
+    from billing import limits
     from billing import services as billing_services
     from credentials.authentication import clear_key_cache
     from tenants import context, routing
 
     context.activate(None)
     routing.clear()
+    limits.forget()  # and a new period of its caches starts: none ends within a test
     clear_key_cache()
     cache.clear()
     billing_services._alerted.clear()  # the alert keys it remembers were in that Redis database

@@ -294,3 +294,24 @@ def test_calls_from_an_event_loop_are_exact_in_order_and_fail_closed(db, setting
     settings.CACHES = DEAD_REDIS
     with pytest.raises(ratelimit.Unreachable):
         asyncio.run(ratelimit.run_async(prepared))
+
+
+def test_a_change_made_elsewhere_applies_from_the_next_period(org):
+    """Another process's change that reaches this one only through the database (no
+    invalidation) applies from the next period of limits.TTL_SECONDS: never later."""
+    from billing import services
+
+    _set_rpm(org, 50)
+    with context.tenant_context(org.tenant):
+        first = services.request_admit(resource="api")
+        with context.public_context():  # as another process would: the row, not the caches
+            Plan.objects.filter(pk=org.tenant.plan_id).update(requests_per_minute=9)
+        same_period = services.request_admit(resource="api")
+        start, number = limits._origin
+        limits._origin = (start - limits.TTL_SECONDS, number)  # one period later
+        next_period = services.request_admit(resource="api")
+
+    assert first.headers["RateLimit-Policy"] == '"api";q=50;w=60'
+    assert same_period.headers["RateLimit-Policy"] == '"api";q=50;w=60'
+    assert next_period.headers["RateLimit-Policy"] == '"api";q=9;w=60'
+    assert next_period.headers["RateLimit"].startswith('"api";r=6;')
