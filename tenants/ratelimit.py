@@ -339,19 +339,13 @@ def _forget_connections() -> None:
 os.register_at_fork(after_in_child=_forget_connections)
 
 
-def _evalsha(client: Any, prepared: Prepared) -> Any:
-    """The script's reply: one EVALSHA, sent pre-packed on a connection of this module's own.
-    The packed command is kept on `prepared`: redis-py takes longer to pack a call's ~20
-    arguments than the round trip itself (bench/billing_bench.py). Loads the script when the
-    server does not know it (a restart)."""
-    return _receive(client, prepared, *_send(client, prepared, 0))
-
-
 def _send(client: Any, prepared: Prepared, attempt: int) -> tuple[Any, bool, int]:
-    """Send the call; returns the connection whose reply `_receive` reads, whether it was open
-    before, and the attempt. A connection that was open (stale: the server closed it) is
-    retried once on a new one, as redis-py's own retry would; a failed connect is not (Redis is
-    unreachable: the caller's policy applies at once)."""
+    """Send the script's call (one EVALSHA, pre-packed, on a connection of this module's own);
+    returns the connection whose reply `_receive` reads, whether it was open before, and the
+    attempt. The packed command is kept on `prepared`: redis-py takes longer to pack a call's
+    ~20 arguments than the round trip itself (bench/billing_bench.py). A connection that was
+    open (stale: the server closed it) is retried once on a new one, as redis-py's own retry
+    would; a failed connect is not (Redis is unreachable: the caller's policy applies at once)."""
     import redis
 
     idle = _idle.get(id(client))
@@ -388,7 +382,8 @@ def _receive(
     client: Any, prepared: Prepared, connection: Any, connected: bool, attempt: int
 ) -> Any:
     """The reply to what `_send` sent on `connection`, which goes back to the idle list read in
-    full or disconnected (it reconnects on its next use)."""
+    full or disconnected (it reconnects on its next use). Loads the script when the server does
+    not know it (a restart) and sends the call again."""
     import redis
 
     idle = _idle.setdefault(id(client), [])
@@ -814,16 +809,7 @@ def _outcome(prepared: Prepared, reply: Any) -> Outcome:
         raise QuotaPassed(quota, int(reply[2]))
     if status == -2:
         return Outcome(usages=[], counted=0, missing_quota=quotas[int(reply[1]) - 1])
-    usages = [
-        Usage(
-            window.name or "limit",
-            window.limit,
-            max(reply[3 + 2 * index], 0),
-            max(0, -(-reply[4 + 2 * index] // 1000)),
-            window.seconds,
-        )
-        for index, window in enumerate(windows)
-    ]
+    usages = [_usage(windows, reply, index) for index in range(len(windows))]
     return Outcome(
         usages=usages,
         counted=reply[1],
@@ -840,14 +826,17 @@ def tightest(prepared: Prepared, reply: Any) -> Usage | None:
     for index in range(len(windows)):
         if best < 0 or reply[3 + 2 * index] < reply[3 + 2 * best]:
             best = index
-    if best < 0:
-        return None
-    window = windows[best]
+    return _usage(windows, reply, best) if best >= 0 else None
+
+
+def _usage(windows: Sequence[Window], reply: Any, index: int) -> Usage:
+    """Window `index`'s usage in an allowed reply (remaining, then the TTL in milliseconds)."""
+    window = windows[index]
     return Usage(
         window.name or "limit",
         window.limit,
-        max(reply[3 + 2 * best], 0),
-        max(0, -(-reply[4 + 2 * best] // 1000)),
+        max(reply[3 + 2 * index], 0),
+        max(0, -(-reply[4 + 2 * index] // 1000)),
         window.seconds,
     )
 
