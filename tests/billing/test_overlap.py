@@ -17,13 +17,6 @@ from tenants.models import Plan
 from tests.credentials.helpers import api_key, api_key_header, error_code, post_json
 
 
-@pytest.fixture(autouse=True)
-def _fresh_limits():
-    limits.forget()
-    yield
-    limits.forget()
-
-
 @pytest.fixture
 def trace(monkeypatch):
     """The order of the script's send, its reply's read and the SQL statements of a request
