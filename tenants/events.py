@@ -19,11 +19,12 @@ import asyncio
 import atexit
 import hashlib
 import logging
+import os
 import re
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
@@ -101,7 +102,8 @@ def control_group(tenant_id: str) -> str:
 
 
 async def _group_send(groups: list[str], message: dict[str, Any]) -> None:
-    """The only `group_send` of the project."""
+    """The only `group_send` of the project (synchronous code publishes through `_Publisher`,
+    the same PUBLISHes)."""
     layer = get_channel_layer()
     if layer is None:
         return
@@ -115,10 +117,14 @@ async def send(tenant_id: str, subject: str, message: dict[str, Any]) -> None:
     await _group_send(groups_for(tenant_id, subject), message)
 
 
+def _control(tenant_id: str, reason: str) -> tuple[list[str], dict[str, Any]]:
+    message = {"type": CONTROL_MESSAGE_TYPE, "tenant": tenant_id, "reason": reason}
+    return [control_group(tenant_id)], message
+
+
 async def send_control(tenant_id: str, reason: str) -> None:
     """Tell every socket of the organization, in every process, to re-check its credential."""
-    message = {"type": CONTROL_MESSAGE_TYPE, "tenant": tenant_id, "reason": reason}
-    await _group_send([control_group(tenant_id)], message)
+    await _group_send(*_control(tenant_id, reason))
 
 
 def publish_on_commit(
@@ -207,32 +213,32 @@ def bump_credential_epoch(tenant_id: str) -> None:
 
 def _announce(tenant_id: str, reason: str) -> None:
     try:
-        _await_from_sync(send_control, tenant_id, reason)
+        send_control_from_sync(tenant_id, reason)
     except Exception:  # committed; the periodic re-check remains the backstop
         logger.warning("could not announce %s for %s", reason, tenant_id, exc_info=True)
 
 
-_publisher: tuple[asyncio.AbstractEventLoop, threading.Thread, asyncio.Queue] | None = None
-_publisher_lock = threading.Lock()
 PUBLISH_TIMEOUT_SECONDS = 5.0
 # Events handed over but not yet given to the layer (bounded: a layer that is down must not grow
 # a worker's memory without end; past it, events are dropped and logged, like a failed send).
 MAX_PENDING_EVENTS = 10_000
-_pending = threading.Semaphore(MAX_PENDING_EVENTS)
-_idle = threading.Condition()
-_in_flight = 0
+# At most this many events in one pipeline (the rest wait for the next round trip).
+MAX_BATCH = 500
 
 
 def send_from_sync(tenant_id: str, subject: str, message: dict[str, Any]) -> None:
     """`send` from synchronous code (services), without waiting for the layer.
 
     With the Redis layer the event joins this process's publishing queue and the caller goes
-    on: a service's request no longer waits for the Redis round trips of the fan-out after its
-    commit. One task in one long-lived loop sends the queue in order, so the events of one
-    process reach the layer in the order their transactions committed. (The in-memory layer,
-    one process for development, is loop-bound: it is sent at once, as before.)
+    on: a service's request does not wait for the fan-out's round trip after its commit. One
+    thread per process sends the queue in order, every waiting event in one pipeline, so the
+    events of one process reach the layer in the order their transactions committed. (The
+    in-memory layer, one process for development, is loop-bound: it is sent at once.)
     """
-    _hand_over(send, tenant_id, subject, message)
+    if not _redis_layer():
+        async_to_sync(send)(tenant_id, subject, message)
+        return
+    _publisher().hand_over(groups_for(tenant_id, subject), message)
 
 
 def _redis_layer() -> bool:
@@ -243,70 +249,136 @@ def _redis_layer() -> bool:
     return isinstance(get_channel_layer(), RedisChannelLayer | RedisPubSubChannelLayer)
 
 
-def _hand_over(function: Callable[..., Awaitable[None]], *args: Any) -> None:
-    if not _redis_layer():
-        async_to_sync(function)(*args)
-        return
-    global _in_flight
-    if not _pending.acquire(blocking=False):
-        logger.error("publishing queue full: %s dropped", function.__name__)
-        return
-    loop, _thread, queue = _publisher_loop()
-    with _idle:
-        _in_flight += 1
-    loop.call_soon_threadsafe(queue.put_nowait, (function, args))
-
-
 def flush(timeout: float = PUBLISH_TIMEOUT_SECONDS) -> bool:
     """Wait until this process's queued events are handed to the layer (True if they were)."""
-    with _idle:
-        return _idle.wait_for(lambda: _in_flight == 0, timeout=timeout)
+    publisher = _current
+    return publisher is None or publisher.flush(timeout)
 
 
-def _await_from_sync(function: Callable[..., Awaitable[None]], *args: Any) -> None:
-    """Run a sending coroutine from synchronous code and wait until the layer has it (control
-    events: a revocation's announcement is sent before the service returns).
+def send_control_from_sync(tenant_id: str, reason: str) -> None:
+    """`send_control` from synchronous code, waiting until the layer has it (a revocation's
+    announcement is sent before the service returns).
 
-    `async_to_sync` would run each publish in a fresh event loop, and channels-redis keeps its
-    connections per loop: every publish would open new Redis connections (~6 ms). With the Redis
-    layer, publishes go through one long-lived loop per process instead, reusing them. The
-    in-memory layer (one process, development) is loop-bound and keeps `async_to_sync`.
+    With a Redis layer the message goes through this process's publishing queue, after the
+    events queued before it, and the caller waits for its round trip. (`async_to_sync` would run
+    each publish in a fresh event loop, and channels-redis keeps its connections per loop: new
+    Redis connections, ~6 ms, every time.) The in-memory layer keeps `async_to_sync`.
     """
     if not _redis_layer():
-        async_to_sync(function)(*args)
+        async_to_sync(send_control)(tenant_id, reason)
         return
-    flush()  # after the events queued before it
-    future = asyncio.run_coroutine_threadsafe(function(*args), _publisher_loop()[0])
-    future.result(timeout=PUBLISH_TIMEOUT_SECONDS)
+    groups, message = _control(tenant_id, reason)
+    sent = _Sent()
+    if not _publisher().hand_over(groups, message, sent):
+        raise RuntimeError("the publishing queue is full")
+    if not sent.wait(PUBLISH_TIMEOUT_SECONDS):
+        raise TimeoutError("the control event was not published in time")
+    if sent.error is not None:
+        raise sent.error
 
 
-async def _drain(queue: asyncio.Queue) -> None:
-    global _in_flight
-    while True:
-        function, args = await queue.get()
-        try:
-            await asyncio.wait_for(function(*args), timeout=PUBLISH_TIMEOUT_SECONDS)
-        except Exception:  # committed; a lost live event must not stop the ones after it
-            logger.warning("could not publish %s%r", function.__name__, args[:2], exc_info=True)
-        finally:
-            _pending.release()
-            with _idle:
-                _in_flight -= 1
-                _idle.notify_all()
+class _Sent(threading.Event):
+    """Set once a handed-over message's round trip is over; `error` is its failure, if any."""
+
+    error: BaseException | None = None
 
 
-def _publisher_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread, asyncio.Queue]:
-    """This process's publishing loop, started on first use (after a server forks its workers)."""
-    global _publisher
+class _Publisher:
+    """This process's publishing thread and its queue (tenants.layers.SyncPublisher sends).
+
+    Started on first use, so after a server forks its workers; one per channel layer (tests
+    switch layers). Each round trip sends every event waiting, in the order handed over; a failed
+    round trip loses its events (logged), like a failed send, and the next ones still go.
+    """
+
+    def __init__(self, layer: Any) -> None:
+        from tenants.layers import SyncPublisher
+
+        self.layer = layer
+        self.pid = os.getpid()
+        self._client = SyncPublisher(layer)
+        self._queue: deque[tuple[list[str], dict[str, Any], _Sent | None]] = deque()
+        self._condition = threading.Condition()
+        self._in_flight = 0  # handed over, round trip not over yet
+        self._retired = False
+        self.thread = threading.Thread(target=self._run, name="event-publisher", daemon=True)
+        self.thread.start()
+
+    def hand_over(
+        self, groups: list[str], message: dict[str, Any], sent: _Sent | None = None
+    ) -> bool:
+        with self._condition:
+            if self._in_flight >= MAX_PENDING_EVENTS:
+                logger.error("publishing queue full: %s dropped", message.get("subject"))
+                return False
+            self._queue.append((groups, message, sent))
+            self._in_flight += 1
+            self._condition.notify_all()
+        return True
+
+    def flush(self, timeout: float) -> bool:
+        with self._condition:
+            return self._condition.wait_for(lambda: self._in_flight == 0, timeout=timeout)
+
+    def retire(self) -> None:
+        """Send what is queued, then end the thread and close its connections."""
+        with self._condition:
+            self._retired = True
+            self._condition.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._queue and not self._retired:
+                    self._condition.wait()
+                if not self._queue:
+                    break
+                count = min(len(self._queue), MAX_BATCH)
+                batch = [self._queue.popleft() for _ in range(count)]
+            started = time.perf_counter()
+            error = None
+            try:
+                self._client.publish([(groups, message) for groups, message, _ in batch])
+            except Exception as failure:  # committed; lost live events must not stop later ones
+                error = failure
+                logger.warning("could not publish %d events", len(batch), exc_info=True)
+            metrics.CHANNEL_LAYER_SEND.observe(time.perf_counter() - started)
+            for _groups, _message, sent in batch:
+                if sent is not None:
+                    sent.error = error
+                    sent.set()
+            with self._condition:
+                self._in_flight -= len(batch)
+                self._condition.notify_all()
+        self._client.close()
+
+
+_current: _Publisher | None = None
+_publisher_lock = threading.Lock()
+
+
+def _publisher() -> _Publisher:
+    """This process's publisher for the current channel layer."""
+    global _current
+    layer = get_channel_layer()
+    publisher = _current
+    if (
+        publisher is not None
+        and publisher.layer is layer
+        and publisher.pid == os.getpid()
+        and publisher.thread.is_alive()
+    ):
+        return publisher
     with _publisher_lock:
-        if _publisher is None or not _publisher[1].is_alive():
-            loop = asyncio.new_event_loop()
-            queue: asyncio.Queue = asyncio.Queue()
-            thread = threading.Thread(target=loop.run_forever, name="event-publisher", daemon=True)
-            thread.start()
-            asyncio.run_coroutine_threadsafe(_drain(queue), loop)
-            _publisher = (loop, thread, queue)
-        return _publisher
+        publisher = _current
+        if publisher is None or publisher.layer is not layer or publisher.pid != os.getpid():
+            if publisher is not None and publisher.pid == os.getpid():
+                publisher.flush(PUBLISH_TIMEOUT_SECONDS)  # its events first
+                publisher.retire()
+            _current = publisher = _Publisher(layer)
+        elif not publisher.thread.is_alive():
+            _current = publisher = _Publisher(layer)
+        return publisher
 
 
 # A clean shutdown sends what is queued (at most PUBLISH_TIMEOUT_SECONDS).

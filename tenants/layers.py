@@ -15,6 +15,11 @@ of a loop wait in one queue, in order, and go out together in one pipeline: the 
 in the same order, but as many per round trip as are waiting (`group_send` of three groups for
 one event is one round trip, so are the events of a hundred publishers at once).
 
+Synchronous code (services, after commit) publishes without any event loop: `SyncPublisher`
+sends the same PUBLISHes (the layer's channel names, its serializer, its shards) with redis-py's
+blocking client, each event serialised once for all its groups, every waiting event in one
+pipeline (tenants.events runs it in one thread per process).
+
 Pinned channels-redis version (pyproject.toml): the subclasses below replace its shard connection.
 """
 
@@ -23,12 +28,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import redis
 from channels_redis.pubsub import (
     RedisPubSubChannelLayer,
     RedisPubSubLoopLayer,
     RedisSingleShardConnection,
 )
-from channels_redis.utils import _wrap_close, decode_hosts
+from channels_redis.utils import _consistent_hash, _wrap_close, decode_hosts
 
 # At most this many PUBLISHes in one pipeline (more wait for the next round trip).
 MAX_BATCH = 1000
@@ -110,3 +116,56 @@ class PubSubChannelLayer(RedisPubSubChannelLayer):
             self._layers[loop] = layer
             _wrap_close(self, loop)
             return layer
+
+
+def _blocking_pool(host: dict[str, Any]) -> redis.ConnectionPool:
+    """channels_redis.utils.create_pool's pool for one host, with redis-py's blocking client."""
+    host = dict(host)
+    if "address" in host:
+        return redis.ConnectionPool.from_url(host.pop("address"), **host)
+    master_name = host.pop("master_name", None)
+    if master_name is not None:
+        from redis.sentinel import Sentinel, SentinelConnectionPool
+
+        sentinel = Sentinel(
+            host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None)
+        )
+        return SentinelConnectionPool(master_name, sentinel, **host)
+    return redis.ConnectionPool(**host)
+
+
+class SyncPublisher:
+    """`group_send` for synchronous code: the PUBLISHes the layer would send (its prefix, its
+    serializer, each group's shard), from one thread, no event loop. `publish` takes a batch of
+    (groups, message): each message is serialised once, and the whole batch is one pipeline per
+    shard, i.e. one round trip, in order. Used by one thread at a time (tenants.events)."""
+
+    def __init__(self, layer: RedisPubSubChannelLayer) -> None:
+        hosts = layer._kwargs.get("hosts", layer._args[0] if layer._args else None)
+        self._layer = layer
+        self._prefix = layer._kwargs.get("prefix", "asgi")
+        self._shards = [
+            redis.Redis(connection_pool=_blocking_pool(host)) for host in decode_hosts(hosts)
+        ]
+
+    def channel(self, group: str) -> str:
+        """The Redis channel of `group` (RedisPubSubLoopLayer._get_group_channel_name)."""
+        return f"{self._prefix}__group__{group}"
+
+    def publish(self, batch: list[tuple[list[str], dict[str, Any]]]) -> None:
+        pipelines: dict[int, Any] = {}
+        for groups, message in batch:
+            data = self._layer.serialize(message)
+            for group in groups:
+                channel = self.channel(group)
+                shard = _consistent_hash(channel, len(self._shards))
+                if shard not in pipelines:
+                    pipelines[shard] = self._shards[shard].pipeline(transaction=False)
+                pipelines[shard].publish(channel, data)
+        for pipeline in pipelines.values():
+            pipeline.execute()
+
+    def close(self) -> None:
+        for shard in self._shards:
+            shard.close()
+            shard.connection_pool.disconnect()
