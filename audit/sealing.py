@@ -377,11 +377,15 @@ class _Sealer:
     def wake(self, tenant: Tenant | None) -> None:
         key = tenant.schema_name if tenant is not None else "public"
         with self._condition:
+            # A thread with something pending or led is between passes and passes again within
+            # the interval: only an idle one needs the notification (and its GIL hand-off).
+            idle = not self._pending and not self._leading
             self._pending[key] = tenant
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
                 self._thread.start()
-            self._condition.notify()
+            elif idle:
+                self._condition.notify()
 
     def stop(self) -> None:
         """Seal what is pending and led, close the thread's connection and end it (tests)."""
