@@ -122,20 +122,26 @@ WHERE id = %(id)s
 """
 
 
-def _pool_change(delta: dict[str, int], *, within: dict[str, int] | None = None) -> bool:
+def _pool_change(
+    delta: dict[str, int], *, within: dict[str, int] | None = None, last: Any = None
+) -> bool:
     """Add `delta` to the pool's counters if each counter named in `within` stays at or under
     its limit there; True when it did. One conditional UPDATE, no read.
 
     Callers make it the last statement of their transaction: the UPDATE takes the pool row's
     lock, which is then held for the commit only, never across the rest of the work. Exact under
     races: an UPDATE of a row another transaction changed waits for it, then evaluates the
-    condition again on the committed row (PostgreSQL's READ COMMITTED re-check).
+    condition again on the committed row (PostgreSQL's READ COMMITTED re-check). With `last`
+    (core.sql.atomic's), the UPDATE goes out with the COMMIT: the lock is held for PostgreSQL's
+    time only, and a change that does not fit raises core.sql.Refused, nothing committed.
     """
     within = within or {}
     parameters: dict[str, Any] = {"now": timezone.now(), "id": SINGLETON_PK}
     for name in POOL_COUNTERS:
         parameters[name] = delta.get(name, 0)
         parameters[f"max_{name}"] = within.get(name)
+    if last is not None:
+        return last(_POOL_CHANGE, parameters, required=bool(within))
     with sql.cursor() as cursor:
         cursor.execute(_POOL_CHANGE, parameters)
         return cursor.rowcount == 1
@@ -494,9 +500,11 @@ def instance_namespace(agent_id: Any) -> str:
     return events.group_name(str(context.require_tenant().public_id), f"agents.{agent_id}")
 
 
-def _allocate(limits: Limits, agent: Agent) -> None:
+def _allocate(limits: Limits, agent: Agent, last: Any = None) -> None:
     """Add one instance of `agent` to the pool if every limit allows it (the transaction's last
-    statement); otherwise raise QuotaExceeded naming the first limit that does not fit."""
+    statement); otherwise raise QuotaExceeded naming the first limit that does not fit. With
+    `last` the UPDATE goes with the COMMIT and a refusal raises core.sql.Refused instead (the
+    caller tries again without it, to name the limit)."""
     fits_one = (
         agent.cpu_millicores <= limits.max_instance_cpu_millicores
         and agent.memory_mb <= limits.max_instance_memory_mb
@@ -508,7 +516,7 @@ def _allocate(limits: Limits, agent: Agent) -> None:
         "cpu_millicores": limits.max_cpu_millicores,
         "memory_mb": limits.max_memory_mb,
     }
-    if fits_one and _pool_change(delta, within=within):
+    if fits_one and _pool_change(delta, within=within, last=last):
         return
     # Refused (or the row is missing): lock the row to say which limit, as _check_room orders
     # them. If room came back since the UPDATE, the allocation goes through under the lock.
@@ -521,7 +529,10 @@ def instance_request(*, actor: Actor, agent_id: Any) -> AgentInstance:
 
     The instance and its audit event are written first; the allocation is the transaction's
     last statement, one UPDATE of the pool's counters that checks every limit (`_allocate`), so
-    concurrent requests hold the pool row only while they commit and never over-allocate.
+    concurrent requests hold the pool row only while they commit and never over-allocate. In an
+    outermost transaction that UPDATE travels with the COMMIT (core.sql.atomic); if it finds no
+    room, nothing was committed and the request runs again the long way, which locks the pool to
+    name the limit (or goes through, if room came back meanwhile).
     Raises QuotaExceeded (409) naming the limit; the instance then rolls back.
     """
     audit.require(
@@ -534,44 +545,53 @@ def instance_request(*, actor: Actor, agent_id: Any) -> AgentInstance:
     limits = selectors.limits_get()
     pk = selectors.as_uuid(agent_id)
     try:
-        with transaction.atomic():
-            with sql.cursor() as cursor:
-                if pk:
-                    cursor.execute(_AGENT_SIZE, [pk])
-                    row = cursor.fetchone()
-                if not pk or row is None:
-                    raise Agent.DoesNotExist
-                agent = Agent.from_db(DEFAULT_DB_ALIAS, _AGENT_SIZE_FIELDS, [pk, *row])
-                # The row as AgentInstance.save() would insert it (`requested_at` its auto_now_add).
-                values = [
-                    uuid.uuid4(),
-                    pk,
-                    InstanceStatus.PENDING,
-                    instance_namespace(pk),
-                    agent.cpu_millicores,
-                    agent.memory_mb,
-                    actor.label,
-                    timezone.now(),
-                    None,
-                    None,
-                    None,
-                    None,
-                ]
-                cursor.execute(_INSERT_INSTANCE, [*values[:2], str(values[2]), *values[3:8]])
-            instance = AgentInstance.from_db(DEFAULT_DB_ALIAS, None, values)
-            AgentInstance.agent.field.set_cached_value(instance, agent)
-            payload = instance_payload(instance)
-            audit.emit(
-                actor=actor,
-                action="instance.requested",
-                resource_type="instance",
-                resource_id=instance.pk,
-                details={"agent": agent.name, **payload},
-                data=payload,
-            )
-            _allocate(limits, agent)
+        try:
+            return _start(actor, pk, limits, with_commit=True)
+        except sql.Refused:
+            return _start(actor, pk, limits, with_commit=False)
     except QuotaExceeded as error:
         _refuse_quota(actor, "instance.requested", agent_id, error)
+
+
+def _start(
+    actor: Actor, pk: uuid.UUID | None, limits: Limits, *, with_commit: bool
+) -> AgentInstance:
+    with sql.atomic() as last:
+        with sql.cursor() as cursor:
+            if pk:
+                cursor.execute(_AGENT_SIZE, [pk])
+                row = cursor.fetchone()
+            if not pk or row is None:
+                raise Agent.DoesNotExist
+            agent = Agent.from_db(DEFAULT_DB_ALIAS, _AGENT_SIZE_FIELDS, [pk, *row])
+            # The row as AgentInstance.save() would insert it (`requested_at` its auto_now_add).
+            values = [
+                uuid.uuid4(),
+                pk,
+                InstanceStatus.PENDING,
+                instance_namespace(pk),
+                agent.cpu_millicores,
+                agent.memory_mb,
+                actor.label,
+                timezone.now(),
+                None,
+                None,
+                None,
+                None,
+            ]
+            cursor.execute(_INSERT_INSTANCE, [*values[:2], str(values[2]), *values[3:8]])
+        instance = AgentInstance.from_db(DEFAULT_DB_ALIAS, None, values)
+        AgentInstance.agent.field.set_cached_value(instance, agent)
+        payload = instance_payload(instance)
+        audit.emit(
+            actor=actor,
+            action="instance.requested",
+            resource_type="instance",
+            resource_id=instance.pk,
+            details={"agent": agent.name, **payload},
+            data=payload,
+        )
+        _allocate(limits, agent, last if with_commit else None)
     return instance
 
 
@@ -627,7 +647,7 @@ def instance_stop(*, actor: Actor, agent_id: Any, instance_id: Any) -> AgentInst
         resource_id=instance_id,
     )
     agent_pk, pk = selectors.as_uuid(agent_id), selectors.as_uuid(instance_id)
-    with transaction.atomic():
+    with sql.atomic() as last:
         instance = _locked_instance(agent_pk, pk)
         if instance is None:
             raise AgentInstance.DoesNotExist
@@ -640,7 +660,8 @@ def instance_stop(*, actor: Actor, agent_id: Any, instance_id: Any) -> AgentInst
             timezone.now(),
         )
         _announce_stop(actor, instance, reason="requested")
-        _pool_change(_freed([instance]))  # last: the pool row is locked for the commit only
+        # Last, with the COMMIT: the pool row is locked for PostgreSQL's time only.
+        _pool_change(_freed([instance]), last=last)
     return instance
 
 

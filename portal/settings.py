@@ -40,6 +40,13 @@ DATABASES = {
         "CONN_HEALTH_CHECKS": True,
     }
 }
+# psycopg prepares a statement on its fifth run on a connection (core.sql: the fixed statements of
+# the write paths, bound on the server). Django's own cursors bind in the client and are never
+# prepared. A pooler in front must run in session mode (docs/operations.md).
+DATABASES["default"]["OPTIONS"] = {
+    "prepare_threshold": 5,
+    **DATABASES["default"].get("OPTIONS", {}),
+}
 # Shared apps in `public`, tenant apps in organizations' schemas, on every shard (tenants.routers).
 DATABASE_ROUTERS = ["tenants.routers.ShardSyncRouter", "django_tenants.routers.TenantSyncRouter"]
 
