@@ -64,7 +64,7 @@ def lock_chain() -> None:
 
 def interval() -> float:
     """The thread sealer's pause between passes over a schema (wake-ups within it coalesce)."""
-    return float(getattr(settings, "AUDIT_SEAL_INTERVAL_SECONDS", 0.005))
+    return float(getattr(settings, "AUDIT_SEAL_INTERVAL_SECONDS", 0.05))
 
 
 def max_delay() -> timedelta:

@@ -431,8 +431,10 @@ AUDIT_EXPORT_RATE = os.environ.get("AUDIT_EXPORT_RATE", "20/h")
 # tests, whose on-commit callbacks never run: tests/conftest.py).
 AUDIT_SEALER = os.environ.get("AUDIT_SEALER", "thread")
 # AUDIT_SEALER=thread: the leading process's pause between sealing passes over a schema (the
-# commits of every process within it are sealed together; about the added sealing lag).
-AUDIT_SEAL_INTERVAL_SECONDS = float(os.environ.get("AUDIT_SEAL_INTERVAL_SECONDS", "0.005"))
+# commits of every process within it are sealed together; about the added sealing lag). A pass
+# costs its process about 1 ms of CPU whatever it seals: 0.05 s keeps that off the request path
+# (bench/RESULTS.md, "lead:api-write-dec7").
+AUDIT_SEAL_INTERVAL_SECONDS = float(os.environ.get("AUDIT_SEAL_INTERVAL_SECONDS", "0.05"))
 # The longest a transaction that records an event may stay open: an unsealed event older than
 # the chain's head by more than this was not written by `record` and is never sealed.
 AUDIT_SEAL_MAX_DELAY_SECONDS = float(os.environ.get("AUDIT_SEAL_MAX_DELAY_SECONDS", "3600"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import hashlib
 import logging
 import os
@@ -25,6 +26,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
@@ -72,11 +74,17 @@ def group_name(tenant_id: str, subject: str, *, prefix: bool = False) -> str:
 
 def groups_for(tenant_id: str, subject: str) -> list[str]:
     """Every group an event on `subject` goes to: its exact group and each prefix group."""
+    return list(_groups(tenant_id, subject))
+
+
+@functools.lru_cache(maxsize=4096)
+def _groups(tenant_id: str, subject: str) -> tuple[str, ...]:
+    # Cached: an organization's events repeat a few subjects (an invalid one raises, uncached).
     tokens = subject.split(".")
     prefixes = [".".join(tokens[:length]) for length in range(len(tokens))]
-    return [group_name(tenant_id, subject)] + [
+    return (group_name(tenant_id, subject),) + tuple(
         group_name(tenant_id, head, prefix=True) for head in prefixes
-    ]
+    )
 
 
 def event_message(tenant_id: str, subject: str, data: Any) -> dict[str, Any]:
@@ -101,7 +109,7 @@ def control_group(tenant_id: str) -> str:
     return f"tenant.{tenant_id}...control"
 
 
-async def _group_send(groups: list[str], message: dict[str, Any]) -> None:
+async def _group_send(groups: Sequence[str], message: dict[str, Any]) -> None:
     """The only `group_send` of the project (synchronous code publishes through `_Publisher`,
     the same PUBLISHes)."""
     layer = get_channel_layer()
@@ -136,7 +144,7 @@ def publish_on_commit(
     `recheck_on_commit` first, in the same after-commit callback.
     """
     tenant_id = str(tenant.public_id)
-    groups_for(tenant_id, subject)  # an invalid subject fails now, in the caller, not later
+    groups = _groups(tenant_id, subject)  # an invalid subject fails now, in the caller
     message = event_message(tenant_id, subject, data)
 
     if recheck:
@@ -147,7 +155,7 @@ def publish_on_commit(
             bump_credential_epoch(tenant_id)
             _announce(tenant_id, subject)
         try:
-            send_from_sync(tenant_id, subject, message)
+            _send_groups_from_sync(groups, message)
         except Exception:  # the change is committed; a lost live event must not fail it
             logger.warning("could not publish %s for %s", subject, tenant_id, exc_info=True)
 
@@ -235,10 +243,14 @@ def send_from_sync(tenant_id: str, subject: str, message: dict[str, Any]) -> Non
     events of one process reach the layer in the order their transactions committed. (The
     in-memory layer, one process for development, is loop-bound: it is sent at once.)
     """
+    _send_groups_from_sync(_groups(tenant_id, subject), message)
+
+
+def _send_groups_from_sync(groups: tuple[str, ...], message: dict[str, Any]) -> None:
     if not _redis_layer():
-        async_to_sync(send)(tenant_id, subject, message)
+        async_to_sync(_group_send)(groups, message)
         return
-    _publisher().hand_over(groups_for(tenant_id, subject), message)
+    _publisher().hand_over(groups, message)
 
 
 def _redis_layer() -> bool:
@@ -297,7 +309,7 @@ class _Publisher:
         self.layer = layer
         self.pid = os.getpid()
         self._client = SyncPublisher(layer)
-        self._queue: deque[tuple[list[str], dict[str, Any], _Sent | None]] = deque()
+        self._queue: deque[tuple[Sequence[str], dict[str, Any], _Sent | None]] = deque()
         self._condition = threading.Condition()
         self._in_flight = 0  # handed over, round trip not over yet
         self._retired = False
@@ -305,7 +317,7 @@ class _Publisher:
         self.thread.start()
 
     def hand_over(
-        self, groups: list[str], message: dict[str, Any], sent: _Sent | None = None
+        self, groups: Sequence[str], message: dict[str, Any], sent: _Sent | None = None
     ) -> bool:
         with self._condition:
             if self._in_flight >= MAX_PENDING_EVENTS:

@@ -26,6 +26,7 @@ Pinned channels-redis version (pyproject.toml): the subclasses below replace its
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -152,7 +153,7 @@ class SyncPublisher:
         """The Redis channel of `group` (RedisPubSubLoopLayer._get_group_channel_name)."""
         return f"{self._prefix}__group__{group}"
 
-    def publish(self, batch: list[tuple[list[str], dict[str, Any]]]) -> None:
+    def publish(self, batch: list[tuple[Sequence[str], dict[str, Any]]]) -> None:
         pipelines: dict[int, Any] = {}
         for groups, message in batch:
             data = self._layer.serialize(message)
