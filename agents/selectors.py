@@ -100,7 +100,12 @@ def limits_get(*, tenant: Tenant | None = None) -> Limits:
     saves every request switching to `public` and back.
     """
     tenant = tenant or context.require_tenant()
-    return limits_of(routing.tenant_row(tenant.pk))
+    row = routing.tenant_row(tenant.pk)
+    # Kept on the cached row: a new row (the cache dropped or expired) computes them again.
+    limits = row.__dict__.get("_cached_limits")
+    if limits is None:
+        limits = row._cached_limits = limits_of(row)
+    return limits
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,15 @@ Django's own cursor wrapper (the connection and its health check, the tenant's `
 the tenant guard, the query log of tests) around a psycopg cursor that sends the fixed text and
 the values apart (the extended protocol).
 
-They are not prepared: Django sets psycopg's `prepare_threshold` to None unless the database's
-OPTIONS set it, and this project leaves it so. Turning it on was measured (3 Dec 2026) to save
-within the noise of an instance start (3.5-4.0 against 4.2-4.8 ms of request-thread CPU a pair,
-under the profiler), and Django's query log (connection.queries, which tests read) shows a
-prepared statement's SQL as None unless a private psycopg method is overridden. A pooler in front
-must keep a server connection per client connection in any case (session mode: the tenant's
-`search_path`, docs/operations.md).
+They are prepared: psycopg prepares a statement on its fifth run on a connection
+(`prepare_threshold`, settings.DATABASES), so PostgreSQL parses and plans it once per
+connection instead of on every run. That was half of PostgreSQL's CPU per instance start and
+stop (measured 7 Dec 2026: 2.5 against the raw floor's 1.1 ms a pair, with statement logging:
+parse and bind-with-planning of every statement). PostgreSQL plans a prepared statement again
+when `search_path` changed, so one connection still serves every schema; Django's own cursors
+bind in the client and are never prepared. A pooler in front must keep a server connection per
+client connection (session mode: the tenant's `search_path` and these statements,
+docs/operations.md).
 
 One psycopg cursor per connection is kept open and reused (`_KeptCursor`): building Django's
 cursor wrapper around a fresh psycopg cursor (its adapters, the time-zone loader) for each of the
@@ -39,6 +41,12 @@ class _KeptCursor(ServerBindingCursor):
 
     def close(self) -> None:
         """Kept for the next statement (Django's wrapper closes its cursor on exit)."""
+
+    def _send_query_prepared(self, name: bytes, pgq: Any, *, binary: bool | None = None) -> None:
+        # Django's query log (tests, debug tools) reads the cursor's `_query`, which psycopg
+        # (pinned, pyproject.toml) sets for statements sent unprepared only.
+        self._query = pgq
+        super()._send_query_prepared(name, pgq, binary=binary)
 
 
 def cursor() -> Any:

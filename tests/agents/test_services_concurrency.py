@@ -251,3 +251,37 @@ def test_instance_writes_touch_the_pool_row_only_in_their_last_statement(acme):
         assert statements[touching[0]].lstrip().startswith("UPDATE agents_resourcepool")
         after = statements[touching[0] + 1 :]
         assert all(sql.startswith(("RELEASE SAVEPOINT", "COMMIT")) for sql in after), after
+
+
+def test_a_start_refused_at_its_commit_runs_again_to_name_the_limit(scratch_org):
+    """Outside any transaction the pool's UPDATE travels with the COMMIT (core.sql.atomic): when
+    it finds no room, nothing of the start is committed and the second, locked pass names the
+    limit; the refusal is recorded and the pool is unchanged."""
+    from audit.models import AuditEvent
+
+    tenant = scratch_org.tenant
+    with context.tenant_context(tenant):
+        agent = make_agent("Full", cpu="1", memory="512MB")
+    services.organization_limits_set(
+        actor=system(), tenant=tenant, overrides={"max_cpu_millicores": 1500}
+    )
+    actor = Actor.for_user(scratch_org.member)
+    with context.tenant_context(tenant):
+        first = services.instance_request(actor=actor, agent_id=agent.pk)
+        with pytest.raises(QuotaExceeded) as refused:
+            services.instance_request(actor=actor, agent_id=agent.pk)
+        assert (refused.value.code, refused.value.limit) == (
+            "insufficient_cpu",
+            "max_cpu_millicores",
+        )
+        assert list(AgentInstance.objects.values_list("pk", flat=True)) == [first.pk]
+        assert pool_and_rows() == ((1, 1000, 512), (1, 1000, 512))
+        results = list(
+            AuditEvent.objects.filter(action="instance.requested").values_list("result", flat=True)
+        )
+        assert sorted(results) == ["denied", "success"]
+
+        services.instance_stop(actor=actor, agent_id=agent.pk, instance_id=first.pk)
+        assert pool_and_rows() == ((0, 0, 0), (0, 0, 0))
+        again = services.instance_request(actor=actor, agent_id=agent.pk)
+        assert AgentInstance.objects.get(pk=again.pk).status == "pending"

@@ -1,0 +1,120 @@
+"""core.sql: the kept server-binding cursor, prepared statements, and a transaction whose last
+statement travels with its COMMIT."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from psycopg.pq import TransactionStatus
+
+from core import sql
+
+UPDATE = "UPDATE sql_counter SET n = n + %(add)s WHERE id = 1 AND n + %(add)s <= %(most)s"
+
+
+@pytest.fixture
+def counter(django_db_blocker):
+    """A committed one-row table of this connection (no test transaction around the test, so
+    `sql.atomic` is the outermost block)."""
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TEMP TABLE sql_counter (id int PRIMARY KEY, n int NOT NULL)")
+            cursor.execute("CREATE TEMP TABLE sql_log (note text NOT NULL)")
+            cursor.execute("INSERT INTO sql_counter VALUES (1, 0)")
+        yield
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE sql_counter, sql_log")
+
+
+def state() -> tuple[int, list[str]]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT n FROM sql_counter")
+        n = cursor.fetchone()[0]
+        cursor.execute("SELECT note FROM sql_log ORDER BY note")
+        return n, [row[0] for row in cursor.fetchall()]
+
+
+@pytest.fixture
+def unblocked(django_db_blocker):
+    with django_db_blocker.unblock():
+        yield
+
+
+def test_one_cursor_is_kept_per_connection_and_its_statements_are_logged(unblocked):
+    with CaptureQueriesContext(connection) as queries:
+        with sql.cursor() as first:
+            first.execute("SELECT %s::int + 1", [1])
+            assert first.fetchone() == (2,)
+        with sql.cursor() as second:
+            second.execute("SELECT %s::text", ["kept"])
+            assert second.fetchone() == ("kept",)
+    assert first.cursor is second.cursor and not second.cursor.closed
+    # (after django_tenants' `SET search_path`, when the schema changed)
+    assert [query["sql"] for query in queries.captured_queries][-2:] == [
+        "SELECT $1::int + 1",
+        "SELECT $1::text",
+    ]
+
+    connection.close()
+    with sql.cursor() as fresh:
+        fresh.execute("SELECT 1")
+    assert fresh.cursor is not first.cursor and fresh.cursor.connection is connection.connection
+
+
+def test_its_statements_run_in_the_tenants_schema_and_are_prepared_after_five_runs(acme):
+    with CaptureQueriesContext(connection) as queries:
+        for run in range(7):
+            with sql.cursor() as cursor:
+                cursor.execute("SELECT current_schema(), %s::int", [run])
+                assert cursor.fetchone() == (acme.tenant.schema_name, run)
+    # The query log shows prepared runs too.
+    logged = [query["sql"] for query in queries.captured_queries]
+    assert logged[-7:] == ["SELECT current_schema(), $1::int"] * 7
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements"
+            " WHERE statement = 'SELECT current_schema(), $1::int'"
+        )
+        assert cursor.fetchone() == (1,)
+
+
+def test_the_last_statement_goes_with_the_commit(counter):
+    ran = []
+    with sql.atomic() as last:
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO sql_log VALUES ('before')")
+        transaction.on_commit(lambda: ran.append("callback"))
+        assert last(UPDATE, {"add": 2, "most": 10}, required=True) is True
+        # Already committed, in the statement's round trip; the callbacks wait for the block.
+        assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+        assert ran == []
+    assert ran == ["callback"]
+    assert state() == (2, ["before"])
+
+
+def test_a_required_last_statement_that_changes_no_row_commits_nothing(counter):
+    ran = []
+    with pytest.raises(sql.Refused), sql.atomic() as last:
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO sql_log VALUES ('rolled back')")
+        transaction.on_commit(lambda: ran.append("callback"))
+        last(UPDATE, {"add": 20, "most": 10}, required=True)
+
+    assert ran == [] and state() == (0, [])
+    assert connection.get_autocommit() and not connection.in_atomic_block
+    # Not required: no row changed, and the rest of the transaction commits.
+    with sql.atomic() as last:
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO sql_log VALUES ('kept')")
+        last(UPDATE, {"add": 20, "most": 10}, required=False)
+    assert state() == (0, ["kept"])
+
+
+def test_nested_in_a_transaction_the_last_statement_runs_at_once(counter):
+    with transaction.atomic():
+        with sql.atomic() as last:
+            assert last(UPDATE, {"add": 20, "most": 10}, required=True) is False
+            assert last(UPDATE, {"add": 3, "most": 10}, required=True) is True
+        assert connection.connection.info.transaction_status == TransactionStatus.INTRANS
+    assert state() == (3, [])
