@@ -92,7 +92,7 @@ with context.public_context():
 actor = Actor.system("bench client")
 with context.tenant_context(tenant):
     services.instance_stop(actor=actor, agent_id=agent_id, instance_id=services.instance_request(
-        actor=actor, agent_id=agent_id).pk)  # warm: connection, caches, publisher loop
+        actor=actor, agent_id=agent_id).pk)  # warm: connection, caches, publisher thread
     print("ready", flush=True)
     sys.stdin.readline()
     starts, stops = [], []

@@ -1,7 +1,7 @@
 """Publishing one event from synchronous code (a service's on-commit), through the Redis layer.
 
 Baseline: `async_to_sync(events.send)`, a fresh event loop (so fresh channels-redis connections)
-per publish. Product: `events.send_from_sync`, one long-lived publishing loop per process.
+per publish. Product: `events.send_from_sync`, handed to one publishing thread per process.
 Rounds alternate the two; figures are medians in milliseconds.
 
     BENCH_REDIS_URL=redis://127.0.0.1:6379/9 .venv/bin/python bench/event_publish.py
@@ -39,7 +39,7 @@ def main() -> None:
         "async_to_sync per publish (baseline)": lambda m: async_to_sync(events.send)(
             tenant_id, "agents.bench.event", m
         ),
-        "send_from_sync (long-lived loop)": lambda m: events.send_from_sync(
+        "send_from_sync (publishing thread)": lambda m: events.send_from_sync(
             tenant_id, "agents.bench.event", m
         ),
     }
