@@ -93,6 +93,12 @@ actor = Actor.system("bench client")
 with context.tenant_context(tenant):
     services.instance_stop(actor=actor, agent_id=agent_id, instance_id=services.instance_request(
         actor=actor, agent_id=agent_id).pk)  # warm: connection, caches, publisher thread
+    # As a gunicorn worker after loading the application (gunicorn.conf.py, post_worker_init).
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", "gunicorn.conf.py")
+    gunicorn_conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gunicorn_conf)
+    gunicorn_conf.freeze_loaded_objects()
     print("ready", flush=True)
     sys.stdin.readline()
     starts, stops = [], []

@@ -98,3 +98,83 @@ def test_the_layer_sends_a_burst_of_group_sends_in_order_and_decodes_each_copy_a
     assert [m["n"] for m in got] == list(range(200))
     assert copies == got
     assert all(c is not m for c, m in zip(copies, got, strict=True))
+
+
+def _subscribed(layer, groups):
+    """A loop with one channel in each of `groups`, and a `receive(channel)` on it."""
+    loop = asyncio.new_event_loop()
+
+    async def subscribe() -> list[str]:
+        channels = []
+        for group in groups:
+            channel = await layer.new_channel()
+            await layer.group_add(group, channel)
+            channels.append(channel)
+        return channels
+
+    channels = loop.run_until_complete(subscribe())
+
+    def receive(channel: str) -> dict:
+        return loop.run_until_complete(asyncio.wait_for(layer.receive(channel), 5))
+
+    return loop, channels, receive
+
+
+def test_the_sync_publisher_sends_each_event_to_every_group_of_its_batch_in_order():
+    """tenants.layers.SyncPublisher: the PUBLISHes the layer's own group_send makes (its channel
+    names and serializer), each event once to each of its groups, a batch in order."""
+    from tenants.layers import SyncPublisher
+
+    layer = get_channel_layer()
+    tenant_id = uuid.uuid4().hex
+    exact, prefix = events.groups_for(tenant_id, "orders.placed")[:2]
+    loop, (on_exact, on_prefix), receive = _subscribed(layer, [exact, prefix])
+    publisher = SyncPublisher(layer)
+    try:
+        batch = [
+            (events.groups_for(tenant_id, "orders.placed"), {"type": "t", "n": n}) for n in range(5)
+        ]
+        batch.insert(2, ([prefix], {"type": "t", "n": "prefix only"}))
+        publisher.publish(batch)
+        assert [receive(on_exact)["n"] for _ in range(5)] == [0, 1, 2, 3, 4]
+        assert [receive(on_prefix)["n"] for _ in range(6)] == [0, 1, "prefix only", 2, 3, 4]
+    finally:
+        publisher.close()
+        loop.close()
+
+
+def test_events_still_arrive_after_redis_closed_the_publishers_connection():
+    """Redis drops the publishing thread's connection (a restart, a timeout, CLIENT KILL): the
+    next events go out on a new one."""
+    import redis
+    from django.conf import settings
+
+    layer = get_channel_layer()
+    tenant_id = uuid.uuid4().hex
+    group = events.group_name(tenant_id, "orders.placed")
+    loop, (channel,), receive = _subscribed(layer, [group])
+    try:
+        events.send_from_sync(tenant_id, "orders.placed", {"type": "t", "n": 0})
+        assert events.flush(timeout=10)
+        assert receive(channel)["n"] == 0
+
+        # This process's publishing connection, idle after the flush, closed by the server.
+        pool = events._publisher()._client._shards[0].connection_pool
+        (connection,) = pool._available_connections
+        host, port = connection._sock.getsockname()[:2]
+        admin = redis.Redis.from_url(settings.REDIS_URL)
+        assert admin.client_kill_filter(addr=f"{host}:{port}") == 1
+        admin.close()
+        for number in (1, 2, 3):
+            events.send_from_sync(tenant_id, "orders.placed", {"type": "t", "n": number})
+            assert events.flush(timeout=10)
+        # At most once: the first event after the kill may be lost with the dead connection.
+        got = []
+        while len(got) < 3:
+            try:
+                got.append(receive(channel)["n"])
+            except TimeoutError:
+                break
+        assert got[-1] == 3 and got == sorted(got)
+    finally:
+        loop.close()
