@@ -42,6 +42,14 @@ class _KeptCursor(ServerBindingCursor):
     def close(self) -> None:
         """Kept for the next statement (Django's wrapper closes its cursor on exit)."""
 
+    def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
+        if not params:
+            # django_tenants' `SET search_path` runs here too, its text naming the schema: one
+            # prepared statement per organization would crowd the fixed ones out of psycopg's
+            # cache (`prepared_max`).
+            options.setdefault("prepare", False)
+        return super().execute(query, params, **options)
+
     def _send_query_prepared(self, name: bytes, pgq: Any, *, binary: bool | None = None) -> None:
         # Django's query log (tests, debug tools) reads the cursor's `_query`, which psycopg
         # (pinned, pyproject.toml) sets for statements sent unprepared only.
