@@ -240,25 +240,25 @@ def send_from_sync(tenant_id: str, subject: str, message: dict[str, Any]) -> Non
     With the Redis layer the event joins this process's publishing queue and the caller goes
     on: a service's request does not wait for the fan-out's round trip after its commit. One
     thread per process sends the queue in order, every waiting event in one pipeline, so the
-    events of one process reach the layer in the order their transactions committed. (The
-    in-memory layer, one process for development, is loop-bound: it is sent at once.)
+    events of one process reach the layer in the order their transactions committed. (Other
+    layers, such as the in-memory one of development, are sent at once: `_pubsub_layer`.)
     """
     _send_groups_from_sync(_groups(tenant_id, subject), message)
 
 
 def _send_groups_from_sync(groups: tuple[str, ...], message: dict[str, Any]) -> None:
-    if not _redis_layer():
+    if not _pubsub_layer():
         async_to_sync(_group_send)(groups, message)
         return
     _publisher().hand_over(groups, message)
 
 
-def _redis_layer() -> bool:
-    """Whether the channel layer is a Redis one (core or pub/sub): not bound to one loop."""
-    from channels_redis.core import RedisChannelLayer
+def _pubsub_layer() -> bool:
+    """Whether the layer is channels-redis' pub/sub one, whose PUBLISHes SyncPublisher sends.
+    Any other (the in-memory layer of development, a core Redis layer) gets `async_to_sync`."""
     from channels_redis.pubsub import RedisPubSubChannelLayer
 
-    return isinstance(get_channel_layer(), RedisChannelLayer | RedisPubSubChannelLayer)
+    return isinstance(get_channel_layer(), RedisPubSubChannelLayer)
 
 
 def flush(timeout: float = PUBLISH_TIMEOUT_SECONDS) -> bool:
@@ -274,9 +274,9 @@ def send_control_from_sync(tenant_id: str, reason: str) -> None:
     With a Redis layer the message goes through this process's publishing queue, after the
     events queued before it, and the caller waits for its round trip. (`async_to_sync` would run
     each publish in a fresh event loop, and channels-redis keeps its connections per loop: new
-    Redis connections, ~6 ms, every time.) The in-memory layer keeps `async_to_sync`.
+    Redis connections, ~6 ms, every time.) Other layers keep `async_to_sync`.
     """
-    if not _redis_layer():
+    if not _pubsub_layer():
         async_to_sync(send_control)(tenant_id, reason)
         return
     groups, message = _control(tenant_id, reason)

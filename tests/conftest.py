@@ -212,9 +212,9 @@ class LayerLoop:
         import asyncio
         import threading
 
-        from tenants import events
+        from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-        self.threaded = events._redis_layer()
+        self.threaded = not isinstance(get_channel_layer(), InMemoryChannelLayer)
         self.loop = asyncio.new_event_loop() if self.threaded else None
         if self.loop is not None:
             threading.Thread(target=self.loop.run_forever, daemon=True).start()
