@@ -328,6 +328,10 @@ class _Publisher:
             self._condition.notify_all()
         return True
 
+    def serves(self, layer: Any) -> bool:
+        """Whether this publisher sends for `layer` in this process (not a forked copy)."""
+        return self.layer is layer and self.pid == os.getpid() and self.thread.is_alive()
+
     def flush(self, timeout: float) -> bool:
         with self._condition:
             return self._condition.wait_for(lambda: self._in_flight == 0, timeout=timeout)
@@ -374,21 +378,14 @@ def _publisher() -> _Publisher:
     global _current
     layer = get_channel_layer()
     publisher = _current
-    if (
-        publisher is not None
-        and publisher.layer is layer
-        and publisher.pid == os.getpid()
-        and publisher.thread.is_alive()
-    ):
+    if publisher is not None and publisher.serves(layer):
         return publisher
     with _publisher_lock:
         publisher = _current
-        if publisher is None or publisher.layer is not layer or publisher.pid != os.getpid():
+        if publisher is None or not publisher.serves(layer):
             if publisher is not None and publisher.pid == os.getpid():
-                publisher.flush(PUBLISH_TIMEOUT_SECONDS)  # its events first
+                publisher.flush(PUBLISH_TIMEOUT_SECONDS)  # a switched layer: its events first
                 publisher.retire()
-            _current = publisher = _Publisher(layer)
-        elif not publisher.thread.is_alive():
             _current = publisher = _Publisher(layer)
         return publisher
 
