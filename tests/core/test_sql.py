@@ -125,3 +125,24 @@ def test_nested_in_a_transaction_the_last_statement_runs_at_once(counter):
             assert last(UPDATE, {"add": 3, "most": 10}, required=True) is True
         assert connection.connection.info.transaction_status == TransactionStatus.INTRANS
     assert state() == (3, [])
+
+
+def test_a_prepared_statement_reads_the_schema_of_the_organization_it_runs_for(
+    org, other_org, in_tenant
+):
+    """Prepared in one organization's schema, a statement run for another reads the other's
+    table: PostgreSQL plans it again when `search_path` changed."""
+    from tests.agents.conftest import make_agent
+
+    with in_tenant(org):
+        make_agent("Only in A")
+    counts = {}
+    for target in (org, other_org, org):
+        with in_tenant(target):
+            for _ in range(6):  # prepared from the fifth run on
+                with sql.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT count(*) FROM agents_agent WHERE name = %s", ["Only in A"]
+                    )
+                    counts.setdefault(target.tenant.slug, []).append(cursor.fetchone()[0])
+    assert counts == {org.tenant.slug: [1] * 12, other_org.tenant.slug: [0] * 6}
