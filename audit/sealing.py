@@ -52,6 +52,9 @@ BATCH_SIZE = 500
 LEADER_LOCK_CLASS = 0x41554453  # "AUDS"
 # A leader lets go after this many passes in a row with nothing to seal.
 IDLE_PASSES = 3
+# A process that found another leader tries the lead again after this many intervals at the
+# soonest (the leader seals its commits meanwhile; see _Sealer).
+FOLLOWER_INTERVALS = 5
 
 
 def lock_chain() -> None:
@@ -355,11 +358,19 @@ class _Sealer:
     nothing to seal the leader lets go, then checks once more for unsealed events (committed by
     a process that saw it leading just before) and takes the lead again if there are: no commit
     is left without a pass after it. Wake-ups within an interval are handled together.
+
+    A follower (it found the lead taken) tries again only FOLLOWER_INTERVALS intervals later,
+    however often it is woken meanwhile: while the leader leads, it seals the follower's commits
+    anyway, and a try per interval in every other process was most of the sealing's cost with 8
+    writing processes. What that try covers is the rare hand-off (the leader let go between the
+    follower's last try and its commit): such a commit waits up to FOLLOWER_INTERVALS + 1
+    intervals instead of one.
     """
 
     def __init__(self) -> None:
         self._pending: dict[str, Tenant | None] = {}
         self._leading: dict[str, list] = {}  # schema -> [tenant, passes with nothing to seal]
+        self._following: dict[str, float] = {}  # schema -> monotonic time of the next try
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -377,14 +388,16 @@ class _Sealer:
     def wake(self, tenant: Tenant | None) -> None:
         key = tenant.schema_name if tenant is not None else "public"
         with self._condition:
-            # A thread with something pending or led is between passes and passes again within
-            # the interval: only an idle one needs the notification (and its GIL hand-off).
-            idle = not self._pending and not self._leading
+            # A thread with something led or pending (not followed) passes again within the
+            # interval: only one idle or waiting for a follower's try needs the notification (and
+            # its GIL hand-off), and only for a schema not pending yet.
+            waiting = not self._leading and all(k in self._following for k in self._pending)
+            fresh = key not in self._pending
             self._pending[key] = tenant
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
                 self._thread.start()
-            elif idle:
+            elif waiting and fresh:
                 self._condition.notify()
 
     def stop(self) -> None:
@@ -404,7 +417,7 @@ class _Sealer:
                 with self._condition:
                     while not self._stopping:
                         if self._pending or self._leading:
-                            wait = last_pass + interval() - time.monotonic()
+                            wait = self._due(last_pass) - time.monotonic()
                             if wait <= 0:
                                 break
                             self._condition.wait(wait)
@@ -426,12 +439,30 @@ class _Sealer:
                 self._tick(woken)
         finally:
             self._leading.clear()
+            self._following.clear()
             connection.close()  # also lets go of every leader lock
 
+    def _due(self, last_pass: float) -> float:
+        """When the next pass or try is due (with the condition held): one interval after the
+        last pass, unless every pending schema is followed and nothing is led."""
+        due = last_pass + interval()
+        if self._leading or any(self._following.get(key, 0.0) <= due for key in self._pending):
+            return due
+        return min(self._following[key] for key in self._pending)
+
     def _tick(self, woken: dict[str, Tenant | None]) -> None:
+        now = time.monotonic()
         for key, tenant in woken.items():
-            if key not in self._leading and _leader_call(tenant, _TAKE_LEAD):
+            if key in self._leading:
+                continue
+            if self._following.get(key, 0.0) > now:  # not yet: pending until then
+                with self._condition:
+                    self._pending.setdefault(key, tenant)
+            elif _leader_call(tenant, _TAKE_LEAD):
+                self._following.pop(key, None)
                 self._leading[key] = [tenant, 0]
+            else:
+                self._following[key] = now + FOLLOWER_INTERVALS * interval()
         for key, state in list(self._leading.items()):
             if _pass_in(state[0]):
                 state[1] = 0

@@ -447,3 +447,52 @@ def test_a_leader_letting_go_leads_again_while_events_are_unsealed(scratch_org, 
         assert sealing._leader_call(tenant, sealing._LET_GO) is False  # nothing left: let go
     finally:
         connection.close()  # no leader lock left behind
+
+
+def test_a_follower_tries_the_lead_again_only_intervals_later(scratch_org, settings, monkeypatch):
+    """A sealer that found the lead taken does not try it again at every wake-up (the leader
+    seals its commits meanwhile), only FOLLOWER_INTERVALS intervals later: then, the leader gone,
+    it takes the lead and seals what was committed since."""
+    settings.AUDIT_SEALER = "off"
+    settings.AUDIT_SEAL_INTERVAL_SECONDS = 0.05
+    window = sealing.FOLLOWER_INTERVALS * 0.05
+    tenant = scratch_org.tenant
+    leader_call, tries = sealing._leader_call, []
+
+    def counted(tenant, statements):
+        if statements is sealing._TAKE_LEAD:
+            tries.append(time.monotonic())
+        return leader_call(tenant, statements)
+
+    monkeypatch.setattr(sealing, "_leader_call", counted)
+    follower = sealing._Sealer()
+    try:
+        assert leader_call(tenant, sealing._TAKE_LEAD)  # this thread's connection leads
+        deadline = time.monotonic() + 10
+        for _ in range(5):  # woken five times in about one window
+            _committed(tenant, 1, action="test.followed")
+            follower.wake(tenant)
+            while not tries:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            time.sleep(window / 5)
+        assert not follower._leading
+        assert not _sealed(tenant, "test.followed")  # the leader here never seals
+
+        # The leader goes, sealing nothing (a real one seals what it sees unsealed first); a
+        # commit after that is the follower's to seal, at its next try.
+        assert leader_call(tenant, sealing._LET_GO[:1])
+        _committed(tenant, 1, action="test.handed-over")
+        follower.wake(tenant)
+        while not _sealed(tenant, "test.handed-over"):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert _sealed(tenant, "test.followed")
+        assert tenant.schema_name in follower._leading
+        assert len(tries) >= 2
+        assert all(later - earlier >= window for earlier, later in zip(tries, tries[1:]))
+        with context.tenant_context(tenant):
+            assert verify_chain(tenant_id=str(tenant.public_id)).is_intact
+    finally:
+        follower.stop()
+        connection.close()  # no leader lock left behind
