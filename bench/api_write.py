@@ -7,8 +7,11 @@ commit). The floor sends the statements the service sends (traced at psycopg: BE
 INSERT instance; INSERT audit event, unsealed; UPDATE pool ... WHERE every limit holds; COMMIT,
 and the stop's BEGIN; instance FOR UPDATE; UPDATE instance; INSERT audit event; UPDATE pool;
 COMMIT) with raw psycopg and publishes nothing;
-it does not seal (the service's sealer thread does that work after commit; the floor's events
-are sealed after its round, untimed, by `manage.py seal_audit`: a conservative floor).
+`floor` does not seal (the service's sealer thread does that work after commit; the floor's
+events are sealed after its round, untimed, by `manage.py seal_audit`: a conservative floor).
+`floor-sealed` is the floor plus what the service's sealing sends: one raw psycopg process
+sealing the floor's events every 50 ms with the leader's two round trips (FLOOR_SEALER), so that
+every statement the service sends is in it.
 `service` runs with AUDIT_SEALER=thread (sealed after commit, by one leader process per schema
 at a time, every AUDIT_SEAL_INTERVAL_SECONDS), `service-immediate` with AUDIT_SEALER=immediate
 (the chain's lock held until commit), both named explicitly.
@@ -198,6 +201,66 @@ print(json.dumps({"starts": starts, "stops": stops, "cpu": cpu}))
 """
 
 
+# The floor's sealer for `floor-sealed`: one raw psycopg process sending the service leader's
+# pass (audit.sealing._pipelined_pass: BEGIN, the chain's lock, the head and the batch in one
+# round trip; the UPDATE of the batch and COMMIT in a second) every 50 ms, as the service's
+# sealer thread does, and hashing as audit.chain.compute_hash does (plain hashlib, no models).
+# It passes until its stdin closes, then once more.
+FLOOR_SEALER = """
+import hashlib, json, select, sys, time
+from datetime import datetime, timezone
+import psycopg
+
+url, schema = sys.argv[1], sys.argv[2]
+conn = psycopg.connect(url, autocommit=True)
+conn.execute(f'SET search_path = "{schema}", public')
+conn.execute("SET TIME ZONE 'UTC'")
+COLUMNS = ("id", "tenant_id", "occurred_at", "actor_kind", "actor_id", "actor_label", "action",
+           "resource_type", "resource_id", "result", "ip", "user_agent", "details")
+BATCH = ("SELECT " + ", ".join(COLUMNS) + " FROM audit_auditevent WHERE sequence IS NULL"
+         " ORDER BY id LIMIT 500")
+HEAD = ("(SELECT 0, sequence, hash, occurred_at FROM audit_auditevent WHERE sequence IS NOT NULL"
+        " ORDER BY sequence DESC LIMIT 1) UNION ALL (SELECT 1, sequence, hash, NULL FROM"
+        " audit_auditcheckpoint ORDER BY sequence DESC LIMIT 1)")
+UPDATE = ("WITH sealed AS (UPDATE audit_auditevent AS e SET sequence = v.sequence,"
+          " previous_hash = v.previous_hash, hash = v.hash, sealed_at = %s"
+          " FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[], %s::varchar[])"
+          " AS v(id, sequence, previous_hash, hash) WHERE e.id = v.id AND e.sequence IS NULL"
+          " RETURNING 1) SELECT 1 / (count(*) = %s)::int FROM sealed")
+
+def seal_pass():
+    cursors = begin, lock, head, batch = [conn.cursor() for _ in range(4)]
+    with conn.pipeline():
+        begin.execute("BEGIN")
+        lock.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", [0x41554454])
+        head.execute(HEAD)
+        batch.execute(BATCH)
+        heads = sorted(head.fetchall())
+        rows = batch.fetchall()
+        sequence, previous = heads[0][1:3] if heads else (0, "0" * 64)
+        now = datetime.now(timezone.utc)
+        ids, sequences, previouses, hashes = [], [], [], []
+        for row in rows:
+            fields = dict(zip(COLUMNS[1:], row[1:]))
+            sequence += 1
+            fields.update(sequence=sequence, previous_hash=previous,
+                          occurred_at=fields["occurred_at"].isoformat())
+            previous = hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":"),
+                                                 default=str).encode()).hexdigest()
+            ids.append(row[0]); sequences.append(sequence)
+            previouses.append(fields["previous_hash"]); hashes.append(previous)
+        if rows:
+            lock.execute(UPDATE, [now, ids, sequences, previouses, hashes, len(rows)])
+        begin.execute("COMMIT")
+    for cursor in cursors:
+        cursor.close()
+
+while select.select([sys.stdin], [], [], 0.05)[0] == [] or sys.stdin.readline():
+    seal_pass()
+seal_pass()
+"""
+
+
 def sealing_lag(database: str, schema: str, since) -> dict:
     """Wait until the round's events are sealed; their lag (ms) from insert to sealing."""
     import time
@@ -256,6 +319,11 @@ def run_clients(variant: str, clients: int, duration: float, database: str, fact
         )
         for _ in range(clients)
     ]
+    sealer = None
+    if variant == "floor-sealed":
+        sealer = subprocess.Popen(
+            [PYTHON, "-c", FLOOR_SEALER, database, facts["schema"]], stdin=subprocess.PIPE
+        )
     for process in processes:
         line = process.stdout.readline()
         if line.strip() != "ready":
@@ -272,6 +340,10 @@ def run_clients(variant: str, clients: int, duration: float, database: str, fact
         starts += result["starts"]
         pairs += len(result["starts"])
         cpu += result["cpu"]
+    if sealer is not None:
+        sealer.communicate(timeout=120)  # its stdin closed: one more pass, then it ends
+        if sealer.returncode:
+            raise RuntimeError(f"the floor's sealer failed ({sealer.returncode})")
     result = {
         "pairs_per_s": pairs / duration,
         "start_ms_median": median(starts) * 1e3,
@@ -281,7 +353,7 @@ def run_clients(variant: str, clients: int, duration: float, database: str, fact
     }
     if variant == "service":
         result.update(sealing_lag(database, facts["schema"], since))
-    elif variant == "floor":
+    elif variant.startswith("floor"):
         # Seal the floor's events now, untimed: they must not sit as a backlog in front of the
         # next service round's events (that would measure the backlog, not the sealing lag).
         subprocess.run(
@@ -314,7 +386,7 @@ def main() -> None:
     cells = [
         (variant, clients)
         for clients in (1, args.clients)
-        for variant in ("service", "service-immediate", "floor")
+        for variant in ("service", "service-immediate", "floor", "floor-sealed")
     ]
     samples: dict[str, list[dict]] = {f"{v}/{c}": [] for v, c in cells}
     for number in range(args.rounds):
@@ -328,9 +400,12 @@ def main() -> None:
     for name, rows in samples.items():
         summary[name] = {key: median([row[key] for row in rows]) for key in rows[0]}
     for clients in (1, args.clients):
-        floor = samples[f"floor/{clients}"]
-        for variant, label in (("service", "ratio"), ("service-immediate", "ratio-immediate")):
-            service = samples[f"{variant}/{clients}"]
+        for variant, base, label in (
+            ("service", "floor", "ratio"),
+            ("service-immediate", "floor", "ratio-immediate"),
+            ("service", "floor-sealed", "ratio-to-sealed-floor"),
+        ):
+            service, floor = samples[f"{variant}/{clients}"], samples[f"{base}/{clients}"]
             summary[f"{label}/{clients}"] = {
                 "throughput_service_over_floor": median(
                     [
