@@ -139,15 +139,16 @@ class SyncPublisher:
     """`group_send` for synchronous code: the PUBLISHes the layer would send (its prefix, its
     serializer, each group's shard), from one thread, no event loop. `publish` takes a batch of
     (groups, message): each message is serialised once, and the whole batch is one pipeline per
-    shard, i.e. one round trip, in order. Used by one thread at a time (tenants.events)."""
+    shard, i.e. one round trip, in order. Used by one thread at a time (tenants.events), so each
+    shard's connection is its own, held from the first batch to `close`: no pool to take it from
+    and give it back to for every batch (redis-py's pool bookkeeping was most of the thread's
+    CPU with one or two events a batch)."""
 
     def __init__(self, layer: RedisPubSubChannelLayer) -> None:
         hosts = layer._kwargs.get("hosts", layer._args[0] if layer._args else None)
         self._layer = layer
         self._prefix = layer._kwargs.get("prefix", "asgi")
-        self._shards = [
-            redis.Redis(connection_pool=_blocking_pool(host)) for host in decode_hosts(hosts)
-        ]
+        self._connections = [_blocking_pool(host).make_connection() for host in decode_hosts(hosts)]
 
     def channel(self, group: str) -> str:
         """The Redis channel of `group` (RedisPubSubLoopLayer._get_group_channel_name)."""
@@ -159,16 +160,16 @@ class SyncPublisher:
             data = self._layer.serialize(message)
             for group in groups:
                 channel = self.channel(group)
-                shard = _consistent_hash(channel, len(self._shards))
+                shard = _consistent_hash(channel, len(self._connections))
                 commands.setdefault(shard, []).append(("PUBLISH", channel, data))
         for shard, publishes in commands.items():
-            self._send(self._shards[shard].connection_pool, publishes)
+            self._send(self._connections[shard], publishes)
 
     @staticmethod
-    def _send(pool: redis.ConnectionPool, commands: list[tuple[str, str, bytes]]) -> None:
+    def _send(connection: redis.Connection, commands: list[tuple[str, str, bytes]]) -> None:
         """The commands in one write, then their replies: a pipeline without redis-py's
-        Pipeline object (half its CPU). A connection that failed is dropped, not reused."""
-        connection = pool.get_connection()
+        Pipeline object (half its CPU). A connection that failed is closed; the next batch
+        connects it again."""
         try:
             connection.send_packed_command(connection.pack_commands(commands))
             for _ in commands:
@@ -176,10 +177,7 @@ class SyncPublisher:
         except BaseException:
             connection.disconnect()
             raise
-        finally:
-            pool.release(connection)
 
     def close(self) -> None:
-        for shard in self._shards:
-            shard.close()
-            shard.connection_pool.disconnect()
+        for connection in self._connections:
+            connection.disconnect()

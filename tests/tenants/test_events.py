@@ -159,8 +159,7 @@ def test_events_still_arrive_after_redis_closed_the_publishers_connection():
         assert receive(channel)["n"] == 0
 
         # This process's publishing connection, idle after the flush, closed by the server.
-        pool = events._publisher()._client._shards[0].connection_pool
-        (connection,) = pool._available_connections
+        (connection,) = events._publisher()._client._connections
         host, port = connection._sock.getsockname()[:2]
         admin = redis.Redis.from_url(settings.REDIS_URL)
         assert admin.client_kill_filter(addr=f"{host}:{port}") == 1
