@@ -120,9 +120,12 @@ class _Last:
                     running.execute(
                         _ONE_ROW_OR_FAIL.format(statement) if required else statement, params
                     )
-                    # psycopg's own commit: Django's, when the atomic block ends, then finds the
-                    # transaction over and sends nothing (its on-commit callbacks still run).
-                    raw.commit()
+                    # COMMIT as a statement, not psycopg's commit(), which syncs the pipeline
+                    # (a round trip) before the pipeline's exit syncs again (another): this way
+                    # the statement, the COMMIT and one Sync go out and come back together.
+                    # Django's commit, when the atomic block ends, then finds the transaction
+                    # over and sends nothing (its on-commit callbacks still run).
+                    running.execute("COMMIT")
             except DataError as error:
                 if required and getattr(error.__cause__, "sqlstate", None) == _DIVISION_BY_ZERO:
                     raise Refused from error

@@ -100,6 +100,29 @@ def test_the_last_statement_goes_with_the_commit(counter):
     assert state() == (2, ["before"])
 
 
+def test_the_last_statement_and_the_commit_are_one_round_trip(counter, tmp_path):
+    """libpq's protocol trace: after the last statement's Bind, the client sends its Execute, the
+    COMMIT and one Sync, and waits once (the server's messages all come after the Sync)."""
+    with sql.atomic() as last:
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO sql_log VALUES ('before')")
+        pgconn = connection.connection.pgconn
+        with open(tmp_path / "trace", "w") as trace:
+            pgconn.trace(trace.fileno())
+            try:
+                last(UPDATE, {"add": 2, "most": 10}, required=True)
+            finally:
+                pgconn.untrace()
+    lines = (tmp_path / "trace").read_text().splitlines()
+    # Each line: a timestamp, F (frontend) or B (backend), the length, the message, its fields.
+    messages = [line.split("\t")[1:4:2] for line in lines]
+    sent = [name for direction, name in messages if direction == "F"]
+    assert sent.count("Sync") == 1 and "COMMIT" in (tmp_path / "trace").read_text()
+    first_answer = next(n for n, (direction, _) in enumerate(messages) if direction == "B")
+    assert all(direction == "B" for direction, _ in messages[first_answer:])
+    assert state() == (2, ["before"])
+
+
 def test_a_required_last_statement_that_changes_no_row_commits_nothing(counter):
     ran = []
     with pytest.raises(sql.Refused), sql.atomic() as last:
