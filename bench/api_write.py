@@ -207,7 +207,7 @@ print(json.dumps({"starts": starts, "stops": stops, "cpu": cpu}))
 # sealer thread does, and hashing as audit.chain.compute_hash does (plain hashlib, no models).
 # It passes until its stdin closes, then once more.
 FLOOR_SEALER = """
-import hashlib, json, select, sys, time
+import hashlib, json, select, sys
 from datetime import datetime, timezone
 import psycopg
 
