@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection, transaction
+from django.db.backends.utils import CursorDebugWrapper
 from django.test.utils import CaptureQueriesContext
 from psycopg.pq import TransactionStatus
 
@@ -60,6 +61,22 @@ def test_one_cursor_is_kept_per_connection_and_its_statements_are_logged(unblock
     with sql.cursor() as fresh:
         fresh.execute("SELECT 1")
     assert fresh.cursor is not first.cursor and fresh.cursor.connection is connection.connection
+
+
+def test_the_wrapper_is_kept_until_the_query_log_is_switched_on_or_off(unblocked):
+    with sql.cursor() as first:
+        pass
+    with sql.cursor() as second:
+        pass
+    assert second is first and not isinstance(first, CursorDebugWrapper)
+    with CaptureQueriesContext(connection) as queries, sql.cursor() as logged:
+        logged.execute("SELECT %s::int", [3])
+    assert isinstance(logged, CursorDebugWrapper) and logged.cursor is first.cursor
+    assert queries.captured_queries[-1]["sql"] == "SELECT $1::int"
+    with sql.cursor() as after:
+        after.execute("SELECT %s::int", [4])
+    assert not isinstance(after, CursorDebugWrapper) and after.cursor is first.cursor
+    assert len(queries.captured_queries) == 1  # the log is off again
 
 
 def test_its_statements_run_in_the_tenants_schema_and_are_prepared_after_five_runs(acme):
