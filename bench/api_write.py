@@ -18,7 +18,8 @@ at a time, every AUDIT_SEAL_INTERVAL_SECONDS), `service-immediate` with AUDIT_SE
 After each service round the bench waits until everything is sealed and reports the sealing lag
 (sealed_at - occurred_at, an upper bound of commit -> sealed) of that round's events. Each client is
 its own process with its own connection; clients are started, then released together. The
-variants alternate round by round (one client, then 8), in a rotating order.
+variants alternate round by round (one client, then 8), in a rotating order. Each cell starts
+from vacuumed tables (`vacuum`, untimed), as autovacuum keeps them on a production server.
 
     .venv/bin/python bench/api_write.py [--rounds 5] [--duration 4] [--clients 8]
 """
