@@ -73,20 +73,18 @@ def cursor() -> Any:
     db.close_if_health_check_failed()
     db.ensure_connection()
     raw = db.connection
+    # The kept cursor is the kept wrapper's (one pair per connection).
     wrapper = getattr(db, "_kept_server_wrapper", None)
-    if (
-        wrapper is None
-        or wrapper.cursor.connection is not raw
-        or isinstance(wrapper, CursorDebugWrapper) != db.queries_logged
-    ):
-        kept = getattr(db, "_kept_server_cursor", None)
-        if kept is None or kept.connection is not raw:
-            kept = _KeptCursor(raw)
-            # As Django's cursors (DatabaseWrapper.create_cursor): times in the connection's zone.
-            loader = raw.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
-            if db.timezone != loader.timezone:
-                register_tzloader(db.timezone, kept)
-            db._kept_server_cursor = kept
+    if wrapper is None or wrapper.cursor.connection is not raw:
+        kept = _KeptCursor(raw)
+        # As Django's own cursors (DatabaseWrapper.create_cursor): times in the connection's zone.
+        loader = raw.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+        if db.timezone != loader.timezone:
+            register_tzloader(db.timezone, kept)
+        wrapper = None
+    else:
+        kept = wrapper.cursor
+    if wrapper is None or isinstance(wrapper, CursorDebugWrapper) != db.queries_logged:
         with db.wrap_database_errors:
             wrapper = db._kept_server_wrapper = db._prepare_cursor(kept)
     else:
